@@ -1,0 +1,21 @@
+import type { Label } from './label.js';
+
+export const STAGES = ['receive', 'handoff', 'tool_call', 'tool_result', 'output'] as const;
+export type Stage = (typeof STAGES)[number];
+
+/** Ordered from least to most restrictive: combining decisions keeps the later one. */
+export const VERDICTS = ['allow', 'redact', 'escalate', 'block'] as const;
+export type Verdict = (typeof VERDICTS)[number];
+
+export interface Decision {
+  verdict: Verdict;
+  reasons: string[];
+  /** 0 (none) to 1 (certain harm). */
+  risk: number;
+  /** Labels the content carries from now on (joined into the context). */
+  labels?: Label;
+  /** With `redact`: the content as it may pass. */
+  content?: string;
+}
+
+export const ALLOW: Decision = Object.freeze({ verdict: 'allow', reasons: [], risk: 0 }) as Decision;

@@ -1,0 +1,409 @@
+import { createHash } from 'node:crypto';
+import { z } from 'zod';
+import { delegateToolName, handoffToolName, type Agent } from '../agents/agent.js';
+import { ChatMessageSchema, ModelCallError, type AssistantMessage, type ChatMessage, type ToolCall, type ToolSpec } from '../agents/model.js';
+import type { AnyTool } from '../agents/tool.js';
+import type { Decision } from '../guards/decision.js';
+import type { GuardEvent, GuardPipeline } from '../guards/guard-event.js';
+import { LabelSchema, join, type Label } from '../guards/label.js';
+import { EnvelopeSchema, type Envelope } from './envelope.js';
+import type { RunEventInput } from './events.js';
+import { RetryableError, type ChildJob, type Task, type TaskOutcome, type TaskResult, type Transport } from './transport.js';
+
+/** The worker's own progress through one activation, saved in the job so a redelivery resumes it. */
+const ProgressSchema = z.object({
+  messages: z.array(ChatMessageSchema),
+  turns: z.number().int().nonnegative(),
+  label: LabelSchema,
+  usage: z.object({ inputTokens: z.number(), outputTokens: z.number() }),
+  awaiting: z.array(z.object({ callId: z.string(), agent: z.string(), jobId: z.string() })).default([]),
+});
+type Progress = z.infer<typeof ProgressSchema>;
+
+const JobDataSchema = z.object({ envelope: EnvelopeSchema, progress: ProgressSchema.optional() }).strict();
+export type JobData = z.infer<typeof JobDataSchema>;
+
+const DelegateArgsSchema = z.object({ input: z.string().min(1) }).strict();
+
+export interface AgentLoopOptions {
+  agents: ReadonlyMap<string, Agent>;
+  transport: Transport;
+  pipeline: GuardPipeline;
+  /** Serialized job data above this size is refused before anything runs. */
+  maxMessageBytes: number;
+}
+
+/** Stable, queue-safe id for a message derived from its parent and the step that produced it. */
+export function deriveMessageId(parent: string, step: string): string {
+  return createHash('sha256').update(parent).update('\0').update(step).digest('base64url').slice(0, 22);
+}
+
+const textOf = (value: unknown): string => (typeof value === 'string' ? value : (JSON.stringify(value) ?? 'null'));
+
+/** Runs one agent activation: model turns, guarded tool calls, handoffs and delegations. */
+export class AgentLoop {
+  constructor(private readonly options: AgentLoopOptions) {}
+
+  private get store() {
+    return this.options.transport.store;
+  }
+
+  async handle(task: Task): Promise<TaskOutcome> {
+    const data = this.admit(task);
+    if ('rejected' in data) return this.reject(task, data.rejected);
+    const { envelope } = data;
+    const agent = this.options.agents.get(envelope.receiver)!;
+    const run = await this.store.getRun(envelope.runId);
+    if (!run) return this.reject(task, `no run ${envelope.runId} exists`);
+    if (run.status !== 'running') return { type: 'done', result: { status: 'cancelled', error: `run is ${run.status}` } };
+    const activation = new Activation(this.options, task, envelope, agent);
+    return activation.resume(data.progress);
+  }
+
+  /** Checks size and shape, and that the envelope is for the agent this queue serves. */
+  private admit(task: Task): JobData | { rejected: string } {
+    const size = Buffer.byteLength(JSON.stringify(task.data) ?? '');
+    if (size > this.options.maxMessageBytes) return { rejected: `message of ${size} bytes exceeds the limit of ${this.options.maxMessageBytes}` };
+    const parsed = JobDataSchema.safeParse(task.data);
+    if (!parsed.success) {
+      const first = parsed.error.issues[0];
+      return { rejected: `malformed job data: ${first ? `${first.path.join('.') || '(root)'}: ${first.message}` : 'invalid'}` };
+    }
+    const { envelope } = parsed.data;
+    if (envelope.receiver !== task.queue) return { rejected: `envelope for '${envelope.receiver}' arrived on the queue of '${task.queue}'` };
+    if (!this.options.agents.has(envelope.receiver)) return { rejected: `this worker does not serve agent '${envelope.receiver}'` };
+    if (envelope.chain[envelope.chain.length - 1] !== envelope.receiver) return { rejected: 'chain does not end with the receiver' };
+    return parsed.data;
+  }
+
+  /** Refuses a job without running anything; the run, if one can be named, fails and says why. */
+  private async reject(task: Task, reason: string): Promise<TaskOutcome> {
+    const runId = (task.data as { envelope?: { runId?: unknown } } | undefined)?.envelope?.runId;
+    if (typeof runId === 'string' && z.string().uuid().safeParse(runId).success && (await this.store.getRun(runId))) {
+      await this.store.appendEvent(runId, { type: 'envelope.rejected', agent: task.queue, reason });
+      if (await this.store.finishRun(runId, 'failed', { error: `message refused: ${reason}` })) {
+        await this.store.appendEvent(runId, { type: 'run.failed', agent: task.queue, error: `message refused: ${reason}` });
+      }
+    }
+    return { type: 'done', result: { status: 'rejected', error: reason } };
+  }
+}
+
+/** One delivery of one envelope to one agent. */
+class Activation {
+  private progress!: Progress;
+  private readonly runId: string;
+
+  constructor(
+    private readonly options: AgentLoopOptions,
+    private readonly task: Task,
+    private readonly envelope: Envelope,
+    private readonly agent: Agent,
+  ) {
+    this.runId = envelope.runId;
+  }
+
+  private get store() {
+    return this.options.transport.store;
+  }
+
+  private emit(event: RunEventInput): Promise<void> {
+    return this.store.appendEvent(this.runId, { ...event, agent: this.agent.name } as RunEventInput);
+  }
+
+  private async guard(event: Omit<GuardEvent, 'runId' | 'principal' | 'agent' | 'chain' | 'depth' | 'hops' | 'label'>, subject?: string): Promise<Decision> {
+    const e = this.envelope;
+    const decision = await this.options.pipeline.evaluate({
+      ...event,
+      runId: e.runId,
+      principal: e.principal,
+      agent: this.agent.name,
+      chain: e.chain,
+      depth: e.depth,
+      hops: e.hops,
+      label: this.progress.label,
+    });
+    await this.emit({ type: 'guard.decision', stage: event.stage, verdict: decision.verdict, reasons: decision.reasons, risk: decision.risk, subject });
+    if (decision.labels) this.progress.label = join(this.progress.label, decision.labels);
+    return decision;
+  }
+
+  async resume(saved: Progress | undefined): Promise<TaskOutcome> {
+    const e = this.envelope;
+    const resumed = saved !== undefined;
+    this.progress = saved ?? { messages: e.messages, turns: 0, label: e.label, usage: { inputTokens: 0, outputTokens: 0 }, awaiting: [] };
+    try {
+      if (!resumed || this.task.attempt > 1) await this.emit({ type: 'agent.started', kind: e.kind, chain: e.chain, resumed });
+      if (!resumed) {
+        const incoming = e.messages[e.messages.length - 1];
+        const decision = await this.guard({ stage: 'receive', content: incoming && 'content' in incoming ? (incoming.content ?? '') : '' });
+        if (decision.verdict !== 'allow' && decision.verdict !== 'redact') return this.fail(`message refused at receive: ${decision.reasons.join('; ') || decision.verdict}`);
+        if (decision.verdict === 'redact' && decision.content !== undefined && incoming?.role === 'user') {
+          this.progress.messages = [...e.messages.slice(0, -1), { role: 'user', content: decision.content }];
+        }
+      }
+      if (this.progress.awaiting.length > 0) await this.collectDelegations();
+      return await this.loop();
+    } catch (error) {
+      if (error instanceof RetryableError && this.task.attempt < this.task.maxAttempts) {
+        await this.emit({ type: 'model.error', message: error.message, willRetry: true });
+        throw error;
+      }
+      return this.fail(error instanceof Error ? error.message : String(error));
+    }
+  }
+
+  private async loop(): Promise<TaskOutcome> {
+    for (;;) {
+      const last = this.progress.messages[this.progress.messages.length - 1];
+      if (last?.role === 'assistant' && last.toolCalls?.length) {
+        const outcome = await this.answerToolCalls(last, this.progress.messages.length - 1);
+        if (outcome) return outcome;
+        continue;
+      }
+      if (last?.role === 'assistant') return this.finish(last.content ?? '');
+      const run = await this.store.getRun(this.runId);
+      if (run?.status !== 'running') return { type: 'done', result: { status: 'cancelled', error: `run is ${run?.status ?? 'gone'}` } };
+      if (this.envelope.budget.deadline !== undefined && Date.now() > this.envelope.budget.deadline) return this.fail('the run passed its deadline');
+      if (this.progress.turns >= this.agent.maxTurns) return this.fail(`agent '${this.agent.name}' reached its limit of ${this.agent.maxTurns} model turns`);
+      await this.modelTurn();
+    }
+  }
+
+  private toolSpecs(): ToolSpec[] {
+    const specs = [...this.agent.tools.values()].map((t) => t.spec);
+    const describe = (name: string) => this.options.agents.get(name)?.description ?? name;
+    // A delegated agent answers its caller; handing the conversation elsewhere would orphan the caller.
+    if (this.envelope.kind !== 'delegate') {
+      for (const target of this.agent.handoffs) {
+        specs.push({
+          name: handoffToolName(target),
+          description: `Hand the conversation over to the '${target}' agent, which continues it. ${describe(target)}`,
+          parameters: { type: 'object', properties: { reason: { type: 'string' } }, additionalProperties: false },
+        });
+      }
+    }
+    for (const target of this.agent.delegates) {
+      specs.push({
+        name: delegateToolName(target),
+        description: `Ask the '${target}' agent and wait for its answer. ${describe(target)}`,
+        parameters: { type: 'object', properties: { input: { type: 'string', description: 'What to ask' } }, required: ['input'], additionalProperties: false },
+      });
+    }
+    return specs;
+  }
+
+  private async modelTurn(): Promise<void> {
+    let response;
+    try {
+      response = await this.agent.model.generate({ system: this.agent.instructions, messages: this.progress.messages, tools: this.toolSpecs() });
+    } catch (error) {
+      if (error instanceof ModelCallError && error.retryable) throw new RetryableError(`model call failed: ${error.message}`, { cause: error });
+      throw new Error(`model call failed: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+    }
+    this.progress.turns += 1;
+    this.progress.usage = {
+      inputTokens: this.progress.usage.inputTokens + response.usage.inputTokens,
+      outputTokens: this.progress.usage.outputTokens + response.usage.outputTokens,
+    };
+    const message: AssistantMessage = { role: 'assistant', content: response.content, ...(response.toolCalls.length ? { toolCalls: response.toolCalls } : {}) };
+    this.progress.messages = [...this.progress.messages, message];
+    await this.store.addUsage(this.runId, response.usage);
+    await this.emit({
+      type: 'model.response',
+      model: response.model,
+      toolCalls: response.toolCalls.map((c) => c.name),
+      text: Boolean(response.content),
+      inputTokens: response.usage.inputTokens,
+      outputTokens: response.usage.outputTokens,
+    });
+    // From here a redelivery replays this reply instead of asking the model again.
+    await this.task.checkpoint({ envelope: this.envelope, progress: this.progress } satisfies JobData);
+  }
+
+  /** Answers every call of one assistant message; returns an outcome when the activation ends or waits. */
+  private async answerToolCalls(message: AssistantMessage, index: number): Promise<TaskOutcome | undefined> {
+    const answered = new Set(this.progress.messages.slice(index + 1).flatMap((m) => (m.role === 'tool' ? [m.toolCallId] : [])));
+    const children: ChildJob[] = [];
+    for (const call of message.toolCalls ?? []) {
+      if (answered.has(call.id) || this.progress.awaiting.some((a) => a.callId === call.id)) continue;
+      const stepKey = `${index}.${call.id}`;
+      const handoff = this.envelope.kind !== 'delegate' ? this.agent.handoffs.find((t) => handoffToolName(t) === call.name) : undefined;
+      const delegate = this.agent.delegates.find((t) => delegateToolName(t) === call.name);
+      if (handoff) {
+        const outcome = await this.handOff(call, handoff, stepKey);
+        if (outcome) return outcome;
+      } else if (delegate) {
+        const child = await this.delegate(call, delegate, stepKey);
+        if (child) children.push(child);
+      } else {
+        await this.callTool(call, stepKey);
+      }
+    }
+    if (children.length > 0) return { type: 'await', children, checkpoint: { envelope: this.envelope, progress: this.progress } satisfies JobData };
+    await this.task.checkpoint({ envelope: this.envelope, progress: this.progress } satisfies JobData);
+    return undefined;
+  }
+
+  private answer(call: ToolCall, content: string, isError = false): void {
+    this.progress.messages = [...this.progress.messages, { role: 'tool', toolCallId: call.id, name: call.name, content, ...(isError ? { isError } : {}) }];
+  }
+
+  private async callTool(call: ToolCall, stepKey: string): Promise<void> {
+    const tool = this.agent.tools.get(call.name);
+    const key = deriveMessageId(this.envelope.messageId, stepKey);
+    const stored = await this.store.getToolCall(this.runId, key);
+    if (stored) {
+      await this.emit({ type: 'tool.called', tool: call.name, callId: call.id, replayed: true });
+      this.progress.label = join(this.progress.label, stored.label);
+      return this.answer(call, stored.content, stored.isError);
+    }
+    const result = tool ? await this.executeTool(tool, call, key) : { content: `Error: there is no tool named '${call.name}'.`, isError: true, label: this.progress.label };
+    if (!tool) await this.emit({ type: 'tool.error', tool: call.name, callId: call.id, message: 'unknown tool' });
+    await this.store.putToolCall(this.runId, key, result);
+    this.answer(call, result.content, result.isError);
+  }
+
+  private async executeTool(tool: AnyTool, call: ToolCall, idempotencyKey: string): Promise<{ content: string; isError: boolean; label: Label }> {
+    const toolError = async (message: string) => {
+      await this.emit({ type: 'tool.error', tool: tool.name, callId: call.id, message });
+      return { content: `Error: ${message}`, isError: true, label: this.progress.label };
+    };
+    let raw: unknown;
+    try {
+      raw = call.arguments.trim() === '' ? {} : JSON.parse(call.arguments);
+    } catch {
+      return toolError(`the arguments for '${tool.name}' are not valid JSON`);
+    }
+    const parsed = tool.input.safeParse(raw);
+    if (!parsed.success) {
+      const issues = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
+      return toolError(`invalid arguments for '${tool.name}': ${issues}`);
+    }
+    const args = parsed.data as Record<string, unknown>;
+    const meta = { name: tool.name, effect: tool.effect, risk: tool.risk, requires: tool.requires, returns: tool.returns };
+    const decision = await this.guard({ stage: 'tool_call', tool: meta, args }, tool.name);
+    if (decision.verdict === 'block' || decision.verdict === 'escalate') {
+      return toolError(`the call to '${tool.name}' was not allowed: ${decision.reasons.join('; ') || decision.verdict}`);
+    }
+    await this.emit({ type: 'tool.called', tool: tool.name, callId: call.id, replayed: false });
+    const controller = new AbortController();
+    let timer: NodeJS.Timeout | undefined;
+    let output: unknown;
+    try {
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          controller.abort();
+          reject(new Error(`'${tool.name}' did not finish within ${tool.timeoutMs} ms`));
+        }, tool.timeoutMs);
+      });
+      const ctx = { runId: this.runId, agent: this.agent.name, principal: this.envelope.principal, callId: call.id, idempotencyKey, signal: controller.signal };
+      output = await Promise.race([Promise.resolve().then(() => tool.run(args, ctx)), timeout]);
+    } catch (error) {
+      return toolError(`'${tool.name}' failed: ${error instanceof Error ? error.message : String(error)}`);
+    } finally {
+      clearTimeout(timer);
+    }
+    const label = join(this.progress.label, tool.returns);
+    this.progress.label = label;
+    const resultDecision = await this.guard({ stage: 'tool_result', tool: meta, args, content: textOf(output) }, tool.name);
+    if (resultDecision.verdict === 'block' || resultDecision.verdict === 'escalate') {
+      return toolError(`the result of '${tool.name}' was withheld: ${resultDecision.reasons.join('; ') || resultDecision.verdict}`);
+    }
+    const content = resultDecision.verdict === 'redact' && resultDecision.content !== undefined ? resultDecision.content : textOf(output);
+    await this.emit({ type: 'tool.result', tool: tool.name, callId: call.id, label: this.progress.label });
+    return { content, isError: false, label: this.progress.label };
+  }
+
+  private nextEnvelope(kind: 'handoff' | 'delegate', target: string, stepKey: string, messages: ChatMessage[]): Envelope {
+    const e = this.envelope;
+    const spent = this.progress.usage.inputTokens + this.progress.usage.outputTokens;
+    return {
+      ...e,
+      kind,
+      messageId: deriveMessageId(e.messageId, stepKey),
+      sender: this.agent.name,
+      receiver: target,
+      chain: [...e.chain, target],
+      depth: kind === 'delegate' ? e.depth + 1 : e.depth,
+      hops: e.hops + 1,
+      budget: { ...e.budget, ...(e.budget.tokens !== undefined ? { tokens: Math.max(0, e.budget.tokens - spent) } : {}) },
+      label: this.progress.label,
+      messages,
+      issuedAt: Date.now(),
+    };
+  }
+
+  private async handOff(call: ToolCall, target: string, stepKey: string): Promise<TaskOutcome | undefined> {
+    const decision = await this.guard({ stage: 'handoff', target: { agent: target, mode: 'handoff' }, content: call.arguments }, target);
+    if (decision.verdict === 'block' || decision.verdict === 'escalate') {
+      this.answer(call, `Error: the handoff to '${target}' was not allowed: ${decision.reasons.join('; ') || decision.verdict}`, true);
+      return undefined;
+    }
+    this.answer(call, `Transferred to ${target}.`);
+    const envelope = this.nextEnvelope('handoff', target, stepKey, this.progress.messages);
+    await this.options.transport.enqueue(target, envelope.messageId, { envelope } satisfies JobData);
+    await this.emit({ type: 'handoff', to: target });
+    return { type: 'done', result: { status: 'handed_off', label: this.progress.label, usage: this.progress.usage } };
+  }
+
+  private async delegate(call: ToolCall, target: string, stepKey: string): Promise<ChildJob | undefined> {
+    let input: string;
+    try {
+      input = DelegateArgsSchema.parse(JSON.parse(call.arguments)).input;
+    } catch {
+      this.answer(call, `Error: '${call.name}' takes {"input": "<question>"}.`, true);
+      return undefined;
+    }
+    const decision = await this.guard({ stage: 'handoff', target: { agent: target, mode: 'delegate' }, content: input }, target);
+    if (decision.verdict === 'block' || decision.verdict === 'escalate') {
+      this.answer(call, `Error: asking '${target}' was not allowed: ${decision.reasons.join('; ') || decision.verdict}`, true);
+      return undefined;
+    }
+    const content = decision.verdict === 'redact' && decision.content !== undefined ? decision.content : input;
+    const envelope = this.nextEnvelope('delegate', target, stepKey, [{ role: 'user', content }]);
+    this.progress.awaiting = [...this.progress.awaiting, { callId: call.id, agent: target, jobId: envelope.messageId }];
+    await this.emit({ type: 'delegation.started', to: target, callId: call.id });
+    return { queue: target, jobId: envelope.messageId, payload: { envelope } satisfies JobData };
+  }
+
+  private async collectDelegations(): Promise<void> {
+    const results = await this.task.childResults();
+    const assistant = [...this.progress.messages].reverse().find((m): m is AssistantMessage => m.role === 'assistant');
+    for (const pending of this.progress.awaiting) {
+      const result: TaskResult | undefined = results.get(pending.jobId);
+      const call = assistant?.toolCalls?.find((c) => c.id === pending.callId) ?? { id: pending.callId, name: delegateToolName(pending.agent), arguments: '{}' };
+      await this.emit({ type: 'delegation.completed', to: pending.agent, callId: pending.callId, status: result?.status ?? 'failed' });
+      if (result?.label) this.progress.label = join(this.progress.label, result.label);
+      if (result?.usage) {
+        this.progress.usage = {
+          inputTokens: this.progress.usage.inputTokens + result.usage.inputTokens,
+          outputTokens: this.progress.usage.outputTokens + result.usage.outputTokens,
+        };
+      }
+      if (result?.status === 'completed') this.answer(call, result.output ?? '');
+      else this.answer(call, `Error: '${pending.agent}' could not answer: ${result?.error ?? 'it failed'}`, true);
+    }
+    this.progress.awaiting = [];
+  }
+
+  private async finish(text: string): Promise<TaskOutcome> {
+    const decision = await this.guard({ stage: 'output', content: text });
+    if (decision.verdict === 'block' || decision.verdict === 'escalate') return this.fail(`reply withheld: ${decision.reasons.join('; ') || decision.verdict}`);
+    const output = decision.verdict === 'redact' && decision.content !== undefined ? decision.content : text;
+    const result: TaskResult = { status: 'completed', output, label: this.progress.label, usage: this.progress.usage };
+    if (this.envelope.kind === 'delegate') return { type: 'done', result };
+    if (await this.store.finishRun(this.runId, 'completed', { output })) await this.emit({ type: 'run.completed', output });
+    return { type: 'done', result };
+  }
+
+  private async fail(error: string): Promise<TaskOutcome> {
+    // A delegated agent's failure is its caller's tool error, not the run's end.
+    if (this.envelope.kind !== 'delegate' && (await this.store.finishRun(this.runId, 'failed', { error }))) {
+      await this.emit({ type: 'run.failed', error });
+    } else if (this.envelope.kind === 'delegate') {
+      await this.emit({ type: 'tool.error', tool: delegateToolName(this.agent.name), callId: this.envelope.messageId, message: error });
+    }
+    return { type: 'done', result: { status: 'failed', error, label: this.progress.label, usage: this.progress.usage } };
+  }
+}

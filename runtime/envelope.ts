@@ -1,0 +1,46 @@
+import { z } from 'zod';
+import { ChatMessageSchema } from '../agents/model.js';
+import { LabelSchema } from '../guards/label.js';
+import { PrincipalSchema } from './principal.js';
+
+export const ENVELOPE_VERSION = 1;
+
+export const BudgetSchema = z
+  .object({
+    /** Model tokens the rest of the run may spend. */
+    tokens: z.number().int().nonnegative().optional(),
+    costUsd: z.number().nonnegative().optional(),
+    /** Epoch milliseconds after which no further step starts. */
+    deadline: z.number().int().positive().optional(),
+  })
+  .strict();
+export type Budget = z.infer<typeof BudgetSchema>;
+
+/**
+ * The message that crosses a queue. `start` begins a run, `handoff` passes the conversation on,
+ * `delegate` asks another agent a question whose answer returns to the caller.
+ */
+export const EnvelopeSchema = z
+  .object({
+    v: z.literal(ENVELOPE_VERSION),
+    kind: z.enum(['start', 'handoff', 'delegate']),
+    runId: z.string().uuid(),
+    messageId: z.string().min(1).max(200),
+    sender: z.string().min(1).max(64),
+    receiver: z.string().min(1).max(64),
+    principal: PrincipalSchema,
+    /** Agents so far, ending with the receiver. */
+    chain: z.array(z.string().min(1).max(64)).min(1).max(1000),
+    /** Delegation depth: 0 for the agent that owns the run's conversation. */
+    depth: z.number().int().nonnegative(),
+    /** Handoffs and delegations so far in the run. */
+    hops: z.number().int().nonnegative(),
+    budget: BudgetSchema,
+    label: LabelSchema,
+    messages: z.array(ChatMessageSchema).min(1),
+    trace: z.object({ traceparent: z.string().max(128), tracestate: z.string().max(512).optional() }).strict().optional(),
+    issuedAt: z.number().int().positive(),
+  })
+  .strict();
+export type Envelope = z.infer<typeof EnvelopeSchema>;
+

@@ -1,0 +1,51 @@
+import type { TokenUsage } from '../agents/model.js';
+import type { Label } from '../guards/label.js';
+import type { RunEvent, RunEventInput } from './events.js';
+import type { Principal } from './principal.js';
+
+export type RunStatus = 'running' | 'completed' | 'failed' | 'cancelled';
+
+export interface RunRecord {
+  id: string;
+  agent: string;
+  status: RunStatus;
+  principal: Principal;
+  createdAt: number;
+  updatedAt: number;
+  output?: string;
+  error?: string;
+  usage: TokenUsage;
+}
+
+/** The outcome of one tool call, kept so a redelivered job reuses it instead of running the tool again. */
+export interface ToolCallRecord {
+  content: string;
+  isError: boolean;
+  label: Label;
+}
+
+export interface StoredEvent {
+  id: string;
+  event: RunEvent;
+}
+
+export interface EventCursor {
+  /** The next events in order, waiting up to `blockMs` when there are none yet. */
+  read(blockMs: number): Promise<StoredEvent[]>;
+  close(): Promise<void>;
+}
+
+/** Durable run state: the run record, its event stream and its tool-call results. */
+export interface RunStore {
+  createRun(record: Omit<RunRecord, 'updatedAt' | 'usage' | 'status'>): Promise<void>;
+  getRun(runId: string): Promise<RunRecord | undefined>;
+  addUsage(runId: string, usage: TokenUsage): Promise<void>;
+  /** Moves a running run to a terminal status; false when it had already ended (first writer wins). */
+  finishRun(runId: string, status: Exclude<RunStatus, 'running'>, detail: { output?: string; error?: string }): Promise<boolean>;
+  appendEvent(runId: string, event: RunEventInput): Promise<void>;
+  /** A reader of the run's events from the beginning; each reader holds its own connection while open. */
+  openEvents(runId: string): EventCursor;
+  getToolCall(runId: string, key: string): Promise<ToolCallRecord | undefined>;
+  putToolCall(runId: string, key: string, record: ToolCallRecord): Promise<void>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,67 @@
+import { TERMINAL_EVENTS, type RunEvent } from './events.js';
+import { RunFailedError } from './errors.js';
+import type { RunRecord, RunStore } from './run-store.js';
+
+export interface RunResult {
+  runId: string;
+  output: string;
+  usage: RunRecord['usage'];
+}
+
+/** A handle on one run, wherever its agents execute. */
+export class Run {
+  constructor(
+    readonly id: string,
+    private readonly store: RunStore,
+  ) {}
+
+  async record(): Promise<RunRecord | undefined> {
+    return this.store.getRun(this.id);
+  }
+
+  /** Every event of the run from its start, live, ending after the terminal one. */
+  async *events(options: { pollMs?: number } = {}): AsyncGenerator<RunEvent> {
+    const cursor = this.store.openEvents(this.id);
+    try {
+      for (;;) {
+        const batch = await cursor.read(options.pollMs ?? 1000);
+        for (const { event } of batch) {
+          yield event;
+          if (TERMINAL_EVENTS.has(event.type)) return;
+        }
+        // The terminal event may have been trimmed away or never written by a dead producer.
+        if (batch.length === 0) {
+          const record = await this.store.getRun(this.id);
+          if (!record || record.status !== 'running') return;
+        }
+      }
+    } finally {
+      await cursor.close();
+    }
+  }
+
+  /** Waits for the run to end: resolves with its output, or rejects with RunFailedError. */
+  async result(options: { timeoutMs?: number } = {}): Promise<RunResult> {
+    const deadline = options.timeoutMs !== undefined ? Date.now() + options.timeoutMs : Infinity;
+    const cursor = this.store.openEvents(this.id);
+    try {
+      for (;;) {
+        const record = await this.store.getRun(this.id);
+        if (!record) throw new Error(`run ${this.id} does not exist (or has expired)`);
+        if (record.status === 'completed') return { runId: this.id, output: record.output ?? '', usage: record.usage };
+        if (record.status !== 'running') throw new RunFailedError(this.id, record.status, record.error ?? record.status);
+        if (Date.now() > deadline) throw new Error(`run ${this.id} still running after ${options.timeoutMs} ms`);
+        await cursor.read(Math.min(1000, Math.max(1, deadline - Date.now())));
+      }
+    } finally {
+      await cursor.close();
+    }
+  }
+
+  /** Stops the run at its next step; work already done stays done. */
+  async cancel(reason = 'cancelled by request'): Promise<boolean> {
+    const cancelled = await this.store.finishRun(this.id, 'cancelled', { error: reason });
+    if (cancelled) await this.store.appendEvent(this.id, { type: 'run.cancelled', reason });
+    return cancelled;
+  }
+}

@@ -1,0 +1,138 @@
+import { randomUUID } from 'node:crypto';
+import { checkAgentGraph, type Agent } from '../agents/agent.js';
+import { ALLOW } from '../guards/decision.js';
+import type { GuardPipeline } from '../guards/guard-event.js';
+import { BOTTOM } from '../guards/label.js';
+import { AgentLoop, type JobData } from './agent-loop.js';
+import { BudgetSchema, ENVELOPE_VERSION, type Budget, type Envelope } from './envelope.js';
+import { InvalidRunInputError, UnknownAgentError } from './errors.js';
+import { PrincipalSchema, type PrincipalInput } from './principal.js';
+import { Run } from './run.js';
+import { BullMQTransport } from './transports/bullmq-transport.js';
+import type { Consumer, Transport } from './transport.js';
+
+export interface RuntimeOptions {
+  /** Agent definitions this process knows: needed to run workers; producers may omit them. */
+  agents?: Agent[];
+  /** Defaults to BullMQ on the Redis at REDIS_URL (or 127.0.0.1:6379). */
+  transport?: Transport;
+  /** Decides every step; without one, every step is decided `allow`. */
+  pipeline?: GuardPipeline;
+  /** Largest job payload a worker accepts (bytes). */
+  maxMessageBytes?: number;
+}
+
+export interface StartOptions {
+  /** Who the run acts for, from verified credentials. */
+  principal: PrincipalInput;
+  budget?: Budget;
+}
+
+export interface WorkerOptions {
+  /** Which of the known agents this process serves; all of them by default. */
+  agents?: string[];
+  /** Jobs per agent processed at once. */
+  concurrency?: number;
+}
+
+const noGuards: GuardPipeline = { evaluate: async () => ALLOW };
+
+/** Starts runs and hosts agent workers over one transport. */
+export class Runtime {
+  readonly transport: Transport;
+  private readonly agents: ReadonlyMap<string, Agent>;
+  private readonly loop: AgentLoop;
+  private readonly consumers: Consumer[] = [];
+  private readonly maxMessageBytes: number;
+
+  constructor(options: RuntimeOptions = {}) {
+    const agents = options.agents ?? [];
+    checkAgentGraph(agents);
+    this.agents = new Map(agents.map((a) => [a.name, a]));
+    this.transport = options.transport ?? new BullMQTransport();
+    this.maxMessageBytes = options.maxMessageBytes ?? 1024 * 1024;
+    this.loop = new AgentLoop({
+      agents: this.agents,
+      transport: this.transport,
+      pipeline: options.pipeline ?? noGuards,
+      maxMessageBytes: this.maxMessageBytes,
+    });
+  }
+
+  /** Begins a run at `agent` for `principal`; the returned handle follows it to the end. */
+  async start(agent: string | Agent, input: string, options: StartOptions): Promise<Run> {
+    const name = typeof agent === 'string' ? agent : agent.name;
+    if (!this.agents.has(name)) {
+      const known = [...new Set([...this.agents.keys(), ...(await this.transport.knownAgents())])].sort();
+      if (!known.includes(name)) throw new UnknownAgentError(name, known);
+    }
+    const principal = PrincipalSchema.safeParse(options.principal);
+    if (!principal.success) throw new InvalidRunInputError(`invalid principal: ${principal.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+    const budget = BudgetSchema.safeParse(options.budget ?? {});
+    if (!budget.success) throw new InvalidRunInputError(`invalid budget: ${budget.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+    if (typeof input !== 'string' || input.length === 0) throw new InvalidRunInputError('input must be a non-empty string');
+    const runId = randomUUID();
+    const now = Date.now();
+    const envelope: Envelope = {
+      v: ENVELOPE_VERSION,
+      kind: 'start',
+      runId,
+      messageId: runId,
+      sender: 'edge',
+      receiver: name,
+      principal: principal.data,
+      chain: [name],
+      depth: 0,
+      hops: 0,
+      budget: budget.data,
+      label: BOTTOM,
+      messages: [{ role: 'user', content: input }],
+      issuedAt: now,
+    };
+    const payload: JobData = { envelope };
+    const size = Buffer.byteLength(JSON.stringify(payload));
+    if (size > this.maxMessageBytes) throw new InvalidRunInputError(`input of ${size} bytes exceeds the message limit of ${this.maxMessageBytes}`);
+    await this.transport.store.createRun({ id: runId, agent: name, principal: principal.data, createdAt: now });
+    await this.transport.store.appendEvent(runId, { type: 'run.started', agent: name, input, principal: principal.data.id });
+    await this.transport.enqueue(name, runId, payload);
+    return new Run(runId, this.transport.store);
+  }
+
+  /** A handle on an existing run by id. */
+  run(runId: string): Run {
+    return new Run(runId, this.transport.store);
+  }
+
+  /** Serves agents' queues in this process. */
+  async startWorkers(options: WorkerOptions = {}): Promise<string[]> {
+    const names = options.agents ?? [...this.agents.keys()];
+    const unknown = names.filter((n) => !this.agents.has(n));
+    if (unknown.length > 0) throw new UnknownAgentError(unknown[0]!, [...this.agents.keys()]);
+    for (const name of names) {
+      this.consumers.push(
+        this.transport.consume(name, (task) => this.loop.handle(task), {
+          concurrency: options.concurrency ?? 8,
+          onFailed: (_jobId, data, error) => void this.onJobFailed(data, error),
+        }),
+      );
+    }
+    await this.transport.announce(names);
+    return names;
+  }
+
+  /** A job that failed outside the loop's control (it stalled too often, Redis errors): the run must not hang. */
+  private async onJobFailed(data: unknown, error: Error): Promise<void> {
+    const envelope = (data as Partial<JobData> | undefined)?.envelope;
+    if (!envelope?.runId || envelope.kind === 'delegate') return;
+    const reason = `${envelope.receiver} failed: ${error.message}`;
+    if (await this.transport.store.finishRun(envelope.runId, 'failed', { error: reason }).catch(() => false)) {
+      await this.transport.store.appendEvent(envelope.runId, { type: 'run.failed', agent: envelope.receiver, error: reason }).catch(() => undefined);
+    }
+  }
+
+  /** Stops workers (waiting up to `timeoutMs` for jobs in hand) and closes the transport. */
+  async close(options: { timeoutMs?: number } = {}): Promise<void> {
+    await Promise.all(this.consumers.splice(0).map((c) => c.close(options.timeoutMs ?? 10_000)));
+    await this.transport.close();
+  }
+}

@@ -1,0 +1,123 @@
+import type { Redis } from 'ioredis';
+import type { TokenUsage } from '../../agents/model.js';
+import type { RunEvent, RunEventInput } from '../events.js';
+import type { EventCursor, RunRecord, RunStatus, RunStore, StoredEvent, ToolCallRecord } from '../run-store.js';
+
+export interface RedisRunStoreOptions {
+  /** Key prefix shared with the queues; wrap it in braces (`{palisade}`) for Redis Cluster. */
+  prefix: string;
+  /** How long a finished run's record, events and tool results are kept. */
+  retentionMs?: number;
+  /** Events kept per run; older ones are trimmed. */
+  maxEvents?: number;
+}
+
+// Terminal transitions are compare-and-set so that a cancel racing a completion has one winner.
+const FINISH = `
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'updatedAt', ARGV[2], ARGV[3], ARGV[4])
+for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ARGV[5]) end
+return 1`;
+
+export class RedisRunStore implements RunStore {
+  private readonly prefix: string;
+  private readonly retentionMs: number;
+  private readonly maxEvents: number;
+
+  constructor(
+    private readonly redis: Redis,
+    options: RedisRunStoreOptions,
+  ) {
+    this.prefix = options.prefix;
+    this.retentionMs = options.retentionMs ?? 7 * 24 * 3600_000;
+    this.maxEvents = options.maxEvents ?? 10_000;
+  }
+
+  private key(runId: string, part?: string): string {
+    return part ? `${this.prefix}:run:${runId}:${part}` : `${this.prefix}:run:${runId}`;
+  }
+
+  async createRun(record: Omit<RunRecord, 'updatedAt' | 'usage' | 'status'>): Promise<void> {
+    const created = await this.redis.hsetnx(this.key(record.id), 'id', record.id);
+    if (created === 0) throw new Error(`run ${record.id} already exists`);
+    await this.redis.hset(this.key(record.id), {
+      agent: record.agent,
+      status: 'running',
+      principal: JSON.stringify(record.principal),
+      createdAt: record.createdAt,
+      updatedAt: record.createdAt,
+      inputTokens: 0,
+      outputTokens: 0,
+    });
+  }
+
+  async getRun(runId: string): Promise<RunRecord | undefined> {
+    const h = await this.redis.hgetall(this.key(runId));
+    if (!h.id) return undefined;
+    return {
+      id: h.id,
+      agent: h.agent ?? '',
+      status: (h.status ?? 'running') as RunStatus,
+      principal: JSON.parse(h.principal ?? '{}'),
+      createdAt: Number(h.createdAt),
+      updatedAt: Number(h.updatedAt),
+      output: h.output,
+      error: h.error,
+      usage: { inputTokens: Number(h.inputTokens ?? 0), outputTokens: Number(h.outputTokens ?? 0) },
+    };
+  }
+
+  async addUsage(runId: string, usage: TokenUsage): Promise<void> {
+    await this.redis
+      .multi()
+      .hincrby(this.key(runId), 'inputTokens', usage.inputTokens)
+      .hincrby(this.key(runId), 'outputTokens', usage.outputTokens)
+      .exec();
+  }
+
+  async finishRun(runId: string, status: Exclude<RunStatus, 'running'>, detail: { output?: string; error?: string }): Promise<boolean> {
+    const [field, value] = detail.output !== undefined ? ['output', detail.output] : ['error', detail.error ?? ''];
+    const keys = [this.key(runId), this.key(runId, 'events'), this.key(runId, 'calls')];
+    const done = await this.redis.eval(FINISH, keys.length, ...keys, status, Date.now(), field, value, this.retentionMs);
+    return done === 1;
+  }
+
+  async appendEvent(runId: string, event: RunEventInput): Promise<void> {
+    const stamped = { ...event, at: Date.now() };
+    await this.redis.xadd(this.key(runId, 'events'), 'MAXLEN', '~', this.maxEvents, '*', 'e', JSON.stringify(stamped));
+  }
+
+  openEvents(runId: string): EventCursor {
+    // A blocking XREAD occupies its connection, so each reader gets its own.
+    const conn = this.redis.duplicate();
+    const key = this.key(runId, 'events');
+    let last = '0';
+    return {
+      read: async (blockMs: number): Promise<StoredEvent[]> => {
+        const reply = (await conn.xread('COUNT', 500, 'BLOCK', Math.max(1, blockMs), 'STREAMS', key, last)) as
+          | [string, [string, string[]][]][]
+          | null;
+        const entries = reply?.[0]?.[1] ?? [];
+        const events = entries.map(([id, fields]) => ({ id, event: JSON.parse(fields[1] ?? '{}') as RunEvent }));
+        if (entries.length > 0) last = entries[entries.length - 1]![0];
+        return events;
+      },
+      close: async () => {
+        conn.disconnect();
+      },
+    };
+  }
+
+  async getToolCall(runId: string, key: string): Promise<ToolCallRecord | undefined> {
+    const raw = await this.redis.hget(this.key(runId, 'calls'), key);
+    return raw ? (JSON.parse(raw) as ToolCallRecord) : undefined;
+  }
+
+  async putToolCall(runId: string, key: string, record: ToolCallRecord): Promise<void> {
+    await this.redis.hset(this.key(runId, 'calls'), key, JSON.stringify(record));
+  }
+
+  async close(): Promise<void> {
+    // The connection belongs to the transport, which closes it.
+  }
+}

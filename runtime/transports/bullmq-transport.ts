@@ -1,0 +1,174 @@
+import { Queue, Worker, WaitingChildrenError, type Job, type JobsOptions } from 'bullmq';
+import { Redis, type RedisOptions } from 'ioredis';
+import { RedisRunStore } from '../stores/redis-run-store.js';
+import type { ConsumeOptions, Consumer, Task, TaskHandler, TaskResult, Transport } from '../transport.js';
+
+export interface BullMQTransportOptions {
+  /** A Redis URL (`redis://127.0.0.1:6379`) or ioredis options. */
+  connection?: string | RedisOptions;
+  /** Prefix of every key; `{palisade}` keeps one run's keys in one Redis Cluster slot. */
+  prefix?: string;
+  /** Deliveries of one job before it fails for good (retryable errors and crashes). */
+  attempts?: number;
+  /** First retry delay; it doubles each time. */
+  backoffMs?: number;
+  /** How long a finished run's state is kept in Redis. */
+  retentionMs?: number;
+  /** Worker lock; a worker that dies is detected after about this long and its job redelivered. */
+  lockDurationMs?: number;
+}
+
+const queueName = (agent: string): string => `agent.${agent}`;
+
+/** Agents as BullMQ queues on one Redis: a queue per agent, delegation as parent and child jobs. */
+export class BullMQTransport implements Transport {
+  readonly kind = 'redis' as const;
+  readonly store: RedisRunStore;
+  readonly prefix: string;
+  private readonly redis: Redis;
+  private readonly connectionSpec: string | RedisOptions;
+  private readonly queues = new Map<string, Queue>();
+  /** Each worker with the connection made for it, which BullMQ does not close. */
+  private readonly workers = new Map<Worker, Redis>();
+  private readonly jobOptions: JobsOptions;
+  private readonly lockDurationMs: number;
+
+  constructor(options: BullMQTransportOptions = {}) {
+    const connection = options.connection ?? process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+    this.prefix = options.prefix ?? 'palisade';
+    // Producers fail fast rather than queueing commands forever while Redis is away.
+    this.connectionSpec = connection;
+    this.redis = this.connect({ maxRetriesPerRequest: 2 });
+    this.store = new RedisRunStore(this.redis, { prefix: this.prefix, retentionMs: options.retentionMs });
+    this.lockDurationMs = options.lockDurationMs ?? 30_000;
+    this.jobOptions = {
+      attempts: options.attempts ?? 3,
+      backoff: { type: 'exponential', delay: options.backoffMs ?? 500 },
+      removeOnComplete: { age: 3600, count: 10_000 },
+      removeOnFail: { age: 7 * 24 * 3600 },
+    };
+  }
+
+  private connect(extra: RedisOptions): Redis {
+    const spec = this.connectionSpec;
+    const redis = typeof spec === 'string' ? new Redis(spec, extra) : new Redis({ ...spec, ...extra });
+    redis.on('error', () => {
+      // ioredis reconnects by itself; commands issued meanwhile reject with the cause.
+    });
+    return redis;
+  }
+
+  /** The connection this transport's producers use; for callers that need Redis directly (tests, admin). */
+  get connection(): Redis {
+    return this.redis;
+  }
+
+  private queue(agent: string): Queue {
+    let queue = this.queues.get(agent);
+    if (!queue) {
+      queue = new Queue(queueName(agent), { connection: this.redis, prefix: this.prefix });
+      this.queues.set(agent, queue);
+    }
+    return queue;
+  }
+
+  async enqueue(queue: string, jobId: string, payload: unknown): Promise<void> {
+    await this.queue(queue).add('envelope', payload, { ...this.jobOptions, jobId });
+  }
+
+  consume(queue: string, handler: TaskHandler, options: ConsumeOptions): Consumer {
+    const maxAttempts = this.jobOptions.attempts ?? 1;
+    // Workers block on Redis, so they wait out an outage instead of failing commands.
+    const connection = this.connect({ maxRetriesPerRequest: null });
+    const worker = new Worker(
+      queueName(queue),
+      async (job: Job, token?: string) => {
+        const task: Task = {
+          id: job.id ?? '',
+          queue,
+          get data() {
+            return job.data;
+          },
+          attempt: job.attemptsMade + 1,
+          maxAttempts,
+          checkpoint: (data) => job.updateData(data),
+          childResults: () => childResults(job),
+        };
+        for (;;) {
+          const outcome = await handler(task);
+          if (outcome.type === 'done') return outcome.result;
+          await job.updateData(outcome.checkpoint);
+          for (const child of outcome.children) {
+            await this.queue(child.queue).add('envelope', child.payload, {
+              ...this.jobOptions,
+              jobId: child.jobId,
+              parent: { id: job.id ?? '', queue: job.queueQualifiedName },
+              // A child that fails for good must wake its parent, which reports it to the model.
+              ignoreDependencyOnFailure: true,
+            });
+          }
+          if (await job.moveToWaitingChildren(token ?? '')) throw new WaitingChildrenError();
+          // Every child had already finished: carry on in this delivery.
+        }
+      },
+      {
+        connection,
+        prefix: this.prefix,
+        concurrency: options.concurrency,
+        lockDuration: this.lockDurationMs,
+        maxStalledCount: 3,
+      },
+    );
+    worker.on('failed', (job, error) => {
+      if (job && job.attemptsMade >= maxAttempts) options.onFailed?.(job.id ?? '', job.data, error);
+    });
+    worker.on('error', () => {
+      // Connection errors: the worker reconnects and redelivery covers lost work.
+    });
+    this.workers.set(worker, connection);
+    return {
+      close: async (timeoutMs = 10_000) => {
+        if (!this.workers.delete(worker)) return;
+        let timer: NodeJS.Timeout | undefined;
+        const graceful = worker.close().then(() => true);
+        const timedOut = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)));
+        const closed = await Promise.race([graceful, timedOut]);
+        clearTimeout(timer);
+        if (!closed) await worker.close(true);
+        connection.disconnect();
+      },
+    };
+  }
+
+  async announce(agents: string[]): Promise<void> {
+    if (agents.length === 0) return;
+    const now = String(Date.now());
+    await this.redis.hset(`${this.prefix}:agents`, Object.fromEntries(agents.map((a) => [a, now])));
+  }
+
+  async knownAgents(): Promise<string[]> {
+    return (await this.redis.hkeys(`${this.prefix}:agents`)).sort();
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(
+      [...this.workers].map(async ([worker, connection]) => {
+        await worker.close(true);
+        connection.disconnect();
+      }),
+    );
+    this.workers.clear();
+    await Promise.all([...this.queues.values()].map((q) => q.close()));
+    this.queues.clear();
+    await this.redis.quit().catch(() => this.redis.disconnect());
+  }
+}
+
+async function childResults(job: Job): Promise<Map<string, TaskResult | undefined>> {
+  const [values, failures] = await Promise.all([job.getChildrenValues<TaskResult>(), job.getIgnoredChildrenFailures()]);
+  // Keys are `prefix:queue:jobId`; job ids cannot contain ':'.
+  const byId = new Map<string, TaskResult | undefined>();
+  for (const [key, value] of Object.entries(values)) byId.set(key.slice(key.lastIndexOf(':') + 1), value);
+  for (const key of Object.keys(failures)) byId.set(key.slice(key.lastIndexOf(':') + 1), undefined);
+  return byId;
+}
