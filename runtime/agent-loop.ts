@@ -133,7 +133,7 @@ class Activation {
     const resumed = saved !== undefined;
     this.progress = saved ?? { messages: e.messages, turns: 0, label: e.label, usage: { inputTokens: 0, outputTokens: 0 }, awaiting: [] };
     try {
-      if (!resumed || this.task.attempt > 1) await this.emit({ type: 'agent.started', kind: e.kind, chain: e.chain, resumed });
+      await this.emit({ type: 'agent.started', kind: e.kind, chain: e.chain, resumed });
       if (!resumed) {
         const incoming = e.messages[e.messages.length - 1];
         const decision = await this.guard({ stage: 'receive', content: incoming && 'content' in incoming ? (incoming.content ?? '') : '' });

@@ -116,6 +116,7 @@ export class BullMQTransport implements Transport {
         prefix: this.prefix,
         concurrency: options.concurrency,
         lockDuration: this.lockDurationMs,
+        stalledInterval: this.lockDurationMs,
         maxStalledCount: 3,
       },
     );
