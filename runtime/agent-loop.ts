@@ -231,7 +231,8 @@ class Activation {
       const handoff = this.envelope.kind !== 'delegate' ? this.agent.handoffs.find((t) => handoffToolName(t) === call.name) : undefined;
       const delegate = this.agent.delegates.find((t) => delegateToolName(t) === call.name);
       if (handoff) {
-        const outcome = await this.handOff(call, handoff, stepKey);
+        const rest = (message.toolCalls ?? []).filter((c) => c !== call && !answered.has(c.id));
+        const outcome = await this.handOff(call, handoff, stepKey, rest);
         if (outcome) return outcome;
       } else if (delegate) {
         const child = await this.delegate(call, delegate, stepKey);
@@ -334,13 +335,15 @@ class Activation {
     };
   }
 
-  private async handOff(call: ToolCall, target: string, stepKey: string): Promise<TaskOutcome | undefined> {
+  private async handOff(call: ToolCall, target: string, stepKey: string, unanswered: ToolCall[]): Promise<TaskOutcome | undefined> {
     const decision = await this.guard({ stage: 'handoff', target: { agent: target, mode: 'handoff' }, content: call.arguments }, target);
     if (decision.verdict === 'block' || decision.verdict === 'escalate') {
       this.answer(call, `Error: the handoff to '${target}' was not allowed: ${decision.reasons.join('; ') || decision.verdict}`, true);
       return undefined;
     }
     this.answer(call, `Transferred to ${target}.`);
+    // Model APIs reject a conversation with unanswered calls, and the receiver must not inherit them.
+    for (const other of unanswered) if (!this.progress.messages.some((m) => m.role === 'tool' && m.toolCallId === other.id)) this.answer(other, 'Not executed: the conversation was handed off.', true);
     const envelope = this.nextEnvelope('handoff', target, stepKey, this.progress.messages);
     await this.options.transport.enqueue(target, envelope.messageId, { envelope } satisfies JobData);
     await this.emit({ type: 'handoff', to: target });

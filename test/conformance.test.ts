@@ -107,6 +107,31 @@ describe.each(transports)('runtime conformance on the $name transport', ({ make 
     await expect(run.result()).resolves.toMatchObject({ output: expect.stringMatching(/power button/) });
   });
 
+  it('hands off with every call of the turn answered, so the receiver inherits a well-formed conversation', async () => {
+    const ping = defineTool({ name: 'ping', description: 'ping', input: z.object({}), effect: 'read', run: () => 'pong' });
+    let inherited: string[] = [];
+    const rt = await boot([
+      defineAgent({
+        name: 'front',
+        instructions: 'x',
+        tools: [ping],
+        handoffs: ['back'],
+        model: scripted(() => ({ calls: [{ name: 'ping' }, { name: 'transfer_to_back' }, { name: 'ping' }] })),
+      }),
+      defineAgent({
+        name: 'back',
+        instructions: 'x',
+        model: scripted((c) => {
+          inherited = c.messages.map((m) => (m.role === 'tool' ? `${m.name}:${m.content}` : m.role));
+          return 'back here';
+        }),
+      }),
+    ]);
+    const run = await rt.start('front', 'go', { principal });
+    await expect(run.result()).resolves.toMatchObject({ output: 'back here' });
+    expect(inherited).toEqual(['user', 'assistant', 'ping:pong', 'transfer_to_back:Transferred to back.', 'ping:Not executed: the conversation was handed off.']);
+  });
+
   it('refuses to start a run at an unknown agent', async () => {
     const rt = await boot(createSupportAgents({ model: scripted }));
     await expect(rt.start('nobody', 'hi', { principal })).rejects.toThrow(UnknownAgentError);
