@@ -52,8 +52,8 @@ export function formatEvent(event: RunEvent, options: FormatOptions = {}): strin
       return line(`▶ run started for ${clean(event.principal, 64)}: "${clean(event.input, max)}"`);
     case 'agent.started': {
       const chain = event.chain.map((a) => clean(a, 64)).join(' → ');
-      const how = event.kind === 'start' ? 'starts' : event.kind === 'handoff' ? 'takes over' : 'is asked';
-      return line(`● ${how} (${chain})${event.resumed ? ', resumed after a redelivery' : ''}`);
+      const how = event.resumed ? 'resumes' : event.kind === 'start' ? 'starts' : event.kind === 'handoff' ? 'takes over' : 'is asked';
+      return line(`● ${how} (${chain})`);
     }
     case 'model.response': {
       const what = [event.text ? 'text' : '', event.toolCalls.length ? `calls ${event.toolCalls.map((c) => clean(c, 64)).join(', ')}` : '']
@@ -75,7 +75,8 @@ export function formatEvent(event: RunEvent, options: FormatOptions = {}): strin
     case 'tool.called':
       return line(`→ tool ${clean(event.tool, 64)}${event.replayed ? ' (replayed from its stored result)' : ''}`);
     case 'tool.result':
-      return line(`← ${clean(event.tool, 64)} returned ${paint('dim', `[${formatLabel(event.label)}]`)}`);
+      // The label is the run's context after this result joined it, not the result's own.
+      return line(`← ${clean(event.tool, 64)} returned ${paint('dim', `(context now ${formatLabel(event.label)})`)}`);
     case 'tool.error':
       return line(`✗ tool ${clean(event.tool, 64)}: ${clean(event.message, max)}`, 'yellow');
     case 'handoff':

@@ -1,0 +1,289 @@
+#!/usr/bin/env node
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { InvalidDefinitionError } from '../agents/errors.js';
+import type { Agent } from '../agents/agent.js';
+import { DemoInterruptedError, DEFAULT_REDIS_URL, pingRedis, redactUrl, runDemo } from './demo.js';
+import { InvalidRunInputError, UnknownAgentError } from './errors.js';
+import { followRun, wantsColor } from './progress.js';
+import { Runtime } from './runtime.js';
+import { BullMQTransport } from './transports/bullmq-transport.js';
+
+/** A problem with what the user asked for: printed as `palisade: <message>`, no stack trace. */
+class CliError extends Error {
+  constructor(
+    message: string,
+    readonly exitCode: number = EXIT.usage,
+  ) {
+    super(message);
+  }
+}
+
+const EXIT = { ok: 0, failed: 1, usage: 2, interrupted: 130 } as const;
+
+const EXIT_CODES_HELP = `
+Exit codes:
+  0    success: the run completed, the worker stopped cleanly, every demo run completed
+  1    the run failed, was cancelled or timed out; a demo run did not complete; an unexpected error
+  2    bad usage or configuration: invalid arguments, unknown agent, a module without agents,
+       Redis unreachable
+  130  the demo was interrupted (Ctrl-C)`;
+
+const stdout = (line: string): void => void process.stdout.write(`${line}\n`);
+const stderr = (line: string): void => void process.stderr.write(`${line}\n`);
+
+function list(value: string): string[] {
+  const items = value
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  if (items.length === 0) throw new InvalidArgumentError('expected a comma-separated list');
+  return items;
+}
+
+function positiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('expected a positive whole number');
+  return n;
+}
+
+const redisOption = (): Option =>
+  new Option('--redis <url>', 'Redis URL').default(process.env.REDIS_URL ?? DEFAULT_REDIS_URL, '$REDIS_URL or redis://127.0.0.1:6379');
+const prefixOption = (): Option => new Option('--prefix <prefix>', 'key prefix shared by workers and producers').default('palisade');
+
+async function requireRedis(url: string): Promise<void> {
+  const problem = await pingRedis(url);
+  if (problem !== undefined) {
+    throw new CliError(`cannot reach Redis at ${redactUrl(url)}: ${problem}\n  Start Redis (e.g. docker run -p 6379:6379 redis:7) or pass --redis <url>.`);
+  }
+}
+
+const isAgent = (value: unknown): value is Agent =>
+  typeof value === 'object' && value !== null && (value as { kind?: unknown }).kind === 'agent' && typeof (value as { name?: unknown }).name === 'string';
+
+/** The agents a module exports as `default.agents` or as a named `agents`. */
+async function loadAgents(modulePath: string): Promise<Agent[]> {
+  const file = resolve(process.cwd(), modulePath);
+  if (!existsSync(file)) throw new CliError(`module '${modulePath}' not found (looked for ${file})`);
+  let mod: { default?: { agents?: unknown }; agents?: unknown };
+  try {
+    mod = (await import(pathToFileURL(file).href)) as typeof mod;
+  } catch (error) {
+    const code = (error as { code?: unknown }).code;
+    if (code === 'ERR_UNKNOWN_FILE_EXTENSION' && file.endsWith('.ts')) {
+      throw new CliError(`cannot load '${modulePath}': this palisade runs on plain Node; compile the module to JavaScript or run the CLI with tsx`);
+    }
+    throw new CliError(`cannot load module '${modulePath}': ${error instanceof Error ? error.message : String(error)}`);
+  }
+  const exported = mod.default?.agents !== undefined ? { name: 'default.agents', value: mod.default.agents } : { name: 'agents', value: mod.agents };
+  if (exported.value === undefined) {
+    throw new CliError(`module '${modulePath}' exports no agents: export an Agent[] as 'agents' or as 'default.agents' (export default { agents })`);
+  }
+  if (!Array.isArray(exported.value) || exported.value.length === 0) {
+    throw new CliError(`the '${exported.name}' export of module '${modulePath}' is not a non-empty array of agents made with defineAgent()`);
+  }
+  const bad = exported.value.findIndex((a) => !isAgent(a));
+  if (bad >= 0) throw new CliError(`item ${bad} of the '${exported.name}' export of module '${modulePath}' is not an agent made with defineAgent()`);
+  return exported.value as Agent[];
+}
+
+interface WorkerFlags {
+  agents?: string[];
+  /** Set by the demo: stop when the parent's end of stdin closes, so a parent that dies leaves no workers behind. */
+  stopWithStdin?: boolean;
+  concurrency: number;
+  redis: string;
+  prefix: string;
+}
+
+async function workerCommand(modulePath: string, flags: WorkerFlags): Promise<number> {
+  const agents = await loadAgents(modulePath);
+  const defined = agents.map((a) => a.name);
+  const serve = flags.agents ?? defined;
+  const unknown = serve.filter((name) => !defined.includes(name));
+  if (unknown.length > 0) {
+    throw new CliError(`unknown agent ${unknown.map((n) => `'${n}'`).join(', ')} in --agents; module '${modulePath}' defines: ${defined.join(', ')}`);
+  }
+  await requireRedis(flags.redis);
+  let runtime: Runtime;
+  try {
+    runtime = new Runtime({ agents, transport: new BullMQTransport({ connection: flags.redis, prefix: flags.prefix }) });
+  } catch (error) {
+    if (error instanceof InvalidDefinitionError) throw new CliError(`module '${modulePath}': ${error.message}`);
+    throw error;
+  }
+  const stopped = new Promise<number>((done) => {
+    let closing = false;
+    const stop = (why: string, force: boolean): void => {
+      if (closing) {
+        if (!force) return;
+        stderr(`palisade worker: ${why} again, exiting without waiting (unfinished jobs will be redelivered)`);
+        process.exit(EXIT.failed);
+      }
+      closing = true;
+      stdout(`palisade worker: ${why}: finishing jobs in hand (up to 10 s), then exiting`);
+      runtime.close({ timeoutMs: 10_000 }).then(
+        () => {
+          stdout('palisade worker: stopped');
+          done(EXIT.ok);
+        },
+        (error: unknown) => {
+          stderr(`palisade: worker shutdown failed: ${error instanceof Error ? error.message : String(error)}`);
+          done(EXIT.failed);
+        },
+      );
+    };
+    process.on('SIGINT', () => stop('SIGINT', true));
+    process.on('SIGTERM', () => stop('SIGTERM', true));
+    if (flags.stopWithStdin) {
+      process.stdin.on('end', () => stop('stdin closed', false)).on('error', () => stop('stdin closed', false));
+      process.stdin.resume();
+    }
+  });
+  try {
+    await runtime.startWorkers({ agents: serve, concurrency: flags.concurrency });
+  } catch (error) {
+    await runtime.close({ timeoutMs: 1000 }).catch(() => undefined);
+    if (error instanceof UnknownAgentError) throw new CliError(error.message);
+    throw error;
+  }
+  stdout(
+    `palisade worker: serving ${serve.join(', ')} on Redis ${redactUrl(flags.redis)} with prefix '${flags.prefix}' ` +
+      `(pid ${process.pid}, concurrency ${flags.concurrency}); Ctrl-C to stop`,
+  );
+  return stopped;
+}
+
+interface RunFlags {
+  user: string;
+  roles?: string[];
+  tenant?: string;
+  redis: string;
+  prefix: string;
+  timeout: number;
+}
+
+async function runCommand(agent: string, input: string, flags: RunFlags): Promise<number> {
+  const roles = flags.roles ?? [];
+  const principal = { id: flags.user, roles, ...(flags.tenant !== undefined ? { tenant: flags.tenant } : {}) };
+  stderr(
+    `palisade: using a local development identity (user '${flags.user}', roles: ${roles.length ? roles.join(', ') : 'none'}` +
+      `${flags.tenant !== undefined ? `, tenant '${flags.tenant}'` : ''}) taken from the command line, not verified; ` +
+      'production runs must take the principal from verified credentials',
+  );
+  await requireRedis(flags.redis);
+  const runtime = new Runtime({ transport: new BullMQTransport({ connection: flags.redis, prefix: flags.prefix }) });
+  const interrupt = new AbortController();
+  const onSigint = (): void => {
+    if (!interrupt.signal.aborted) stderr('palisade: interrupted: cancelling the run');
+    interrupt.abort();
+  };
+  process.on('SIGINT', onSigint);
+  try {
+    let run;
+    try {
+      run = await runtime.start(agent, input, { principal });
+    } catch (error) {
+      if (error instanceof UnknownAgentError || error instanceof InvalidRunInputError) throw new CliError(error.message);
+      throw error;
+    }
+    const result = await followRun(run, { out: stdout, color: wantsColor(process.stdout), timeoutMs: flags.timeout, signal: interrupt.signal });
+    const usage = result.usage ? ` (${result.usage.inputTokens} in / ${result.usage.outputTokens} out tokens)` : '';
+    if (result.status === 'completed') {
+      stdout('');
+      stdout(result.output ?? '');
+      stderr(`palisade: run ${run.id} completed${usage}`);
+      return EXIT.ok;
+    }
+    const why = result.timedOut ? `timed out after ${flags.timeout} ms and was cancelled` : `${result.status}: ${result.error ?? 'no reason given'}`;
+    stderr(`palisade: run ${run.id} ${why}`);
+    return EXIT.failed;
+  } finally {
+    process.off('SIGINT', onSigint);
+    await runtime.close().catch(() => undefined);
+  }
+}
+
+async function demoCommand(flags: { embedded?: boolean }): Promise<number> {
+  try {
+    const result = await runDemo({ embedded: flags.embedded === true });
+    return result.runs.every((r) => r.status === 'completed') ? EXIT.ok : EXIT.failed;
+  } catch (error) {
+    if (error instanceof DemoInterruptedError) throw new CliError(error.message, EXIT.interrupted);
+    throw new CliError(`demo failed: ${error instanceof Error ? error.message : String(error)}`, EXIT.failed);
+  }
+}
+
+function buildProgram(setExit: (code: number) => void): Command {
+  const program = new Command('palisade')
+    .description('Multi-agent AI runtime with guardrails at every hop: run agent workers, start runs, try the demo.')
+    .exitOverride()
+    .configureOutput({ outputError: (message, write) => write(message.replace(/^error: /, 'palisade: ')) })
+    .showHelpAfterError('(see palisade --help)')
+    .addHelpText('after', EXIT_CODES_HELP);
+
+  program
+    .command('worker')
+    .description('Serve agents from a module (its `agents` or `default.agents` export) as BullMQ workers on Redis')
+    .argument('<module>', 'path of the module, relative to the current directory')
+    .option('--agents <names>', 'comma-separated agents to serve (default: all in the module)', list)
+    .option('--concurrency <n>', 'jobs per agent processed at once', positiveInt, 8)
+    .addOption(redisOption())
+    .addOption(prefixOption())
+    .addOption(new Option('--stop-with-stdin', 'stop when stdin closes (for a parent process)').hideHelp())
+    .addHelpText('after', EXIT_CODES_HELP)
+    .action(async (modulePath: string, flags: WorkerFlags) => setExit(await workerCommand(modulePath, flags)));
+
+  program
+    .command('run')
+    .description('Start a run at an agent served by workers on Redis and print its progress live')
+    .argument('<agent>', 'the agent that receives the input')
+    .argument('<input>', 'the request, e.g. "My headphones won\'t pair"')
+    .requiredOption('--user <id>', 'principal id (a local development identity: not verified)')
+    .option('--roles <roles>', 'comma-separated roles of the principal', list)
+    .option('--tenant <tenant>', 'tenant of the principal')
+    .addOption(redisOption())
+    .addOption(prefixOption())
+    .option('--timeout <ms>', 'cancel the run if it has not ended after this long', positiveInt, 120_000)
+    .addHelpText('after', EXIT_CODES_HELP)
+    .action(async (agent: string, input: string, flags: RunFlags) => setExit(await runCommand(agent, input, flags)));
+
+  program
+    .command('demo')
+    .description('The customer-support example end to end: on Redis with a worker process per agent, else in process')
+    .option('--embedded', 'use the in-process transport even if Redis answers')
+    .addHelpText('after', EXIT_CODES_HELP)
+    .action(async (flags: { embedded?: boolean }) => setExit(await demoCommand(flags)));
+
+  return program;
+}
+
+async function main(argv: string[]): Promise<number> {
+  let code: number = EXIT.ok;
+  const program = buildProgram((c) => (code = c));
+  try {
+    await program.parseAsync(argv);
+    return code;
+  } catch (error) {
+    // Commander has printed its own message (usage errors) or the help text.
+    if (error instanceof CommanderError) return error.exitCode === 0 ? EXIT.ok : EXIT.usage;
+    if (error instanceof CliError) {
+      stderr(`palisade: ${error.message}`);
+      return error.exitCode;
+    }
+    stderr(`palisade: ${error instanceof Error ? error.message : String(error)}`);
+    if (process.env.PALISADE_DEBUG && error instanceof Error && error.stack) stderr(error.stack);
+    return EXIT.failed;
+  }
+}
+
+// Output piped into `head` and closed early: stop writing, but finish (and clean up) normally.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code !== 'EPIPE') throw error;
+  });
+}
+
+process.exit(await main(process.argv));

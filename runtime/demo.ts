@@ -1,0 +1,310 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { once } from 'node:events';
+import { createRequire } from 'node:module';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { Redis } from 'ioredis';
+import { createSupportAgents } from '../examples/support/system.js';
+import { followRun, wantsColor } from './progress.js';
+import { Runtime } from './runtime.js';
+import { BullMQTransport } from './transports/bullmq-transport.js';
+import { EmbeddedTransport } from './transports/embedded-transport.js';
+
+export const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
+
+/** The URL without its password, for printing. */
+export function redactUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) parsed.password = '***';
+    return parsed.toString().replace(/\/$/, '');
+  } catch {
+    return url.replace(/\/\/[^@/]*@/, '//***@');
+  }
+}
+
+/** Asks Redis for a PONG without retrying: `undefined` when it answered, otherwise why not. */
+export async function pingRedis(url: string, timeoutMs = 1500): Promise<string | undefined> {
+  let redis: Redis;
+  try {
+    redis = new Redis(url, {
+      lazyConnect: true,
+      connectTimeout: timeoutMs,
+      maxRetriesPerRequest: 0,
+      retryStrategy: () => null,
+      enableOfflineQueue: false,
+    });
+  } catch (error) {
+    return error instanceof Error ? error.message : String(error);
+  }
+  // With retries off, connect() rejects with a bare 'Connection is closed.'; the socket error says why.
+  let cause: string | undefined;
+  redis.on('error', (error: Error) => (cause ??= error.message));
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const attempt = (async () => {
+      await redis.connect();
+      await redis.ping();
+      return undefined;
+    })();
+    const deadline = new Promise<string>((resolve) => (timer = setTimeout(() => resolve(`no answer within ${timeoutMs} ms`), timeoutMs + 500)));
+    return await Promise.race([attempt, deadline]);
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    return cause ?? (message || 'connection failed');
+  } finally {
+    clearTimeout(timer);
+    redis.disconnect();
+  }
+}
+
+/** Deletes every key under `prefix:` (SCAN + UNLINK); returns how many. */
+export async function deleteKeys(url: string, prefix: string): Promise<number> {
+  const redis = new Redis(url, { maxRetriesPerRequest: 1, connectTimeout: 1500 });
+  redis.on('error', () => undefined);
+  try {
+    let cursor = '0';
+    let deleted = 0;
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
+      cursor = next;
+      if (keys.length > 0) deleted += await redis.unlink(...keys);
+    } while (cursor !== '0');
+    return deleted;
+  } finally {
+    redis.disconnect();
+  }
+}
+
+/** Ctrl-C (or SIGTERM) during the demo: it cleaned up and stopped early. */
+export class DemoInterruptedError extends Error {
+  override readonly name = 'DemoInterruptedError';
+  constructor() {
+    super('demo interrupted; what it started was stopped and cleaned up');
+  }
+}
+
+export const SUPPORT_AGENTS = ['triage', 'billing', 'tech_support', 'fraud_check'] as const;
+
+const PRINCIPAL = { id: 'demo-user', roles: ['customer'] };
+
+export const SCENARIOS = [
+  {
+    title: 'A refund: triage → billing, which asks fraud_check before refunding',
+    input: 'I was charged twice for order ORD-5001 — please refund me. My e-mail is ada@example.com.',
+  },
+  {
+    title: 'A product problem: triage → tech_support, which searches the help centre',
+    input: "My headphones won't pair over bluetooth.",
+  },
+  {
+    title: "A refund for someone else's order: billing checks the owner and declines",
+    input: 'Refund ORD-5002 please, my e-mail is ada@example.com',
+  },
+] as const;
+
+export interface DemoRun {
+  input: string;
+  status: string;
+  output?: string;
+  error?: string;
+}
+
+export interface DemoResult {
+  transport: 'redis' | 'embedded';
+  runs: DemoRun[];
+  /** The Redis key prefix the demo used (and deleted); absent on the embedded transport. */
+  prefix?: string;
+}
+
+export interface DemoOptions {
+  /** Use the in-process transport even when Redis answers. */
+  embedded?: boolean;
+  /** Where the demo prints; stdout by default. */
+  out?: (line: string) => void;
+}
+
+/** Runs `name` next to this file: `cli.ts` under tsx, `cli.js` once built. */
+function sibling(relative: string): string {
+  const own = fileURLToPath(import.meta.url);
+  const ext = own.endsWith('.ts') ? '.ts' : '.js';
+  for (const candidate of [ext, ext === '.ts' ? '.js' : '.ts']) {
+    const path = fileURLToPath(new URL(`${relative}${candidate}`, import.meta.url));
+    if (existsSync(path)) return path;
+  }
+  throw new Error(`cannot find ${relative}.ts or ${relative}.js next to ${own}`);
+}
+
+/** Node flags for a child that runs the same kind of code as this process (TypeScript via tsx, or built JS). */
+function childExecArgv(script: string): string[] {
+  const args: string[] = [];
+  const inherited = process.execArgv;
+  for (let i = 0; i < inherited.length; i++) {
+    const arg = inherited[i]!;
+    // Code to evaluate and debugger ports belong to this process only.
+    if (['-e', '--eval', '-p', '--print'].includes(arg)) {
+      i++;
+      continue;
+    }
+    if (/^--(eval|print)=|^--inspect/.test(arg)) continue;
+    args.push(arg);
+  }
+  if (script.endsWith('.ts') && !args.some((a) => a.includes('tsx'))) {
+    // Under a runner that transpiles on its own (vitest), load TypeScript in the child with tsx.
+    const loader = createRequire(import.meta.url).resolve('tsx');
+    args.push('--import', pathToFileURL(loader).href);
+  }
+  return args;
+}
+
+interface WorkerProcess {
+  agent: string;
+  child: ChildProcess;
+  output: string[];
+}
+
+function spawnWorker(agent: string, redisUrl: string, prefix: string): WorkerProcess {
+  const cli = sibling('./cli');
+  const system = sibling('../examples/support/system');
+  const child = spawn(process.execPath, [...childExecArgv(cli), cli, 'worker', system, '--agents', agent, '--prefix', prefix, '--redis', redisUrl, '--stop-with-stdin'], {
+    // The worker stops when this pipe closes: if the demo dies, its workers follow.
+    stdio: ['pipe', 'pipe', 'pipe'],
+    env: process.env,
+  });
+  const worker: WorkerProcess = { agent, child, output: [] };
+  const keep = (chunk: Buffer): void => {
+    for (const line of chunk.toString('utf8').split('\n')) {
+      if (line.trim()) worker.output.push(line);
+    }
+    worker.output.splice(0, Math.max(0, worker.output.length - 40));
+  };
+  child.stdout?.on('data', keep);
+  child.stderr?.on('data', keep);
+  child.on('error', (error) => worker.output.push(`spawn failed: ${error.message}`));
+  return worker;
+}
+
+const exited = (child: ChildProcess): boolean => child.exitCode !== null || child.signalCode !== null;
+
+function describeExit(worker: WorkerProcess): string {
+  const { child } = worker;
+  const how = child.signalCode ? `was killed by ${child.signalCode}` : `exited with code ${child.exitCode}`;
+  const output = worker.output.length ? `:\n${worker.output.map((l) => `    [${worker.agent}] ${l}`).join('\n')}` : ' (no output)';
+  return `the ${worker.agent} worker (pid ${child.pid}) ${how}${output}`;
+}
+
+async function stopWorker(worker: WorkerProcess, graceMs = 12_000): Promise<void> {
+  const { child } = worker;
+  if (exited(child) || child.pid === undefined) return;
+  const done = once(child, 'exit');
+  child.kill('SIGTERM');
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), graceMs)));
+  if ((await Promise.race([done, late])) === 'late') {
+    child.kill('SIGKILL');
+    await done;
+  }
+  clearTimeout(timer);
+}
+
+async function waitForAgents(transport: BullMQTransport, workers: WorkerProcess[], timeoutMs: number, signal: AbortSignal): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (signal.aborted) throw new DemoInterruptedError();
+    const dead = workers.find((w) => exited(w.child));
+    if (dead) throw new Error(`a worker stopped before it was ready: ${describeExit(dead)}`);
+    const known = new Set(await transport.knownAgents());
+    const missing = SUPPORT_AGENTS.filter((a) => !known.has(a));
+    if (missing.length === 0) return;
+    if (Date.now() > deadline) {
+      const output = workers
+        .filter((w) => missing.includes(w.agent as (typeof SUPPORT_AGENTS)[number]))
+        .map((w) => `  ${w.agent} (pid ${w.child.pid}): ${w.output.length ? `\n${w.output.map((l) => `    ${l}`).join('\n')}` : 'no output'}`)
+        .join('\n');
+      throw new Error(`workers for ${missing.join(', ')} did not announce themselves within ${timeoutMs / 1000} s:\n${output}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 150));
+  }
+}
+
+/**
+ * The customer-support example end to end: on Redis with one worker process per agent when Redis
+ * answers, otherwise in this process. Always stops what it started and deletes its Redis keys.
+ */
+export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
+  const out = options.out ?? ((line: string) => process.stdout.write(`${line}\n`));
+  const color = options.out === undefined && wantsColor();
+  const bold = (text: string): string => (color ? `\x1b[1m${text}\x1b[22m` : text);
+  const redisUrl = process.env.REDIS_URL ?? DEFAULT_REDIS_URL;
+  const shownUrl = redactUrl(redisUrl);
+
+  let runtime: Runtime | undefined;
+  let prefix: string | undefined;
+  const workers: WorkerProcess[] = [];
+  const interrupt = new AbortController();
+  const onSignal = (): void => interrupt.abort();
+  // `on`, not `once`: a second Ctrl-C (a terminal signals the whole group, and tsx relays) must not kill the cleanup.
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  try {
+    out(bold('palisade demo: customer support with triage, billing, tech_support and fraud_check'));
+    const unreachable = options.embedded ? 'skipped (--embedded)' : await pingRedis(redisUrl);
+    let transport: 'redis' | 'embedded';
+    if (unreachable === undefined) {
+      transport = 'redis';
+      prefix = `palisade-demo-${randomBytes(4).toString('hex')}`;
+      const bull = new BullMQTransport({ connection: redisUrl, prefix });
+      runtime = new Runtime({ transport: bull });
+      for (const agent of SUPPORT_AGENTS) workers.push(spawnWorker(agent, redisUrl, prefix));
+      await waitForAgents(bull, workers, 20_000, interrupt.signal);
+      out(`Redis at ${shownUrl} — ${workers.length} agent workers in separate processes (pids ${workers.map((w) => `${w.agent} ${w.child.pid}`).join(', ')})`);
+      out(`Keys under the prefix '${prefix}', deleted at the end.`);
+    } else {
+      transport = 'embedded';
+      if (options.embedded) out('Embedded in-process transport (--embedded): nothing is persisted.');
+      else out(`No Redis answered at ${shownUrl} (${unreachable}): using the embedded in-process transport (nothing is persisted)`);
+      runtime = new Runtime({ agents: createSupportAgents(), transport: new EmbeddedTransport() });
+      await runtime.startWorkers();
+    }
+    out(`Acting as '${PRINCIPAL.id}' (roles: ${PRINCIPAL.roles.join(', ')}). No guard pipeline is configured, so every guard decision is 'allow'.`);
+
+    const runs: DemoRun[] = [];
+    for (const [i, scenario] of SCENARIOS.entries()) {
+      if (interrupt.signal.aborted) break;
+      out('');
+      out(bold(`── ${i + 1}/${SCENARIOS.length}  ${scenario.title}`));
+      out(`   "${scenario.input}"`);
+      const run = await runtime.start('triage', scenario.input, { principal: PRINCIPAL });
+      const result = await followRun(run, { out, color, timeoutMs: 60_000, signal: interrupt.signal });
+      const dead = workers.find((w) => exited(w.child));
+      if (dead && result.status !== 'completed') out(`   ${describeExit(dead)}`);
+      const answer = result.status === 'completed' ? result.output ?? '' : result.error ?? result.status;
+      out(`   ${bold(`Result (${result.status}):`)} ${answer}`);
+      runs.push({
+        input: scenario.input,
+        status: result.status,
+        ...(result.output !== undefined ? { output: result.output } : {}),
+        ...(result.error !== undefined ? { error: result.error } : {}),
+      });
+    }
+    if (interrupt.signal.aborted) throw new DemoInterruptedError();
+    out('');
+    out(`${runs.filter((r) => r.status === 'completed').length} of ${runs.length} runs completed on the ${transport} transport.`);
+    return { transport, runs, ...(prefix !== undefined ? { prefix } : {}) };
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    const problems: string[] = [];
+    await runtime?.close().catch((error: unknown) => problems.push(`closing the runtime: ${String(error)}`));
+    await Promise.all(workers.map((w) => stopWorker(w))).catch((error: unknown) => problems.push(`stopping workers: ${String(error)}`));
+    if (prefix) {
+      await deleteKeys(redisUrl, prefix).then(
+        (n) => out(`Cleaned up: workers stopped, ${n} keys under '${prefix}' deleted.`),
+        (error: unknown) => problems.push(`deleting keys under '${prefix}': ${String(error)}`),
+      );
+    }
+    for (const problem of problems) out(`warning: cleanup problem: ${problem}`);
+  }
+}

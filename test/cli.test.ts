@@ -1,0 +1,170 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { Redis } from 'ioredis';
+import { afterEach, describe, expect, it } from 'vitest';
+import { runDemo, type DemoResult } from '../runtime/demo.js';
+import type { RunEvent } from '../runtime/events.js';
+import { formatEvent } from '../runtime/progress.js';
+import { deleteKeys, REDIS_URL, uniquePrefix } from './support/redis.js';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const tsx = `${root}node_modules/.bin/tsx`;
+
+interface Finished {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function cli(args: string[]): { child: ChildProcess; finished: Promise<Finished> } {
+  const child = spawn(tsx, ['runtime/cli.ts', ...args], { cwd: root, env: { ...process.env, REDIS_URL, NO_COLOR: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (d) => (stdout += String(d)));
+  child.stderr!.on('data', (d) => (stderr += String(d)));
+  const finished = new Promise<Finished>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+  return { child, finished };
+}
+
+async function keysUnder(prefix: string): Promise<string[]> {
+  const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 1 });
+  try {
+    const keys: string[] = [];
+    let cursor = '0';
+    do {
+      const [next, batch] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
+      cursor = next;
+      keys.push(...batch);
+    } while (cursor !== '0');
+    return keys;
+  } finally {
+    redis.disconnect();
+  }
+}
+
+function expectSupportOutcomes(result: DemoResult): void {
+  expect(result.runs.map((r) => r.status)).toEqual(['completed', 'completed', 'completed']);
+  const [refund, tech, foreign] = result.runs;
+  expect(refund!.input).toContain('ORD-5001');
+  expect(refund!.output).toMatch(/RF-\d+/);
+  expect(tech!.output).toMatch(/pair/i);
+  expect(foreign!.output).toMatch(/not on the account/);
+}
+
+describe('palisade demo', () => {
+  it('runs the three support scenarios on the embedded transport', { timeout: 60_000 }, async () => {
+    const lines: string[] = [];
+    const result = await runDemo({ embedded: true, out: (line) => lines.push(line) });
+    expect(result.transport).toBe('embedded');
+    expectSupportOutcomes(result);
+    const text = lines.join('\n');
+    expect(text).toMatch(/embedded in-process transport/i);
+    // The refund path, live: handoff, delegation, the refund tool, guard decisions.
+    expect(text).toContain('[triage] ⇢ handoff to billing');
+    expect(text).toContain('[billing] ⇉ asks fraud_check');
+    expect(text).toContain('[fraud_check] → tool fraud_score');
+    expect(text).toContain('[billing] → tool issue_refund');
+    expect(text).toContain('[billing] guard tool_call issue_refund: allow');
+    expect(text).toContain('[tech_support] → tool search_kb');
+  });
+
+  it('runs them on Redis with a worker process per agent and deletes its keys afterwards', { timeout: 90_000 }, async () => {
+    const lines: string[] = [];
+    const result = await runDemo({ out: (line) => lines.push(line) });
+    expect(result.transport).toBe('redis');
+    expectSupportOutcomes(result);
+    const text = lines.join('\n');
+    const announced = /Redis at \S+ — 4 agent workers in separate processes \(pids (.+)\)/.exec(text);
+    expect(announced).not.toBeNull();
+    const pids = [...announced![1]!.matchAll(/(\w+) (\d+)/g)].map((m) => Number(m[2]));
+    expect(pids).toHaveLength(4);
+    expect(new Set([...pids, process.pid]).size).toBe(5);
+    expect(result.prefix).toMatch(/^palisade-demo-/);
+    expect(await keysUnder(result.prefix!)).toEqual([]);
+    // The workers are gone.
+    for (const pid of pids) expect(() => process.kill(pid, 0)).toThrow();
+  });
+});
+
+describe('palisade CLI', () => {
+  const prefixes: string[] = [];
+  const children: ChildProcess[] = [];
+
+  afterEach(async () => {
+    for (const child of children.splice(0)) {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGKILL');
+        await new Promise((resolve) => child.once('close', resolve));
+      }
+    }
+    for (const prefix of prefixes.splice(0)) await deleteKeys(prefix);
+  });
+
+  it('run: an unknown agent is a clear error with exit code 2', { timeout: 60_000 }, async () => {
+    const prefix = uniquePrefix('cli-unknown');
+    prefixes.push(prefix);
+    const { child, finished } = cli(['run', 'nosuchagent', 'hi', '--user', 'u1', '--prefix', prefix]);
+    children.push(child);
+    const { code, stderr } = await finished;
+    expect(code).toBe(2);
+    expect(stderr).toMatch(/unknown agent 'nosuchagent'/);
+    expect(stderr).toMatch(/local development identity.*not verified/);
+    expect(stderr).not.toMatch(/\n\s+at /); // no stack trace
+  });
+
+  it('worker + run: a request crosses processes and the progress shows the handoff and the tool call', { timeout: 60_000 }, async () => {
+    const prefix = uniquePrefix('cli-run');
+    prefixes.push(prefix);
+    const worker = cli(['worker', 'examples/support/system.ts', '--prefix', prefix]);
+    children.push(worker.child);
+    await new Promise<void>((resolve, reject) => {
+      let seen = '';
+      worker.child.stdout!.on('data', (d) => {
+        seen += String(d);
+        if (seen.includes('serving')) resolve();
+      });
+      void worker.finished.then((f) => reject(new Error(`worker exited early (${f.code}): ${f.stderr}`)));
+    });
+
+    const run = cli(['run', 'triage', "My headphones won't pair", '--user', 'u1', '--roles', 'customer', '--prefix', prefix]);
+    children.push(run.child);
+    const { code, stdout, stderr } = await run.finished;
+    expect(stderr).toMatch(/local development identity/);
+    expect(code).toBe(0);
+    expect(stdout).toContain('[triage] ⇢ handoff to tech_support');
+    expect(stdout).toContain('[tech_support] → tool search_kb');
+    expect(stdout).toMatch(/Hold the power button/);
+
+    worker.child.kill('SIGTERM');
+    const stopped = await worker.finished;
+    expect(stopped.code).toBe(0);
+    expect(stopped.stdout).toMatch(/serving triage, billing, fraud_check, tech_support .*prefix '[^']+' \(pid \d+/);
+  });
+});
+
+describe('formatEvent', () => {
+  const at = Date.now();
+
+  it('prints guard decisions with their stage, subject, verdict and reasons', () => {
+    const event: RunEvent = { at, agent: 'billing', type: 'guard.decision', stage: 'tool_call', verdict: 'block', reasons: ['refunds need a manager', 'over limit'], risk: 0.8, subject: 'issue_refund' };
+    expect(formatEvent(event)).toBe('  [billing] guard tool_call issue_refund: block — refunds need a manager; over limit (risk 0.80)');
+  });
+
+  it('prints rejected envelopes with the reason and keeps control characters out of the terminal', () => {
+    const rejected: RunEvent = { at, agent: 'billing', type: 'envelope.rejected', reason: 'malformed job data: envelope.chain: Required' };
+    expect(formatEvent(rejected)).toBe('  [billing] ⊘ envelope rejected: malformed job data: envelope.chain: Required');
+    const completed: RunEvent = { at, agent: 'x', type: 'run.completed', output: 'ok\x1b[2J\nsecond line' };
+    const line = formatEvent(completed);
+    expect(line).not.toMatch(/[\x00-\x1f]/);
+    expect(line).toBe('  [x] ✓ completed: ok [2J second line');
+  });
+
+  it('prints model responses with token counts and colours only when asked', () => {
+    const event: RunEvent = { at, agent: 'triage', type: 'model.response', model: 'gpt-4o-mini', toolCalls: ['transfer_to_billing'], text: false, inputTokens: 120, outputTokens: 9 };
+    expect(formatEvent(event)).toBe('  [triage] ◆ model gpt-4o-mini: calls transfer_to_billing (120 in / 9 out tokens)');
+    expect(formatEvent(event, { color: true })).toContain('\x1b[');
+  });
+});
