@@ -154,6 +154,7 @@ class Activation {
   }
 
   private async loop(): Promise<TaskOutcome> {
+    let checked = false;
     for (;;) {
       const last = this.progress.messages[this.progress.messages.length - 1];
       if (last?.role === 'assistant' && last.toolCalls?.length) {
@@ -162,8 +163,12 @@ class Activation {
         continue;
       }
       if (last?.role === 'assistant') return this.finish(last.content ?? '');
-      const run = await this.store.getRun(this.runId);
-      if (run?.status !== 'running') return { type: 'done', result: { status: 'cancelled', error: `run is ${run?.status ?? 'gone'}` } };
+      // The first turn of a delivery follows handle()'s own check; later turns look again for a cancel.
+      if (checked) {
+        const run = await this.store.getRun(this.runId);
+        if (run?.status !== 'running') return { type: 'done', result: { status: 'cancelled', error: `run is ${run?.status ?? 'gone'}` } };
+      }
+      checked = true;
       if (this.envelope.budget.deadline !== undefined && Date.now() > this.envelope.budget.deadline) return this.fail('the run passed its deadline');
       if (this.progress.turns >= this.agent.maxTurns) return this.fail(`agent '${this.agent.name}' reached its limit of ${this.agent.maxTurns} model turns`);
       await this.modelTurn();

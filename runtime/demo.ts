@@ -10,6 +10,7 @@ import { followRun, wantsColor } from './progress.js';
 import { Runtime } from './runtime.js';
 import { BullMQTransport } from './transports/bullmq-transport.js';
 import { EmbeddedTransport } from './transports/embedded-transport.js';
+import { deleteKeysUnder } from './redis-keys.js';
 
 export const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
 
@@ -64,14 +65,7 @@ export async function deleteKeys(url: string, prefix: string): Promise<number> {
   const redis = new Redis(url, { maxRetriesPerRequest: 1, connectTimeout: 1500 });
   redis.on('error', () => undefined);
   try {
-    let cursor = '0';
-    let deleted = 0;
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-      cursor = next;
-      if (keys.length > 0) deleted += await redis.unlink(...keys);
-    } while (cursor !== '0');
-    return deleted;
+    return await deleteKeysUnder(redis, prefix);
   } finally {
     redis.disconnect();
   }

@@ -77,10 +77,15 @@ export class EmbeddedTransport implements Transport {
 
   private schedule(job: EmbeddedJob, delayMs = 0): void {
     job.state = 'waiting';
-    const timer = setTimeout(() => {
-      this.timers.delete(timer);
+    const deliver = () => {
       this.queue(job.queue).waiting.push(job);
       this.pump(job.queue);
+    };
+    // setTimeout(0) waits at least 1 ms; a job due now only needs to wait for the current task.
+    if (delayMs === 0) return void setImmediate(deliver);
+    const timer = setTimeout(() => {
+      this.timers.delete(timer);
+      deliver();
     }, delayMs);
     this.timers.add(timer);
   }

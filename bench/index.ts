@@ -1,0 +1,527 @@
+/**
+ * `npm run bench`: what Palisade's runtime costs over raw BullMQ, measured in one run on one Redis and
+ * reported as ratios against the baseline measured in the same run. See BENCHMARKS.md.
+ */
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import { performance } from 'node:perf_hooks';
+import { Redis } from 'ioredis';
+import { deleteKeys, diffStats, info, installCommandCounter, serverStats, startCounting, stopCounting, type CommandCounts, type ServerStats } from './redis-probe.js';
+import { HOPS, palisadeBullMQ, palisadeEmbedded, rawBullMQ, type Harness, type ScenarioConfig } from './scenarios.js';
+import { fmt, median, percentile, round, table } from './stats.js';
+
+const num = (name: string, fallback: number): number => {
+  const value = Number(process.env[name]);
+  return process.env[name] !== undefined && Number.isFinite(value) && value > 0 ? value : fallback;
+};
+
+const config = {
+  redisUrl: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
+  /** Rounds of (raw, Palisade) measured back to back, the order alternating each round. */
+  rounds: num('BENCH_ROUNDS', 5),
+  /** Chains per system per round, all started at once through the in-flight bound. */
+  chains: num('BENCH_CHAINS', 1000),
+  /** Chains in flight at most (a semaphore on the producer side). */
+  inflight: num('BENCH_INFLIGHT', 64),
+  /** Worker concurrency per queue (per agent), the same for raw and Palisade. */
+  concurrency: num('BENCH_CONCURRENCY', 8),
+  /** Untimed chains per system before round 1 (JIT warm-up of ioredis, BullMQ, zod, the runtime). */
+  warmupPass: num('BENCH_WARMUP_PASS', 1000),
+  /** Untimed chains after each set-up (connections, Lua script caches). */
+  warmup: num('BENCH_WARMUP', 50),
+  /** Chains run one at a time per system per round, for unloaded hop latency. */
+  serialChains: num('BENCH_SERIAL', 40),
+  /** Chains per Redis command-count probe (after the timed rounds). */
+  probeChains: num('BENCH_PROBE', 100),
+  payloadBytes: num('BENCH_PAYLOAD_BYTES', 2048),
+  chainTimeoutMs: 60_000,
+  totalTimeoutMs: num('BENCH_TIMEOUT_MS', 600_000),
+};
+
+type SystemId = 'raw' | 'palisade' | 'embedded';
+type Mode = 'load' | 'serial';
+
+const started = new Date();
+const basePrefix = `palisade-bench-${randomBytes(4).toString('hex')}`;
+/** Every key prefix this run used: all are swept at the end, also on failure. */
+const prefixes: string[] = [];
+const openHarnesses = new Set<Harness>();
+const log = (line: string) => process.stderr.write(`${line}\n`);
+
+// A ~2 KB text: the user message of a Palisade run, the body of a raw job.
+const sentence = 'Please look into my order and route this request to whoever can resolve it; details follow. ';
+const payload = sentence.repeat(Math.ceil(config.payloadBytes / sentence.length)).slice(0, config.payloadBytes);
+
+const scenario: ScenarioConfig = { redisUrl: config.redisUrl, concurrency: config.concurrency, payload, chainTimeoutMs: config.chainTimeoutMs };
+
+/** Set once the bench gives up (failure, timeout, signal): nothing new may be opened after cleanup. */
+let stopping = false;
+
+async function open(system: SystemId, prefix: string | undefined): Promise<Harness> {
+  if (stopping) throw new Error('the bench is stopping');
+  if (prefix) prefixes.push(prefix);
+  const harness =
+    system === 'raw' ? await rawBullMQ(scenario, prefix!) : system === 'palisade' ? await palisadeBullMQ(scenario, prefix!) : await palisadeEmbedded(scenario);
+  openHarnesses.add(harness);
+  // Opened while cleanup ran: close it here, as cleanup no longer will.
+  if (stopping) {
+    await close(harness);
+    throw new Error('the bench is stopping');
+  }
+  return harness;
+}
+
+async function close(harness: Harness): Promise<void> {
+  if (!openHarnesses.delete(harness)) return;
+  await harness.close();
+}
+
+/** Runs `n` chains with at most `inflight` at once; latency of each chain in ms. */
+async function drive(harness: Harness, n: number, inflight: number): Promise<{ elapsedMs: number; latencies: number[] }> {
+  let next = 0;
+  let failed = false;
+  const latencies: number[] = [];
+  const lane = async () => {
+    while (!failed && next < n) {
+      next += 1;
+      const t = performance.now();
+      try {
+        await harness.runChain();
+      } catch (error) {
+        failed = true;
+        throw error;
+      }
+      latencies.push(performance.now() - t);
+    }
+  };
+  const t0 = performance.now();
+  await Promise.all(Array.from({ length: Math.min(inflight, n) }, lane));
+  return { elapsedMs: performance.now() - t0, latencies };
+}
+
+interface Sample {
+  system: SystemId;
+  round: number;
+  mode: Mode;
+  chains: number;
+  elapsedMs: number;
+  chainsPerSec: number;
+  hopsPerSec: number;
+  /** Per-chain latency ÷ hops, ms. */
+  hopLatencyMs: number[];
+  nodeCpuMsPerHop: number;
+  /** Of the whole Redis server (other clients of a shared Redis included). */
+  redisCpuMsPerHop?: number;
+  eventLoopUtilization: number;
+}
+
+async function measure(admin: Redis, harness: Harness, system: SystemId, roundNo: number, mode: Mode): Promise<Sample> {
+  const n = mode === 'load' ? config.chains : config.serialChains;
+  const inflight = mode === 'load' ? config.inflight : 1;
+  const usesRedis = system !== 'embedded';
+  const redisCpuSeconds = async () => {
+    const cpu = await info(admin, 'cpu');
+    return Number(cpu.used_cpu_user) + Number(cpu.used_cpu_sys);
+  };
+  const redisBefore = usesRedis ? await redisCpuSeconds() : 0;
+  const cpuBefore = process.cpuUsage();
+  const eluBefore = performance.eventLoopUtilization();
+  const { elapsedMs, latencies } = await drive(harness, n, inflight);
+  const cpu = process.cpuUsage(cpuBefore);
+  const elu = performance.eventLoopUtilization(eluBefore);
+  const redisAfter = usesRedis ? await redisCpuSeconds() : undefined;
+  const hops = n * harness.hops;
+  const sample: Sample = {
+    system,
+    round: roundNo,
+    mode,
+    chains: n,
+    elapsedMs,
+    chainsPerSec: (n / elapsedMs) * 1000,
+    hopsPerSec: (hops / elapsedMs) * 1000,
+    hopLatencyMs: latencies.map((l) => l / harness.hops),
+    nodeCpuMsPerHop: (cpu.user + cpu.system) / 1000 / hops,
+    eventLoopUtilization: elu.utilization,
+  };
+  if (redisAfter !== undefined) sample.redisCpuMsPerHop = ((redisAfter - redisBefore) * 1000) / hops;
+  return sample;
+}
+
+type ProbeMode = Mode | 'attributed';
+
+interface Probe {
+  system: SystemId;
+  mode: ProbeMode;
+  chains: number;
+  hops: number;
+  client: CommandCounts;
+  server: ServerStats;
+}
+
+/** Counts Redis commands (client side, and INFO commandstats deltas server side) for `n` chains. */
+async function probe(admin: Redis, harness: Harness, system: SystemId, mode: ProbeMode, n: number): Promise<Probe> {
+  const before = await serverStats(admin);
+  // Attribution captures a stack per round trip: a separate pass, so it does not skew the plain counts.
+  startCounting({ attribute: mode === 'attributed' });
+  let client: CommandCounts;
+  try {
+    await drive(harness, n, mode === 'serial' ? 1 : config.inflight);
+  } finally {
+    client = stopCounting();
+  }
+  const after = await serverStats(admin);
+  return { system, mode, chains: n, hops: n * harness.hops, client, server: diffStats(before, after) };
+}
+
+function gitDescription(): { commit?: string; dirtyFiles?: number } {
+  try {
+    const commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    const dirty = execFileSync('git', ['status', '--porcelain'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).split('\n').filter(Boolean).length;
+    return { commit, dirtyFiles: dirty };
+  } catch {
+    return {};
+  }
+}
+
+async function packageVersion(name: string): Promise<string | undefined> {
+  try {
+    return (JSON.parse(await readFile(new URL(`../node_modules/${name}/package.json`, import.meta.url), 'utf8')) as { version?: string }).version;
+  } catch {
+    return undefined;
+  }
+}
+
+async function machine(admin: Redis) {
+  const server = await info(admin, 'server');
+  const cpus = os.cpus();
+  return {
+    cpuModel: cpus[0]?.model.trim() ?? 'unknown',
+    cores: cpus.length,
+    availableParallelism: os.availableParallelism(),
+    memoryGiB: round(os.totalmem() / 1024 ** 3, 1),
+    platform: `${os.platform()} ${os.release()} ${os.arch()}`,
+    node: process.version,
+    redis: { version: server.redis_version, mode: server.redis_mode, url: config.redisUrl.replace(/\/\/[^@/]*@/, '//***@') },
+    bullmq: await packageVersion('bullmq'),
+    ioredis: await packageVersion('ioredis'),
+    loadAverageAtStart: os.loadavg().map((l) => round(l, 2)),
+    git: gitDescription(),
+  };
+}
+
+const latencyStats = (values: number[]) => ({
+  n: values.length,
+  p50: round(percentile(values, 50), 3),
+  p90: round(percentile(values, 90), 3),
+  p99: round(percentile(values, 99), 3),
+  max: round(Math.max(...values), 3),
+});
+
+function summarize(samples: Sample[], probes: Probe[]) {
+  const of = (system: SystemId, mode: Mode) => samples.filter((s) => s.system === system && s.mode === mode);
+  const rounds = [...new Set(samples.map((s) => s.round))].sort((a, b) => a - b);
+  // Ratios pair the raw and Palisade samples of one round, measured back to back.
+  const ratio = (system: SystemId) =>
+    rounds.flatMap((r) => {
+      const raw = of('raw', 'load').find((s) => s.round === r);
+      const other = of(system, 'load').find((s) => s.round === r);
+      return raw && other ? [other.chainsPerSec / raw.chainsPerSec] : [];
+    });
+  const systems = (['raw', 'palisade', 'embedded'] as const).map((system) => {
+    const load = of(system, 'load');
+    const serial = of(system, 'serial');
+    const ratios = ratio(system);
+    return {
+      system,
+      chainsPerSec: round(median(load.map((s) => s.chainsPerSec)), 1),
+      hopsPerSec: round(median(load.map((s) => s.hopsPerSec)), 1),
+      perRoundChainsPerSec: load.map((s) => round(s.chainsPerSec, 1)),
+      /** Median over rounds of (this system's chains/s ÷ raw chains/s in the same round). */
+      ratioVsRaw: round(median(ratios), 3),
+      perRoundRatioVsRaw: ratios.map((r) => round(r, 3)),
+      hopLatencyMs: {
+        load: latencyStats(load.flatMap((s) => s.hopLatencyMs)),
+        serial: latencyStats(serial.flatMap((s) => s.hopLatencyMs)),
+      },
+      nodeCpuMsPerHop: round(median(load.map((s) => s.nodeCpuMsPerHop)), 4),
+      redisCpuMsPerHop: system === 'embedded' ? undefined : round(median(load.map((s) => s.redisCpuMsPerHop ?? NaN)), 4),
+      eventLoopUtilization: round(median(load.map((s) => s.eventLoopUtilization)), 3),
+    };
+  });
+  const redis = probes.map((p) => ({
+    system: p.system,
+    mode: p.mode,
+    chains: p.chains,
+    hops: p.hops,
+    client: {
+      commandsPerHop: round(p.client.totalCommands / p.hops, 2),
+      roundTripsPerHop: round(p.client.roundTrips / p.hops, 2),
+      connectionsUsed: p.client.connections,
+      perHop: Object.fromEntries(Object.entries(p.client.commands).map(([k, v]) => [k, round(v / p.hops, 2)])),
+      totals: p.client.commands,
+      ...(p.client.sites
+        ? {
+            roundTripsPerHopBySite: Object.fromEntries(
+              Object.entries(p.client.sites).map(([site, byCommand]) => [
+                site,
+                Object.fromEntries(Object.entries(byCommand).map(([k, v]) => [k, round(v / p.hops, 2)])),
+              ]),
+            ),
+          }
+        : {}),
+    },
+    server: {
+      note: 'INFO commandstats / stats / cpu deltas: includes any other client of this Redis during the window',
+      callsPerHop: round(Object.values(p.server.calls).reduce((a, b) => a + b, 0) / p.hops, 2),
+      perHop: Object.fromEntries(Object.entries(p.server.calls).map(([k, v]) => [k, round(v / p.hops, 2)])),
+      newConnectionsPerChain: round(p.server.connectionsReceived / p.chains, 2),
+      redisCpuMsPerHop: round((p.server.cpuSeconds * 1000) / p.hops, 4),
+    },
+  }));
+  return { systems, redis };
+}
+
+type Summary = ReturnType<typeof summarize>;
+
+const signed = (n: number) => `${n >= 0 ? '+' : '−'}${fmt(Math.abs(n), 2)}`;
+
+function report(summary: Summary): string {
+  const sys = (id: SystemId) => summary.systems.find((s) => s.system === id)!;
+  const raw = sys('raw');
+  const pal = sys('palisade');
+  const emb = sys('embedded');
+  const names: Record<SystemId, string> = { raw: 'raw BullMQ (baseline)', palisade: 'Palisade on BullMQ', embedded: 'Palisade embedded (no Redis)' };
+  const out: string[] = [];
+  out.push(
+    `Throughput — median of ${config.rounds} rounds × ${config.chains} chains of ${HOPS} hops, ${config.inflight} chains in flight, concurrency ${config.concurrency} per queue, ${config.payloadBytes} B payload`,
+    '',
+    table(
+      ['system', 'chains/s', 'hops/s', 'vs raw (median of per-round ratios)', 'chains/s per round'],
+      summary.systems.map((s) => [
+        names[s.system],
+        fmt(s.chainsPerSec),
+        fmt(s.hopsPerSec),
+        s.system === 'raw' ? '1.00×' : `${fmt(s.ratioVsRaw, 2)}×${s.system === 'palisade' ? ` (${fmt(1 / s.ratioVsRaw, 1)}× slower)` : ' (for scale)'}`,
+        s.perRoundChainsPerSec.map((v) => fmt(v)).join(' / '),
+      ]),
+      ['l', 'r', 'r', 'r', 'r'],
+    ),
+    '',
+    `Hop latency — per-chain end-to-end latency ÷ ${HOPS} hops, ms (all rounds pooled). "load": the throughput runs above; "serial": one chain at a time (${config.serialChains} per round)`,
+    '',
+    table(
+      ['system', 'load p50', 'load p99', 'serial p50', 'serial p99'],
+      [
+        ...[raw, pal, emb].map((s) => [names[s.system], fmt(s.hopLatencyMs.load.p50, 2), fmt(s.hopLatencyMs.load.p99, 2), fmt(s.hopLatencyMs.serial.p50, 2), fmt(s.hopLatencyMs.serial.p99, 2)]),
+        ['Palisade − raw', ...(['load', 'serial'] as const).flatMap((m) => (['p50', 'p99'] as const).map((q) => signed(pal.hopLatencyMs[m][q] - raw.hopLatencyMs[m][q])))],
+      ],
+      ['l', 'r', 'r', 'r', 'r'],
+    ),
+  );
+  const load = (id: SystemId) => summary.redis.find((p) => p.system === id && p.mode === 'load');
+  const rawProbe = load('raw');
+  const palProbe = load('palisade');
+  out.push(
+    '',
+    'Cost per hop under load (Node CPU: this process, producer and workers; Redis CPU: the whole server)',
+    '',
+    table(
+      ['system', 'Node CPU ms/hop', 'Redis CPU ms/hop', 'event loop busy', 'Redis commands/hop', 'round trips/hop', 'new connections/chain'],
+      [raw, pal, emb].map((s) => {
+        const p = load(s.system);
+        return [
+          names[s.system],
+          fmt(s.nodeCpuMsPerHop, 3),
+          s.redisCpuMsPerHop === undefined ? '—' : fmt(s.redisCpuMsPerHop, 3),
+          `${fmt(s.eventLoopUtilization * 100)}%`,
+          p ? fmt(p.client.commandsPerHop, 1) : '—',
+          p ? fmt(p.client.roundTripsPerHop, 1) : '—',
+          p ? fmt(p.server.newConnectionsPerChain, 2) : '—',
+        ];
+      }),
+      ['l', 'r', 'r', 'r', 'r', 'r', 'r'],
+    ),
+  );
+  if (rawProbe && palProbe) {
+    const names = [...new Set([...Object.keys(palProbe.client.perHop), ...Object.keys(rawProbe.client.perHop)])];
+    names.sort((a, b) => (palProbe.client.perHop[b] ?? 0) - (palProbe.client.perHop[a] ?? 0) || a.localeCompare(b));
+    out.push(
+      '',
+      `Redis commands per hop by command, under load (client-side count over ${palProbe.chains} chains; MULTI…EXEC and pipelines are one round trip)`,
+      '',
+      table(
+        ['command', 'raw BullMQ', 'Palisade'],
+        [
+          ...names.map((n) => [n, fmt(rawProbe.client.perHop[n] ?? 0, 2), fmt(palProbe.client.perHop[n] ?? 0, 2)]),
+          ['**total commands**', fmt(rawProbe.client.commandsPerHop, 2), fmt(palProbe.client.commandsPerHop, 2)],
+          ['**round trips**', fmt(rawProbe.client.roundTripsPerHop, 2), fmt(palProbe.client.roundTripsPerHop, 2)],
+        ],
+        ['l', 'r', 'r'],
+      ),
+    );
+  }
+  const attributed = summary.redis.find((p) => p.system === 'palisade' && p.mode === 'attributed');
+  const sites = attributed?.client.roundTripsPerHopBySite;
+  if (attributed && sites) {
+    const sum = (o: Record<string, number>) => Object.values(o).reduce((a, b) => a + b, 0);
+    out.push(
+      '',
+      `Palisade round trips per hop by call site (stack of each command, ${attributed.chains} chains; a site's pipeline is named by its first command)`,
+      '',
+      table(
+        ['call site', 'round trips/hop', 'commands'],
+        [
+          ...Object.entries(sites).map(([site, byCommand]) => [
+            site,
+            fmt(sum(byCommand), 2),
+            Object.entries(byCommand)
+              .map(([c, v]) => `${c} ${fmt(v, 2)}`)
+              .join(', '),
+          ]),
+          ['**total**', fmt(attributed.client.roundTripsPerHop, 2), ''],
+        ],
+        ['l', 'r', 'l'],
+      ),
+    );
+  }
+  return out.join('\n');
+}
+
+async function main(admin: Redis): Promise<void> {
+  installCommandCounter();
+  const description = await machine(admin);
+  log(`bench: ${description.cpuModel}, ${description.cores} cores, node ${description.node}, redis ${description.redis.version}; prefix ${basePrefix}`);
+  const samples: Sample[] = [];
+  const probes: Probe[] = [];
+
+  const runSystem = async (system: SystemId, roundNo: number) => {
+    const harness = await open(system, system === 'embedded' ? undefined : `${basePrefix}-r${roundNo}-${system}`);
+    try {
+      await drive(harness, config.warmup, config.inflight);
+      const load = await measure(admin, harness, system, roundNo, 'load');
+      const serial = await measure(admin, harness, system, roundNo, 'serial');
+      samples.push(load, serial);
+      log(
+        `  round ${roundNo} ${system.padEnd(8)} ${fmt(load.chainsPerSec).padStart(6)} chains/s  ${fmt(load.hopsPerSec).padStart(6)} hops/s  ` +
+          `serial p50 ${fmt(percentile(serial.hopLatencyMs, 50), 2)} ms/hop`,
+      );
+    } finally {
+      await close(harness);
+      const prefix = prefixes[prefixes.length - 1];
+      if (system !== 'embedded' && prefix) await deleteKeys(admin, prefix);
+    }
+  };
+
+  // An untimed pass over every system first: round 1 would otherwise pay for JIT warm-up of whichever goes first.
+  log(`  warm-up pass (${config.warmupPass} chains per system, untimed)…`);
+  for (const system of ['raw', 'palisade', 'embedded'] as const) {
+    const harness = await open(system, system === 'embedded' ? undefined : `${basePrefix}-warmup-${system}`);
+    try {
+      await drive(harness, config.warmupPass, config.inflight);
+    } finally {
+      await close(harness);
+      const prefix = prefixes[prefixes.length - 1];
+      if (system !== 'embedded' && prefix) await deleteKeys(admin, prefix);
+    }
+  }
+
+  for (let r = 1; r <= config.rounds; r++) {
+    // Alternate which system goes first, so drift on a shared machine does not favour one.
+    const order: SystemId[] = r % 2 === 1 ? ['raw', 'palisade', 'embedded'] : ['palisade', 'raw', 'embedded'];
+    for (const system of order) await runSystem(system, r);
+  }
+
+  log('  probing Redis commands per hop…');
+  for (const system of ['raw', 'palisade'] as const) {
+    const prefix = `${basePrefix}-probe-${system}`;
+    const harness = await open(system, prefix);
+    try {
+      await drive(harness, Math.min(config.warmup, 10), config.inflight);
+      probes.push(await probe(admin, harness, system, 'load', config.probeChains));
+      probes.push(await probe(admin, harness, system, 'serial', Math.min(config.probeChains, 20)));
+      probes.push(await probe(admin, harness, system, 'attributed', Math.min(config.probeChains, 30)));
+    } finally {
+      await close(harness);
+      await deleteKeys(admin, prefix);
+    }
+  }
+
+  const summary = summarize(samples, probes);
+  const text = report(summary);
+  process.stdout.write(`\n${text}\n\n`);
+
+  const result = {
+    timestamp: started.toISOString(),
+    durationSec: round((Date.now() - started.getTime()) / 1000, 1),
+    config: { ...config, hopsPerChain: HOPS, redisUrl: description.redis.url },
+    machine: { ...description, loadAverageAtEnd: os.loadavg().map((l) => round(l, 2)) },
+    summary,
+    samples: samples.map(({ hopLatencyMs, ...s }) => ({
+      ...s,
+      elapsedMs: round(s.elapsedMs, 1),
+      chainsPerSec: round(s.chainsPerSec, 1),
+      hopsPerSec: round(s.hopsPerSec, 1),
+      nodeCpuMsPerHop: round(s.nodeCpuMsPerHop, 4),
+      redisCpuMsPerHop: s.redisCpuMsPerHop === undefined ? undefined : round(s.redisCpuMsPerHop, 4),
+      eventLoopUtilization: round(s.eventLoopUtilization, 3),
+      hopLatencyMs: latencyStats(hopLatencyMs),
+    })),
+    table: text,
+  };
+  const dir = new URL('./results/', import.meta.url);
+  await mkdir(dir, { recursive: true });
+  const file = `${started.toISOString().replace(/:/g, '-')}.json`;
+  const json = `${JSON.stringify(result, null, 2)}\n`;
+  await writeFile(new URL(file, dir), json);
+  await writeFile(new URL('latest.json', dir), json);
+  log(`bench: wrote bench/results/${file} and bench/results/latest.json (${result.durationSec} s)`);
+}
+
+/** Closes whatever is still open and deletes every key this run wrote. */
+async function cleanup(admin: Redis): Promise<void> {
+  stopping = true;
+  await Promise.allSettled([...openHarnesses].map((h) => close(h)));
+  let deleted = 0;
+  for (const prefix of prefixes) deleted += await deleteKeys(admin, prefix).catch(() => 0);
+  // Anything under the run's base prefix that a prefix list might have missed.
+  deleted += await deleteKeys(admin, `${basePrefix}*`).catch(() => 0);
+  if (deleted > 0) log(`bench: cleanup removed ${deleted} leftover keys`);
+}
+
+const admin = new Redis(config.redisUrl, { maxRetriesPerRequest: 2 });
+admin.on('error', () => undefined);
+
+// A timeout or a signal abandons the run; the same cleanup as for a failure follows.
+let abandon: (error: Error) => void = () => undefined;
+const abandoned = new Promise<never>((_, reject) => (abandon = reject));
+const watchdog = setTimeout(() => abandon(new Error(`bench did not finish within ${config.totalTimeoutMs} ms`)), config.totalTimeoutMs);
+const onSignal = (signal: NodeJS.Signals) => {
+  process.exitCode = 130;
+  abandon(new Error(`interrupted by ${signal}`));
+};
+process.once('SIGINT', onSignal);
+process.once('SIGTERM', onSignal);
+
+try {
+  const work = main(admin);
+  // Once abandoned, main fails as its harnesses close under it: expected, not an unhandled rejection.
+  work.catch(() => undefined);
+  await Promise.race([work, abandoned]);
+} catch (error) {
+  process.exitCode ??= 1;
+  log(`bench failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+} finally {
+  clearTimeout(watchdog);
+  log('bench: cleaning up');
+  await cleanup(admin);
+  await admin.quit().catch(() => admin.disconnect());
+  process.off('SIGINT', onSignal);
+  process.off('SIGTERM', onSignal);
+  // Everything is closed: the process ends by itself. If a handle leaked, say so rather than hang.
+  setTimeout(() => {
+    log('bench: handles still open 10 s after cleanup; exiting');
+    process.exit(process.exitCode ?? 1);
+  }, 10_000).unref();
+}

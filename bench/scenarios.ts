@@ -1,0 +1,181 @@
+import { randomUUID } from 'node:crypto';
+import { Queue, Worker, type Job, type JobsOptions } from 'bullmq';
+import { Redis } from 'ioredis';
+import { defineAgent, type Agent } from '../agents/agent.js';
+import { ScriptedModel } from '../agents/providers/scripted.js';
+import type { Run } from '../runtime/run.js';
+import { Runtime } from '../runtime/runtime.js';
+import { BullMQTransport } from '../runtime/transports/bullmq-transport.js';
+import { EmbeddedTransport } from '../runtime/transports/embedded-transport.js';
+
+export interface ScenarioConfig {
+  redisUrl: string;
+  /** Jobs per queue (agent) processed at once, as `Runtime.startWorkers({ concurrency })`. */
+  concurrency: number;
+  /** The ~2 KB text every chain carries. */
+  payload: string;
+  /** A chain that has not finished after this long fails the bench. */
+  chainTimeoutMs: number;
+}
+
+/** One system under test, set up and ready: `runChain` drives one 3-hop chain to its end. */
+export interface Harness {
+  readonly name: string;
+  /** Agent activations (jobs processed) per chain. */
+  readonly hops: number;
+  runChain(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export const HOPS = 3;
+const OUTPUT = 'c: done, the chain is complete.';
+
+// BullMQTransport's job options, so the baseline pays for the same BullMQ features (custom job ids,
+// retries, retention of finished jobs) and the ratio isolates what Palisade adds on top.
+const JOB_OPTIONS: JobsOptions = {
+  attempts: 3,
+  backoff: { type: 'exponential', delay: 500 },
+  removeOnComplete: { age: 3600, count: 10_000 },
+  removeOnFail: { age: 7 * 24 * 3600 },
+};
+const LOCK_MS = 30_000;
+
+function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not finish within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+interface RawJob {
+  chain: string;
+  hop: number;
+  body: string;
+}
+
+/**
+ * Raw BullMQ: queues A → B → C on one Redis; each worker adds the next job (same 2 KB payload) on the
+ * next queue, the last one completes the chain. Workers in this process, like Palisade's below.
+ */
+export async function rawBullMQ(config: ScenarioConfig, prefix: string): Promise<Harness> {
+  const names = ['raw.a', 'raw.b', 'raw.c'];
+  const producer = new Redis(config.redisUrl, { maxRetriesPerRequest: 2 });
+  const queues = names.map((name) => new Queue<RawJob>(name, { connection: producer, prefix }));
+  const waiting = new Map<string, { resolve: () => void; reject: (e: Error) => void }>();
+  const workers: Array<{ worker: Worker<RawJob>; connection: Redis }> = names.map((name, index) => {
+    const connection = new Redis(config.redisUrl, { maxRetriesPerRequest: null });
+    const worker = new Worker<RawJob>(
+      name,
+      async (job: Job<RawJob>) => {
+        const next = queues[index + 1];
+        if (next) {
+          const data: RawJob = { ...job.data, hop: index + 1 };
+          await next.add('hop', data, { ...JOB_OPTIONS, jobId: `${job.data.chain}.${index + 1}` });
+          return { status: 'forwarded' };
+        }
+        waiting.get(job.data.chain)?.resolve();
+        return { status: 'completed' };
+      },
+      { connection, prefix, concurrency: config.concurrency, lockDuration: LOCK_MS, stalledInterval: LOCK_MS, maxStalledCount: 3 },
+    );
+    worker.on('failed', (job, error) => {
+      if (job) waiting.get(job.data.chain)?.reject(error);
+    });
+    worker.on('error', () => undefined);
+    return { worker, connection };
+  });
+  await Promise.all(workers.map(({ worker }) => worker.waitUntilReady()));
+  const first = queues[0]!;
+  return {
+    name: 'raw BullMQ',
+    hops: HOPS,
+    async runChain() {
+      const chain = randomUUID();
+      const done = new Promise<void>((resolve, reject) => waiting.set(chain, { resolve, reject }));
+      try {
+        await first.add('hop', { chain, hop: 0, body: config.payload }, { ...JOB_OPTIONS, jobId: `${chain}.0` });
+        await withTimeout(done, config.chainTimeoutMs, `raw chain ${chain}`);
+      } finally {
+        waiting.delete(chain);
+      }
+    },
+    async close() {
+      // Chains still waiting (the bench was abandoned) fail now rather than hold their timers.
+      for (const { reject } of waiting.values()) reject(new Error('the raw BullMQ harness closed'));
+      await Promise.all(
+        workers.map(async ({ worker, connection }) => {
+          await worker.close();
+          connection.disconnect();
+        }),
+      );
+      await Promise.all(queues.map((q) => q.close()));
+      await producer.quit().catch(() => producer.disconnect());
+    },
+  };
+}
+
+/** a → b → c: a and b hand off at once, c replies with a fixed text. Each agent makes one model turn. */
+export function chainAgents(): Agent[] {
+  return [
+    defineAgent({
+      name: 'a',
+      description: 'First hop: hands the conversation to b.',
+      instructions: 'Hand the conversation over to b.',
+      model: new ScriptedModel({ script: () => ({ calls: [{ name: 'transfer_to_b', args: { reason: 'next hop' } }] }) }),
+      handoffs: ['b'],
+    }),
+    defineAgent({
+      name: 'b',
+      description: 'Second hop: hands the conversation to c.',
+      instructions: 'Hand the conversation over to c.',
+      model: new ScriptedModel({ script: () => ({ calls: [{ name: 'transfer_to_c', args: { reason: 'next hop' } }] }) }),
+      handoffs: ['c'],
+    }),
+    defineAgent({
+      name: 'c',
+      description: 'Last hop: answers.',
+      instructions: 'Answer with a fixed text.',
+      model: new ScriptedModel({ script: () => OUTPUT }),
+    }),
+  ];
+}
+
+const principal = { id: 'bench-user', roles: ['bench'] };
+
+function palisadeHarness(name: string, runtime: Runtime, config: ScenarioConfig): Harness {
+  const active = new Set<Run>();
+  return {
+    name,
+    hops: HOPS,
+    async runChain() {
+      const run = await runtime.start('a', config.payload, { principal });
+      active.add(run);
+      try {
+        const result = await run.result({ timeoutMs: config.chainTimeoutMs });
+        if (result.output !== OUTPUT) throw new Error(`run ${run.id} answered ${JSON.stringify(result.output)}`);
+      } finally {
+        active.delete(run);
+      }
+    },
+    async close() {
+      // Runs still going (the bench was abandoned) are cancelled, which ends their `result()` waits.
+      await Promise.allSettled([...active].map((run) => run.cancel('bench stopped')));
+      await runtime.close({ timeoutMs: 5000 });
+    },
+  };
+}
+
+/** Palisade on BullMQTransport: the same three queues' worth of agents, workers in this process. */
+export async function palisadeBullMQ(config: ScenarioConfig, prefix: string): Promise<Harness> {
+  const runtime = new Runtime({ agents: chainAgents(), transport: new BullMQTransport({ connection: config.redisUrl, prefix }) });
+  await runtime.startWorkers({ concurrency: config.concurrency });
+  return palisadeHarness('Palisade on BullMQ', runtime, config);
+}
+
+/** Palisade on the in-process transport: no Redis at all, for scale. */
+export async function palisadeEmbedded(config: ScenarioConfig): Promise<Harness> {
+  const runtime = new Runtime({ agents: chainAgents(), transport: new EmbeddedTransport() });
+  await runtime.startWorkers({ concurrency: config.concurrency });
+  return palisadeHarness('Palisade embedded', runtime, config);
+}
