@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { LabelSchema } from '../guards/label.js';
 
 /** A tool call as the model produced it; `arguments` stays raw JSON text until the tool validates it. */
 export const ToolCallSchema = z.object({
@@ -21,6 +22,8 @@ export const ChatMessageSchema = z.discriminatedUnion('role', [
     name: z.string(),
     content: z.string(),
     isError: z.boolean().optional(),
+    /** The label of this result alone (not the context's): guards trace where argument values came from. */
+    label: LabelSchema.optional(),
   }),
 ]);
 export type ChatMessage = z.infer<typeof ChatMessageSchema>;

@@ -1,7 +1,17 @@
 import type { Effect, Risk } from '../agents/tool.js';
 import type { Principal } from '../runtime/principal.js';
-import type { Stage } from './decision.js';
+import type { Decision, Stage } from './decision.js';
 import type { Label } from './label.js';
+
+/** One piece of what is in the agent's context, with where it came from. */
+export interface ContextItem {
+  source: 'user' | 'tool' | 'agent';
+  /** Tool or agent name for `tool` and `agent` items. */
+  name?: string;
+  content: string;
+  /** The item's own label: `untrusted` when a third party could have written it. */
+  label: Label;
+}
 
 /** What a guard sees at one step: who asks, where the run has been, and what is about to happen. */
 export interface GuardEvent {
@@ -19,11 +29,19 @@ export interface GuardEvent {
   content?: string;
   tool?: { name: string; effect: Effect; risk: Risk; requires: readonly string[]; returns: Label };
   args?: Record<string, unknown>;
-  /** For `handoff`: the receiving agent and how it is reached. */
-  target?: { agent: string; mode: 'handoff' | 'delegate' };
+  /** For `handoff`: the receiving agent, how it is reached, and how many delegations this turn makes. */
+  target?: { agent: string; mode: 'handoff' | 'delegate'; fanOut?: number };
+  /** What the agent's context holds, for tracing argument values to their sources. */
+  history?: readonly ContextItem[];
+  /** Tokens left for the rest of the run (after this activation's spending), and its deadline. */
+  budget?: { tokensLeft?: number; deadline?: number };
+  /** Earlier calls of this tool in this activation, for rate-based risk. */
+  priorCalls?: number;
+  /** The tools the acting agent declares: it may use no others, whatever the principal holds. */
+  agentTools?: readonly string[];
 }
 
 /** Decides each step. The runtime executes nothing and enqueues nothing without asking it first. */
 export interface GuardPipeline {
-  evaluate(event: GuardEvent): Promise<import('./decision.js').Decision>;
+  evaluate(event: GuardEvent): Promise<Decision>;
 }

@@ -41,3 +41,19 @@ export function leq(a: Label, b: Label): boolean {
   if (a.integrity === 'untrusted' && b.integrity === 'trusted') return false;
   return a.categories.every((c) => b.categories.includes(c));
 }
+
+/** Greatest lower bound: used only to cap a label by an explicit, audited declassification. */
+export function meet(a: Label, b: Label): Label {
+  return {
+    level: rank(a.level) <= rank(b.level) ? a.level : b.level,
+    categories: a.categories.filter((c) => b.categories.includes(c)),
+    integrity: a.integrity === 'trusted' || b.integrity === 'trusted' ? 'trusted' : 'untrusted',
+  };
+}
+
+export const levelRank = rank;
+
+/** Confidentiality only: may data at `a` reach a sink cleared for `clearance`? Integrity is judged by risk, not clearance. */
+export function flowsTo(a: Label, clearance: Label): boolean {
+  return rank(a.level) <= rank(clearance.level) && a.categories.every((c) => clearance.categories.includes(c));
+}

@@ -4,8 +4,8 @@ import { delegateToolName, handoffToolName, type Agent } from '../agents/agent.j
 import { ChatMessageSchema, ModelCallError, type AssistantMessage, type ChatMessage, type ToolCall, type ToolSpec } from '../agents/model.js';
 import type { AnyTool } from '../agents/tool.js';
 import type { Decision } from '../guards/decision.js';
-import type { GuardEvent, GuardPipeline } from '../guards/guard-event.js';
-import { LabelSchema, join, type Label } from '../guards/label.js';
+import type { ContextItem, GuardEvent, GuardPipeline } from '../guards/guard-event.js';
+import { BOTTOM, LabelSchema, join, leq, meet, type Label } from '../guards/label.js';
 import { EnvelopeSchema, type Envelope } from './envelope.js';
 import type { RunEventInput } from './events.js';
 import { RetryableError, type ChildJob, type Task, type TaskOutcome, type TaskResult, type Transport } from './transport.js';
@@ -31,6 +31,8 @@ export interface AgentLoopOptions {
   pipeline: GuardPipeline;
   /** Serialized job data above this size is refused before anything runs. */
   maxMessageBytes: number;
+  /** The policy's explicit cap on the label of an agent's answers to its callers. */
+  declassify?: (agent: string) => { to: Label; reason: string } | undefined;
 }
 
 /** Stable, queue-safe id for a message derived from its parent and the step that produced it. */
@@ -113,7 +115,8 @@ class Activation {
 
   private async guard(event: Omit<GuardEvent, 'runId' | 'principal' | 'agent' | 'chain' | 'depth' | 'hops' | 'label'>, subject?: string): Promise<Decision> {
     const e = this.envelope;
-    const decision = await this.options.pipeline.evaluate({
+    const spent = this.progress.usage.inputTokens + this.progress.usage.outputTokens;
+    const decision: Decision & { decided?: string; mode?: string } = await this.options.pipeline.evaluate({
       ...event,
       runId: e.runId,
       principal: e.principal,
@@ -122,10 +125,34 @@ class Activation {
       depth: e.depth,
       hops: e.hops,
       label: this.progress.label,
+      budget: { tokensLeft: e.budget.tokens !== undefined ? e.budget.tokens - spent : undefined, deadline: e.budget.deadline },
+      agentTools: [...this.agent.tools.keys()],
+      ...(event.stage === 'tool_call' ? { history: this.history() } : {}),
     });
-    await this.emit({ type: 'guard.decision', stage: event.stage, verdict: decision.verdict, reasons: decision.reasons, risk: decision.risk, subject });
+    await this.emit({
+      type: 'guard.decision',
+      stage: event.stage,
+      verdict: decision.verdict,
+      reasons: decision.reasons,
+      risk: decision.risk,
+      subject,
+      ...(decision.mode === 'monitor' ? { monitored: decision.decided } : {}),
+    });
     if (decision.labels) this.progress.label = join(this.progress.label, decision.labels);
     return decision;
+  }
+
+  /** The context as sources with their own labels: the principal's request, tool results, delegates' answers. */
+  private history(): ContextItem[] {
+    const e = this.envelope;
+    // A delegate's question was written by its caller, whose context may hold untrusted content.
+    const asked = e.kind === 'delegate' ? e.label : BOTTOM;
+    const items: ContextItem[] = [];
+    for (const m of this.progress.messages) {
+      if (m.role === 'user') items.push({ source: 'user', content: m.content, label: asked });
+      else if (m.role === 'tool' && !m.isError) items.push({ source: m.name.startsWith('ask_') ? 'agent' : 'tool', name: m.name, content: m.content, label: m.label ?? BOTTOM });
+    }
+    return items;
   }
 
   async resume(saved: Progress | undefined): Promise<TaskOutcome> {
@@ -240,7 +267,8 @@ class Activation {
         const outcome = await this.handOff(call, handoff, stepKey, rest);
         if (outcome) return outcome;
       } else if (delegate) {
-        const child = await this.delegate(call, delegate, stepKey);
+        const fanOut = (message.toolCalls ?? []).filter((c) => this.agent.delegates.some((t) => delegateToolName(t) === c.name)).length;
+        const child = await this.delegate(call, delegate, stepKey, fanOut);
         if (child) children.push(child);
       } else {
         await this.callTool(call, stepKey);
@@ -251,8 +279,8 @@ class Activation {
     return undefined;
   }
 
-  private answer(call: ToolCall, content: string, isError = false): void {
-    this.progress.messages = [...this.progress.messages, { role: 'tool', toolCallId: call.id, name: call.name, content, ...(isError ? { isError } : {}) }];
+  private answer(call: ToolCall, content: string, isError = false, label?: Label): void {
+    this.progress.messages = [...this.progress.messages, { role: 'tool', toolCallId: call.id, name: call.name, content, ...(isError ? { isError } : {}), ...(label ? { label } : {}) }];
   }
 
   private async callTool(call: ToolCall, stepKey: string): Promise<void> {
@@ -262,18 +290,18 @@ class Activation {
     if (stored) {
       await this.emit({ type: 'tool.called', tool: call.name, callId: call.id, replayed: true });
       this.progress.label = join(this.progress.label, stored.label);
-      return this.answer(call, stored.content, stored.isError);
+      return this.answer(call, stored.content, stored.isError, stored.label);
     }
-    const result = tool ? await this.executeTool(tool, call, key) : { content: `Error: there is no tool named '${call.name}'.`, isError: true, label: this.progress.label };
+    const result = tool ? await this.executeTool(tool, call, key) : { content: `Error: there is no tool named '${call.name}'.`, isError: true, label: BOTTOM };
     if (!tool) await this.emit({ type: 'tool.error', tool: call.name, callId: call.id, message: 'unknown tool' });
     await this.store.putToolCall(this.runId, key, result);
-    this.answer(call, result.content, result.isError);
+    this.answer(call, result.content, result.isError, result.label);
   }
 
   private async executeTool(tool: AnyTool, call: ToolCall, idempotencyKey: string): Promise<{ content: string; isError: boolean; label: Label }> {
     const toolError = async (message: string) => {
       await this.emit({ type: 'tool.error', tool: tool.name, callId: call.id, message });
-      return { content: `Error: ${message}`, isError: true, label: this.progress.label };
+      return { content: `Error: ${message}`, isError: true, label: BOTTOM };
     };
     let raw: unknown;
     try {
@@ -288,7 +316,8 @@ class Activation {
     }
     const args = parsed.data as Record<string, unknown>;
     const meta = { name: tool.name, effect: tool.effect, risk: tool.risk, requires: tool.requires, returns: tool.returns };
-    const decision = await this.guard({ stage: 'tool_call', tool: meta, args }, tool.name);
+    const priorCalls = this.progress.messages.filter((m) => m.role === 'tool' && m.name === tool.name).length;
+    const decision = await this.guard({ stage: 'tool_call', tool: meta, args, priorCalls }, tool.name);
     if (decision.verdict === 'block' || decision.verdict === 'escalate') {
       return toolError(`the call to '${tool.name}' was not allowed: ${decision.reasons.join('; ') || decision.verdict}`);
     }
@@ -310,15 +339,15 @@ class Activation {
     } finally {
       clearTimeout(timer);
     }
-    const label = join(this.progress.label, tool.returns);
-    this.progress.label = label;
+    this.progress.label = join(this.progress.label, tool.returns);
     const resultDecision = await this.guard({ stage: 'tool_result', tool: meta, args, content: textOf(output) }, tool.name);
+    const own = resultDecision.labels ? join(tool.returns, resultDecision.labels) : tool.returns;
     if (resultDecision.verdict === 'block' || resultDecision.verdict === 'escalate') {
       return toolError(`the result of '${tool.name}' was withheld: ${resultDecision.reasons.join('; ') || resultDecision.verdict}`);
     }
     const content = resultDecision.verdict === 'redact' && resultDecision.content !== undefined ? resultDecision.content : textOf(output);
     await this.emit({ type: 'tool.result', tool: tool.name, callId: call.id, label: this.progress.label });
-    return { content, isError: false, label: this.progress.label };
+    return { content, isError: false, label: own };
   }
 
   private nextEnvelope(kind: 'handoff' | 'delegate', target: string, stepKey: string, messages: ChatMessage[]): Envelope {
@@ -355,7 +384,7 @@ class Activation {
     return { type: 'done', result: { status: 'handed_off', label: this.progress.label, usage: this.progress.usage } };
   }
 
-  private async delegate(call: ToolCall, target: string, stepKey: string): Promise<ChildJob | undefined> {
+  private async delegate(call: ToolCall, target: string, stepKey: string, fanOut: number): Promise<ChildJob | undefined> {
     let input: string;
     try {
       input = DelegateArgsSchema.parse(JSON.parse(call.arguments)).input;
@@ -363,7 +392,7 @@ class Activation {
       this.answer(call, `Error: '${call.name}' takes {"input": "<question>"}.`, true);
       return undefined;
     }
-    const decision = await this.guard({ stage: 'handoff', target: { agent: target, mode: 'delegate' }, content: input }, target);
+    const decision = await this.guard({ stage: 'handoff', target: { agent: target, mode: 'delegate', fanOut }, content: input }, target);
     if (decision.verdict === 'block' || decision.verdict === 'escalate') {
       this.answer(call, `Error: asking '${target}' was not allowed: ${decision.reasons.join('; ') || decision.verdict}`, true);
       return undefined;
@@ -382,14 +411,21 @@ class Activation {
       const result: TaskResult | undefined = results.get(pending.jobId);
       const call = assistant?.toolCalls?.find((c) => c.id === pending.callId) ?? { id: pending.callId, name: delegateToolName(pending.agent), arguments: '{}' };
       await this.emit({ type: 'delegation.completed', to: pending.agent, callId: pending.callId, status: result?.status ?? 'failed' });
-      if (result?.label) this.progress.label = join(this.progress.label, result.label);
+      let answerLabel = result?.label;
+      const cap = answerLabel && this.options.declassify?.(pending.agent);
+      if (answerLabel && cap && !leq(answerLabel, cap.to)) {
+        const lowered = meet(answerLabel, cap.to);
+        await this.emit({ type: 'label.declassified', from: answerLabel, to: lowered, reason: cap.reason, source: pending.agent });
+        answerLabel = lowered;
+      }
+      if (answerLabel) this.progress.label = join(this.progress.label, answerLabel);
       if (result?.usage) {
         this.progress.usage = {
           inputTokens: this.progress.usage.inputTokens + result.usage.inputTokens,
           outputTokens: this.progress.usage.outputTokens + result.usage.outputTokens,
         };
       }
-      if (result?.status === 'completed') this.answer(call, result.output ?? '');
+      if (result?.status === 'completed') this.answer(call, result.output ?? '', false, answerLabel);
       else this.answer(call, `Error: '${pending.agent}' could not answer: ${result?.error ?? 'it failed'}`, true);
     }
     this.progress.awaiting = [];

@@ -6,7 +6,8 @@ export type RunEvent = { at: number; agent?: string } & (
   | { type: 'agent.started'; kind: 'start' | 'handoff' | 'delegate'; chain: string[]; resumed: boolean }
   | { type: 'model.response'; model: string; toolCalls: string[]; text: boolean; inputTokens: number; outputTokens: number }
   | { type: 'model.error'; message: string; willRetry: boolean }
-  | { type: 'guard.decision'; stage: string; verdict: string; reasons: string[]; risk: number; subject?: string }
+  | { type: 'guard.decision'; stage: string; verdict: string; reasons: string[]; risk: number; subject?: string; monitored?: string }
+  | { type: 'label.declassified'; from: Label; to: Label; reason: string; source: string }
   | { type: 'tool.called'; tool: string; callId: string; replayed: boolean }
   | { type: 'tool.result'; tool: string; callId: string; label: Label }
   | { type: 'tool.error'; tool: string; callId: string; message: string }

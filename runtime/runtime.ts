@@ -2,6 +2,10 @@ import { randomUUID } from 'node:crypto';
 import { checkAgentGraph, type Agent } from '../agents/agent.js';
 import { ALLOW } from '../guards/decision.js';
 import type { GuardPipeline } from '../guards/guard-event.js';
+import type { Guard } from '../guards/guard.js';
+import { Pipeline } from '../guards/pipeline.js';
+import type { Policy } from '../guards/policy.js';
+import { createPolicyPipeline, type CompiledPolicy } from '../guards/policy-pipeline.js';
 import { BOTTOM } from '../guards/label.js';
 import { AgentLoop, type JobData } from './agent-loop.js';
 import { BudgetSchema, ENVELOPE_VERSION, type Budget, type Envelope } from './envelope.js';
@@ -16,7 +20,11 @@ export interface RuntimeOptions {
   agents?: Agent[];
   /** Defaults to BullMQ on the Redis at REDIS_URL (or 127.0.0.1:6379). */
   transport?: Transport;
-  /** Decides every step; without one, every step is decided `allow`. */
+  /** The organisation's policy: builds the guard pipeline and sets limits. Load files with `loadPolicy`. */
+  policy?: Policy | CompiledPolicy;
+  /** Your own guards, run after the policy's built-in ones. */
+  guards?: Guard[];
+  /** A pipeline of your own instead of the policy's; without either, every step is decided `allow`. */
   pipeline?: GuardPipeline;
   /** Largest job payload a worker accepts (bytes). */
   maxMessageBytes?: number;
@@ -44,6 +52,7 @@ export class Runtime {
   private readonly loop: AgentLoop;
   private readonly consumers: Consumer[] = [];
   private readonly maxMessageBytes: number;
+  private readonly policy: Policy | undefined;
 
   constructor(options: RuntimeOptions = {}) {
     const agents = options.agents ?? [];
@@ -51,11 +60,21 @@ export class Runtime {
     this.agents = new Map(agents.map((a) => [a.name, a]));
     this.transport = options.transport ?? new BullMQTransport();
     this.maxMessageBytes = options.maxMessageBytes ?? 1024 * 1024;
+    const compiled = options.policy && ('policy' in options.policy ? options.policy : { policy: options.policy });
+    this.policy = compiled?.policy;
+    const pipeline =
+      options.pipeline ??
+      (compiled
+        ? createPolicyPipeline({ ...compiled, agents, guards: options.guards })
+        : options.guards?.length
+          ? new Pipeline({ guards: options.guards })
+          : noGuards);
     this.loop = new AgentLoop({
       agents: this.agents,
       transport: this.transport,
-      pipeline: options.pipeline ?? noGuards,
+      pipeline,
       maxMessageBytes: this.maxMessageBytes,
+      declassify: (agent) => this.policy?.declassify[agent],
     });
   }
 
@@ -68,7 +87,7 @@ export class Runtime {
     }
     const principal = PrincipalSchema.safeParse(options.principal);
     if (!principal.success) throw new InvalidRunInputError(`invalid principal: ${principal.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
-    const budget = BudgetSchema.safeParse(options.budget ?? {});
+    const budget = BudgetSchema.safeParse(this.budgetFor(options.budget ?? {}));
     if (!budget.success) throw new InvalidRunInputError(`invalid budget: ${budget.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
     if (typeof input !== 'string' || input.length === 0) throw new InvalidRunInputError('input must be a non-empty string');
     const runId = randomUUID();
@@ -96,6 +115,19 @@ export class Runtime {
     await this.transport.store.appendEvent(runId, { type: 'run.started', agent: name, input, principal: principal.data.id });
     await this.transport.enqueue(name, runId, payload);
     return new Run(runId, this.transport.store);
+  }
+
+  /** The policy's budget fills what the starter left open and caps what it asked for. */
+  private budgetFor(requested: Budget): Budget {
+    const limit = this.policy?.limits.budget;
+    if (!limit) return requested;
+    const tokens = [requested.tokens, limit.tokens].filter((t): t is number => t !== undefined);
+    const deadlines = [requested.deadline, limit.deadlineMs !== undefined ? Date.now() + limit.deadlineMs : undefined].filter((d): d is number => d !== undefined);
+    return {
+      ...requested,
+      ...(tokens.length ? { tokens: Math.min(...tokens) } : {}),
+      ...(deadlines.length ? { deadline: Math.min(...deadlines) } : {}),
+    };
   }
 
   /** A handle on an existing run by id. */

@@ -1,0 +1,48 @@
+import type { Decision } from '../decision.js';
+import { defineGuard, type Guard } from '../guard.js';
+import type { GuardEvent } from '../guard-event.js';
+import { flowsTo, levelRank, type Label } from '../label.js';
+import { describeLabel, type GuardContext } from './context.js';
+
+/** Rewrites content so that it may reach a sink below its label (the content guard knows how). */
+export type Redactor = (content: string) => string;
+
+/**
+ * Information flow: the context's label against the clearance of where it is going — another
+ * agent, a tool's arguments (external tools especially), or the reply to the principal.
+ */
+export function flowGuard({ policy, agents }: GuardContext, redactor?: Redactor): Guard {
+  const c = policy.clearance;
+  const replyClearance = (roles: readonly string[]): Label => {
+    const granted = roles.flatMap((r) => (c.roles[r] ? [c.roles[r]!] : []));
+    if (granted.length === 0) return c.reply;
+    // The highest of the principal's role clearances counts.
+    return granted.reduce((a, b) => (levelRank(b.level) > levelRank(a.level) || (b.level === a.level && b.categories.length > a.categories.length) ? b : a));
+  };
+  const sinkFor = (e: GuardEvent): { name: string; clearance: Label } | undefined => {
+    if (e.stage === 'handoff' && e.target) {
+      const clearance = c.agents[e.target.agent] ?? agents.get(e.target.agent)?.clearance;
+      return clearance && { name: `agent '${e.target.agent}'`, clearance };
+    }
+    if (e.stage === 'tool_call' && e.tool) {
+      const clearance = c.tools[e.tool.name] ?? ((policy.tools[e.tool.name]?.effect ?? e.tool.effect) === 'external' ? c.external : undefined);
+      return clearance && { name: `tool '${e.tool.name}'`, clearance };
+    }
+    if (e.stage === 'output') return { name: `the reply to '${e.principal.id}'`, clearance: replyClearance(e.principal.roles) };
+    return undefined;
+  };
+  return defineGuard({
+    name: 'flow',
+    stages: ['handoff', 'tool_call', 'output'],
+    check(e): Decision {
+      const sink = sinkFor(e);
+      if (!sink || flowsTo(e.label, sink.clearance)) return { verdict: 'allow', reasons: [], risk: 0 };
+      const reason = `the context is ${describeLabel(e.label)}, above the clearance of ${sink.name} (${describeLabel(sink.clearance)})`;
+      // Only text can be rewritten to fit: arguments and handoffs carry the whole context.
+      if (c.onViolation === 'redact' && e.stage === 'output' && redactor && e.content !== undefined) {
+        return { verdict: 'redact', reasons: [`${reason}: sensitive values redacted`], risk: 0.5, content: redactor(e.content) };
+      }
+      return { verdict: c.onViolation === 'escalate' ? 'escalate' : 'block', reasons: [reason], risk: 0.8 };
+    },
+  });
+}

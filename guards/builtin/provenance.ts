@@ -1,0 +1,66 @@
+import type { ContextItem } from '../guard-event.js';
+
+export type Provenance = 'trusted' | 'untrusted' | 'unseen';
+
+export interface TracedValue {
+  /** Where the value sits in the arguments, e.g. `recipients.0`. */
+  path: string;
+  value: string;
+  /** `trusted`: found in the principal's request or a trusted result; `untrusted`: only in third-party content; `unseen`: in neither. */
+  provenance: Provenance;
+}
+
+// Free text (bodies, reasons) is composed by the model; what matters is identifiers and amounts.
+const MAX_IDENTIFIER = 200;
+const looksLikeIdentifier = (s: string): boolean => s.length >= 3 && s.length <= MAX_IDENTIFIER && s.split(/\s+/).length <= 3;
+
+function* leaves(value: unknown, path: string): Generator<[string, string]> {
+  if (typeof value === 'string') {
+    const v = value.trim();
+    if (looksLikeIdentifier(v)) yield [path, v];
+  } else if (typeof value === 'number' && Number.isFinite(value)) {
+    // Small numbers (counts, flags) are everywhere and say nothing about where a value came from.
+    if (Math.abs(value) >= 10) yield [path, String(value)];
+  } else if (Array.isArray(value)) {
+    for (const [i, item] of value.entries()) yield* leaves(item, path ? `${path}.${i}` : String(i));
+  } else if (value && typeof value === 'object') {
+    for (const [k, item] of Object.entries(value)) yield* leaves(item, path ? `${path}.${k}` : k);
+  }
+}
+
+/** Whole-token containment: `100` is in "pay 100 EUR" but not in "1000". */
+function contains(haystack: string, needle: string): boolean {
+  let from = 0;
+  for (;;) {
+    const at = haystack.indexOf(needle, from);
+    if (at < 0) return false;
+    const before = at === 0 ? '' : haystack[at - 1]!;
+    const after = haystack[at + needle.length] ?? '';
+    if (!/[a-z0-9]/i.test(before) && !/[a-z0-9]/i.test(after)) return true;
+    from = at + 1;
+  }
+}
+
+/** Normalises text so a value matches however a source wrote it (case, IBAN spacing, thousands separators). */
+const normalise = (s: string): string => s.toLowerCase().replace(/(?<=\d)[ ,](?=\d)/g, '');
+
+/**
+ * Traces each identifying argument value (addresses, account numbers, URLs, ids, amounts) to the
+ * context items it appears in: values that only untrusted content supplied are what an injected
+ * instruction would make an agent use.
+ */
+export function traceArguments(args: Record<string, unknown> | undefined, history: readonly ContextItem[]): TracedValue[] {
+  if (!args) return [];
+  const trusted: string[] = [];
+  const untrusted: string[] = [];
+  for (const item of history) (item.label.integrity === 'untrusted' ? untrusted : trusted).push(normalise(item.content));
+  const traced: TracedValue[] = [];
+  for (const [path, raw] of leaves(args, '')) {
+    const value = normalise(raw);
+    const alt = value.replace(/\.0+$/, '');
+    const seen = (texts: string[]) => texts.some((t) => contains(t, value) || (alt !== value && contains(t, alt)));
+    const provenance: Provenance = seen(trusted) ? 'trusted' : seen(untrusted) ? 'untrusted' : 'unseen';
+    traced.push({ path, value: raw, provenance });
+  }
+  return traced;
+}
