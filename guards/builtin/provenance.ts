@@ -12,7 +12,9 @@ export interface TracedValue {
 
 // Free text (bodies, reasons) is composed by the model; what matters is identifiers and amounts.
 const MAX_IDENTIFIER = 200;
-const looksLikeIdentifier = (s: string): boolean => s.length >= 3 && s.length <= MAX_IDENTIFIER && s.split(/\s+/).length <= 3;
+// Account numbers are written with or without spaces ("GB33 BUKB 2020 …"); they are compared without them.
+const isSpacedCode = (s: string): boolean => /^[A-Za-z0-9 ]{8,64}$/.test(s) && /\d/.test(s);
+const looksLikeIdentifier = (s: string): boolean => s.length >= 3 && s.length <= MAX_IDENTIFIER && (s.split(/\s+/).length <= 3 || isSpacedCode(s));
 
 function* leaves(value: unknown, path: string): Generator<[string, string]> {
   if (typeof value === 'string') {
@@ -51,14 +53,19 @@ const normalise = (s: string): string => s.toLowerCase().replace(/(?<=\d)[ ,](?=
  */
 export function traceArguments(args: Record<string, unknown> | undefined, history: readonly ContextItem[]): TracedValue[] {
   if (!args) return [];
-  const trusted: string[] = [];
-  const untrusted: string[] = [];
-  for (const item of history) (item.label.integrity === 'untrusted' ? untrusted : trusted).push(normalise(item.content));
+  const trusted: Array<{ text: string; compact: string }> = [];
+  const untrusted: typeof trusted = [];
+  for (const item of history) {
+    const text = normalise(item.content);
+    (item.label.integrity === 'untrusted' ? untrusted : trusted).push({ text, compact: text.replace(/\s+/g, '') });
+  }
   const traced: TracedValue[] = [];
   for (const [path, raw] of leaves(args, '')) {
     const value = normalise(raw);
     const alt = value.replace(/\.0+$/, '');
-    const seen = (texts: string[]) => texts.some((t) => contains(t, value) || (alt !== value && contains(t, alt)));
+    const code = isSpacedCode(raw) ? value.replace(/\s+/g, '') : undefined;
+    const seen = (texts: typeof trusted) =>
+      texts.some(({ text, compact }) => contains(text, value) || (alt !== value && contains(text, alt)) || (code !== undefined && compact.includes(code)));
     const provenance: Provenance = seen(trusted) ? 'trusted' : seen(untrusted) ? 'untrusted' : 'unseen';
     traced.push({ path, value: raw, provenance });
   }
