@@ -280,7 +280,8 @@ export class CedarPolicies {
     const p = this.#policies.get(id);
     const span = error.sourceLocations?.[0];
     let where = '';
-    if (p) {
+    if (p && p.line === 0) where = ` (${p.file})`;
+    else if (p) {
       const pos = span ? lineColumn(p.fileText, p.byteOffset + span.start) : p;
       where = ` (${p.file}:${pos.line}:${pos.column})`;
     }
@@ -312,21 +313,11 @@ export function loadCedarPolicies(files: ReadonlyArray<{ path: string; text: str
       for (const e of flatten(parts.errors)) problems.push(problemAt(file, text, e.sourceLocations?.[0]?.start, describe(e)));
       continue;
     }
-    let cursor = 0;
-    const locate = (part: string) => {
-      let at = text.indexOf(part, cursor);
-      if (at < 0) at = text.indexOf(part);
-      if (at >= 0) cursor = at + part.length;
-      return at;
-    };
-    for (const template of parts.policy_templates) {
-      const at = locate(template);
-      const byte = at < 0 ? undefined : Buffer.byteLength(text.slice(0, at));
+    for (const template of inFileOrder(text, parts.policy_templates)) {
+      const byte = template.at < 0 ? undefined : Buffer.byteLength(text.slice(0, template.at));
       problems.push(problemAt(file, text, byte, 'templates (policies with ?principal or ?resource slots) are not supported; write static policies'));
     }
-    cursor = 0;
-    parts.policies.forEach((part, index) => {
-      const at = locate(part);
+    inFileOrder(text, parts.policies).forEach(({ text: part, at }, index) => {
       const byteOffset = at < 0 ? -1 : Buffer.byteLength(text.slice(0, at));
       const pos = byteOffset < 0 ? { line: 0, column: 0 } : lineColumn(text, byteOffset);
       const here = (detail: string, needle?: string | RegExp) => {
@@ -509,6 +500,38 @@ function lint(policy: PolicyJson): Array<{ detail: string; needle?: string | Reg
 
 function unknownType(type: string): string {
   return `unknown entity type ${type}; the entity model has ${[...ENTITY_TYPES].join(', ')}`;
+}
+
+/**
+ * Cedar returns a file's policies in the order of its own ids ("policy0", "policy1", "policy10",
+ * ...), not file order. Each part is a verbatim slice of the file: find where (outside comments
+ * and strings) and sort by that.
+ */
+function inFileOrder(text: string, parts: readonly string[]): Array<{ text: string; at: number }> {
+  const skipped: Array<[number, number]> = [];
+  for (let i = 0; i < text.length; i++) {
+    if (text[i] === '"') {
+      const start = i;
+      for (i++; i < text.length && text[i] !== '"'; i++) if (text[i] === '\\') i++;
+      skipped.push([start, i + 1]);
+    } else if (text.startsWith('//', i)) {
+      const end = text.indexOf('\n', i);
+      skipped.push([i, end < 0 ? text.length : end]);
+      i = end < 0 ? text.length : end;
+    }
+  }
+  const used = new Set<number>();
+  const located = parts.map((part) => {
+    for (let at = text.indexOf(part); at >= 0; at = text.indexOf(part, at + 1)) {
+      if (!used.has(at) && !skipped.some(([s, e]) => at >= s && at < e)) {
+        used.add(at);
+        return { text: part, at };
+      }
+    }
+    return { text: part, at: -1 };
+  });
+  const key = (p: { at: number }) => (p.at < 0 ? Number.MAX_SAFE_INTEGER : p.at);
+  return located.sort((a, b) => key(a) - key(b));
 }
 
 function flatten(errors: readonly DetailedError[]): DetailedError[] {

@@ -197,6 +197,10 @@ class Activation {
       }
       checked = true;
       if (this.envelope.budget.deadline !== undefined && Date.now() > this.envelope.budget.deadline) return this.fail('the run passed its deadline');
+      const spent = this.progress.usage.inputTokens + this.progress.usage.outputTokens;
+      if (this.envelope.budget.tokens !== undefined && spent >= this.envelope.budget.tokens) {
+        return this.fail(`the run's token budget is spent (${spent} of ${this.envelope.budget.tokens} tokens)`);
+      }
       if (this.progress.turns >= this.agent.maxTurns) return this.fail(`agent '${this.agent.name}' reached its limit of ${this.agent.maxTurns} model turns`);
       await this.modelTurn();
     }

@@ -9,6 +9,10 @@ import { DemoInterruptedError, DEFAULT_REDIS_URL, pingRedis, redactUrl, runDemo 
 import { InvalidRunInputError, UnknownAgentError } from './errors.js';
 import { followRun, wantsColor } from './progress.js';
 import { Runtime } from './runtime.js';
+import { loadPolicy } from '../guards/load-policy.js';
+import { PolicyError } from '../guards/policy-file.js';
+import { registerPolicyCommands } from './policy-command.js';
+import { registerScanCommand } from './scan-command.js';
 import { BullMQTransport } from './transports/bullmq-transport.js';
 
 /** A problem with what the user asked for: printed as `palisade: <message>`, no stack trace. */
@@ -96,6 +100,7 @@ interface WorkerFlags {
   concurrency: number;
   redis: string;
   prefix: string;
+  policy?: string;
 }
 
 async function workerCommand(modulePath: string, flags: WorkerFlags): Promise<number> {
@@ -106,10 +111,11 @@ async function workerCommand(modulePath: string, flags: WorkerFlags): Promise<nu
   if (unknown.length > 0) {
     throw new CliError(`unknown agent ${unknown.map((n) => `'${n}'`).join(', ')} in --agents; module '${modulePath}' defines: ${defined.join(', ')}`);
   }
+  const policy = flags.policy ? await loadPolicy(flags.policy) : undefined;
   await requireRedis(flags.redis);
   let runtime: Runtime;
   try {
-    runtime = new Runtime({ agents, transport: new BullMQTransport({ connection: flags.redis, prefix: flags.prefix }) });
+    runtime = new Runtime({ agents, policy, transport: new BullMQTransport({ connection: flags.redis, prefix: flags.prefix }) });
   } catch (error) {
     if (error instanceof InvalidDefinitionError) throw new CliError(`module '${modulePath}': ${error.message}`);
     throw error;
@@ -150,7 +156,7 @@ async function workerCommand(modulePath: string, flags: WorkerFlags): Promise<nu
     throw error;
   }
   stdout(
-    `palisade worker: serving ${serve.join(', ')} on Redis ${redactUrl(flags.redis)} with prefix '${flags.prefix}' ` +
+    `palisade worker: serving ${serve.join(', ')}${flags.policy ? ` under policy ${flags.policy}` : ' with no policy (every step allowed)'} on Redis ${redactUrl(flags.redis)} with prefix '${flags.prefix}' ` +
       `(pid ${process.pid}, concurrency ${flags.concurrency}); Ctrl-C to stop`,
   );
   return stopped;
@@ -230,6 +236,7 @@ function buildProgram(setExit: (code: number) => void): Command {
     .argument('<module>', 'path of the module, relative to the current directory')
     .option('--agents <names>', 'comma-separated agents to serve (default: all in the module)', list)
     .option('--concurrency <n>', 'jobs per agent processed at once', positiveInt, 8)
+    .option('--policy <file>', 'policy YAML whose guards decide every step (without it every step is allowed)')
     .addOption(redisOption())
     .addOption(prefixOption())
     .addOption(new Option('--stop-with-stdin', 'stop when stdin closes (for a parent process)').hideHelp())
@@ -257,6 +264,19 @@ function buildProgram(setExit: (code: number) => void): Command {
     .addHelpText('after', EXIT_CODES_HELP)
     .action(async (flags: { embedded?: boolean }) => setExit(await demoCommand(flags)));
 
+  registerPolicyCommands(
+    program,
+    {
+      out: stdout,
+      loadAgents,
+      fail: (message) => {
+        throw new CliError(message);
+      },
+    },
+    setExit,
+  );
+  registerScanCommand(program);
+
   return program;
 }
 
@@ -269,6 +289,10 @@ async function main(argv: string[]): Promise<number> {
   } catch (error) {
     // Commander has printed its own message (usage errors) or the help text.
     if (error instanceof CommanderError) return error.exitCode === 0 ? EXIT.ok : EXIT.usage;
+    if (error instanceof PolicyError) {
+      stderr(`palisade: ${error.message}`);
+      return EXIT.usage;
+    }
     if (error instanceof CliError) {
       stderr(`palisade: ${error.message}`);
       return error.exitCode;

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { relative } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { once } from 'node:events';
@@ -11,6 +12,7 @@ import { Runtime } from './runtime.js';
 import { BullMQTransport } from './transports/bullmq-transport.js';
 import { EmbeddedTransport } from './transports/embedded-transport.js';
 import { deleteKeysUnder } from './redis-keys.js';
+import { loadPolicy } from '../guards/load-policy.js';
 
 export const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
 
@@ -82,6 +84,8 @@ export class DemoInterruptedError extends Error {
 export const SUPPORT_AGENTS = ['triage', 'billing', 'tech_support', 'fraud_check'] as const;
 
 const PRINCIPAL = { id: 'demo-user', roles: ['customer'] };
+/** The support desk's policy; the build copies it next to the compiled example. */
+const SUPPORT_POLICY = fileURLToPath(new URL('../examples/support/policy.yaml', import.meta.url));
 
 export const SCENARIOS = [
   {
@@ -95,6 +99,10 @@ export const SCENARIOS = [
   {
     title: "A refund for someone else's order: billing checks the owner and declines",
     input: 'Refund ORD-5002 please, my e-mail is ada@example.com',
+  },
+  {
+    title: 'A refund above the $500 cap: the policy (Cedar rule refund-cap) blocks the call',
+    input: 'Please refund my monitor, order ORD-5003. My e-mail is grace@example.com.',
   },
 ] as const;
 
@@ -161,7 +169,7 @@ interface WorkerProcess {
 function spawnWorker(agent: string, redisUrl: string, prefix: string): WorkerProcess {
   const cli = sibling('./cli');
   const system = sibling('../examples/support/system');
-  const child = spawn(process.execPath, [...childExecArgv(cli), cli, 'worker', system, '--agents', agent, '--prefix', prefix, '--redis', redisUrl, '--stop-with-stdin'], {
+  const child = spawn(process.execPath, [...childExecArgv(cli), cli, 'worker', system, '--agents', agent, '--policy', SUPPORT_POLICY, '--prefix', prefix, '--redis', redisUrl, '--stop-with-stdin'], {
     // The worker stops when this pipe closes: if the demo dies, its workers follow.
     stdio: ['pipe', 'pipe', 'pipe'],
     env: process.env,
@@ -259,10 +267,10 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
       transport = 'embedded';
       if (options.embedded) out('Embedded in-process transport (--embedded): nothing is persisted.');
       else out(`No Redis answered at ${shownUrl} (${unreachable}): using the embedded in-process transport (nothing is persisted)`);
-      runtime = new Runtime({ agents: createSupportAgents(), transport: new EmbeddedTransport() });
+      runtime = new Runtime({ agents: createSupportAgents(), transport: new EmbeddedTransport(), policy: await loadPolicy(SUPPORT_POLICY) });
       await runtime.startWorkers();
     }
-    out(`Acting as '${PRINCIPAL.id}' (roles: ${PRINCIPAL.roles.join(', ')}). No guard pipeline is configured, so every guard decision is 'allow'.`);
+    out(`Acting as '${PRINCIPAL.id}' (roles: ${PRINCIPAL.roles.join(', ')}). Every step is decided by the guards of ${relative(process.cwd(), SUPPORT_POLICY)}.`);
 
     const runs: DemoRun[] = [];
     for (const [i, scenario] of SCENARIOS.entries()) {

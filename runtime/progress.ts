@@ -68,7 +68,8 @@ export function formatEvent(event: RunEvent, options: FormatOptions = {}): strin
       const subject = event.subject ? ` ${clean(event.subject, 64)}` : '';
       const reasons = event.reasons.length ? ` — ${event.reasons.map((r) => clean(r, max)).join('; ')}` : '';
       const risk = event.risk > 0 ? ` (risk ${event.risk.toFixed(2)})` : '';
-      const text = `guard ${clean(event.stage, 32)}${subject}: ${clean(event.verdict, 32)}${reasons}${risk}`;
+      const monitored = event.monitored && event.monitored !== event.verdict ? ` (monitor mode: would ${clean(event.monitored, 32)})` : '';
+      const text = `guard ${clean(event.stage, 32)}${subject}: ${clean(event.verdict, 32)}${monitored}${reasons}${risk}`;
       const style: Style = event.verdict === 'allow' ? 'dim' : event.verdict === 'redact' ? 'yellow' : 'red';
       return line(text, style);
     }
@@ -85,6 +86,8 @@ export function formatEvent(event: RunEvent, options: FormatOptions = {}): strin
       return line(`⇉ asks ${clean(event.to, 64)}`, 'bold');
     case 'delegation.completed':
       return line(`⇇ ${clean(event.to, 64)} answered (${clean(event.status, 32)})`, event.status === 'completed' ? undefined : 'yellow');
+    case 'label.declassified':
+      return line(`↓ ${clean(event.source, 64)}'s answer declassified ${formatLabel(event.from)} → ${formatLabel(event.to)}: ${clean(event.reason, max)}`, 'yellow');
     case 'envelope.rejected':
       return line(`⊘ envelope rejected: ${clean(event.reason, max)}`, 'red');
     case 'run.completed':

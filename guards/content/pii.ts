@@ -1,0 +1,470 @@
+/**
+ * PII detectors: e-mail addresses, phone numbers, payment card numbers, IBANs, US social security
+ * numbers and IP addresses. Every detector validates what it finds (Luhn, mod-97, SSN area rules,
+ * libphonenumber's metadata, `node:net`), so a random digit string is rarely reported.
+ *
+ * No regular expression runs over the whole text: each detector walks the string once with plain
+ * character tests and looks only at short, bounded windows (an e-mail local part of at most 64
+ * characters, a domain of at most 255, a digit run of a bounded number of groups...). The work is
+ * linear in the text length whatever the input. libphonenumber's own matcher is not linear on
+ * long runs of digits and spaces, so it is only given short candidate runs (see `phoneCandidates`).
+ */
+import { isIP } from 'node:net';
+import { findPhoneNumbersInText, isSupportedCountry, type CountryCode } from 'libphonenumber-js/max';
+import { conf, type Finding } from './finding.js';
+
+export type PiiKind = 'email' | 'phone' | 'credit_card' | 'iban' | 'us_ssn' | 'ip_address';
+export const PII_KINDS: readonly PiiKind[] = ['email', 'phone', 'credit_card', 'iban', 'us_ssn', 'ip_address'];
+
+export interface PiiOptions {
+  /**
+   * Country assumed for phone numbers written without an international prefix (ISO 3166 alpha-2,
+   * e.g. 'US', 'GB', 'DE'). Default 'US'. `null`: only numbers written with a `+` country code
+   * are found. An unknown code throws a RangeError.
+   */
+  defaultCountry?: string | null;
+  /** Which detectors to run (default: all). */
+  kinds?: readonly PiiKind[];
+  /**
+   * At most this many candidate runs are handed to libphonenumber per call (default 20 000); past
+   * it phone detection stops for the rest of the text. It bounds the cost of text made of
+   * thousands of number-like runs.
+   */
+  maxPhoneCandidates?: number;
+}
+
+/** Finds PII in `text`. Findings are sorted by offset and do not overlap each other. */
+export function detectPii(text: string, options: PiiOptions = {}): Finding[] {
+  const kinds = new Set(options.kinds ?? PII_KINDS);
+  const out: Finding[] = [];
+  if (kinds.has('email')) detectEmails(text, out);
+  if (kinds.has('credit_card')) detectCards(text, out);
+  if (kinds.has('iban')) detectIbans(text, out);
+  if (kinds.has('us_ssn')) detectSsns(text, out);
+  if (kinds.has('ip_address')) detectIps(text, out);
+  if (kinds.has('phone')) {
+    const country = options.defaultCountry === undefined ? 'US' : options.defaultCountry;
+    if (country !== null && !isSupportedCountry(country)) throw new RangeError(`unknown default country for phone numbers: ${country}`);
+    detectPhones(text, out, country === null ? undefined : (country as CountryCode), options.maxPhoneCandidates ?? 20_000);
+  }
+  return resolveOverlaps(out);
+}
+
+// ---------------------------------------------------------------------------------------------
+// character classes (ASCII; char codes)
+
+const isDigit = (c: number): boolean => c >= 48 && c <= 57;
+const isUpper = (c: number): boolean => c >= 65 && c <= 90;
+const isLower = (c: number): boolean => c >= 97 && c <= 122;
+const isAlpha = (c: number): boolean => isUpper(c) || isLower(c);
+const isAlnum = (c: number): boolean => isDigit(c) || isAlpha(c);
+/** A word character, non-ASCII letters included (for boundaries: "not glued to a word"). */
+const isWordish = (c: number): boolean => isAlnum(c) || c === 95 || (c > 127 && /\p{L}|\p{N}/u.test(String.fromCharCode(c)));
+const at = (text: string, i: number): number => (i >= 0 && i < text.length ? text.charCodeAt(i) : -1);
+
+function finding(kind: PiiKind, start: number, end: number, category: string, confidence: number): Finding {
+  return { type: 'pii', kind, start, end, ruleId: `pii.${kind}`, category, confidence: conf(confidence) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// e-mail
+
+const MAX_LOCAL = 64;
+const MAX_DOMAIN = 253;
+
+// RFC 5322 dot-atom characters commonly seen in addresses (quoted local parts are not matched).
+const isLocalChar = (c: number): boolean => isAlnum(c) || c === 46 /* . */ || c === 95 /* _ */ || c === 37 /* % */ || c === 43 /* + */ || c === 45 /* - */;
+const isDomainChar = (c: number): boolean => isAlnum(c) || c === 46 || c === 45;
+
+function detectEmails(text: string, out: Finding[]): void {
+  let lastEnd = 0;
+  for (let a = text.indexOf('@'); a !== -1; a = text.indexOf('@', a + 1)) {
+    // Local part: walk left at most MAX_LOCAL + 1 characters.
+    let s = a;
+    while (s > 0 && a - s <= MAX_LOCAL && isLocalChar(text.charCodeAt(s - 1))) s--;
+    if (a - s > MAX_LOCAL) continue; // longer than any valid local part
+    while (s < a && text.charCodeAt(s) === 46) s++; // a leading dot belongs to the sentence
+    if (s === a || s < lastEnd) continue;
+    if (text.charCodeAt(a - 1) === 46 || text.slice(s, a).includes('..')) continue;
+    // Domain: walk right at most MAX_DOMAIN + 1 characters.
+    let e = a + 1;
+    while (e < text.length && e - a - 1 <= MAX_DOMAIN && isDomainChar(text.charCodeAt(e))) e++;
+    if (e - a - 1 > MAX_DOMAIN) continue;
+    while (e > a + 1 && (text.charCodeAt(e - 1) === 46 || text.charCodeAt(e - 1) === 45)) e--; // "mail x@y.com."
+    if (!validDomain(text.slice(a + 1, e))) continue;
+    if (isWordish(at(text, e)) || at(text, e) === 64) continue; // glued to more text, or another '@'
+    out.push(finding('email', s, e, 'pii', 0.95));
+    lastEnd = e;
+  }
+}
+
+function validDomain(domain: string): boolean {
+  if (domain.length < 4 || domain.length > MAX_DOMAIN) return false;
+  const labels = domain.split('.');
+  if (labels.length < 2) return false;
+  for (const label of labels) {
+    if (label.length === 0 || label.length > 63) return false;
+    if (label.charCodeAt(0) === 45 || label.charCodeAt(label.length - 1) === 45) return false;
+  }
+  const tld = labels[labels.length - 1]!;
+  if (tld.startsWith('xn--')) return tld.length > 4;
+  if (tld.length < 2) return false;
+  for (let i = 0; i < tld.length; i++) if (!isAlpha(tld.charCodeAt(i))) return false;
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// payment cards (Luhn + issuer prefix and length)
+
+interface DigitGroup {
+  start: number;
+  end: number;
+  /** The separator before this group ('' for the first). */
+  sep: string;
+}
+
+/** Maximal runs of ASCII digits joined by single ' ' or '-' (calls `visit` for each run). */
+function forEachDigitRun(text: string, visit: (groups: DigitGroup[]) => void): void {
+  const n = text.length;
+  let i = 0;
+  while (i < n) {
+    if (!isDigit(text.charCodeAt(i))) {
+      i++;
+      continue;
+    }
+    const groups: DigitGroup[] = [];
+    let j = i;
+    let sep = '';
+    for (;;) {
+      const gs = j;
+      while (j < n && isDigit(text.charCodeAt(j))) j++;
+      groups.push({ start: gs, end: j, sep });
+      const c = at(text, j);
+      if ((c === 32 || c === 45) && isDigit(at(text, j + 1))) {
+        sep = c === 32 ? ' ' : '-';
+        j++;
+        continue;
+      }
+      break;
+    }
+    visit(groups);
+    i = j;
+  }
+}
+
+export function luhnValid(digits: string): boolean {
+  let sum = 0;
+  let double = false;
+  for (let i = digits.length - 1; i >= 0; i--) {
+    let d = digits.charCodeAt(i) - 48;
+    if (d < 0 || d > 9) return false;
+    if (double) {
+      d *= 2;
+      if (d > 9) d -= 9;
+    }
+    sum += d;
+    double = !double;
+  }
+  return digits.length > 0 && sum % 10 === 0;
+}
+
+/** Issuer (IIN) ranges with their lengths; undefined if no known card network matches. */
+export function cardBrand(d: string): string | undefined {
+  const len = d.length;
+  const p = (k: number): number => Number(d.slice(0, k));
+  if (d[0] === '4' && (len === 13 || len === 16 || len === 19)) return 'visa';
+  if (((p(2) >= 51 && p(2) <= 55) || (p(4) >= 2221 && p(4) <= 2720)) && len === 16) return 'mastercard';
+  if ((p(2) === 34 || p(2) === 37) && len === 15) return 'amex';
+  if ((p(4) === 6011 || p(2) === 65 || (p(3) >= 644 && p(3) <= 649) || (p(6) >= 622126 && p(6) <= 622925)) && len >= 16 && len <= 19) return 'discover';
+  if ((p(3) >= 300 && p(3) <= 305) || p(2) === 36 || p(2) === 38 || p(2) === 39) return len >= 14 && len <= 19 ? 'diners' : undefined;
+  if (p(4) >= 3528 && p(4) <= 3589 && len >= 16 && len <= 19) return 'jcb';
+  if (p(4) >= 2200 && p(4) <= 2204 && len >= 16 && len <= 19) return 'mir';
+  if (p(2) === 62 && len >= 16 && len <= 19) return 'unionpay';
+  if ((p(2) === 50 || (p(2) >= 56 && p(2) <= 69)) && len >= 13 && len <= 19) return 'maestro';
+  return undefined;
+}
+
+function detectCards(text: string, out: Finding[]): void {
+  forEachDigitRun(text, (groups) => {
+    if (isWordish(at(text, groups[0]!.start - 1)) || isWordish(at(text, groups[groups.length - 1]!.end))) return;
+    let a = 0;
+    while (a < groups.length) {
+      let best = -1;
+      let total = 0;
+      for (let b = a; b < groups.length; b++) {
+        const g = groups[b]!;
+        const len = g.end - g.start;
+        total += len;
+        if (total > 19) break;
+        if (b > a && g.sep !== groups[a + 1]!.sep) break; // one kind of separator per number
+        if (b > a) {
+          // Printed groups: the first of 4 digits, the middle ones 3-6, the last 1-6.
+          const first = groups[a]!;
+          if (first.end - first.start !== 4) break;
+          if (len < 1 || len > 6) break;
+          if (b > a + 1) {
+            const prev = groups[b - 1]!;
+            if (prev.end - prev.start < 3) break;
+          }
+        }
+        if (total < 13) continue;
+        let digits = '';
+        for (let k = a; k <= b; k++) digits += text.slice(groups[k]!.start, groups[k]!.end);
+        if (luhnValid(digits) && cardBrand(digits) !== undefined && !/^(\d)\1+$/.test(digits)) best = b;
+      }
+      if (best >= 0) {
+        out.push(finding('credit_card', groups[a]!.start, groups[best]!.end, 'financial', best > a ? 0.95 : 0.9));
+        a = best + 1;
+      } else a++;
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// IBAN (ISO 13616: country length + mod-97)
+
+/** IBAN length per country (SWIFT IBAN registry). */
+export const IBAN_LENGTHS: Readonly<Record<string, number>> = {
+  AD: 24, AE: 23, AL: 28, AT: 20, AZ: 28, BA: 20, BE: 16, BG: 22, BH: 22, BI: 27, BR: 29, BY: 28,
+  CH: 21, CR: 22, CY: 28, CZ: 24, DE: 22, DJ: 27, DK: 18, DO: 28, EE: 20, EG: 29, ES: 24, FI: 18,
+  FK: 18, FO: 18, FR: 27, GB: 22, GE: 22, GI: 23, GL: 18, GR: 27, GT: 28, HN: 28, HR: 21, HU: 28,
+  IE: 22, IL: 23, IQ: 23, IS: 26, IT: 27, JO: 30, KW: 30, KZ: 20, LB: 28, LC: 32, LI: 21, LT: 20,
+  LU: 20, LV: 21, LY: 25, MC: 27, MD: 24, ME: 22, MK: 19, MN: 20, MR: 27, MT: 31, MU: 30, NI: 28,
+  NL: 18, NO: 15, OM: 23, PK: 24, PL: 28, PS: 29, PT: 25, QA: 29, RO: 24, RS: 22, RU: 33, SA: 24,
+  SC: 31, SD: 18, SE: 24, SI: 19, SK: 24, SM: 27, SO: 23, ST: 25, SV: 28, TL: 23, TN: 24, TR: 26,
+  UA: 29, VA: 22, VG: 24, XK: 20, YE: 30,
+};
+
+/** mod-97 check of an IBAN without spaces (ISO 7064 MOD 97-10). */
+export function ibanValid(iban: string): boolean {
+  const expected = IBAN_LENGTHS[iban.slice(0, 2)];
+  if (expected === undefined || iban.length !== expected) return false;
+  const rearranged = iban.slice(4) + iban.slice(0, 4);
+  let rem = 0;
+  for (let i = 0; i < rearranged.length; i++) {
+    const c = rearranged.charCodeAt(i);
+    if (isDigit(c)) rem = (rem * 10 + (c - 48)) % 97;
+    else if (isUpper(c)) rem = (rem * 100 + (c - 55)) % 97;
+    else return false;
+  }
+  return rem === 1;
+}
+
+function detectIbans(text: string, out: Finding[]): void {
+  const n = text.length;
+  for (let i = 0; i + 4 <= n; i++) {
+    if (!isUpper(text.charCodeAt(i)) || !isUpper(text.charCodeAt(i + 1)) || !isDigit(text.charCodeAt(i + 2)) || !isDigit(text.charCodeAt(i + 3))) continue;
+    if (isWordish(at(text, i - 1))) continue;
+    const len = IBAN_LENGTHS[text.slice(i, i + 2)];
+    if (len === undefined) continue;
+    // Collect `len` characters; a single space is allowed every 4 (the printed form).
+    let compact = '';
+    let j = i;
+    while (j < n && compact.length < len) {
+      const c = text.charCodeAt(j);
+      if (isUpper(c) || isDigit(c)) {
+        compact += text[j];
+        j++;
+      } else if (c === 32 && compact.length % 4 === 0 && compact.length > 0 && j + 1 < n && isAlnum(text.charCodeAt(j + 1))) {
+        j++;
+      } else break;
+    }
+    if (compact.length !== len || isWordish(at(text, j))) continue;
+    if (!ibanValid(compact)) continue;
+    out.push(finding('iban', i, j, 'financial', 0.95));
+    i = j - 1;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// US social security numbers (AAA-GG-SSSS)
+
+/** Numbers never issued but widely published (the Woolworth wallet card, advertising samples). */
+const SAMPLE_SSNS = new Set(['078051120', '219099999', '457555462']);
+
+/** SSA rules: area not 000, 666 or 900-999; group not 00; serial not 0000. */
+export function ssnValid(area: number, group: number, serial: number): boolean {
+  return area !== 0 && area !== 666 && area < 900 && group !== 0 && serial !== 0;
+}
+
+const SSN_CONTEXT = /\b(?:ssn|ss#|social security|social sec\.?|soc\. sec\.)/i;
+
+function detectSsns(text: string, out: Finding[]): void {
+  const n = text.length;
+  for (let i = 0; i + 9 <= n; i++) {
+    if (!isDigit(text.charCodeAt(i))) continue;
+    const prev = at(text, i - 1);
+    if (isWordish(prev) || prev === 45 || prev === 46 || (prev === 32 && isDigit(at(text, i - 2)))) continue;
+    const d = (k: number): boolean => isDigit(at(text, i + k));
+    let end: number;
+    let sepConfidence: number;
+    const s1 = at(text, i + 3);
+    const context = SSN_CONTEXT.test(text.slice(Math.max(0, i - 32), i));
+    if (d(0) && d(1) && d(2) && (s1 === 45 || s1 === 32) && d(4) && d(5) && at(text, i + 6) === s1 && d(7) && d(8) && d(9) && d(10)) {
+      end = i + 11;
+      sepConfidence = s1 === 45 ? 0.8 : 0.6;
+    } else if (context && d(0) && d(1) && d(2) && d(3) && d(4) && d(5) && d(6) && d(7) && d(8)) {
+      end = i + 9; // bare 9 digits only next to an "SSN" label
+      sepConfidence = 0.6;
+    } else continue;
+    const next = at(text, end);
+    if (isWordish(next) || ((next === 45 || next === 32 || next === 46) && isDigit(at(text, end + 1)))) continue;
+    const digits = text.slice(i, end).replace(/[- ]/g, '');
+    if (!ssnValid(Number(digits.slice(0, 3)), Number(digits.slice(3, 5)), Number(digits.slice(5))) || SAMPLE_SSNS.has(digits)) continue;
+    out.push(finding('us_ssn', i, end, 'pii', context ? Math.min(0.95, sepConfidence + 0.15) : sepConfidence));
+    i = end - 1;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// IP addresses (validated by node:net isIP)
+
+const isIpChar = (c: number): boolean => isDigit(c) || (c >= 65 && c <= 70) || (c >= 97 && c <= 102) || c === 58 /* : */ || c === 46; /* . */
+
+function detectIps(text: string, out: Finding[]): void {
+  const n = text.length;
+  let i = 0;
+  while (i < n) {
+    if (!isIpChar(text.charCodeAt(i))) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < n && isIpChar(text.charCodeAt(j))) j++;
+    checkIpRun(text, i, j, out);
+    i = j;
+  }
+}
+
+function checkIpRun(text: string, s: number, e: number, out: Finding[]): void {
+  const leftOk = !isWordish(at(text, s - 1));
+  const rightOk = !isWordish(at(text, e));
+  let te = e;
+  while (te > s && text.charCodeAt(te - 1) === 46) te--; // sentence-ending dots
+  let hasColon = false;
+  for (let k = s; k < te; k++) if (text.charCodeAt(k) === 58) hasColon = true;
+  if (hasColon && te - s <= 45 && leftOk && (rightOk || te < e)) {
+    const cand = text.slice(s, te);
+    if (isIP(cand) === 6 && /\d/.test(cand) && (cand.match(/:/g)?.length ?? 0) >= 2) {
+      out.push(finding('ip_address', s, te, 'pii', 0.85));
+      return;
+    }
+  }
+  // IPv4, possibly inside "host:1.2.3.4" or "1.2.3.4:8080".
+  let ps = s;
+  for (let k = s; k <= te; k++) {
+    if (k < te && text.charCodeAt(k) !== 58) continue;
+    let pe = k;
+    while (pe > ps && text.charCodeAt(pe - 1) === 46) pe--;
+    const len = pe - ps;
+    if (len >= 7 && len <= 15 && (ps > s || leftOk) && (k < te || rightOk || te < e)) {
+      const cand = text.slice(ps, pe);
+      if (isIP(cand) === 4) {
+        const versionLike = /(?:\bv|version\s?)$/i.test(text.slice(Math.max(0, ps - 8), ps));
+        out.push(finding('ip_address', ps, pe, 'pii', versionLike ? 0.4 : 0.85));
+      }
+    }
+    ps = k + 1;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// phone numbers (libphonenumber-js, full metadata: VALID numbers only)
+
+/** Characters a written phone number is made of, besides digits. */
+const isPhonePunct = (c: number): boolean =>
+  c === 32 || c === 40 || c === 41 || c === 43 || c === 45 || c === 46 || c === 47 || c === 0xa0 || (c >= 0x2010 && c <= 0x2015) || c === 0x2212 || c === 0xff0d;
+
+/** Longest candidate handed to libphonenumber; longer runs are split at wide gaps first. */
+const MAX_PHONE_RUN = 96;
+const PHONE_CONTEXT = 8;
+
+/**
+ * Candidate runs: maximal stretches of digits and phone punctuation holding 6 to 40 digits.
+ * Runs longer than MAX_PHONE_RUN (tables, digit dumps) are split at gaps of two or more
+ * spaces or at ' / '; pieces still too long are not phone numbers and are skipped.
+ */
+function phoneCandidates(text: string, visit: (s: number, e: number) => boolean): void {
+  const n = text.length;
+  let i = 0;
+  while (i < n) {
+    const c = text.charCodeAt(i);
+    if (!(isDigit(c) || c === 43 || c === 40)) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < n && (isDigit(text.charCodeAt(j)) || isPhonePunct(text.charCodeAt(j)))) j++;
+    const runEnd = j;
+    // Split [i, runEnd) into pieces.
+    let ps = i;
+    let k = i;
+    while (k <= runEnd) {
+      let cut = k === runEnd;
+      let next = k + 1;
+      if (!cut) {
+        const ch = text.charCodeAt(k);
+        if (ch === 32 && text.charCodeAt(k + 1) === 32) {
+          cut = true;
+          next = k;
+          while (next < runEnd && text.charCodeAt(next) === 32) next++;
+        } else if (ch === 32 && text.charCodeAt(k + 1) === 47 && text.charCodeAt(k + 2) === 32) {
+          cut = true;
+          next = k + 3;
+        }
+      }
+      if (cut) {
+        let s = ps;
+        let e = k;
+        while (s < e && !isDigit(text.charCodeAt(s)) && text.charCodeAt(s) !== 43 && text.charCodeAt(s) !== 40) s++;
+        while (e > s && !isDigit(text.charCodeAt(e - 1)) && text.charCodeAt(e - 1) !== 41) e--;
+        if (e - s <= MAX_PHONE_RUN) {
+          let digits = 0;
+          for (let q = s; q < e; q++) if (isDigit(text.charCodeAt(q))) digits++;
+          if (digits >= 6 && digits <= 40 && !visit(s, e)) return;
+        }
+        ps = next;
+        k = next;
+        continue;
+      }
+      k++;
+    }
+    i = runEnd + 1;
+  }
+}
+
+function detectPhones(text: string, out: Finding[], defaultCountry: CountryCode | undefined, maxCandidates: number): void {
+  let budget = maxCandidates;
+  phoneCandidates(text, (s, e) => {
+    if (budget-- <= 0) return false;
+    const cs = Math.max(0, s - PHONE_CONTEXT);
+    const ce = Math.min(text.length, e + PHONE_CONTEXT);
+    const window = text.slice(cs, ce);
+    const found = findPhoneNumbersInText(window, defaultCountry === undefined ? {} : { defaultCountry });
+    for (const m of found) {
+      const ms = cs + m.startsAt;
+      const me = cs + m.endsAt;
+      if (ms < s || me > e) continue; // belongs to a neighbouring run
+      out.push(finding('phone', ms, me, 'pii', text.charCodeAt(ms) === 43 ? 0.85 : 0.75));
+    }
+    return true;
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/** Sorts findings and, where two overlap, keeps the more confident (then the longer) one. */
+function resolveOverlaps(findings: Finding[]): Finding[] {
+  findings.sort((a, b) => a.start - b.start || b.end - a.end);
+  const kept: Finding[] = [];
+  for (const f of findings) {
+    const last = kept[kept.length - 1];
+    if (last !== undefined && f.start < last.end) {
+      const better = f.confidence > last.confidence || (f.confidence === last.confidence && f.end - f.start > last.end - last.start);
+      if (better) kept[kept.length - 1] = f;
+      continue;
+    }
+    kept.push(f);
+  }
+  return kept;
+}
