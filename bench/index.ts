@@ -11,6 +11,7 @@ import { Redis } from 'ioredis';
 import { deleteKeys, diffStats, info, installCommandCounter, serverStats, startCounting, stopCounting, type CommandCounts, type ServerStats } from './redis-probe.js';
 import { HOPS, palisadeBullMQ, palisadeEmbedded, rawBullMQ, type Harness, type ScenarioConfig } from './scenarios.js';
 import { fmt, median, percentile, round, table } from './stats.js';
+import { benchPipeline } from './pipeline.js';
 
 const num = (name: string, fallback: number): number => {
   const value = Number(process.env[name]);
@@ -448,8 +449,10 @@ async function main(admin: Redis): Promise<void> {
     }
   }
 
+  log('  guard pipeline cost per stage…');
+  const guards = await benchPipeline();
   const summary = summarize(samples, probes);
-  const text = report(summary);
+  const text = `${report(summary)}\n\n${guards.table}`;
   process.stdout.write(`\n${text}\n\n`);
 
   const result = {
@@ -458,6 +461,7 @@ async function main(admin: Redis): Promise<void> {
     config: { ...config, hopsPerChain: HOPS, redisUrl: description.redis.url },
     machine: { ...description, loadAverageAtEnd: os.loadavg().map((l) => round(l, 2)) },
     summary,
+    guardPipeline: guards.stages,
     samples: samples.map(({ hopLatencyMs, ...s }) => ({
       ...s,
       elapsedMs: round(s.elapsedMs, 1),

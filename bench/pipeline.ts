@@ -1,0 +1,82 @@
+/**
+ * The guard pipeline's own cost per stage, in process: the support policy (Cedar rules, content
+ * scanners, flow, risk) deciding realistic events at 2 KB and 64 KB. `npx tsx bench/pipeline.ts`.
+ */
+import { fileURLToPath } from 'node:url';
+import { createSupportAgents } from '../examples/support/system.js';
+import type { GuardEvent } from '../guards/guard-event.js';
+import { label } from '../guards/label.js';
+import { loadPolicy } from '../guards/load-policy.js';
+import { createPolicyPipeline } from '../guards/policy-pipeline.js';
+import { fmt, percentile, table } from './stats.js';
+
+const PROSE =
+  'Hello, I ordered a pair of noise-cancelling headphones last month and the left ear cup stopped working after a week. ' +
+  'I have tried resetting them as the manual says, charging overnight and pairing again, but nothing helps. ';
+
+const text = (bytes: number): string => PROSE.repeat(Math.ceil(bytes / PROSE.length)).slice(0, bytes);
+
+function events(bytes: number): Record<string, GuardEvent> {
+  const base = {
+    runId: 'bench',
+    principal: { id: 'ada', roles: ['customer'], attrs: {} },
+    agent: 'billing',
+    chain: ['triage', 'billing'],
+    depth: 0,
+    hops: 1,
+    label: label({ level: 'confidential', categories: ['pii'] }),
+    budget: { tokensLeft: 10_000 },
+    agentTools: ['lookup_customer', 'lookup_order', 'issue_refund'],
+  };
+  const body = text(bytes);
+  const history = [
+    { source: 'user' as const, content: `Refund ORD-5001 please, ada@example.com. ${body}`, label: label() },
+    { source: 'tool' as const, name: 'lookup_order', content: JSON.stringify({ id: 'ORD-5001', customerId: 'C-1001', amountCents: 12900 }), label: label({ level: 'internal', categories: ['financial'] }) },
+  ];
+  const refund = { name: 'issue_refund', effect: 'write' as const, risk: 'high' as const, requires: ['refunds:issue'], returns: label({ level: 'internal', categories: ['financial'] }) };
+  return {
+    receive: { ...base, stage: 'receive', content: body },
+    tool_call: { ...base, stage: 'tool_call', tool: refund, args: { orderId: 'ORD-5001', amountCents: 12900, reason: body }, history },
+    tool_result: { ...base, stage: 'tool_result', tool: refund, args: { orderId: 'ORD-5001' }, content: body },
+    handoff: { ...base, stage: 'handoff', target: { agent: 'fraud_check', mode: 'delegate', fanOut: 1 }, content: body },
+    output: { ...base, stage: 'output', content: body },
+  };
+}
+
+export interface StageCost {
+  stage: string;
+  bytes: number;
+  p50us: number;
+  p99us: number;
+  verdict: string;
+}
+
+export async function benchPipeline(): Promise<{ stages: StageCost[]; table: string }> {
+  const policy = await loadPolicy(fileURLToPath(new URL('../examples/support/policy.yaml', import.meta.url)));
+  const pipeline = createPolicyPipeline({ ...policy, agents: createSupportAgents() });
+  const stages: StageCost[] = [];
+  for (const [bytes, iterations] of [
+    [2048, 2000],
+    [65_536, 200],
+  ] as const) {
+    for (const [stage, event] of Object.entries(events(bytes))) {
+      for (let i = 0; i < Math.min(200, iterations); i++) await pipeline.evaluate(event);
+      const times: number[] = [];
+      let verdict = '';
+      for (let i = 0; i < iterations; i++) {
+        const t0 = process.hrtime.bigint();
+        verdict = (await pipeline.evaluate(event)).verdict;
+        times.push(Number(process.hrtime.bigint() - t0) / 1000);
+      }
+      stages.push({ stage, bytes, p50us: percentile(times, 50), p99us: percentile(times, 99), verdict });
+    }
+  }
+  const rows = stages.map((s) => [s.stage, `${s.bytes / 1024} KB`, fmt(s.p50us, 1), fmt(s.p99us, 1), s.verdict]);
+  const text = `Guard pipeline cost per stage — support policy (Cedar, content scanners, flow, risk), in process, µs\n\n${table(['stage', 'size', 'p50 µs', 'p99 µs', 'verdict'], rows, ['l', 'r', 'r', 'r', 'l'])}`;
+  return { stages, table: text };
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  const { table: t } = await benchPipeline();
+  process.stdout.write(`${t}\n`);
+}
