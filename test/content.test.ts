@@ -499,7 +499,7 @@ describe('scan and redact', () => {
         const kinds = new Set(found.map((f) => f.kind));
         return again.every((f) => !kinds.has(f.kind));
       }),
-      { numRuns: 300 },
+      { numRuns: 1000 },
     );
   });
 });

@@ -45,11 +45,11 @@ export const INJECTION_PATTERNS: readonly Pattern[] = [
   // Overriding what the model was told.
   p('ignore_previous', 'instruction', `\\b${OVERRIDE_VERB}\\b[^\\n.]{0,30}?\\b${TEMPORAL}\\b[^\\n.]{0,20}?\\b${STRONG_OBJECT}\\b`, 0.95),
   p('ignore_previous_weak', 'instruction', `\\b${OVERRIDE_VERB}${S}(?:all${S}|any${S})?(?:of${S})?(?:your|the|my|these|those)${S}(?:previous|prior|preceding|earlier|original|initial)${S}${WEAK_OBJECT}\\b`, 0.5),
-  p('ignore_above', 'instruction', `\\b(?:ignore|disregard|forget)${S}(?:all${S}|everything${S}|anything${S})?(?:(?:that|what(?:'s|${S}is|${S}was)?)${S})?(?:(?:written|said|stated|mentioned)${S})?(?:above|before${S}this|previously)\\b`, 0.8),
+  p('ignore_above', 'instruction', `\\b(?:ignore|disregard|forget)${S}(?:all${S}|everything${S}|anything${S})?(?:the${S}|(?:that|what(?:'s|${S}is|${S}was)?)${S})?(?:(?:text|instructions?|content|message)${S})?(?:(?:written|said|stated|mentioned|given)${S})?(?:above|before${S}this|previously)\\b`, 0.8),
   p('forget_everything', 'instruction', `\\bforget${S}(?:everything|all|what)${S}(?:you${S}(?:were${S}told|know|learned|have${S}been${S}told)|that${S}came${S}before)\\b`, 0.85),
   p('do_not_follow', 'instruction', `\\b(?:do${S}not|don'?t|stop)${S}(?:follow(?:ing)?|obey(?:ing)?)${S}(?:the|your|any)${S}(?:previous${S}|prior${S}|original${S}|user'?s?${S}|system${S})?${STRONG_OBJECT}\\b`, 0.9),
   p('instead_of_task', 'instruction', `\\binstead${S}of${S}(?:the|your)${S}(?:original|user'?s?|current|given|assigned)${S}(?:task|request|instructions?)\\b`, 0.7),
-  p('new_instructions', 'instruction', `\\b(?:new|updated|revised|additional|real|actual|true|secret|hidden|override)${S}(?:instructions?|directives?|system${S}prompt|orders)${S}?:`, 0.7),
+  p('new_instructions', 'instruction', `\\b(?:new|updated|revised|additional|real|actual|true|secret|hidden|override)${S}(?:instructions?|directives?|system${S}prompt|orders)\\s{0,3}:`, 0.7),
   p('important_instructions', 'instruction', `\\bimportant${S}(?:instructions?|message|note|request)s?${S}(?:from${S}[^\\n]{1,60}?${S})?(?:for|to)${S}(?:you|the${S}${AI})\\b`, 0.8),
   // Re-assigning the model's role.
   p('you_are_now', 'instruction', `\\byou${S}are${S}now${S}(?:a${S}|an${S}|the${S}|in${S})?(?:no${S}longer|DAN|free|unrestricted|unfiltered|jailbroken|developer${S}mode|evil|uncensored|an?${S}(?:AI|assistant|model)${S}(?:that|which|without|with${S}no))\\b`, 0.85),

@@ -45,7 +45,10 @@ export function detectPii(text: string, options: PiiOptions = {}): Finding[] {
   if (kinds.has('phone')) {
     const country = options.defaultCountry === undefined ? 'US' : options.defaultCountry;
     if (country !== null && !isSupportedCountry(country)) throw new RangeError(`unknown default country for phone numbers: ${country}`);
-    detectPhones(text, out, country === null ? undefined : (country as CountryCode), options.maxPhoneCandidates ?? 20_000);
+    // Phone numbers are looked for last, outside what the other detectors found: a run like
+    // "(415) 555-0132 192.168.1.20" is a phone number and an IP address, not one odd number.
+    const taken = out.map((f) => [f.start, f.end] as const).sort((a, b) => a[0] - b[0]);
+    detectPhones(text, out, country === null ? undefined : (country as CountryCode), options.maxPhoneCandidates ?? 20_000, taken);
   }
   return resolveOverlaps(out);
 }
@@ -186,8 +189,10 @@ export function cardBrand(d: string): string | undefined {
 
 function detectCards(text: string, out: Finding[]): void {
   forEachDigitRun(text, (groups) => {
-    if (isWordish(at(text, groups[0]!.start - 1)) || isWordish(at(text, groups[groups.length - 1]!.end))) return;
-    let a = 0;
+    // A number glued to letters ("ID4111...", "...1111x") is an identifier, not a card.
+    const leftGlued = isWordish(at(text, groups[0]!.start - 1));
+    const rightGlued = isWordish(at(text, groups[groups.length - 1]!.end));
+    let a = leftGlued ? 1 : 0;
     while (a < groups.length) {
       let best = -1;
       let total = 0;
@@ -210,6 +215,7 @@ function detectCards(text: string, out: Finding[]): void {
         if (total < 13) continue;
         let digits = '';
         for (let k = a; k <= b; k++) digits += text.slice(groups[k]!.start, groups[k]!.end);
+        if (rightGlued && b === groups.length - 1) break;
         if (luhnValid(digits) && cardBrand(digits) !== undefined && !/^(\d)\1+$/.test(digits)) best = b;
       }
       if (best >= 0) {
@@ -294,24 +300,29 @@ function detectSsns(text: string, out: Finding[]): void {
   for (let i = 0; i + 9 <= n; i++) {
     if (!isDigit(text.charCodeAt(i))) continue;
     const prev = at(text, i - 1);
-    if (isWordish(prev) || prev === 45 || prev === 46 || (prev === 32 && isDigit(at(text, i - 2)))) continue;
+    if (isWordish(prev) || prev === 45 || prev === 46) continue;
     const d = (k: number): boolean => isDigit(at(text, i + k));
+    if (!(d(0) && d(1) && d(2))) continue;
     let end: number;
-    let sepConfidence: number;
-    const s1 = at(text, i + 3);
-    const context = SSN_CONTEXT.test(text.slice(Math.max(0, i - 32), i));
-    if (d(0) && d(1) && d(2) && (s1 === 45 || s1 === 32) && d(4) && d(5) && at(text, i + 6) === s1 && d(7) && d(8) && d(9) && d(10)) {
+    let sep = at(text, i + 3);
+    let confidence: number;
+    if ((sep === 45 || sep === 32) && d(4) && d(5) && at(text, i + 6) === sep && d(7) && d(8) && d(9) && d(10)) {
       end = i + 11;
-      sepConfidence = s1 === 45 ? 0.8 : 0.6;
-    } else if (context && d(0) && d(1) && d(2) && d(3) && d(4) && d(5) && d(6) && d(7) && d(8)) {
-      end = i + 9; // bare 9 digits only next to an "SSN" label
-      sepConfidence = 0.6;
+      confidence = sep === 45 ? 0.8 : 0.6;
+    } else if (d(3) && d(4) && d(5) && d(6) && d(7) && d(8)) {
+      end = i + 9; // bare 9 digits: only next to an "SSN" label (checked below)
+      sep = -1;
+      confidence = 0.6;
     } else continue;
     const next = at(text, end);
-    if (isWordish(next) || ((next === 45 || next === 32 || next === 46) && isDigit(at(text, end + 1)))) continue;
-    const digits = text.slice(i, end).replace(/[- ]/g, '');
+    // Not part of a longer number: "1-123-45-6789", "123-45-6789-1", "123 45 6789 12".
+    if (isWordish(next) || ((next === 45 || next === 46) && isDigit(at(text, end + 1)))) continue;
+    if (sep !== 45 && ((next === 32 && isDigit(at(text, end + 1))) || (prev === 32 && isDigit(at(text, i - 2))))) continue;
+    const context = SSN_CONTEXT.test(text.slice(Math.max(0, i - 32), i));
+    if (sep === -1 && !context) continue;
+    const digits = sep === -1 ? text.slice(i, end) : text.slice(i, i + 3) + text.slice(i + 4, i + 6) + text.slice(i + 7, i + 11);
     if (!ssnValid(Number(digits.slice(0, 3)), Number(digits.slice(3, 5)), Number(digits.slice(5))) || SAMPLE_SSNS.has(digits)) continue;
-    out.push(finding('us_ssn', i, end, 'pii', context ? Math.min(0.95, sepConfidence + 0.15) : sepConfidence));
+    out.push(finding('us_ssn', i, end, 'pii', context ? Math.min(0.95, confidence + 0.15) : confidence));
     i = end - 1;
   }
 }
@@ -384,17 +395,28 @@ const PHONE_CONTEXT = 8;
  * Runs longer than MAX_PHONE_RUN (tables, digit dumps) are split at gaps of two or more
  * spaces or at ' / '; pieces still too long are not phone numbers and are skipped.
  */
-function phoneCandidates(text: string, visit: (s: number, e: number) => boolean): void {
+function phoneCandidates(text: string, visit: (s: number, e: number) => boolean, taken: readonly (readonly [number, number])[] = []): void {
   const n = text.length;
+  let t = 0; // next span in `taken` that may matter
+  /** Start of the first taken span at or after i (n if none); skips spans ending before i. */
+  const nextTaken = (i: number): number => {
+    while (t < taken.length && taken[t]![1] <= i) t++;
+    return t < taken.length ? Math.max(i, taken[t]![0]) : n;
+  };
   let i = 0;
   while (i < n) {
+    const stop = nextTaken(i);
+    if (stop === i) {
+      i = taken[t]![1];
+      continue;
+    }
     const c = text.charCodeAt(i);
     if (!(isDigit(c) || c === 43 || c === 40)) {
       i++;
       continue;
     }
     let j = i;
-    while (j < n && (isDigit(text.charCodeAt(j)) || isPhonePunct(text.charCodeAt(j)))) j++;
+    while (j < stop && (isDigit(text.charCodeAt(j)) || isPhonePunct(text.charCodeAt(j)))) j++;
     const runEnd = j;
     // Split [i, runEnd) into pieces.
     let ps = i;
@@ -411,6 +433,9 @@ function phoneCandidates(text: string, visit: (s: number, e: number) => boolean)
         } else if (ch === 32 && text.charCodeAt(k + 1) === 47 && text.charCodeAt(k + 2) === 32) {
           cut = true;
           next = k + 3;
+        } else if (ch === 32 && (text.charCodeAt(k + 1) === 40 || text.charCodeAt(k + 1) === 43) && k > ps) {
+          cut = true; // " (" or " +": another number starts
+          next = k + 1;
         }
       }
       if (cut) {
@@ -429,16 +454,26 @@ function phoneCandidates(text: string, visit: (s: number, e: number) => boolean)
       }
       k++;
     }
-    i = runEnd + 1;
+    i = runEnd === stop ? runEnd : runEnd + 1;
   }
 }
 
-function detectPhones(text: string, out: Finding[], defaultCountry: CountryCode | undefined, maxCandidates: number): void {
+function detectPhones(text: string, out: Finding[], defaultCountry: CountryCode | undefined, maxCandidates: number, taken: readonly (readonly [number, number])[]): void {
   let budget = maxCandidates;
   phoneCandidates(text, (s, e) => {
     if (budget-- <= 0) return false;
-    const cs = Math.max(0, s - PHONE_CONTEXT);
-    const ce = Math.min(text.length, e + PHONE_CONTEXT);
+    // A little context either side (libphonenumber checks for letters, and for ":MM" after a
+    // time), but not the start of another number: no digit before, none after a space after.
+    let cs = s;
+    while (cs > 0 && s - cs < PHONE_CONTEXT && !isDigit(text.charCodeAt(cs - 1))) cs--;
+    let ce = e;
+    let timeDigits = false; // digits right after a ':' belong to a time ("17:00"), not to a number
+    while (ce < text.length && ce - e < PHONE_CONTEXT) {
+      const c = text.charCodeAt(ce);
+      if (isDigit(c) && !timeDigits) break;
+      timeDigits = c === 58 || (timeDigits && isDigit(c));
+      ce++;
+    }
     const window = text.slice(cs, ce);
     const found = findPhoneNumbersInText(window, defaultCountry === undefined ? {} : { defaultCountry });
     for (const m of found) {
@@ -448,7 +483,7 @@ function detectPhones(text: string, out: Finding[], defaultCountry: CountryCode 
       out.push(finding('phone', ms, me, 'pii', text.charCodeAt(ms) === 43 ? 0.85 : 0.75));
     }
     return true;
-  });
+  }, taken);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -81,7 +81,8 @@ export function cutAtBytes(text: string, maxBytes: number): number {
  * kept: they carry different label categories.
  */
 export function mergeFindings(findings: readonly Finding[]): Finding[] {
-  const sorted = [...findings].sort(compareFindings);
+  // Equal spans: the most confident first, so it is the one kept.
+  const sorted = [...findings].sort((a, b) => a.start - b.start || b.end - a.end || b.confidence - a.confidence || compareFindings(a, b));
   const out: Finding[] = [];
   for (const f of sorted) {
     let redundant = false;
@@ -97,7 +98,7 @@ export function mergeFindings(findings: readonly Finding[]): Finding[] {
     }
     if (!redundant) out.push({ ...f });
   }
-  return out;
+  return out.sort(compareFindings);
 }
 
 /** How a redacted span is written: `[REDACTED:<kind>]` (default), `[REDACTED:<type>]`, or '*' per character (offsets kept). */
