@@ -12,6 +12,7 @@ import { deleteKeys, diffStats, info, installCommandCounter, serverStats, startC
 import { HOPS, palisadeBullMQ, palisadeEmbedded, rawBullMQ, type Harness, type ScenarioConfig } from './scenarios.js';
 import { fmt, median, percentile, round, table } from './stats.js';
 import { benchPipeline } from './pipeline.js';
+import { benchScanners } from './scanners.js';
 
 const num = (name: string, fallback: number): number => {
   const value = Number(process.env[name]);
@@ -452,7 +453,11 @@ async function main(admin: Redis): Promise<void> {
   log('  guard pipeline cost per stage…');
   const guards = await benchPipeline();
   const summary = summarize(samples, probes);
-  const text = `${report(summary)}\n\n${guards.table}`;
+  log('  content scanners (ordinary text, crafted 1 MB inputs)…');
+  const scanners = await benchScanners();
+  const scannerRows = Object.keys(scanners.throughputMBps).map((name) => [name, fmt(scanners.throughputMBps[name]!, 1), fmt(scanners.worstMs[name]!, 0)]);
+  const scannerTable = `Content scanners — MB/s on ~1 MB of prose, and the slowest crafted 1 MB input (ms; goal: under 1000, linear)\n\n${table(['scanner', 'MB/s', 'worst 1 MB ms'], scannerRows, ['l', 'r', 'r'])}`;
+  const text = `${report(summary)}\n\n${guards.table}\n\n${scannerTable}`;
   process.stdout.write(`\n${text}\n\n`);
 
   const result = {
@@ -462,6 +467,7 @@ async function main(admin: Redis): Promise<void> {
     machine: { ...description, loadAverageAtEnd: os.loadavg().map((l) => round(l, 2)) },
     summary,
     guardPipeline: guards.stages,
+    scanners,
     samples: samples.map(({ hopLatencyMs, ...s }) => ({
       ...s,
       elapsedMs: round(s.elapsedMs, 1),

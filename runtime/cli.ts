@@ -275,7 +275,7 @@ function buildProgram(setExit: (code: number) => void): Command {
     },
     setExit,
   );
-  registerScanCommand(program);
+  registerScanCommand(program, setExit);
 
   return program;
 }

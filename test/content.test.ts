@@ -83,6 +83,15 @@ describe('PII: phone numbers (libphonenumber-js, valid numbers only)', () => {
     expect(piiOf('office: +1 415 555 0132', 'phone', { defaultCountry: null })).toEqual(['+1 415 555 0132']);
     expect(() => detectPii('x', { defaultCountry: 'XX' })).toThrow(RangeError);
   });
+  it('reports the rest as truncated once the candidate budget is spent', () => {
+    const text = '(415) 555-0132, (415) 555-0133, (415) 555-0134';
+    const found = detectPii(text, { kinds: ['phone'], maxPhoneCandidates: 2 });
+    expect(found.map((f) => [f.kind, f.start])).toEqual([
+      ['phone', 0],
+      ['phone', 16],
+      ['truncated', 32],
+    ]);
+  });
   it('does not take dates, times, order numbers or invalid numbers for phones', () => {
     for (const t of ['Meeting 2024-05-26 17:00:00', 'order 12345678', 'ref 000-000-0000', 'call 123-456-7890', 'v 1.2.3.4']) expect(piiOf(t, 'phone'), t).toEqual([]);
   });
@@ -491,7 +500,8 @@ describe('scan and redact', () => {
       fc.string({ maxLength: 6 }),
       fc.stringMatching(/^[0-9 .:@-]{1,12}$/),
     );
-    const text = fc.array(piece, { maxLength: 25 }).map((parts) => parts.join(' '));
+    // Pieces are separated as in prose; glued together ("a@b.com192.168.0.1") they are ambiguous.
+    const text = fc.tuple(fc.array(piece, { maxLength: 25 }), fc.constantFrom(' ', ', ', '\n', ' - ')).map(([parts, sep]) => parts.join(sep));
     fc.assert(
       fc.property(text, (t) => {
         const found = scan(t, { secrets: false, injection: false });

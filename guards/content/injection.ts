@@ -26,24 +26,40 @@ interface Pattern {
   kind: 'instruction' | 'role_marker';
   re: RegExp;
   confidence: number;
+  /**
+   * The pattern began with a word boundary, checked in code instead: the character before the
+   * match must not be a lower-case ASCII letter or a digit. Injected text is often glued to the
+   * field it was planted in ("...New York, USAIgnore your previous instructions"), which `\b`
+   * would miss, while "unignored" must not count.
+   */
+  glued: boolean;
 }
 
-const S = '\\s{1,3}'; // a word gap
+// A word gap: spaces, or a line break with indentation (YAML folds long strings), or an escaped
+// \n in serialized text.
+const S = '(?:\\s|\\\\[nrt]){1,12}';
 const AI = '(?:GPT(?:-?\\d(?:\\.\\d)?o?)?|ChatGPT|Claude|Gemini|Llama|Copilot|AI(?:\\s{1,3}assistant)?|assistant|model|language\\s{1,3}model|LLM|chatbot)';
 const STRONG_OBJECT = '(?:[a-z]{0,4}struct[a-z]{0,6}|prompts?|directives?|rules|guidelines|commands|programming|constraints|guardrails|system\\s{1,3}prompt)';
 const WEAK_OBJECT = '(?:messages?|e-?mails?|tasks?|requests?|context|conversation|directions?|orders|guidance)';
 const OVERRIDE_VERB = '(?:ignore|disregard|forget|overlook|override|bypass|discard|abandon)';
 const TEMPORAL = '(?:previous|prior|preceding|above|earlier|former|foregoing|original|initial|old|existing|system|all|any|your|the)';
-const ADDRESS = `['"\\x60]?(?:[\\w.+-]{1,64}@[\\w-]{1,63}(?:\\.[\\w-]{1,63}){1,5}|(?:https?:\\/\\/|www\\.)[^\\s'"\\x60<>]{3,120}|[A-Z]{2}\\d{2}[A-Z0-9]{8,30}|\\+?\\d[\\d -]{7,16}\\d)`;
+const ADDRESS = `['"\\x60]{0,2}(?:[\\w.+-]{1,64}@[\\w-]{1,63}(?:\\.[\\w-]{1,63}){1,5}|(?:https?:\\/\\/|www\\.)[^\\s'"\\x60<>]{3,120}|[A-Z]{2}\\d{2}[A-Z0-9]{8,30}|\\+?\\d[\\d -]{7,16}\\d)`;
 
 function p(id: string, kind: Pattern['kind'], source: string, confidence: number, flags = 'gi'): Pattern {
-  return { id, kind, re: new RegExp(source, flags), confidence };
+  const glued = source.startsWith('\\b') && !source.includes('|\\b');
+  return { id, kind, re: new RegExp(glued ? source.slice(2) : source, flags), confidence, glued };
 }
+
+const gluedToWord = (text: string, i: number): boolean => {
+  const c = i > 0 ? text.charCodeAt(i - 1) : -1;
+  if ((c === 110 || c === 116 || c === 114) && i > 1 && text.charCodeAt(i - 2) === 92) return false; // an escaped \n, \t, \r in serialized text
+  return (c >= 97 && c <= 122) || (c >= 48 && c <= 57);
+};
 
 /** The instruction and role-marker patterns (exported for tests and documentation). */
 export const INJECTION_PATTERNS: readonly Pattern[] = [
   // Overriding what the model was told.
-  p('ignore_previous', 'instruction', `\\b${OVERRIDE_VERB}\\b[^\\n.]{0,30}?\\b${TEMPORAL}\\b[^\\n.]{0,20}?\\b${STRONG_OBJECT}\\b`, 0.95),
+  p('ignore_previous', 'instruction', `\\b${OVERRIDE_VERB}\\b[^.!?;]{0,40}?\\b${TEMPORAL}\\b[^.!?;]{0,30}?\\b${STRONG_OBJECT}\\b`, 0.95),
   p('ignore_previous_weak', 'instruction', `\\b${OVERRIDE_VERB}${S}(?:all${S}|any${S})?(?:of${S})?(?:your|the|my|these|those)${S}(?:previous|prior|preceding|earlier|original|initial)${S}${WEAK_OBJECT}\\b`, 0.5),
   p('ignore_above', 'instruction', `\\b(?:ignore|disregard|forget)${S}(?:all${S}|everything${S}|anything${S})?(?:the${S}|(?:that|what(?:'s|${S}is|${S}was)?)${S})?(?:(?:text|instructions?|content|message)${S})?(?:(?:written|said|stated|mentioned|given)${S})?(?:above|before${S}this|previously)\\b`, 0.8),
   p('forget_everything', 'instruction', `\\bforget${S}(?:everything|all|what)${S}(?:you${S}(?:were${S}told|know|learned|have${S}been${S}told)|that${S}came${S}before)\\b`, 0.85),
@@ -104,6 +120,10 @@ export function detectInjection(text: string, options: InjectionOptions = {}): F
     for (let m = pat.re.exec(text); m !== null; m = pat.re.exec(text)) {
       if (m[0].length === 0) {
         pat.re.lastIndex++;
+        continue;
+      }
+      if (pat.glued && gluedToWord(text, m.index)) {
+        pat.re.lastIndex = m.index + 1;
         continue;
       }
       found.push({ type: 'injection', kind: pat.kind, start: m.index, end: m.index + m[0].length, ruleId: `injection.${pat.id}`, category: 'injection', confidence: pat.confidence });

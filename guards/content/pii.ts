@@ -26,14 +26,15 @@ export interface PiiOptions {
   /** Which detectors to run (default: all). */
   kinds?: readonly PiiKind[];
   /**
-   * At most this many candidate runs are handed to libphonenumber per call (default 20 000); past
-   * it phone detection stops for the rest of the text. It bounds the cost of text made of
-   * thousands of number-like runs.
+   * At most this many candidate runs are handed to libphonenumber per call (default 20 000): it
+   * bounds the cost of text made of thousands of number-like runs. Past it, phone detection stops
+   * and a finding of kind 'truncated' (category 'unscanned') covers the rest of the text, so a
+   * caller that redacts never lets unscanned text through.
    */
   maxPhoneCandidates?: number;
 }
 
-/** Finds PII in `text`. Findings are sorted by offset and do not overlap each other. */
+/** Finds PII in `text`. Findings are sorted by offset and do not overlap each other (but for a final 'truncated' one). */
 export function detectPii(text: string, options: PiiOptions = {}): Finding[] {
   const kinds = new Set(options.kinds ?? PII_KINDS);
   const out: Finding[] = [];
@@ -48,7 +49,12 @@ export function detectPii(text: string, options: PiiOptions = {}): Finding[] {
     // Phone numbers are looked for last, outside what the other detectors found: a run like
     // "(415) 555-0132 192.168.1.20" is a phone number and an IP address, not one odd number.
     const taken = out.map((f) => [f.start, f.end] as const).sort((a, b) => a[0] - b[0]);
-    detectPhones(text, out, country === null ? undefined : (country as CountryCode), options.maxPhoneCandidates ?? 20_000, taken);
+    const stoppedAt = detectPhones(text, out, country === null ? undefined : (country as CountryCode), options.maxPhoneCandidates ?? 20_000, taken);
+    if (stoppedAt >= 0) {
+      const kept = resolveOverlaps(out);
+      kept.push({ type: 'pii', kind: 'truncated', start: stoppedAt, end: text.length, ruleId: 'pii.phone_limit', category: 'unscanned', confidence: 0.5 });
+      return kept;
+    }
   }
   return resolveOverlaps(out);
 }
@@ -86,34 +92,52 @@ function detectEmails(text: string, out: Finding[]): void {
     let s = a;
     while (s > 0 && a - s <= MAX_LOCAL && isLocalChar(text.charCodeAt(s - 1))) s--;
     if (a - s > MAX_LOCAL) continue; // longer than any valid local part
+    if (s < lastEnd) s = lastEnd; // glued to the previous address: start after it
     while (s < a && text.charCodeAt(s) === 46) s++; // a leading dot belongs to the sentence
-    if (s === a || s < lastEnd) continue;
+    if (s === a) continue;
     if (text.charCodeAt(a - 1) === 46 || text.slice(s, a).includes('..')) continue;
     // Domain: walk right at most MAX_DOMAIN + 1 characters.
     let e = a + 1;
     while (e < text.length && e - a - 1 <= MAX_DOMAIN && isDomainChar(text.charCodeAt(e))) e++;
     if (e - a - 1 > MAX_DOMAIN) continue;
-    while (e > a + 1 && (text.charCodeAt(e - 1) === 46 || text.charCodeAt(e - 1) === 45)) e--; // "mail x@y.com."
-    if (!validDomain(text.slice(a + 1, e))) continue;
+    e = longestValidDomain(text, a + 1, e); // "mail x@y.com.", "x@y.com-2024"
+    if (e < 0) continue;
     if (isWordish(at(text, e)) || at(text, e) === 64) continue; // glued to more text, or another '@'
     out.push(finding('email', s, e, 'pii', 0.95));
     lastEnd = e;
   }
 }
 
-function validDomain(domain: string): boolean {
-  if (domain.length < 4 || domain.length > MAX_DOMAIN) return false;
-  const labels = domain.split('.');
-  if (labels.length < 2) return false;
-  for (const label of labels) {
-    if (label.length === 0 || label.length > 63) return false;
-    if (label.charCodeAt(0) === 45 || label.charCodeAt(label.length - 1) === 45) return false;
+/**
+ * End of the longest prefix of text[from, to) that is a valid domain name (labels of 1-63
+ * letters, digits and inner hyphens; at least two labels; an alphabetic top-level label of two
+ * or more letters, or an IDN "xn--" one), cut before a '.' or '-'; -1 if there is none.
+ * One pass over the characters.
+ */
+function longestValidDomain(text: string, from: number, to: number): number {
+  let best = -1;
+  let labelStart = from;
+  let completeLabels = 0;
+  let labelsOk = true;
+  let alpha = true; // the current label is letters only so far
+  for (let p = from; p <= to; p++) {
+    const c = p < to ? text.charCodeAt(p) : -1;
+    if (c === 46 || c === 45 || c === -1) {
+      // Could the domain end here, with [labelStart, p) as its top-level label?
+      const len = p - labelStart;
+      const tld = (alpha && len >= 2) || (len > 4 && text.startsWith('xn--', labelStart) && isAlnum(text.charCodeAt(p - 1)));
+      if (labelsOk && completeLabels >= 1 && tld && len <= 63 && p - from <= MAX_DOMAIN) best = p;
+    }
+    if (c === 46 || c === -1) {
+      const len = p - labelStart;
+      if (len === 0 || len > 63 || text.charCodeAt(labelStart) === 45 || text.charCodeAt(p - 1) === 45) labelsOk = false;
+      completeLabels++;
+      labelStart = p + 1;
+      alpha = true;
+      if (!labelsOk) break;
+    } else if (!isAlpha(c)) alpha = false;
   }
-  const tld = labels[labels.length - 1]!;
-  if (tld.startsWith('xn--')) return tld.length > 4;
-  if (tld.length < 2) return false;
-  for (let i = 0; i < tld.length; i++) if (!isAlpha(tld.charCodeAt(i))) return false;
-  return true;
+  return best;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -368,7 +392,10 @@ function checkIpRun(text: string, s: number, e: number, out: Finding[]): void {
     let pe = k;
     while (pe > ps && text.charCodeAt(pe - 1) === 46) pe--;
     const len = pe - ps;
-    if (len >= 7 && len <= 15 && (ps > s || leftOk) && (k < te || rightOk || te < e)) {
+    // A single ':' may separate an address from a host name or a port; '::' belongs to IPv6.
+    const leftFine = ps > s ? text.charCodeAt(ps - 2) !== 58 : leftOk;
+    const rightFine = k < te ? text.charCodeAt(k + 1) !== 58 : rightOk || te < e;
+    if (len >= 7 && len <= 15 && leftFine && rightFine) {
       const cand = text.slice(ps, pe);
       if (isIP(cand) === 4) {
         const versionLike = /(?:\bv|version\s?)$/i.test(text.slice(Math.max(0, ps - 8), ps));
@@ -458,10 +485,15 @@ function phoneCandidates(text: string, visit: (s: number, e: number) => boolean,
   }
 }
 
-function detectPhones(text: string, out: Finding[], defaultCountry: CountryCode | undefined, maxCandidates: number, taken: readonly (readonly [number, number])[]): void {
+/** Returns -1, or the offset from which phone numbers were not looked for (budget spent). */
+function detectPhones(text: string, out: Finding[], defaultCountry: CountryCode | undefined, maxCandidates: number, taken: readonly (readonly [number, number])[]): number {
   let budget = maxCandidates;
+  let stoppedAt = -1;
   phoneCandidates(text, (s, e) => {
-    if (budget-- <= 0) return false;
+    if (budget-- <= 0) {
+      stoppedAt = s;
+      return false;
+    }
     // A little context either side (libphonenumber checks for letters, and for ":MM" after a
     // time), but not the start of another number: no digit before, none after a space after.
     let cs = s;
@@ -484,6 +516,7 @@ function detectPhones(text: string, out: Finding[], defaultCountry: CountryCode 
     }
     return true;
   }, taken);
+  return stoppedAt;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -15,11 +15,22 @@
  *   `generic` also need a digit in the secret; an allowlist (regexes against the secret, the
  *   match or the line per `regexTarget`, stopwords, paths; `condition` OR/AND) drops a finding.
  *   A finding's span is the secret's span, so redaction removes the secret and keeps its name.
- * - Cost: the text is cut into windows of about 32 KiB at line breaks, overlapping by 8 KiB so
- *   that any match shorter than that is seen whole; the keyword prefilter runs per window, each
- *   candidate rule is first tested with re2js' DFA (fast, no captures), and only windows where
- *   the rule matches are searched for match positions. Like gitleaks' chunked reading, a match
- *   longer than the overlap that straddles a window boundary may be missed.
+ * - Cost, linear in the text, never backtracking:
+ *   1. the text is cut into windows of about 32 KiB at line breaks, overlapping by 8 KiB;
+ *   2. per window, one Aho-Corasick pass finds which keywords occur (the prefilter);
+ *   3. the candidate rules are tested together, 16 to a DFA (re2js `RE2Set`), which says which
+ *      rules match somewhere in the window (no positions, fast);
+ *   4. for each rule that matches, the window is narrowed down with DFA tests (1/8 at a time)
+ *      to blocks of 128 characters plus a look-ahead of the rule's longest match; only there does
+ *      the slower NFA find positions and capture groups. Rules whose matches can be longer than
+ *      1 KiB (private keys, JWTs, some gitleaks rules) use a 256-character look-ahead, re-match a
+ *      match cut at the block end over the whole window, and finally test the window with the
+ *      found matches blanked out: if it still matches, the whole window is searched.
+ *   Budgets: at most `maxFindings` findings (default 10 000) and 5 000 examined matches per rule
+ *   and scan; past either, scanning stops and a finding of kind 'truncated' (category
+ *   'unscanned') covers the rest, so a caller that redacts never lets unscanned text through.
+ *   Like gitleaks' chunked reading, a match longer than the window overlap (8 KiB) that
+ *   straddles a window boundary may be missed.
  */
 import { RE2JS, RE2Set, type Matcher } from 're2js';
 import { parse as parseToml } from 'smol-toml';
@@ -62,6 +73,8 @@ export interface SecretRule {
    * as gitleaks' `[\w.-]{0,50}?` (see `locatorFor`), else `regex` itself.
    */
   locator: RE2JS;
+  /** The source of `locator`. */
+  locatorPattern: string;
   /** Upper bound of a locator match's length in code points (Infinity: unbounded or unknown). */
   maxLength: number;
 }
@@ -244,7 +257,7 @@ const WINDOW = 32 * 1024;
 const OVERLAP = 8 * 1024;
 const LINE_CONTEXT = 2048;
 /** Rules are tested in sets of this many (one DFA pass per set instead of per rule). */
-const SET_SIZE = 8;
+const SET_SIZE = 16;
 /** Match positions are searched (NFA, captures) only in blocks this small that the DFA found a match in. */
 const BLOCK = 128;
 const FANOUT = 8;
@@ -264,18 +277,18 @@ const LAZY_PREFIX = /^((?:\(\?[a-zA-Z]+\))?(?:\(\?[a-zA-Z]*:)*)\[\\w\.-\]\{0,\d{
  * match). Position search (the costly NFA part) uses the rule without it, which is several
  * times cheaper, and so the reported match start of these rules is where the rest begins.
  */
-function locatorFor(pattern: string, regex: RE2JS): { locator: RE2JS; maxLength: number } {
+function locatorFor(pattern: string, regex: RE2JS): { locator: RE2JS; locatorPattern: string; maxLength: number } {
   let src = pattern;
   for (let m = LAZY_PREFIX.exec(src); m !== null; m = LAZY_PREFIX.exec(src)) src = m[1]! + src.slice(m[0].length);
   if (src !== pattern) {
     try {
       const locator = RE2JS.compile(src);
-      if (locator.groupCount() === regex.groupCount()) return { locator, maxLength: maxMatchLength(locator) };
+      if (locator.groupCount() === regex.groupCount()) return { locator, locatorPattern: src, maxLength: maxMatchLength(locator) };
     } catch {
       // keep the original
     }
   }
-  return { locator: regex, maxLength: maxMatchLength(regex) };
+  return { locator: regex, locatorPattern: pattern, maxLength: maxMatchLength(regex) };
 }
 
 /**
@@ -344,7 +357,7 @@ function engineFor(rules: readonly SecretRule[]): Engine {
     let set: RE2Set | null = null;
     try {
       set = new RE2Set(RE2Set.UNANCHORED, 0, 16 << 20);
-      for (const m of members) set.add(rules[m]!.pattern);
+      for (const m of members) set.add(rules[m]!.locatorPattern); // same matches or none as `pattern`, far fewer DFA states
       set.compile();
     } catch {
       set = null; // fall back to testing the rules one by one
@@ -444,7 +457,7 @@ export function detectSecrets(text: string, rules: readonly SecretRule[] = built
       let matched: number[];
       if (set !== null && live.length > 1) {
         matched = set.match(win).map((k) => members[k]!).filter((m) => candidate[m]);
-      } else matched = live.filter((m) => engine.rules[m]!.regex.test(win));
+      } else matched = live.filter((m) => engine.rules[m]!.locator.test(win));
       for (const m of matched) {
         const rule = engine.rules[m]!;
         const longest = rule.maxLength * unitsPerRune;
