@@ -6,7 +6,8 @@ import type { AnyTool } from '../agents/tool.js';
 import type { Decision } from '../guards/decision.js';
 import type { ContextItem, GuardEvent, GuardPipeline } from '../guards/guard-event.js';
 import { BOTTOM, LabelSchema, join, leq, meet, type Label } from '../guards/label.js';
-import { EnvelopeSchema, type Envelope } from './envelope.js';
+import { AuthSchema, EnvelopeSchema, type Envelope } from './envelope.js';
+import type { EnvelopeAuth } from './envelope-auth.js';
 import type { RunEventInput } from './events.js';
 import { RetryableError, type ChildJob, type Task, type TaskOutcome, type TaskResult, type Transport } from './transport.js';
 
@@ -20,7 +21,7 @@ const ProgressSchema = z.object({
 });
 type Progress = z.infer<typeof ProgressSchema>;
 
-const JobDataSchema = z.object({ envelope: EnvelopeSchema, progress: ProgressSchema.optional() }).strict();
+const JobDataSchema = z.object({ envelope: EnvelopeSchema, progress: ProgressSchema.optional(), progressAuth: AuthSchema.optional() }).strict();
 export type JobData = z.infer<typeof JobDataSchema>;
 
 const DelegateArgsSchema = z.object({ input: z.string().min(1) }).strict();
@@ -31,6 +32,10 @@ export interface AgentLoopOptions {
   pipeline: GuardPipeline;
   /** Serialized job data above this size is refused before anything runs. */
   maxMessageBytes: number;
+  /** Authenticates envelopes, checkpoints and answers; without it nothing is authenticated (development only). */
+  auth?: EnvelopeAuth;
+  /** Told of every security refusal, for the audit log. */
+  onRefused?: (task: Task, runId: string, reason: string) => void;
   /** The policy's explicit cap on the label of an agent's answers to its callers. */
   declassify?: (agent: string) => { to: Label; reason: string } | undefined;
 }
@@ -54,12 +59,39 @@ export class AgentLoop {
     const data = this.admit(task);
     if ('rejected' in data) return this.reject(task, data.rejected);
     const { envelope } = data;
+    const refused = this.authenticate(task, data);
+    if (refused) return this.refuse(task, envelope.runId, refused);
+    const claim = await this.store.claimMessage(envelope.receiver, envelope.messageId, task.id);
+    if (claim === 'replay') return this.refuse(task, envelope.runId, `message ${envelope.messageId} was already accepted: a replay`);
     const agent = this.options.agents.get(envelope.receiver)!;
     const run = await this.store.getRun(envelope.runId);
     if (!run) return this.reject(task, `no run ${envelope.runId} exists`);
-    if (run.status !== 'running') return { type: 'done', result: { status: 'cancelled', error: `run is ${run.status}` } };
+    if (run.status !== 'running') return this.done(envelope, { type: 'done', result: { status: 'cancelled', error: `run is ${run.status}` } });
     const activation = new Activation(this.options, task, envelope, agent);
-    return activation.resume(data.progress);
+    return this.done(envelope, await activation.resume(data.progress));
+  }
+
+  private async done(envelope: Envelope, outcome: TaskOutcome): Promise<TaskOutcome> {
+    if (outcome.type === 'done') await this.store.completeMessage(envelope.receiver, envelope.messageId);
+    return outcome;
+  }
+
+  /** Why the job's envelope and checkpoint cannot be believed, if they cannot. */
+  private authenticate(task: Task, data: JobData): string | undefined {
+    const auth = this.options.auth;
+    if (!auth) return undefined;
+    const raw = task.data as { envelope: Record<string, unknown>; progress?: unknown };
+    const refused = auth.check(raw.envelope, data.envelope, data.progress === undefined);
+    if (refused) return refused;
+    if (raw.progress !== undefined) return auth.checkCheckpoint(data.envelope.receiver, data.envelope.messageId, raw.progress, data.progressAuth);
+    return undefined;
+  }
+
+  /** A security refusal: nothing runs, and the run is not ended (a forger must not be able to end it); it is on record. */
+  private async refuse(task: Task, runId: string, reason: string): Promise<TaskOutcome> {
+    if (await this.store.getRun(runId)) await this.store.appendEvent(runId, { type: 'envelope.rejected', agent: task.queue, reason });
+    this.options.onRefused?.(task, runId, reason);
+    return { type: 'done', result: { status: 'rejected', error: reason } };
   }
 
   /** Checks size and shape, and that the envelope is for the agent this queue serves. */
@@ -254,7 +286,13 @@ class Activation {
       outputTokens: response.usage.outputTokens,
     });
     // From here a redelivery replays this reply instead of asking the model again.
-    await this.task.checkpoint({ envelope: this.envelope, progress: this.progress } satisfies JobData);
+    await this.task.checkpoint(this.jobData());
+  }
+
+  /** The job's data as saved for a redelivery: the envelope as received and this worker's authenticated progress. */
+  private jobData(): JobData {
+    const auth = this.options.auth?.sealCheckpoint(this.agent.name, this.envelope.messageId, this.progress);
+    return { envelope: this.envelope, progress: this.progress, ...(auth ? { progressAuth: auth } : {}) };
   }
 
   /** Answers every call of one assistant message; returns an outcome when the activation ends or waits. */
@@ -278,8 +316,8 @@ class Activation {
         await this.callTool(call, stepKey);
       }
     }
-    if (children.length > 0) return { type: 'await', children, checkpoint: { envelope: this.envelope, progress: this.progress } satisfies JobData };
-    await this.task.checkpoint({ envelope: this.envelope, progress: this.progress } satisfies JobData);
+    if (children.length > 0) return { type: 'await', children, checkpoint: this.jobData() };
+    await this.task.checkpoint(this.jobData());
     return undefined;
   }
 
@@ -357,8 +395,9 @@ class Activation {
   private nextEnvelope(kind: 'handoff' | 'delegate', target: string, stepKey: string, messages: ChatMessage[]): Envelope {
     const e = this.envelope;
     const spent = this.progress.usage.inputTokens + this.progress.usage.outputTokens;
-    return {
-      ...e,
+    const { auth: _received, ...carried } = e;
+    const next: Envelope = {
+      ...carried,
       kind,
       messageId: deriveMessageId(e.messageId, stepKey),
       sender: this.agent.name,
@@ -371,6 +410,7 @@ class Activation {
       messages,
       issuedAt: Date.now(),
     };
+    return this.options.auth ? this.options.auth.seal(next) : next;
   }
 
   private async handOff(call: ToolCall, target: string, stepKey: string, unanswered: ToolCall[]): Promise<TaskOutcome | undefined> {
@@ -412,7 +452,13 @@ class Activation {
     const results = await this.task.childResults();
     const assistant = [...this.progress.messages].reverse().find((m): m is AssistantMessage => m.role === 'assistant');
     for (const pending of this.progress.awaiting) {
-      const result: TaskResult | undefined = results.get(pending.jobId);
+      let result: TaskResult | undefined = results.get(pending.jobId);
+      const forged = result && this.options.auth?.checkResult(pending.agent, this.agent.name, pending.jobId, result);
+      if (forged) {
+        this.options.onRefused?.(this.task, this.runId, `answer of '${pending.agent}': ${forged}`);
+        await this.emit({ type: 'envelope.rejected', reason: `answer of '${pending.agent}': ${forged}` });
+        result = { status: 'rejected', error: 'its answer failed authentication' };
+      }
       const call = assistant?.toolCalls?.find((c) => c.id === pending.callId) ?? { id: pending.callId, name: delegateToolName(pending.agent), arguments: '{}' };
       await this.emit({ type: 'delegation.completed', to: pending.agent, callId: pending.callId, status: result?.status ?? 'failed' });
       let answerLabel = result?.label;
@@ -440,7 +486,7 @@ class Activation {
     if (decision.verdict === 'block' || decision.verdict === 'escalate') return this.fail(`reply withheld: ${decision.reasons.join('; ') || decision.verdict}`);
     const output = decision.verdict === 'redact' && decision.content !== undefined ? decision.content : text;
     const result: TaskResult = { status: 'completed', output, label: this.progress.label, usage: this.progress.usage };
-    if (this.envelope.kind === 'delegate') return { type: 'done', result };
+    if (this.envelope.kind === 'delegate') return { type: 'done', result: this.answerToCaller(result) };
     if (await this.store.finishRun(this.runId, 'completed', { output })) await this.emit({ type: 'run.completed', output });
     return { type: 'done', result };
   }
@@ -452,6 +498,13 @@ class Activation {
     } else if (this.envelope.kind === 'delegate') {
       await this.emit({ type: 'tool.error', tool: delegateToolName(this.agent.name), callId: this.envelope.messageId, message: error });
     }
-    return { type: 'done', result: { status: 'failed', error, label: this.progress.label, usage: this.progress.usage } };
+    const result: TaskResult = { status: 'failed', error, label: this.progress.label, usage: this.progress.usage };
+    return { type: 'done', result: this.envelope.kind === 'delegate' ? this.answerToCaller(result) : result };
+  }
+
+  /** A delegate's answer, authenticated for its caller (the previous agent of the chain) and this question. */
+  private answerToCaller(result: TaskResult): TaskResult {
+    const caller = this.envelope.chain[this.envelope.chain.length - 2];
+    return this.options.auth && caller ? this.options.auth.sealResult(this.agent.name, caller, this.envelope.messageId, result) : result;
   }
 }

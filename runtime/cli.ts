@@ -13,6 +13,7 @@ import { loadPolicy } from '../guards/load-policy.js';
 import { PolicyError } from '../guards/policy-file.js';
 import { registerPolicyCommands } from './policy-command.js';
 import { registerScanCommand } from './scan-command.js';
+import { EDGE, generateKeys, KeyError, loadKeyring } from './keyring.js';
 import { BullMQTransport } from './transports/bullmq-transport.js';
 
 /** A problem with what the user asked for: printed as `palisade: <message>`, no stack trace. */
@@ -101,6 +102,7 @@ interface WorkerFlags {
   redis: string;
   prefix: string;
   policy?: string;
+  keys?: string;
 }
 
 async function workerCommand(modulePath: string, flags: WorkerFlags): Promise<number> {
@@ -112,10 +114,12 @@ async function workerCommand(modulePath: string, flags: WorkerFlags): Promise<nu
     throw new CliError(`unknown agent ${unknown.map((n) => `'${n}'`).join(', ')} in --agents; module '${modulePath}' defines: ${defined.join(', ')}`);
   }
   const policy = flags.policy ? await loadPolicy(flags.policy) : undefined;
+  const keys = flags.keys ? await loadKeyring(flags.keys, serve) : undefined;
+  if (!keys) stderr('palisade worker: no --keys: envelopes are NOT authenticated (development only); see `palisade keys generate`');
   await requireRedis(flags.redis);
   let runtime: Runtime;
   try {
-    runtime = new Runtime({ agents, policy, transport: new BullMQTransport({ connection: flags.redis, prefix: flags.prefix }) });
+    runtime = new Runtime({ agents, policy, keys, transport: new BullMQTransport({ connection: flags.redis, prefix: flags.prefix }) });
   } catch (error) {
     if (error instanceof InvalidDefinitionError) throw new CliError(`module '${modulePath}': ${error.message}`);
     throw error;
@@ -169,6 +173,7 @@ interface RunFlags {
   redis: string;
   prefix: string;
   timeout: number;
+  keys?: string;
 }
 
 async function runCommand(agent: string, input: string, flags: RunFlags): Promise<number> {
@@ -180,7 +185,8 @@ async function runCommand(agent: string, input: string, flags: RunFlags): Promis
       'production runs must take the principal from verified credentials',
   );
   await requireRedis(flags.redis);
-  const runtime = new Runtime({ transport: new BullMQTransport({ connection: flags.redis, prefix: flags.prefix }) });
+  const keys = flags.keys ? await loadKeyring(flags.keys, [EDGE]) : undefined;
+  const runtime = new Runtime({ keys, transport: new BullMQTransport({ connection: flags.redis, prefix: flags.prefix }) });
   const interrupt = new AbortController();
   const onSigint = (): void => {
     if (!interrupt.signal.aborted) stderr('palisade: interrupted: cancelling the run');
@@ -237,6 +243,7 @@ function buildProgram(setExit: (code: number) => void): Command {
     .option('--agents <names>', 'comma-separated agents to serve (default: all in the module)', list)
     .option('--concurrency <n>', 'jobs per agent processed at once', positiveInt, 8)
     .option('--policy <file>', 'policy YAML whose guards decide every step (without it every step is allowed)')
+    .option('--keys <dir>', "folder of key files: the worker loads only its agents' own (<agent>.json)")
     .addOption(redisOption())
     .addOption(prefixOption())
     .addOption(new Option('--stop-with-stdin', 'stop when stdin closes (for a parent process)').hideHelp())
@@ -254,6 +261,7 @@ function buildProgram(setExit: (code: number) => void): Command {
     .addOption(redisOption())
     .addOption(prefixOption())
     .option('--timeout <ms>', 'cancel the run if it has not ended after this long', positiveInt, 120_000)
+    .option('--keys <dir>', "folder of key files: the CLI loads the edge's (edge.json) to vouch for the principal")
     .addHelpText('after', EXIT_CODES_HELP)
     .action(async (agent: string, input: string, flags: RunFlags) => setExit(await runCommand(agent, input, flags)));
 
@@ -277,6 +285,20 @@ function buildProgram(setExit: (code: number) => void): Command {
   );
   registerScanCommand(program, setExit);
 
+  program
+    .command('keys')
+    .description('Provision link keys: one file per component, holding only the links it sends or receives on')
+    .command('generate')
+    .description('Write <dir>/edge.json and <dir>/<agent>.json for the agents of a module; run again to rotate (old keys stay valid)')
+    .argument('<module>', 'module with the agents (its `agents` or `default.agents` export)')
+    .requiredOption('--out <dir>', 'folder for the key files (created with mode 0700)')
+    .action(async (modulePath: string, flags: { out: string }) => {
+      const written = await generateKeys(flags.out, await loadAgents(modulePath));
+      for (const file of written) stdout(`wrote ${file}`);
+      stdout('Give each worker only its own file (palisade worker ... --keys <dir> reads <agent>.json), and the edge only edge.json.');
+      setExit(EXIT.ok);
+    });
+
   return program;
 }
 
@@ -289,7 +311,7 @@ async function main(argv: string[]): Promise<number> {
   } catch (error) {
     // Commander has printed its own message (usage errors) or the help text.
     if (error instanceof CommanderError) return error.exitCode === 0 ? EXIT.ok : EXIT.usage;
-    if (error instanceof PolicyError) {
+    if (error instanceof PolicyError || error instanceof KeyError) {
       stderr(`palisade: ${error.message}`);
       return EXIT.usage;
     }

@@ -16,6 +16,21 @@ export const BudgetSchema = z
   .strict();
 export type Budget = z.infer<typeof BudgetSchema>;
 
+export const AuthSchema = z.object({ kid: z.string().max(64), mac: z.string().max(128) }).strict();
+export type Auth = z.infer<typeof AuthSchema>;
+
+/** The edge vouching for who a run acts for, and with what budget: one MAC per agent, with the edge's key for it. */
+export const GrantSchema = z
+  .object({
+    runId: z.string().uuid(),
+    principal: PrincipalSchema,
+    budget: BudgetSchema,
+    issuedAt: z.number().int().positive(),
+    macs: z.record(z.string(), AuthSchema),
+  })
+  .strict();
+export type Grant = z.infer<typeof GrantSchema>;
+
 /**
  * The message that crosses a queue. `start` begins a run, `handoff` passes the conversation on,
  * `delegate` asks another agent a question whose answer returns to the caller.
@@ -40,6 +55,9 @@ export const EnvelopeSchema = z
     messages: z.array(ChatMessageSchema).min(1),
     trace: z.object({ traceparent: z.string().max(128), tracestate: z.string().max(512).optional() }).strict().optional(),
     issuedAt: z.number().int().positive(),
+    grant: GrantSchema.optional(),
+    /** The sender's MAC over everything above, with the key of the link sender → receiver. */
+    auth: AuthSchema.optional(),
   })
   .strict();
 export type Envelope = z.infer<typeof EnvelopeSchema>;

@@ -45,6 +45,13 @@ export interface RunStore {
   appendEvent(runId: string, event: RunEventInput): Promise<void>;
   /** A reader of the run's events from the beginning; each reader holds its own connection while open. */
   openEvents(runId: string): EventCursor;
+  /**
+   * Records that a worker took a message: `new` the first time, `redelivery` when the same job
+   * comes back (a crash, a delegation resuming), `replay` when it was finished or another job carries it.
+   */
+  claimMessage(receiver: string, messageId: string, jobId: string): Promise<'new' | 'redelivery' | 'replay'>;
+  /** Marks a message finished: any later delivery of it is a replay. */
+  completeMessage(receiver: string, messageId: string): Promise<void>;
   getToolCall(runId: string, key: string): Promise<ToolCallRecord | undefined>;
   putToolCall(runId: string, key: string, record: ToolCallRecord): Promise<void>;
   close(): Promise<void>;

@@ -12,6 +12,8 @@ import { BudgetSchema, ENVELOPE_VERSION, type Budget, type Envelope } from './en
 import { InvalidRunInputError, UnknownAgentError } from './errors.js';
 import { PrincipalSchema, type PrincipalInput } from './principal.js';
 import { Run } from './run.js';
+import { EnvelopeAuth } from './envelope-auth.js';
+import { EDGE, type Keyring } from './keyring.js';
 import { BullMQTransport } from './transports/bullmq-transport.js';
 import type { Consumer, Transport } from './transport.js';
 
@@ -28,6 +30,11 @@ export interface RuntimeOptions {
   pipeline?: GuardPipeline;
   /** Largest job payload a worker accepts (bytes). */
   maxMessageBytes?: number;
+  /**
+   * This process's link keys (`palisade keys generate`): the edge's to start runs, each served
+   * agent's to work. Without them nothing is authenticated, which is for development only.
+   */
+  keys?: Keyring;
 }
 
 export interface StartOptions {
@@ -53,6 +60,7 @@ export class Runtime {
   private readonly consumers: Consumer[] = [];
   private readonly maxMessageBytes: number;
   private readonly policy: Policy | undefined;
+  private readonly auth: EnvelopeAuth | undefined;
 
   constructor(options: RuntimeOptions = {}) {
     const agents = options.agents ?? [];
@@ -69,7 +77,9 @@ export class Runtime {
         : options.guards?.length
           ? new Pipeline({ guards: options.guards })
           : noGuards);
+    this.auth = options.keys ? new EnvelopeAuth(options.keys) : undefined;
     this.loop = new AgentLoop({
+      auth: this.auth,
       agents: this.agents,
       transport: this.transport,
       pipeline,
@@ -108,13 +118,21 @@ export class Runtime {
       messages: [{ role: 'user', content: input }],
       issuedAt: now,
     };
-    const payload: JobData = { envelope };
+    const payload: JobData = { envelope: this.auth ? this.sealAtEdge(envelope) : envelope };
     const size = Buffer.byteLength(JSON.stringify(payload));
     if (size > this.maxMessageBytes) throw new InvalidRunInputError(`input of ${size} bytes exceeds the message limit of ${this.maxMessageBytes}`);
     await this.transport.store.createRun({ id: runId, agent: name, principal: principal.data, createdAt: now });
     await this.transport.store.appendEvent(runId, { type: 'run.started', agent: name, input, principal: principal.data.id });
     await this.transport.enqueue(name, runId, payload);
     return new Run(runId, this.transport.store);
+  }
+
+  /** The edge vouches for the principal and budget to every agent it has a key for, and signs the first hop. */
+  private sealAtEdge(envelope: Envelope): Envelope {
+    const auth = this.auth!;
+    if (!auth.keyring.has(EDGE, envelope.receiver)) throw new InvalidRunInputError(`this process holds no edge key for '${envelope.receiver}': load the edge's key file to start runs`);
+    const grant = auth.grant(envelope.runId, envelope.principal, envelope.budget, envelope.issuedAt, auth.keyring.receiversOf(EDGE));
+    return auth.seal({ ...envelope, grant });
   }
 
   /** The policy's budget fills what the starter left open and caps what it asked for. */

@@ -9,6 +9,8 @@ export interface TaskResult {
   error?: string;
   label?: Label;
   usage?: TokenUsage;
+  /** A delegate's MAC over its answer, with the key of the link delegate → caller. */
+  auth?: { kid: string; mac: string };
 }
 
 export interface ChildJob {

@@ -14,6 +14,7 @@ export class MemoryRunStore implements RunStore {
   private readonly runs = new Map<string, MemoryRun>();
   private readonly appended = new EventEmitter().setMaxListeners(0);
   private seq = 0;
+  private readonly seen = new Map<string, string>();
 
   private run(runId: string): MemoryRun {
     const run = this.runs.get(runId);
@@ -80,6 +81,20 @@ export class MemoryRunStore implements RunStore {
         wake?.();
       },
     };
+  }
+
+  async claimMessage(receiver: string, messageId: string, jobId: string): Promise<'new' | 'redelivery' | 'replay'> {
+    const key = `${receiver}:${messageId}`;
+    const current = this.seen.get(key);
+    if (current === undefined) {
+      this.seen.set(key, jobId);
+      return 'new';
+    }
+    return current === jobId ? 'redelivery' : 'replay';
+  }
+
+  async completeMessage(receiver: string, messageId: string): Promise<void> {
+    this.seen.set(`${receiver}:${messageId}`, '\0done');
   }
 
   async getToolCall(runId: string, key: string): Promise<ToolCallRecord | undefined> {

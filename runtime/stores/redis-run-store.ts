@@ -108,6 +108,17 @@ export class RedisRunStore implements RunStore {
     };
   }
 
+  async claimMessage(receiver: string, messageId: string, jobId: string): Promise<'new' | 'redelivery' | 'replay'> {
+    const key = `${this.prefix}:seen:${receiver}:${messageId}`;
+    const [set, current] = (await this.redis.multi().set(key, jobId, 'PX', this.retentionMs, 'NX').get(key).exec()) ?? [];
+    if (set?.[1] === 'OK') return 'new';
+    return current?.[1] === jobId ? 'redelivery' : 'replay';
+  }
+
+  async completeMessage(receiver: string, messageId: string): Promise<void> {
+    await this.redis.set(`${this.prefix}:seen:${receiver}:${messageId}`, '\0done', 'PX', this.retentionMs);
+  }
+
   async getToolCall(runId: string, key: string): Promise<ToolCallRecord | undefined> {
     const raw = await this.redis.hget(this.key(runId, 'calls'), key);
     return raw ? (JSON.parse(raw) as ToolCallRecord) : undefined;

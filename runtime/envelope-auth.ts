@@ -1,0 +1,94 @@
+import { isDeepStrictEqual } from 'node:util';
+import type { Budget, Envelope, Grant } from './envelope.js';
+import { EDGE, type Keyring } from './keyring.js';
+import type { Principal } from './principal.js';
+import type { TaskResult } from './transport.js';
+
+export interface EnvelopeAuthOptions {
+  /** An envelope issued longer ago than this is refused on first delivery. */
+  maxAgeMs?: number;
+  /** Tolerated clock difference between machines. */
+  skewMs?: number;
+}
+
+/** The data a MAC covers: the object as sent, minus its own MAC (JSON keeps the sender's key order). */
+const covered = (value: object): string => JSON.stringify({ ...value, auth: undefined });
+const claimOf = (g: Pick<Grant, 'runId' | 'principal' | 'budget' | 'issuedAt'>): string =>
+  JSON.stringify({ runId: g.runId, principal: g.principal, budget: g.budget, issuedAt: g.issuedAt });
+
+/**
+ * Authenticates what crosses Redis: envelopes (per-link MACs, and the edge's grant of principal
+ * and budget), a worker's own checkpoints, and delegates' answers. Nothing read from Redis is
+ * believed without it.
+ */
+export class EnvelopeAuth {
+  private readonly maxAgeMs: number;
+  private readonly skewMs: number;
+
+  constructor(
+    readonly keyring: Keyring,
+    options: EnvelopeAuthOptions = {},
+  ) {
+    this.maxAgeMs = options.maxAgeMs ?? 3600_000;
+    this.skewMs = options.skewMs ?? 60_000;
+  }
+
+  /** The edge's grant for a new run, verifiable by every agent it names. */
+  grant(runId: string, principal: Principal, budget: Budget, issuedAt: number, agents: readonly string[]): Grant {
+    const claim = claimOf({ runId, principal, budget, issuedAt });
+    return { runId, principal, budget, issuedAt, macs: Object.fromEntries(agents.map((a) => [a, this.keyring.mac(EDGE, a, claim)])) };
+  }
+
+  seal(envelope: Envelope): Envelope {
+    const { auth: _drop, ...rest } = envelope;
+    return { ...rest, auth: this.keyring.mac(envelope.sender, envelope.receiver, covered(rest)) };
+  }
+
+  /**
+   * Why an envelope must be refused, or undefined when it is authentic: sent by the previous agent
+   * in its chain over that link, for the principal and within the budget the edge granted, fresh.
+   */
+  check(raw: Record<string, unknown>, envelope: Envelope, firstDelivery: boolean): string | undefined {
+    const expectedSender = envelope.chain.length > 1 ? envelope.chain[envelope.chain.length - 2] : EDGE;
+    if (envelope.sender !== expectedSender) return `sender '${envelope.sender}' is not the previous agent of the chain ('${expectedSender}')`;
+    if (envelope.kind === 'start' ? envelope.sender !== EDGE : envelope.sender === EDGE) return `a '${envelope.kind}' envelope cannot come from '${envelope.sender}'`;
+    const bad = this.keyring.verify(envelope.sender, envelope.receiver, covered(raw), envelope.auth);
+    if (bad) return `the envelope is not authentic: ${bad}`;
+    const grant = envelope.grant;
+    if (!grant) return 'the envelope carries no grant from the edge';
+    const badGrant = this.keyring.verify(EDGE, envelope.receiver, claimOf(grant), grant.macs[envelope.receiver]);
+    if (badGrant) return `the edge's grant is not authentic: ${badGrant}`;
+    if (grant.runId !== envelope.runId) return 'the grant is for another run';
+    if (!isDeepStrictEqual(grant.principal, envelope.principal)) return 'the principal differs from the one the edge granted';
+    const b = envelope.budget;
+    if (grant.budget.tokens !== undefined && (b.tokens === undefined || b.tokens > grant.budget.tokens)) return 'the token budget exceeds what the edge granted';
+    if (grant.budget.deadline !== undefined && (b.deadline === undefined || b.deadline > grant.budget.deadline)) return 'the deadline is later than the edge granted';
+    if (grant.budget.costUsd !== undefined && (b.costUsd === undefined || b.costUsd > grant.budget.costUsd)) return 'the cost budget exceeds what the edge granted';
+    if (firstDelivery) {
+      const now = Date.now();
+      if (envelope.issuedAt > now + this.skewMs) return 'it was issued in the future';
+      if (now - envelope.issuedAt > this.maxAgeMs) return `it is older than ${Math.round(this.maxAgeMs / 1000)} s`;
+    }
+    return undefined;
+  }
+
+  /** A worker's checkpoint of its own progress, readable back only by the same agent. */
+  sealCheckpoint(agent: string, messageId: string, progress: object) {
+    return this.keyring.mac(agent, agent, `${messageId}\0${JSON.stringify(progress)}`);
+  }
+
+  checkCheckpoint(agent: string, messageId: string, rawProgress: unknown, auth: { kid: string; mac: string } | undefined): string | undefined {
+    const bad = this.keyring.verify(agent, agent, `${messageId}\0${JSON.stringify(rawProgress)}`, auth);
+    return bad && `the checkpoint is not authentic: ${bad}`;
+  }
+
+  /** A delegate's answer, bound to the question it answers. */
+  sealResult(from: string, to: string, messageId: string, result: TaskResult): TaskResult {
+    return { ...result, auth: this.keyring.mac(from, to, `${messageId}\0${covered(result)}`) };
+  }
+
+  checkResult(from: string, to: string, messageId: string, result: TaskResult): string | undefined {
+    const bad = this.keyring.verify(from, to, `${messageId}\0${covered(result)}`, result.auth);
+    return bad && `the answer is not authentic: ${bad}`;
+  }
+}
