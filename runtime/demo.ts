@@ -1,5 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { relative } from 'node:path';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { once } from 'node:events';
@@ -13,6 +15,7 @@ import { BullMQTransport } from './transports/bullmq-transport.js';
 import { EmbeddedTransport } from './transports/embedded-transport.js';
 import { deleteKeysUnder } from './redis-keys.js';
 import { loadPolicy } from '../guards/load-policy.js';
+import { EDGE, generateKeys, loadKeyring } from './keyring.js';
 
 export const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
 
@@ -166,10 +169,10 @@ interface WorkerProcess {
   output: string[];
 }
 
-function spawnWorker(agent: string, redisUrl: string, prefix: string): WorkerProcess {
+function spawnWorker(agent: string, redisUrl: string, prefix: string, keysDir: string): WorkerProcess {
   const cli = sibling('./cli');
   const system = sibling('../examples/support/system');
-  const child = spawn(process.execPath, [...childExecArgv(cli), cli, 'worker', system, '--agents', agent, '--policy', SUPPORT_POLICY, '--prefix', prefix, '--redis', redisUrl, '--stop-with-stdin'], {
+  const child = spawn(process.execPath, [...childExecArgv(cli), cli, 'worker', system, '--agents', agent, '--policy', SUPPORT_POLICY, '--keys', keysDir, '--prefix', prefix, '--redis', redisUrl, '--stop-with-stdin'], {
     // The worker stops when this pipe closes: if the demo dies, its workers follow.
     stdio: ['pipe', 'pipe', 'pipe'],
     env: process.env,
@@ -244,6 +247,8 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
   let runtime: Runtime | undefined;
   let prefix: string | undefined;
   const workers: WorkerProcess[] = [];
+  // Fresh link keys for this demo only: each worker reads its own file, the demo (the edge) edge.json.
+  const keysDir = await mkdtemp(join(tmpdir(), 'palisade-demo-keys-'));
   const interrupt = new AbortController();
   const onSignal = (): void => interrupt.abort();
   // `on`, not `once`: a second Ctrl-C (a terminal signals the whole group, and tsx relays) must not kill the cleanup.
@@ -258,16 +263,19 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
       transport = 'redis';
       prefix = `palisade-demo-${randomBytes(4).toString('hex')}`;
       const bull = new BullMQTransport({ connection: redisUrl, prefix });
-      runtime = new Runtime({ transport: bull });
-      for (const agent of SUPPORT_AGENTS) workers.push(spawnWorker(agent, redisUrl, prefix));
+      await generateKeys(keysDir, createSupportAgents());
+      runtime = new Runtime({ transport: bull, keys: await loadKeyring(keysDir, [EDGE]) });
+      for (const agent of SUPPORT_AGENTS) workers.push(spawnWorker(agent, redisUrl, prefix, keysDir));
       await waitForAgents(bull, workers, 20_000, interrupt.signal);
       out(`Redis at ${shownUrl} — ${workers.length} agent workers in separate processes (pids ${workers.map((w) => `${w.agent} ${w.child.pid}`).join(', ')})`);
-      out(`Keys under the prefix '${prefix}', deleted at the end.`);
+      out(`Redis keys under the prefix '${prefix}', deleted at the end. Every hop is authenticated with per-link keys (each worker holds only its own).`);
     } else {
       transport = 'embedded';
       if (options.embedded) out('Embedded in-process transport (--embedded): nothing is persisted.');
       else out(`No Redis answered at ${shownUrl} (${unreachable}): using the embedded in-process transport (nothing is persisted)`);
-      runtime = new Runtime({ agents: createSupportAgents(), transport: new EmbeddedTransport(), policy: await loadPolicy(SUPPORT_POLICY) });
+      await generateKeys(keysDir, createSupportAgents());
+      const keys = await loadKeyring(keysDir, [EDGE, ...SUPPORT_AGENTS]);
+      runtime = new Runtime({ agents: createSupportAgents(), transport: new EmbeddedTransport(), policy: await loadPolicy(SUPPORT_POLICY), keys });
       await runtime.startWorkers();
     }
     out(`Acting as '${PRINCIPAL.id}' (roles: ${PRINCIPAL.roles.join(', ')}). Every step is decided by the guards of ${relative(process.cwd(), SUPPORT_POLICY)}.`);
@@ -307,6 +315,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
         (error: unknown) => problems.push(`deleting keys under '${prefix}': ${String(error)}`),
       );
     }
+    await rm(keysDir, { recursive: true, force: true });
     for (const problem of problems) out(`warning: cleanup problem: ${problem}`);
   }
 }
