@@ -8,6 +8,7 @@ import type { ContextItem, GuardEvent, GuardPipeline } from '../guards/guard-eve
 import { BOTTOM, LabelSchema, join, leq, meet, type Label } from '../guards/label.js';
 import { AuthSchema, EnvelopeSchema, type Envelope } from './envelope.js';
 import type { EnvelopeAuth } from './envelope-auth.js';
+import { auditEntryFor, type AuditSink } from './audit-trail.js';
 import type { RunEventInput } from './events.js';
 import { RetryableError, type ChildJob, type Task, type TaskOutcome, type TaskResult, type Transport } from './transport.js';
 
@@ -34,8 +35,8 @@ export interface AgentLoopOptions {
   maxMessageBytes: number;
   /** Authenticates envelopes, checkpoints and answers; without it nothing is authenticated (development only). */
   auth?: EnvelopeAuth;
-  /** Told of every security refusal, for the audit log. */
-  onRefused?: (task: Task, runId: string, reason: string) => void;
+  /** The audit log each agent writes to, when there is one. */
+  audit?: (agent: string) => AuditSink | undefined;
   /** The policy's explicit cap on the label of an agent's answers to its callers. */
   declassify?: (agent: string) => { to: Label; reason: string } | undefined;
 }
@@ -60,9 +61,9 @@ export class AgentLoop {
     if ('rejected' in data) return this.reject(task, data.rejected);
     const { envelope } = data;
     const refused = this.authenticate(task, data);
-    if (refused) return this.refuse(task, envelope.runId, refused);
+    if (refused) return this.refuse(task, envelope, refused);
     const claim = await this.store.claimMessage(envelope.receiver, envelope.messageId, task.id);
-    if (claim === 'replay') return this.refuse(task, envelope.runId, `message ${envelope.messageId} was already accepted: a replay`);
+    if (claim === 'replay') return this.refuse(task, envelope, `message ${envelope.messageId} was already accepted: a replay`);
     const agent = this.options.agents.get(envelope.receiver)!;
     const run = await this.store.getRun(envelope.runId);
     if (!run) return this.reject(task, `no run ${envelope.runId} exists`);
@@ -88,9 +89,12 @@ export class AgentLoop {
   }
 
   /** A security refusal: nothing runs, and the run is not ended (a forger must not be able to end it); it is on record. */
-  private async refuse(task: Task, runId: string, reason: string): Promise<TaskOutcome> {
-    if (await this.store.getRun(runId)) await this.store.appendEvent(runId, { type: 'envelope.rejected', agent: task.queue, reason });
-    this.options.onRefused?.(task, runId, reason);
+  private async refuse(task: Task, envelope: Envelope, reason: string): Promise<TaskOutcome> {
+    const event = { type: 'envelope.rejected', agent: task.queue, reason } as const;
+    if (await this.store.getRun(envelope.runId)) await this.store.appendEvent(envelope.runId, event);
+    // Attributed to the principal and chain the envelope claims: they are what the forger tried to use.
+    const entry = auditEntryFor(event, { runId: envelope.runId, principal: envelope.principal, chain: envelope.chain, agent: task.queue });
+    if (entry) await this.options.audit?.(task.queue)?.append({ ...entry, detail: { claimed: true, sender: envelope.sender, messageId: envelope.messageId } });
     return { type: 'done', result: { status: 'rejected', error: reason } };
   }
 
@@ -141,8 +145,11 @@ class Activation {
     return this.options.transport.store;
   }
 
-  private emit(event: RunEventInput): Promise<void> {
-    return this.store.appendEvent(this.runId, { ...event, agent: this.agent.name } as RunEventInput);
+  private async emit(event: RunEventInput): Promise<void> {
+    const e = this.envelope;
+    const entry = auditEntryFor(event, { runId: this.runId, principal: e.principal, chain: e.chain, agent: this.agent.name });
+    const sink = entry && this.options.audit?.(this.agent.name);
+    await Promise.all([this.store.appendEvent(this.runId, { ...event, agent: this.agent.name } as RunEventInput), sink?.append(entry!)]);
   }
 
   private async guard(event: Omit<GuardEvent, 'runId' | 'principal' | 'agent' | 'chain' | 'depth' | 'hops' | 'label'>, subject?: string): Promise<Decision> {
@@ -455,7 +462,6 @@ class Activation {
       let result: TaskResult | undefined = results.get(pending.jobId);
       const forged = result && this.options.auth?.checkResult(pending.agent, this.agent.name, pending.jobId, result);
       if (forged) {
-        this.options.onRefused?.(this.task, this.runId, `answer of '${pending.agent}': ${forged}`);
         await this.emit({ type: 'envelope.rejected', reason: `answer of '${pending.agent}': ${forged}` });
         result = { status: 'rejected', error: 'its answer failed authentication' };
       }

@@ -13,6 +13,7 @@ import { loadPolicy } from '../guards/load-policy.js';
 import { PolicyError } from '../guards/policy-file.js';
 import { registerPolicyCommands } from './policy-command.js';
 import { registerScanCommand } from './scan-command.js';
+import { registerAuditCommands } from './audit-command.js';
 import { EDGE, generateKeys, KeyError, loadKeyring } from './keyring.js';
 import { BullMQTransport } from './transports/bullmq-transport.js';
 
@@ -284,6 +285,16 @@ function buildProgram(setExit: (code: number) => void): Command {
     setExit,
   );
   registerScanCommand(program, setExit);
+  registerAuditCommands(
+    program,
+    {
+      out: stdout,
+      fail: (message) => {
+        throw new CliError(message);
+      },
+    },
+    setExit,
+  );
 
   program
     .command('keys')

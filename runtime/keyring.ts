@@ -22,6 +22,8 @@ export const KeyFileSchema = z
   .object({
     version: z.literal(1),
     component: z.string().min(1),
+    /** The audit log's name for this component (the same id), so `palisade audit verify --keys` can read the file. */
+    writer: z.string().min(1),
     keys: z.array(KeySchema),
     audit: z.object({ kid: z.string(), secret: z.string() }).strict(),
   })
@@ -157,6 +159,7 @@ export async function generateKeys(dir: string, agents: readonly Pick<Agent, 'na
     const file: KeyFile = {
       version: 1,
       component,
+      writer: component,
       keys: [...(old?.keys ?? []), ...mine],
       audit: old?.audit ?? { kid: newKid(), secret: randomBytes(32).toString('base64') },
     };

@@ -12,6 +12,8 @@ import { BudgetSchema, ENVELOPE_VERSION, type Budget, type Envelope } from './en
 import { InvalidRunInputError, UnknownAgentError } from './errors.js';
 import { PrincipalSchema, type PrincipalInput } from './principal.js';
 import { Run } from './run.js';
+import { AuditLog } from './audit-log.js';
+import { auditEntryFor } from './audit-trail.js';
 import { EnvelopeAuth } from './envelope-auth.js';
 import { EDGE, type Keyring } from './keyring.js';
 import { BullMQTransport } from './transports/bullmq-transport.js';
@@ -61,6 +63,8 @@ export class Runtime {
   private readonly maxMessageBytes: number;
   private readonly policy: Policy | undefined;
   private readonly auth: EnvelopeAuth | undefined;
+  private readonly auditLogs = new Map<string, AuditLog>();
+  private readonly auditFor: (writer: string) => AuditLog | undefined;
 
   constructor(options: RuntimeOptions = {}) {
     const agents = options.agents ?? [];
@@ -78,8 +82,21 @@ export class Runtime {
           ? new Pipeline({ guards: options.guards })
           : noGuards);
     this.auth = options.keys ? new EnvelopeAuth(options.keys) : undefined;
+    const transport = this.transport;
+    // The audit log lives in Redis; the embedded transport keeps none.
+    this.auditFor = (writer: string) => {
+      if (!(transport instanceof BullMQTransport)) return undefined;
+      let log = this.auditLogs.get(writer);
+      if (!log) {
+        const key = options.keys?.audit.get(writer);
+        log = new AuditLog({ redis: transport.connection, prefix: transport.prefix, writer, ...(key ? { key } : {}) });
+        this.auditLogs.set(writer, log);
+      }
+      return log;
+    };
     this.loop = new AgentLoop({
       auth: this.auth,
+      audit: this.auditFor,
       agents: this.agents,
       transport: this.transport,
       pipeline,
@@ -122,7 +139,9 @@ export class Runtime {
     const size = Buffer.byteLength(JSON.stringify(payload));
     if (size > this.maxMessageBytes) throw new InvalidRunInputError(`input of ${size} bytes exceeds the message limit of ${this.maxMessageBytes}`);
     await this.transport.store.createRun({ id: runId, agent: name, principal: principal.data, createdAt: now });
-    await this.transport.store.appendEvent(runId, { type: 'run.started', agent: name, input, principal: principal.data.id });
+    const started = { type: 'run.started', agent: name, input, principal: principal.data.id } as const;
+    await this.transport.store.appendEvent(runId, started);
+    await this.auditFor(EDGE)?.append(auditEntryFor(started, { runId, principal: principal.data, chain: [name] })!);
     await this.transport.enqueue(name, runId, payload);
     return new Run(runId, this.transport.store);
   }

@@ -16,6 +16,7 @@ import { EnvelopeAuth } from '../runtime/envelope-auth.js';
 import type { Envelope } from '../runtime/envelope.js';
 import type { RunEvent } from '../runtime/events.js';
 import { EDGE, generateKeys, KeyError, loadKeyring } from '../runtime/keyring.js';
+import { AuditLog, type AuditKeys } from '../runtime/audit-log.js';
 import { Runtime } from '../runtime/runtime.js';
 import { BullMQTransport } from '../runtime/transports/bullmq-transport.js';
 import { deleteKeys, REDIS_URL, uniquePrefix } from './support/redis.js';
@@ -246,4 +247,25 @@ describe('authenticated envelopes: no skeleton key (real Redis)', () => {
     expect(everything).toContain('charge_card');
     expect(everything).not.toContain(CANARY);
   });
+
+  it('the audit log holds every decision, execution, handoff, delegation and refusal, attributed and MAC-verified', async () => {
+    const log = new AuditLog({ redis, prefix, writer: 'test-reader' });
+    const all = await loadKeyring(keysDir, [EDGE, 'triage', 'billing', 'fraud_check', 'tech_support', 'payer']);
+    const keys: AuditKeys = Object.fromEntries([...all.audit].map(([writer, k]) => [writer, { [k.kid]: k.secret }]));
+    const report = await log.verify({ keys, requireMac: true });
+    expect(report.problems).toEqual([]);
+    expect(report.ok).toBe(true);
+    expect(report.macsVerified).toBe(report.entries);
+    const records = await log.read({ count: 10_000 });
+    const actions = new Set(records.map((r) => r.action));
+    for (const action of ['run.started', 'guard.decision', 'tool.executed', 'handoff', 'delegation', 'delegation.answered', 'envelope.refused', 'run.completed'] as const) {
+      expect(actions.has(action), action).toBe(true);
+    }
+    const refund = records.find((r) => r.action === 'tool.executed' && r.subject === 'issue_refund')!;
+    expect(refund).toMatchObject({ principal: 'ada', chain: ['triage', 'billing'], agent: 'billing', writer: 'billing' });
+    const refusal = records.find((r) => r.action === 'envelope.refused')!;
+    expect(refusal.detail).toMatchObject({ claimed: true });
+    expect(JSON.stringify(records)).not.toContain(CANARY);
+  });
 });
+

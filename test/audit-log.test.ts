@@ -1,0 +1,404 @@
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
+import {
+  AuditError,
+  AuditLog,
+  canonicalJson,
+  computeHash,
+  computeMac,
+  fromFields,
+  GENESIS_HASH,
+  toFields,
+  verifyExport,
+  type AuditEntryInput,
+  type AuditKeys,
+  type AuditRecord,
+} from '../runtime/audit-log.js';
+import { deleteKeys, REDIS_URL, uniquePrefix } from './support/redis.js';
+
+const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 1 });
+afterAll(() => redis.quit());
+
+const BILLING = { kid: 'billing-1', secret: randomBytes(32) };
+const EDGE = { kid: 'edge-1', secret: randomBytes(32) };
+const KEYS: AuditKeys = { 'agent:billing': { [BILLING.kid]: BILLING.secret }, edge: { [EDGE.kid]: EDGE.secret } };
+
+const entry = (i: number, over: Partial<AuditEntryInput> = {}): AuditEntryInput => ({
+  runId: `run-${i % 3}`,
+  principal: 'alice',
+  tenant: 'acme',
+  chain: ['triage', 'billing'],
+  agent: 'billing',
+  action: 'guard.decision',
+  subject: 'issue_refund',
+  outcome: i % 2 === 0 ? 'block' : 'allow',
+  reasons: [`reason ${i}`],
+  risk: 0.25,
+  detail: { n: i, stage: 'tool_call' },
+  ...over,
+});
+
+type Row = [string, string[]];
+
+let prefix: string;
+let stream: string;
+beforeEach(() => {
+  prefix = uniquePrefix('audit');
+  stream = `${prefix}:audit`;
+});
+afterEach(async () => {
+  await deleteKeys(prefix);
+});
+
+const billingLog = (conn: Redis = redis): AuditLog => new AuditLog({ redis: conn, prefix, writer: 'agent:billing', key: BILLING });
+
+async function fill(log: AuditLog, n: number): Promise<AuditRecord[]> {
+  const out: AuditRecord[] = [];
+  for (let i = 1; i <= n; i++) out.push(await log.append(entry(i)));
+  return out;
+}
+
+const rows = async (): Promise<Row[]> => (await redis.xrange(stream, '-', '+')) as Row[];
+
+/** What an attacker with Redis access can do: rebuild the stream (ids must still increase). */
+async function rewrite(transform: (rows: Row[]) => Row[]): Promise<void> {
+  const next = transform(await rows());
+  await redis.del(stream);
+  for (const [id, fields] of next) await redis.xadd(stream, id, ...fields);
+}
+
+const get = (fields: string[], key: string): string | undefined => {
+  for (let i = 0; i < fields.length; i += 2) if (fields[i] === key) return fields[i + 1];
+  return undefined;
+};
+const set = (fields: string[], key: string, value: string): string[] => {
+  const out = [...fields];
+  for (let i = 0; i < out.length; i += 2) if (out[i] === key) out[i + 1] = value;
+  return out;
+};
+const record = (row: Row): AuditRecord => {
+  const item = fromFields(row[0], row[1]);
+  if (!('record' in item)) throw new Error(item.error);
+  return item.record;
+};
+/** An attacker's record: a correct hash (the algorithm is public), no valid MAC. */
+const forge = (fields: Omit<AuditRecord, 'hash' | 'streamId'>): string[] => {
+  const { mac: _mac, kid: _kid, ...body } = fields;
+  return toFields({ ...body, hash: computeHash(body) });
+};
+
+const kinds = (problems: { seq: number; problem: string }[]) => problems.map((p) => [p.seq, p.problem]);
+
+describe('canonicalJson', () => {
+  it('sorts keys, drops undefined members, prints numbers the ECMAScript way', () => {
+    expect(canonicalJson({ b: 1, a: [3, { d: undefined, c: 'x' }], é: null, Z: true })).toBe('{"Z":true,"a":[3,{"c":"x"}],"b":1,"é":null}');
+    expect(canonicalJson([1e21, 0.1, -0, 1.5e-7, undefined])).toBe('[1e+21,0.1,0,1.5e-7,null]');
+    expect(canonicalJson({ when: new Date(0) })).toBe('{"when":"1970-01-01T00:00:00.000Z"}');
+    expect(canonicalJson('\ud800x')).toBe('"\ufffdx"');
+    expect(() => canonicalJson(Number.NaN)).toThrow();
+    expect(() => canonicalJson(1n)).toThrow();
+  });
+});
+
+describe('AuditLog', () => {
+  it('appends a hash-chained, MAC-ed log that verifies, and reads it back', async () => {
+    const log = billingLog();
+    const written = await fill(log, 5);
+    const plain = await new AuditLog({ redis, prefix, writer: 'edge-unkeyed' }).append(entry(6, { action: 'run.completed', reasons: undefined, detail: JSON.parse('{"ünïcødé":"✓","__proto__":1}') }));
+    expect(plain.kid).toBeUndefined();
+    expect(plain.mac).toBeUndefined();
+
+    const all = await log.read();
+    expect(all).toEqual([...written, plain]);
+    expect(all.map((r) => r.seq)).toEqual([1, 2, 3, 4, 5, 6]);
+    expect(all.map((r) => r.streamId)).toEqual(['1-0', '2-0', '3-0', '4-0', '5-0', '6-0']);
+    expect(all[0]!.prev).toBe(GENESIS_HASH);
+    for (let i = 1; i < all.length; i++) expect(all[i]!.prev).toBe(all[i - 1]!.hash);
+    for (const r of all) expect(computeHash(r)).toBe(r.hash);
+    expect(all[0]).toMatchObject({ ...entry(1), writer: 'agent:billing', kid: BILLING.kid, mac: computeMac(BILLING.secret, all[0]!.hash) });
+    expect(await log.head()).toEqual({ seq: 6, hash: plain.hash });
+
+    expect(await log.verify()).toMatchObject({ ok: true, entries: 6, problems: [], head: { seq: 6 }, macsVerified: 0 });
+    expect(await log.verify({ keys: KEYS })).toMatchObject({ ok: true, macsVerified: 5 });
+    const strict = await log.verify({ keys: KEYS, requireMac: true });
+    expect(kinds(strict.problems)).toEqual([[6, 'bad-mac']]);
+
+    expect((await log.read({ from: 3, count: 2 })).map((r) => r.seq)).toEqual([3, 4]);
+    expect((await log.read({ runId: 'run-1' })).map((r) => r.seq)).toEqual([1, 4]);
+    expect((await log.tail(2)).map((r) => r.seq)).toEqual([5, 6]);
+    expect((await log.tail(5, { runId: 'run-2' })).map((r) => r.seq)).toEqual([2, 5]);
+    expect((await log.tail(10, { to: 3 })).map((r) => r.seq)).toEqual([1, 2, 3]);
+    expect(await log.lastSeq()).toBe(6);
+  });
+
+  it('rejects entries that are not well formed, carry unknown fields or a large detail', async () => {
+    const log = billingLog();
+    await expect(log.append({ ...entry(1), action: 'tool.deleted' as never })).rejects.toThrow(AuditError);
+    await expect(log.append({ ...entry(1), content: 'the prompt' } as never)).rejects.toThrow(/content/);
+    await expect(log.append({ ...entry(1), principal: '' })).rejects.toThrow(/principal/);
+    await expect(log.append({ ...entry(1), risk: Number.POSITIVE_INFINITY })).rejects.toThrow(AuditError);
+    await expect(log.append({ ...entry(1), detail: { blob: 'x'.repeat(9000) } })).rejects.toThrow(/over the 8192-byte cap/);
+    expect(await log.read()).toEqual([]);
+    expect(() => new AuditLog({ redis, prefix, writer: 'w', key: { kid: 'k', secret: Buffer.alloc(8) } })).toThrow(/16 bytes/);
+  });
+
+  it('keeps one valid chain under 20 concurrent appenders on 5 connections', async () => {
+    const conns = Array.from({ length: 5 }, () => new Redis(REDIS_URL));
+    try {
+      const writers = Array.from({ length: 20 }, (_, w) =>
+        w % 2 === 0 ? new AuditLog({ redis: conns[w % 5]!, prefix, writer: 'agent:billing', key: BILLING }) : new AuditLog({ redis: conns[w % 5]!, prefix, writer: `agent:w${w}` }),
+      );
+      const perWriter = 15;
+      const results = await Promise.all(
+        writers.map(async (log, w) => {
+          const mine: AuditRecord[] = [];
+          for (let i = 0; i < perWriter; i++) mine.push(await log.append(entry(i, { runId: `w${w}`, detail: { w, i } })));
+          return mine;
+        }),
+      );
+      // One instance shared by many callers at once: appends go out together, in call order.
+      const burst = await Promise.all(Array.from({ length: 30 }, (_, i) => writers[1]!.append(entry(i, { runId: 'burst', detail: { i } }))));
+      expect(burst.map((r) => r.seq)).toEqual(burst.map((_, i) => burst[0]!.seq + i));
+
+      const total = 20 * perWriter + 30;
+      const report = await writers[0]!.verify({ keys: KEYS });
+      expect(report).toMatchObject({ ok: true, entries: total, head: { seq: total } });
+      expect(report.macsVerified).toBe(10 * perWriter);
+      const all = await writers[0]!.read({ count: total + 10 });
+      expect(all.map((r) => r.seq)).toEqual(Array.from({ length: total }, (_, i) => i + 1));
+      for (const [w, mine] of results.entries()) {
+        expect(mine.map((r) => r.detail)).toEqual(Array.from({ length: perWriter }, (_, i) => ({ w, i })));
+        for (let i = 1; i < mine.length; i++) expect(mine[i]!.seq).toBeGreaterThan(mine[i - 1]!.seq);
+        for (const r of mine) expect(all[r.seq - 1]).toEqual(r);
+      }
+    } finally {
+      await Promise.all(conns.map((c) => c.quit()));
+    }
+  });
+
+  it('refuses to start a second chain when the head is gone but the stream is not', async () => {
+    const log = billingLog();
+    await fill(log, 2);
+    await redis.del(`${prefix}:audit:head`);
+    const fresh = billingLog();
+    await expect(fresh.append(entry(3))).rejects.toThrow(/head .* is missing but the stream exists/);
+    expect(kinds((await fresh.verify()).problems)).toEqual([[0, 'malformed']]);
+  });
+});
+
+describe('AuditLog.verify detects and classifies tampering', () => {
+  it('an entry modified in place', async () => {
+    const log = billingLog();
+    await fill(log, 6);
+    await rewrite((r) => r.map(([id, f]) => [id, id === '3-0' ? set(f, 'outcome', 'allow-forged') : f]));
+    const report = await log.verify({ keys: KEYS });
+    expect(report.ok).toBe(false);
+    expect(report.problems).toEqual([{ seq: 3, streamId: '3-0', problem: 'modified', detail: expect.stringMatching(/does not match its hash/) }]);
+  });
+
+  it('an entry modified and rehashed (only the next link and its MAC give it away)', async () => {
+    const log = billingLog();
+    await fill(log, 6);
+    await rewrite((r) =>
+      r.map(([id, f]) => {
+        if (id !== '3-0') return [id, f];
+        const rec = record([id, f]);
+        return [id, toFields({ ...rec, outcome: 'forged', hash: computeHash({ ...rec, outcome: 'forged' }) })];
+      }),
+    );
+    expect(kinds((await log.verify()).problems)).toEqual([[3, 'modified']]);
+    expect(kinds((await log.verify({ keys: KEYS })).problems)).toEqual([
+      [3, 'bad-mac'],
+      [3, 'modified'],
+    ]);
+  });
+
+  it('the last entry modified and rehashed (the head gives it away)', async () => {
+    const log = billingLog();
+    await fill(log, 4);
+    await rewrite((r) =>
+      r.map(([id, f]) => {
+        if (id !== '4-0') return [id, f];
+        const rec = record([id, f]);
+        return [id, toFields({ ...rec, outcome: 'forged', hash: computeHash({ ...rec, outcome: 'forged' }) })];
+      }),
+    );
+    expect(kinds((await log.verify()).problems)).toEqual([[4, 'modified']]);
+  });
+
+  it('deleted entries', async () => {
+    const log = billingLog();
+    await fill(log, 10);
+    await redis.xdel(stream, '4-0');
+    const one = await log.verify({ keys: KEYS });
+    expect(one.problems).toEqual([{ seq: 4, streamId: '5-0', problem: 'deleted', detail: 'seq 4 is missing' }]);
+    await redis.xdel(stream, '7-0', '8-0');
+    expect((await log.verify()).problems.map((p) => [p.seq, p.problem, p.detail])).toEqual([
+      [4, 'deleted', 'seq 4 is missing'],
+      [7, 'deleted', 'seq 7..8 are missing (2 entries)'],
+    ]);
+    await redis.xdel(stream, '1-0');
+    expect(kinds((await log.verify()).problems)[0]).toEqual([1, 'deleted']);
+  });
+
+  it('an inserted entry with a broken chain', async () => {
+    const log = billingLog();
+    const written = await fill(log, 6);
+    const clean = await rows();
+    const forged = forge({ ...written[3]!, outcome: 'allow', prev: randomBytes(32).toString('hex'), writer: 'edge' });
+    await rewrite((r) => [...r.slice(0, 3), ['3-1', forged], ...r.slice(3)]);
+    const report = await log.verify();
+    expect(report.problems).toEqual([{ seq: 4, streamId: '3-1', problem: 'inserted', detail: expect.stringMatching(/does not chain to seq 3, and the next entry does/) }]);
+    // Claiming a seq far ahead makes no difference.
+    const far = forge({ ...written[3]!, seq: 99, prev: randomBytes(32).toString('hex'), writer: 'edge' });
+    await rewrite(() => [...clean.slice(0, 3), ['3-1', far], ...clean.slice(3)]);
+    expect(kinds((await log.verify()).problems)).toEqual([[99, 'inserted']]);
+  });
+
+  it('an inserted entry that chains to its predecessor (the next entry chains past it)', async () => {
+    const log = billingLog();
+    const written = await fill(log, 6);
+    const clean = await rows();
+    await rewrite((r) => [...r.slice(0, 3), ['3-1', forge({ ...written[3]!, outcome: 'allow' })], ...r.slice(3)]);
+    const report = await log.verify();
+    expect(report.problems).toEqual([{ seq: 4, streamId: '3-1', problem: 'inserted', detail: expect.stringMatching(/chain continues from the other one \(stream id 4-0\)/) }]);
+    // Just before the last entry: the head decides which one is real.
+    await rewrite(() => [...clean.slice(0, 5), ['5-1', forge({ ...written[5]!, outcome: 'allow' })], ...clean.slice(5)]);
+    expect((await log.verify()).problems.map((p) => [p.seq, p.streamId, p.problem])).toEqual([[6, '5-1', 'inserted']]);
+  });
+
+  it('a forged entry spliced into a rewritten chain: only the writers’ MACs catch it', async () => {
+    const log = billingLog();
+    const written = await fill(log, 6);
+    // The attacker inserts a record after seq 3 and rehashes everything after it, head included.
+    const forgedRows: Row[] = [];
+    let prev = written[2]!.hash;
+    const tailRecords = [{ ...written[3]!, outcome: 'allow', reasons: ['approved'] }, ...written.slice(3)];
+    tailRecords.forEach((r, i) => {
+      const seq = 4 + i;
+      const fields = forge({ ...r, seq, prev });
+      prev = get(fields, 'hash')!;
+      forgedRows.push([`${seq}-0`, fields]);
+    });
+    await rewrite((r) => [...r.slice(0, 3), ...forgedRows]);
+    await redis.hset(`${prefix}:audit:head`, 'seq', 7, 'hash', prev);
+
+    expect((await log.verify()).ok).toBe(true); // a Redis-only attacker can rewrite an unkeyed chain
+    const report = await log.verify({ keys: KEYS });
+    expect(kinds(report.problems)).toEqual([
+      [4, 'bad-mac'],
+      [5, 'bad-mac'],
+      [6, 'bad-mac'],
+      [7, 'bad-mac'],
+    ]);
+    expect(report.problems[0]!.detail).toMatch(/no MAC, but writer 'agent:billing' has a key/);
+  });
+
+  it('a forged entry appended at the end, with and without moving the head', async () => {
+    const log = billingLog();
+    const written = await fill(log, 4);
+    const forged = forge({ ...written[3]!, seq: 5, prev: written[3]!.hash, action: 'approval.decided', outcome: 'approved' });
+    await redis.xadd(stream, '5-0', ...forged);
+    expect(kinds((await log.verify()).problems)).toEqual([[5, 'inserted']]);
+    await redis.hset(`${prefix}:audit:head`, 'seq', 5, 'hash', get(forged, 'hash')!);
+    expect((await log.verify()).ok).toBe(true);
+    expect((await log.verify({ keys: KEYS })).problems).toEqual([{ seq: 5, streamId: '5-0', problem: 'bad-mac', detail: expect.stringMatching(/no MAC/) }]);
+  });
+
+  it('two entries swapped', async () => {
+    const log = billingLog();
+    await fill(log, 8);
+    await rewrite((r) => r.map(([id, f], i) => [id, i === 3 ? r[4]![1] : i === 4 ? r[3]![1] : f]));
+    const report = await log.verify({ keys: KEYS });
+    expect(report.problems).toEqual([{ seq: 5, streamId: '4-0', problem: 'reordered', detail: expect.stringMatching(/moved earlier/) }]);
+  });
+
+  it('an entry moved later, and one moved earlier', async () => {
+    const log = billingLog();
+    await fill(log, 10);
+    const original = await rows();
+    // seq 3 after seq 7; ids stay increasing (the attacker renumbers the stream ids).
+    const later = [0, 1, 3, 4, 5, 6, 2, 7, 8, 9].map((i, at) => [`${at + 1}-0`, original[i]![1]] as Row);
+    await rewrite(() => later);
+    expect((await log.verify()).problems).toEqual([{ seq: 3, streamId: '7-0', problem: 'reordered', detail: 'seq 3 stands after seq 7 in the stream: it was moved later' }]);
+    const earlier = [0, 7, 1, 2, 3, 4, 5, 6, 8, 9].map((i, at) => [`${at + 1}-0`, original[i]![1]] as Row);
+    await rewrite(() => earlier);
+    expect(kinds((await log.verify()).problems)).toEqual([[8, 'reordered']]);
+  });
+
+  it('a truncated tail', async () => {
+    const log = billingLog();
+    await fill(log, 10);
+    await redis.xdel(stream, '9-0', '10-0');
+    const report = await log.verify({ keys: KEYS });
+    expect(report.problems).toEqual([{ seq: 9, streamId: '', problem: 'truncated', detail: expect.stringMatching(/head records seq 10 but the chain ends at seq 8/) }]);
+    await redis.xdel(stream, '1-0', '2-0', '3-0', '4-0', '5-0', '6-0', '7-0', '8-0');
+    expect(kinds((await log.verify()).problems)).toEqual([[1, 'truncated']]);
+  });
+
+  it('bad MACs: altered, wrong key, unknown key id', async () => {
+    const log = billingLog();
+    await fill(log, 4);
+    await rewrite((r) => r.map(([id, f]) => [id, id === '2-0' ? set(f, 'mac', randomBytes(32).toString('hex')) : f]));
+    expect((await log.verify()).ok).toBe(true); // the MAC is outside the hash
+    expect((await log.verify({ keys: KEYS })).problems).toEqual([{ seq: 2, streamId: '2-0', problem: 'bad-mac', detail: "the MAC does not match key 'billing-1' of writer 'agent:billing'" }]);
+    const wrong = await log.verify({ keys: { 'agent:billing': { [BILLING.kid]: randomBytes(32) } } });
+    expect(kinds(wrong.problems)).toEqual([1, 2, 3, 4].map((s) => [s, 'bad-mac']));
+    const rotated = await log.verify({ keys: { 'agent:billing': { 'billing-2': randomBytes(32) } } });
+    expect(rotated.problems[0]!.detail).toBe("writer 'agent:billing' has no key 'billing-1'");
+  });
+
+  it('malformed entries', async () => {
+    const log = billingLog();
+    await fill(log, 3);
+    await rewrite((r) => r.map(([id, f]) => [id, id === '2-0' ? [...f, 'content', 'the whole prompt'] : f]));
+    const report = await log.verify();
+    expect(report.problems).toEqual([{ seq: 2, streamId: '2-0', problem: 'malformed', detail: "unexpected field 'content'" }]);
+  });
+});
+
+describe('AuditLog export and follow', () => {
+  it('exports JSONL with every field, which verifies on its own', async () => {
+    const log = billingLog();
+    await fill(log, 7);
+    const lines: string[] = [];
+    expect(await log.export((l) => void lines.push(l))).toBe(7);
+    const records = await log.read();
+    expect(lines.map((l) => JSON.parse(l))).toEqual(records);
+    expect(Object.keys(JSON.parse(lines[0]!))).toEqual(['streamId', 'seq', 'at', 'writer', 'runId', 'principal', 'tenant', 'chain', 'agent', 'action', 'subject', 'outcome', 'reasons', 'risk', 'detail', 'prev', 'hash', 'kid', 'mac']);
+    expect(await verifyExport(lines, { keys: KEYS })).toMatchObject({ ok: true, entries: 7, macsVerified: 7, head: undefined });
+    expect((await verifyExport(lines, { head: { seq: 9, hash: 'x' } })).problems.map((p) => p.problem)).toEqual(['truncated']);
+
+    const tampered = lines.map((l, i) => (i === 2 ? l.replace('"outcome":"allow"', '"outcome":"block"') : l));
+    expect(kinds((await verifyExport(tampered)).problems)).toEqual([[3, 'modified']]);
+    expect(kinds((await verifyExport([...lines.slice(0, 4), ...lines.slice(5)])).problems)).toEqual([[5, 'deleted']]);
+
+    const run1: string[] = [];
+    await log.export((l) => void run1.push(l), { runId: 'run-1' });
+    expect(run1.map((l) => JSON.parse(l).seq)).toEqual([1, 4, 7]);
+  });
+
+  it('follows new records as they are appended, from the end or after a seq, filtered by run', async () => {
+    const log = billingLog();
+    await fill(log, 2);
+    const stop = new AbortController();
+    const seen: AuditRecord[] = [];
+    const following = (async () => {
+      for await (const r of log.follow({ signal: stop.signal, blockMs: 200 })) seen.push(r);
+    })();
+    const ofRun: number[] = [];
+    const filtered = (async () => {
+      for await (const r of log.follow({ after: 0, runId: 'run-0', signal: stop.signal, blockMs: 200 })) ofRun.push(r.seq);
+    })();
+    await new Promise((r) => setTimeout(r, 100));
+    const writer = new AuditLog({ redis, prefix, writer: 'edge', key: EDGE });
+    for (let i = 3; i <= 6; i++) await writer.append(entry(i));
+    const deadline = Date.now() + 5000;
+    while ((seen.length < 4 || ofRun.length < 2) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    stop.abort();
+    await Promise.all([following, filtered]);
+    expect(seen.map((r) => [r.seq, r.writer])).toEqual([3, 4, 5, 6].map((s) => [s, 'edge']));
+    expect(ofRun).toEqual([3, 6]);
+  });
+});
