@@ -690,9 +690,14 @@ export class AuditLog {
   }
 
   /**
-   * Appends one record and resolves with it once it is in Redis. Safe with any number of writers:
-   * each append is a compare-and-set on the head, retried when another writer got there first.
-   * Appends made concurrently through one instance go to Redis together, in call order.
+   * Appends one record and resolves with it once it is in Redis. Safe with any number of writers and
+   * processes: each append is a compare-and-set on the head; under contention writers take turns,
+   * first come first served (see the script above). Appends made concurrently through one instance go
+   * to Redis together, in call order, so share one instance per writer in a process. Rejects with
+   * AuditError on an invalid entry or after `timeoutMs` without a turn.
+   *
+   * Under contention an instance opens a second connection (to hear when its turn comes); it closes
+   * itself after 5 s without contention, or call `close()` on shutdown.
    */
   append(entry: AuditEntryInput): Promise<AuditRecord> {
     let prepared: Prepared;
@@ -713,7 +718,12 @@ export class AuditLog {
     if (!parsed.success) throw new AuditError(`invalid audit entry: ${parsed.error.issues.map((i) => `${i.path.join('.') || '(entry)'}: ${i.message}`).join('; ')}`);
     const input = parsed.data;
     // Normalize exactly as a reader will see it after the round trip through Redis.
-    const detail = input.detail === undefined ? undefined : (JSON.parse(canonicalJson(JSON.parse(JSON.stringify(input.detail)))) as Record<string, unknown>);
+    let detail: Record<string, unknown> | undefined;
+    try {
+      detail = input.detail === undefined ? undefined : (JSON.parse(canonicalJson(JSON.parse(JSON.stringify(input.detail)))) as Record<string, unknown>);
+    } catch (error) {
+      throw new AuditError(`invalid audit entry: detail is not JSON: ${error instanceof Error ? error.message : String(error)}`);
+    }
     if (detail !== undefined) {
       const size = Buffer.byteLength(canonicalJson(detail));
       if (size > this.maxDetailBytes) throw new AuditError(`audit detail is ${size} bytes, over the ${this.maxDetailBytes}-byte cap: record ids and facts, not content`);
@@ -774,6 +784,8 @@ export class AuditLog {
     const token = randomBytes(12).toString('base64url');
     const deadline = Date.now() + this.timeoutMs;
     let chained: { head: AuditHead; records: AuditRecord[]; args: string[] } | undefined;
+    // Registered before the first attempt: the turn message can arrive before the reply that says to wait.
+    this.waiting.set(token, {});
     try {
       for (;;) {
         if (!chained || chained.head.seq !== head.seq || chained.head.hash !== head.hash) chained = this.buildArgs(head, entries, token);
@@ -815,10 +827,11 @@ export class AuditLog {
     let slot = this.waiting.get(token);
     if (!slot) this.waiting.set(token, (slot = {}));
     await this.listenForTurns();
+    const ready = slot;
     if (!slot.head) {
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, WAITER_POLL_MS);
-        slot.wake = () => {
+        ready.wake = () => {
           clearTimeout(timer);
           resolve();
         };

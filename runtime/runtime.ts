@@ -202,6 +202,8 @@ export class Runtime {
   /** Stops workers (waiting up to `timeoutMs` for jobs in hand) and closes the transport. */
   async close(options: { timeoutMs?: number } = {}): Promise<void> {
     await Promise.all(this.consumers.splice(0).map((c) => c.close(options.timeoutMs ?? 10_000)));
+    await Promise.all([...this.auditLogs.values()].map((log) => log.close()));
+    this.auditLogs.clear();
     await this.transport.close();
   }
 }

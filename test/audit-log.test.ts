@@ -172,6 +172,41 @@ describe('AuditLog', () => {
         for (let i = 1; i < mine.length; i++) expect(mine[i]!.seq).toBeGreaterThan(mine[i - 1]!.seq);
         for (const r of mine) expect(all[r.seq - 1]).toEqual(r);
       }
+      await Promise.all(writers.map((w) => w.close()));
+    } finally {
+      await Promise.all(conns.map((c) => c.quit()));
+    }
+  });
+
+  it('serves contending appenders first come, first served, and skips a waiter that died', async () => {
+    const conns = Array.from({ length: 8 }, () => new Redis(REDIS_URL));
+    try {
+      const writers = conns.map((c, w) => new AuditLog({ redis: c, prefix, writer: `agent:w${w}`, timeoutMs: 5000 }));
+      const latencies: number[] = [];
+      await Promise.all(
+        writers.map(async (log, w) => {
+          for (let i = 0; i < 100; i++) {
+            const started = Date.now();
+            await log.append(entry(i, { runId: `w${w}` }));
+            latencies.push(Date.now() - started);
+          }
+        }),
+      );
+      expect(await writers[0]!.verify()).toMatchObject({ ok: true, entries: 800 });
+      expect(Math.max(...latencies)).toBeLessThan(2000);
+
+      // A waiter that crashed while first in line holds the others up only until its entry expires.
+      const [sec, micro] = await redis.time();
+      const now = Number(sec) * 1000 + Math.floor(Number(micro) / 1000);
+      await redis.zadd(`${prefix}:audit:line`, 0, 'ghost');
+      await redis.hset(`${prefix}:audit:line:alive`, 'ghost', now + 1500);
+      const started = Date.now();
+      await expect(new AuditLog({ redis, prefix, writer: 'edge', timeoutMs: 300 }).append(entry(1))).rejects.toThrow(/gave up after 300 ms/);
+      const record = await writers[1]!.append(entry(2));
+      expect(record.seq).toBe(801);
+      expect(Date.now() - started).toBeGreaterThan(700);
+      expect(await redis.exists(`${prefix}:audit:line`, `${prefix}:audit:line:alive`)).toBe(0);
+      await Promise.all(writers.map((w) => w.close()));
     } finally {
       await Promise.all(conns.map((c) => c.quit()));
     }

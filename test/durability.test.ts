@@ -1,7 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { EDGE, generateKeys, loadKeyring } from '../runtime/keyring.js';
 import type { RunEvent } from '../runtime/events.js';
 import { Runtime } from '../runtime/runtime.js';
 import { BullMQTransport } from '../runtime/transports/bullmq-transport.js';
@@ -11,7 +15,10 @@ const root = fileURLToPath(new URL('..', import.meta.url));
 const tsx = `${root}node_modules/.bin/tsx`;
 const principal = { id: 'user-1', roles: [] };
 
-/** Real worker processes, killed for real: at-least-once delivery must not become at-least-twice effects. */
+/**
+ * Real worker processes, killed for real, with authenticated envelopes: at-least-once delivery must not
+ * become at-least-twice effects, and a redelivery after a crash is not a replay.
+ */
 describe('durability across worker crashes (real Redis, separate processes)', () => {
   let prefix: string;
   let producer: Runtime;
@@ -21,7 +28,7 @@ describe('durability across worker crashes (real Redis, separate processes)', ()
   function startWorker(agents: string, crash = '', env: Record<string, string> = {}): Promise<ChildProcess> {
     const child = spawn(tsx, ['test/fixtures/durable-worker.ts', prefix, agents, crash], {
       cwd: root,
-      env: { ...process.env, REDIS_URL, ...env },
+      env: { ...process.env, REDIS_URL, KEYS_DIR: keysDir, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     workers.push(child);
@@ -35,9 +42,21 @@ describe('durability across worker crashes (real Redis, separate processes)', ()
 
   const exited = (child: ChildProcess) => new Promise((resolve) => (child.exitCode !== null || child.signalCode !== null ? resolve(undefined) : child.once('exit', resolve)));
 
-  beforeEach(() => {
+  let keysDir: string;
+  beforeAll(async () => {
+    keysDir = await mkdtemp(join(tmpdir(), 'palisade-durable-keys-'));
+    // The fixture's agent graph, without starting its module's side effects here.
+    await generateKeys(keysDir, [
+      { name: 'payer', handoffs: [], delegates: [] },
+      { name: 'payer2', handoffs: [], delegates: [] },
+      { name: 'boss', handoffs: [], delegates: ['slowpoke'] },
+      { name: 'slowpoke', handoffs: [], delegates: [] },
+    ]);
+  });
+
+  beforeEach(async () => {
     prefix = uniquePrefix('durable');
-    producer = new Runtime({ transport: new BullMQTransport({ connection: REDIS_URL, prefix }) });
+    producer = new Runtime({ keys: await loadKeyring(keysDir, [EDGE]), transport: new BullMQTransport({ connection: REDIS_URL, prefix }) });
     redis = new Redis(REDIS_URL);
   });
 
