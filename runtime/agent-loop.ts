@@ -336,6 +336,12 @@ class Activation {
     const tool = this.agent.tools.get(call.name);
     const key = deriveMessageId(this.envelope.messageId, stepKey);
     const stored = await this.store.getToolCall(this.runId, key);
+    const forged = stored && this.options.auth?.checkToolCall(this.agent.name, key, stored);
+    if (forged) {
+      // Neither believed nor run again: running it could repeat a side effect.
+      await this.emit({ type: 'envelope.rejected', reason: `tool call ${call.id}: ${forged}` });
+      return this.answer(call, `Error: the recorded result of '${call.name}' failed authentication and was discarded.`, true);
+    }
     if (stored) {
       await this.emit({ type: 'tool.called', tool: call.name, callId: call.id, replayed: true });
       this.progress.label = join(this.progress.label, stored.label);
@@ -343,7 +349,7 @@ class Activation {
     }
     const result = tool ? await this.executeTool(tool, call, key) : { content: `Error: there is no tool named '${call.name}'.`, isError: true, label: BOTTOM };
     if (!tool) await this.emit({ type: 'tool.error', tool: call.name, callId: call.id, message: 'unknown tool' });
-    await this.store.putToolCall(this.runId, key, result);
+    await this.store.putToolCall(this.runId, key, this.options.auth ? this.options.auth.sealToolCall(this.agent.name, key, result) : result);
     this.answer(call, result.content, result.isError, result.label);
   }
 

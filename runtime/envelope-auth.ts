@@ -2,6 +2,7 @@ import { isDeepStrictEqual } from 'node:util';
 import type { Budget, Envelope, Grant } from './envelope.js';
 import { EDGE, type Keyring } from './keyring.js';
 import type { Principal } from './principal.js';
+import type { ToolCallRecord } from './run-store.js';
 import type { TaskResult } from './transport.js';
 
 export interface EnvelopeAuthOptions {
@@ -80,6 +81,16 @@ export class EnvelopeAuth {
   checkCheckpoint(agent: string, messageId: string, rawProgress: unknown, auth: { kid: string; mac: string } | undefined): string | undefined {
     const bad = this.keyring.verify(agent, agent, `${messageId}\0${JSON.stringify(rawProgress)}`, auth);
     return bad && `the checkpoint is not authentic: ${bad}`;
+  }
+
+  /** A tool call's recorded outcome, bound to its idempotency key; readable back only by the same agent. */
+  sealToolCall(agent: string, key: string, record: ToolCallRecord): ToolCallRecord {
+    return { ...record, auth: this.keyring.mac(agent, agent, `${key}\0${covered(record)}`) };
+  }
+
+  checkToolCall(agent: string, key: string, record: ToolCallRecord): string | undefined {
+    const bad = this.keyring.verify(agent, agent, `${key}\0${covered(record)}`, record.auth);
+    return bad && `the recorded result is not authentic: ${bad}`;
   }
 
   /** A delegate's answer, bound to the question it answers. */

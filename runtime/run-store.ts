@@ -22,6 +22,8 @@ export interface ToolCallRecord {
   content: string;
   isError: boolean;
   label: Label;
+  /** The executing agent's MAC over the record, so a record written into Redis by anyone else is not believed. */
+  auth?: { kid: string; mac: string };
 }
 
 export interface StoredEvent {
