@@ -119,6 +119,7 @@ export class Pipeline implements GuardPipeline {
         ]);
       }
       if (!isDecision(answer)) throw new Error('returned something that is not a decision');
+      if (answer.verdict === 'redact' && answer.content === undefined && event.content !== undefined) throw new Error('redacted without the rewritten content');
       return { guard: guard.name, ...answer };
     } catch (error) {
       const message = error instanceof Error ? error.message : String(error);

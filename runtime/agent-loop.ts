@@ -19,6 +19,8 @@ const ProgressSchema = z.object({
   label: LabelSchema,
   usage: z.object({ inputTokens: z.number(), outputTokens: z.number() }),
   awaiting: z.array(z.object({ callId: z.string(), agent: z.string(), jobId: z.string() })).default([]),
+  /** Handoffs and delegations this activation has sent, so hop counts are per run, not per path. */
+  sent: z.number().int().nonnegative().default(0),
 });
 type Progress = z.infer<typeof ProgressSchema>;
 
@@ -46,6 +48,9 @@ export function deriveMessageId(parent: string, step: string): string {
   return createHash('sha256').update(parent).update('\0').update(step).digest('base64url').slice(0, 22);
 }
 
+/** The idempotency key of one tool call: its step, and what it calls with what, so a different call never reuses it. */
+export const toolCallKey = (messageId: string, stepKey: string, call: ToolCall): string => deriveMessageId(messageId, `${stepKey}\0${call.name}\0${call.arguments}`);
+
 const textOf = (value: unknown): string => (typeof value === 'string' ? value : (JSON.stringify(value) ?? 'null'));
 
 /** Runs one agent activation: model turns, guarded tool calls, handoffs and delegations. */
@@ -62,6 +67,9 @@ export class AgentLoop {
     const { envelope } = data;
     const refused = this.authenticate(task, data);
     if (refused) return this.refuse(task, envelope, refused);
+    // Authentic but too old (a long outage): the run cannot go on, and says so.
+    const stale = this.options.auth?.staleness(envelope, data.progress === undefined);
+    if (stale) return this.reject(task, stale, true);
     const claim = await this.store.claimMessage(envelope.receiver, envelope.messageId, task.id);
     if (claim === 'replay') return this.refuse(task, envelope, `message ${envelope.messageId} was already accepted: a replay`);
     const agent = this.options.agents.get(envelope.receiver)!;
@@ -82,7 +90,7 @@ export class AgentLoop {
     const auth = this.options.auth;
     if (!auth) return undefined;
     const raw = task.data as { envelope: Record<string, unknown>; progress?: unknown };
-    const refused = auth.check(raw.envelope, data.envelope, data.progress === undefined);
+    const refused = auth.check(raw.envelope, data.envelope);
     if (refused) return refused;
     if (raw.progress !== undefined) return auth.checkCheckpoint(data.envelope.receiver, data.envelope.messageId, raw.progress, data.progressAuth);
     return undefined;
@@ -115,11 +123,12 @@ export class AgentLoop {
   }
 
   /** Refuses a job without running anything; the run, if one can be named, fails and says why. */
-  private async reject(task: Task, reason: string): Promise<TaskOutcome> {
+  private async reject(task: Task, reason: string, authentic = false): Promise<TaskOutcome> {
     const runId = (task.data as { envelope?: { runId?: unknown } } | undefined)?.envelope?.runId;
     if (typeof runId === 'string' && z.string().uuid().safeParse(runId).success && (await this.store.getRun(runId))) {
       await this.store.appendEvent(runId, { type: 'envelope.rejected', agent: task.queue, reason });
-      if (await this.store.finishRun(runId, 'failed', { error: `message refused: ${reason}` })) {
+      // With authentication on, unauthenticated junk must not be able to end someone's run.
+      if ((authentic || !this.options.auth) && (await this.store.finishRun(runId, 'failed', { error: `message refused: ${reason}` }))) {
         await this.store.appendEvent(runId, { type: 'run.failed', agent: task.queue, error: `message refused: ${reason}` });
       }
     }
@@ -162,7 +171,7 @@ class Activation {
       agent: this.agent.name,
       chain: e.chain,
       depth: e.depth,
-      hops: e.hops,
+      hops: e.hops + this.progress.sent,
       label: this.progress.label,
       budget: { tokensLeft: e.budget.tokens !== undefined ? e.budget.tokens - spent : undefined, deadline: e.budget.deadline },
       agentTools: [...this.agent.tools.keys()],
@@ -189,7 +198,7 @@ class Activation {
     const items: ContextItem[] = [];
     for (const m of this.progress.messages) {
       if (m.role === 'user') items.push({ source: 'user', content: m.content, label: asked });
-      else if (m.role === 'tool' && !m.isError) items.push({ source: m.name.startsWith('ask_') ? 'agent' : 'tool', name: m.name, content: m.content, label: m.label ?? BOTTOM });
+      else if (m.role === 'tool' && (!m.isError || m.label)) items.push({ source: m.name.startsWith('ask_') ? 'agent' : 'tool', name: m.name, content: m.content, label: m.label ?? BOTTOM });
     }
     return items;
   }
@@ -197,7 +206,7 @@ class Activation {
   async resume(saved: Progress | undefined): Promise<TaskOutcome> {
     const e = this.envelope;
     const resumed = saved !== undefined;
-    this.progress = saved ?? { messages: e.messages, turns: 0, label: e.label, usage: { inputTokens: 0, outputTokens: 0 }, awaiting: [] };
+    this.progress = saved ?? { messages: e.messages, turns: 0, label: e.label, usage: { inputTokens: 0, outputTokens: 0 }, awaiting: [], sent: 0 };
     try {
       await this.emit({ type: 'agent.started', kind: e.kind, chain: e.chain, resumed });
       if (!resumed) {
@@ -308,6 +317,9 @@ class Activation {
     const children: ChildJob[] = [];
     for (const call of message.toolCalls ?? []) {
       if (answered.has(call.id) || this.progress.awaiting.some((a) => a.callId === call.id)) continue;
+      // A cancel between two calls of one turn stops the rest of the turn.
+      const run = await this.store.getRun(this.runId);
+      if (run?.status !== 'running') return { type: 'done', result: { status: 'cancelled', error: `run is ${run?.status ?? 'gone'}` } };
       const stepKey = `${index}.${call.id}`;
       const handoff = this.envelope.kind !== 'delegate' ? this.agent.handoffs.find((t) => handoffToolName(t) === call.name) : undefined;
       const delegate = this.agent.delegates.find((t) => delegateToolName(t) === call.name);
@@ -334,7 +346,7 @@ class Activation {
 
   private async callTool(call: ToolCall, stepKey: string): Promise<void> {
     const tool = this.agent.tools.get(call.name);
-    const key = deriveMessageId(this.envelope.messageId, stepKey);
+    const key = toolCallKey(this.envelope.messageId, stepKey, call);
     const stored = await this.store.getToolCall(this.runId, key);
     const forged = stored && this.options.auth?.checkToolCall(this.agent.name, key, stored);
     if (forged) {
@@ -373,7 +385,8 @@ class Activation {
     const meta = { name: tool.name, effect: tool.effect, risk: tool.risk, requires: tool.requires, returns: tool.returns };
     const priorCalls = this.progress.messages.filter((m) => m.role === 'tool' && m.name === tool.name).length;
     const decision = await this.guard({ stage: 'tool_call', tool: meta, args, priorCalls }, tool.name);
-    if (decision.verdict === 'block' || decision.verdict === 'escalate') {
+    // Arguments are not rewritten: a redaction here would run the tool on what the guard withheld.
+    if (decision.verdict !== 'allow') {
       return toolError(`the call to '${tool.name}' was not allowed: ${decision.reasons.join('; ') || decision.verdict}`);
     }
     await this.emit({ type: 'tool.called', tool: tool.name, callId: call.id, replayed: false });
@@ -390,7 +403,10 @@ class Activation {
       const ctx = { runId: this.runId, agent: this.agent.name, principal: this.envelope.principal, callId: call.id, idempotencyKey, signal: controller.signal };
       output = await Promise.race([Promise.resolve().then(() => tool.run(args, ctx)), timeout]);
     } catch (error) {
-      return toolError(`'${tool.name}' failed: ${error instanceof Error ? error.message : String(error)}`);
+      // The error text may come from the outside world (an HTTP body): it carries the tool's labels.
+      this.progress.label = join(this.progress.label, tool.returns);
+      const failed = await toolError(`'${tool.name}' failed: ${error instanceof Error ? error.message : String(error)}`);
+      return { ...failed, label: tool.returns };
     } finally {
       clearTimeout(timer);
     }
@@ -405,7 +421,7 @@ class Activation {
     return { content, isError: false, label: own };
   }
 
-  private nextEnvelope(kind: 'handoff' | 'delegate', target: string, stepKey: string, messages: ChatMessage[]): Envelope {
+  private nextEnvelope(kind: 'handoff' | 'delegate', target: string, stepKey: string, messages: ChatMessage[], share = 1): Envelope {
     const e = this.envelope;
     const spent = this.progress.usage.inputTokens + this.progress.usage.outputTokens;
     const { auth: _received, ...carried } = e;
@@ -417,8 +433,9 @@ class Activation {
       receiver: target,
       chain: [...e.chain, target],
       depth: kind === 'delegate' ? e.depth + 1 : e.depth,
-      hops: e.hops + 1,
-      budget: { ...e.budget, ...(e.budget.tokens !== undefined ? { tokens: Math.max(0, e.budget.tokens - spent) } : {}) },
+      hops: e.hops + this.progress.sent + 1,
+      // Delegations of one turn split what is left, so a fan-out cannot multiply the budget.
+      budget: { ...e.budget, ...(e.budget.tokens !== undefined ? { tokens: Math.floor(Math.max(0, e.budget.tokens - spent) / share) } : {}) },
       label: this.progress.label,
       messages,
       issuedAt: Date.now(),
@@ -427,8 +444,9 @@ class Activation {
   }
 
   private async handOff(call: ToolCall, target: string, stepKey: string, unanswered: ToolCall[]): Promise<TaskOutcome | undefined> {
-    const decision = await this.guard({ stage: 'handoff', target: { agent: target, mode: 'handoff' }, content: call.arguments }, target);
-    if (decision.verdict === 'block' || decision.verdict === 'escalate') {
+    const decision = await this.guard({ stage: 'handoff', target: { agent: target, mode: 'handoff' }, content: this.conversationText() }, target);
+    // A handoff carries the whole conversation, which is not rewritten: anything but allow stops it.
+    if (decision.verdict !== 'allow') {
       this.answer(call, `Error: the handoff to '${target}' was not allowed: ${decision.reasons.join('; ') || decision.verdict}`, true);
       return undefined;
     }
@@ -436,9 +454,15 @@ class Activation {
     // Model APIs reject a conversation with unanswered calls, and the receiver must not inherit them.
     for (const other of unanswered) if (!this.progress.messages.some((m) => m.role === 'tool' && m.toolCallId === other.id)) this.answer(other, 'Not executed: the conversation was handed off.', true);
     const envelope = this.nextEnvelope('handoff', target, stepKey, this.progress.messages);
+    this.progress.sent += 1;
     await this.options.transport.enqueue(target, envelope.messageId, { envelope } satisfies JobData);
     await this.emit({ type: 'handoff', to: target });
     return { type: 'done', result: { status: 'handed_off', label: this.progress.label, usage: this.progress.usage } };
+  }
+
+  /** What a handoff passes on, as text for the content guards: every message of the conversation. */
+  private conversationText(): string {
+    return this.progress.messages.map((m) => (m.role === 'assistant' ? [m.content ?? '', ...(m.toolCalls ?? []).map((c) => c.arguments)].join('\n') : m.content)).join('\n');
   }
 
   private async delegate(call: ToolCall, target: string, stepKey: string, fanOut: number): Promise<ChildJob | undefined> {
@@ -455,7 +479,8 @@ class Activation {
       return undefined;
     }
     const content = decision.verdict === 'redact' && decision.content !== undefined ? decision.content : input;
-    const envelope = this.nextEnvelope('delegate', target, stepKey, [{ role: 'user', content }]);
+    const envelope = this.nextEnvelope('delegate', target, stepKey, [{ role: 'user', content }], fanOut);
+    this.progress.sent += 1;
     this.progress.awaiting = [...this.progress.awaiting, { callId: call.id, agent: target, jobId: envelope.messageId }];
     await this.emit({ type: 'delegation.started', to: target, callId: call.id });
     return { queue: target, jobId: envelope.messageId, payload: { envelope } satisfies JobData };
@@ -464,9 +489,15 @@ class Activation {
   private async collectDelegations(): Promise<void> {
     const results = await this.task.childResults();
     const assistant = [...this.progress.messages].reverse().find((m): m is AssistantMessage => m.role === 'assistant');
+    const missing = this.progress.awaiting.filter((p) => !results.has(p.jobId));
     for (const pending of this.progress.awaiting) {
+      // A child that was never added (the worker died first) is asked again: its job id is deterministic.
+      if (!results.has(pending.jobId)) continue;
       let result: TaskResult | undefined = results.get(pending.jobId);
-      const forged = result && this.options.auth?.checkResult(pending.agent, this.agent.name, pending.jobId, result);
+      const auth = this.options.auth;
+      // An outcome without an answer (cancelled, refused before the delegate ran) carries nothing to believe and no MAC.
+      if (auth && result && result.status !== 'completed' && !result.auth) result = { status: result.status, error: `no answer (${result.status})` };
+      const forged = result?.auth || result?.status === 'completed' ? auth?.checkResult(pending.agent, this.agent.name, pending.jobId, result!) : undefined;
       if (forged) {
         await this.emit({ type: 'envelope.rejected', reason: `answer of '${pending.agent}': ${forged}` });
         result = { status: 'rejected', error: 'its answer failed authentication' };
@@ -476,7 +507,8 @@ class Activation {
       let answerLabel = result?.label;
       const cap = answerLabel && this.options.declassify?.(pending.agent);
       if (answerLabel && cap && !leq(answerLabel, cap.to)) {
-        const lowered = meet(answerLabel, cap.to);
+        // Declassification lowers confidentiality only: an untrusted answer stays untrusted.
+        const lowered = { ...meet(answerLabel, cap.to), integrity: answerLabel.integrity };
         await this.emit({ type: 'label.declassified', from: answerLabel, to: lowered, reason: cap.reason, source: pending.agent });
         answerLabel = lowered;
       }
@@ -491,6 +523,7 @@ class Activation {
       else this.answer(call, `Error: '${pending.agent}' could not answer: ${result?.error ?? 'it failed'}`, true);
     }
     this.progress.awaiting = [];
+    if (missing.length > 0) await this.emit({ type: 'model.error', message: `asking ${missing.map((m) => m.agent).join(', ')} again: the delegation was not found`, willRetry: true });
   }
 
   private async finish(text: string): Promise<TaskOutcome> {

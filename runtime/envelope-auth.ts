@@ -10,6 +10,8 @@ export interface EnvelopeAuthOptions {
   maxAgeMs?: number;
   /** Tolerated clock difference between machines. */
   skewMs?: number;
+  /** An activation (with its delegations) older than this is not resumed. */
+  maxActivationMs?: number;
 }
 
 /** The data a MAC covers: the object as sent, minus its own MAC (JSON keeps the sender's key order). */
@@ -25,6 +27,7 @@ const claimOf = (g: Pick<Grant, 'runId' | 'principal' | 'budget' | 'issuedAt'>):
 export class EnvelopeAuth {
   private readonly maxAgeMs: number;
   private readonly skewMs: number;
+  private readonly maxActivationMs: number;
 
   constructor(
     readonly keyring: Keyring,
@@ -32,6 +35,7 @@ export class EnvelopeAuth {
   ) {
     this.maxAgeMs = options.maxAgeMs ?? 3600_000;
     this.skewMs = options.skewMs ?? 60_000;
+    this.maxActivationMs = options.maxActivationMs ?? 24 * 3600_000;
   }
 
   /** The edge's grant for a new run, verifiable by every agent it names. */
@@ -49,7 +53,7 @@ export class EnvelopeAuth {
    * Why an envelope must be refused, or undefined when it is authentic: sent by the previous agent
    * in its chain over that link, for the principal and within the budget the edge granted, fresh.
    */
-  check(raw: Record<string, unknown>, envelope: Envelope, firstDelivery: boolean): string | undefined {
+  check(raw: Record<string, unknown>, envelope: Envelope): string | undefined {
     const expectedSender = envelope.chain.length > 1 ? envelope.chain[envelope.chain.length - 2] : EDGE;
     if (envelope.sender !== expectedSender) return `sender '${envelope.sender}' is not the previous agent of the chain ('${expectedSender}')`;
     if (envelope.kind === 'start' ? envelope.sender !== EDGE : envelope.sender === EDGE) return `a '${envelope.kind}' envelope cannot come from '${envelope.sender}'`;
@@ -65,12 +69,18 @@ export class EnvelopeAuth {
     if (grant.budget.tokens !== undefined && (b.tokens === undefined || b.tokens > grant.budget.tokens)) return 'the token budget exceeds what the edge granted';
     if (grant.budget.deadline !== undefined && (b.deadline === undefined || b.deadline > grant.budget.deadline)) return 'the deadline is later than the edge granted';
     if (grant.budget.costUsd !== undefined && (b.costUsd === undefined || b.costUsd > grant.budget.costUsd)) return 'the cost budget exceeds what the edge granted';
-    if (firstDelivery) {
-      const now = Date.now();
-      if (envelope.issuedAt > now + this.skewMs) return 'it was issued in the future';
-      if (now - envelope.issuedAt > this.maxAgeMs) return `it is older than ${Math.round(this.maxAgeMs / 1000)} s`;
-    }
+    if (envelope.issuedAt > Date.now() + this.skewMs) return 'it was issued in the future';
     return undefined;
+  }
+
+  /**
+   * Why an authentic envelope is too old to act on: on first delivery after `maxAgeMs`, and on any
+   * delivery (a resumed delegation) after `maxActivationMs`, which bounds how long a saved state replays.
+   */
+  staleness(envelope: Envelope, firstDelivery: boolean): string | undefined {
+    const age = Date.now() - envelope.issuedAt;
+    const limit = firstDelivery ? this.maxAgeMs : this.maxActivationMs;
+    return age > limit ? `the message is ${Math.round(age / 1000)} s old, over the limit of ${Math.round(limit / 1000)} s` : undefined;
   }
 
   /** A worker's checkpoint of its own progress, readable back only by the same agent. */

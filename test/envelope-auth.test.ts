@@ -11,7 +11,7 @@ import { defineTool } from '../agents/tool.js';
 import { SupportBackend } from '../examples/support/backend.js';
 import { createSupportAgents } from '../examples/support/system.js';
 import { label } from '../guards/label.js';
-import { deriveMessageId, type JobData } from '../runtime/agent-loop.js';
+import { deriveMessageId, toolCallKey, type JobData } from '../runtime/agent-loop.js';
 import { EnvelopeAuth } from '../runtime/envelope-auth.js';
 import type { Envelope } from '../runtime/envelope.js';
 import type { RunEvent } from '../runtime/events.js';
@@ -243,7 +243,7 @@ describe('authenticated envelopes: no skeleton key (real Redis)', () => {
     const { runId, envelope } = await legitimateStart('payer', 'charge it');
     const before = payments;
     // The key the payer will derive for its first call (assistant message at index 1, scripted call id call_1_0).
-    const key = deriveMessageId(envelope.messageId, '1.call_1_0');
+    const key = toolCallKey(envelope.messageId, '1.call_1_0', { id: 'call_1_0', name: 'charge_card', arguments: '{"amountCents":500}' });
     await redis.hset(`${prefix}:run:${runId}:calls`, key, JSON.stringify({ content: '{"charged":1}', isError: false, label: label() }));
     await edge.transport.enqueue('payer', envelope.messageId, { envelope } satisfies JobData);
     await edge.run(runId).result({ timeoutMs: 10_000 });

@@ -40,6 +40,8 @@ export class RedisRunStore implements RunStore {
   async createRun(record: Omit<RunRecord, 'updatedAt' | 'usage' | 'status'>): Promise<void> {
     const created = await this.redis.hsetnx(this.key(record.id), 'id', record.id);
     if (created === 0) throw new Error(`run ${record.id} already exists`);
+    // Retention from the start: a run that never ends (its producer died) must not stay forever.
+    await this.redis.pexpire(this.key(record.id), this.retentionMs);
     await this.redis.hset(this.key(record.id), {
       agent: record.agent,
       status: 'running',
@@ -84,7 +86,8 @@ export class RedisRunStore implements RunStore {
 
   async appendEvent(runId: string, event: RunEventInput): Promise<void> {
     const stamped = { ...event, at: Date.now() };
-    await this.redis.xadd(this.key(runId, 'events'), 'MAXLEN', '~', this.maxEvents, '*', 'e', JSON.stringify(stamped));
+    const key = this.key(runId, 'events');
+    await this.redis.multi().xadd(key, 'MAXLEN', '~', this.maxEvents, '*', 'e', JSON.stringify(stamped)).pexpire(key, this.retentionMs).exec();
   }
 
   openEvents(runId: string): EventCursor {
@@ -125,7 +128,7 @@ export class RedisRunStore implements RunStore {
   }
 
   async putToolCall(runId: string, key: string, record: ToolCallRecord): Promise<void> {
-    await this.redis.hset(this.key(runId, 'calls'), key, JSON.stringify(record));
+    await this.redis.multi().hset(this.key(runId, 'calls'), key, JSON.stringify(record)).pexpire(this.key(runId, 'calls'), this.retentionMs).exec();
   }
 
   async close(): Promise<void> {

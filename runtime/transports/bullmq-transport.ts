@@ -97,7 +97,7 @@ export class BullMQTransport implements Transport {
         for (;;) {
           const outcome = await handler(task);
           if (outcome.type === 'done') return outcome.result;
-          await job.updateData(outcome.checkpoint);
+          // Children first: their ids are deterministic, so a crash before the checkpoint re-adds nothing twice.
           for (const child of outcome.children) {
             await this.queue(child.queue).add('envelope', child.payload, {
               ...this.jobOptions,
@@ -107,6 +107,7 @@ export class BullMQTransport implements Transport {
               ignoreDependencyOnFailure: true,
             });
           }
+          await job.updateData(outcome.checkpoint);
           if (await job.moveToWaitingChildren(token ?? '')) throw new WaitingChildrenError();
           // Every child had already finished: carry on in this delivery.
         }
