@@ -273,6 +273,22 @@ describe.each(transports)('runtime conformance on the $name transport', ({ make 
     await expect(runtime.start('solo', 'x'.repeat(5000), { principal })).rejects.toThrow(/exceeds the message limit of 4096/);
   });
 
+  it('a cancel between two calls of one turn stops the rest of the turn', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const effects: string[] = [];
+    const slow = defineTool({ name: 'slow', description: 's', input: z.object({}), effect: 'read', run: () => gate.then(() => 'done') });
+    const write = defineTool({ name: 'write', description: 'w', input: z.object({}), effect: 'write', run: () => (effects.push('write'), 'ok') });
+    const rt = await boot([defineAgent({ name: 'two', instructions: 'x', tools: [slow, write], model: scripted(() => ({ calls: [{ name: 'slow' }, { name: 'write' }] })) })]);
+    const run = await rt.start('two', 'go', { principal });
+    for await (const e of run.events({ pollMs: 100 })) if (e.type === 'tool.called') break;
+    await run.cancel('stop now');
+    release();
+    await expect(run.result()).rejects.toMatchObject({ status: 'cancelled' });
+    await new Promise((r) => setTimeout(r, 300));
+    expect(effects).toEqual([]);
+  });
+
   it('cancels a run at its next step', async () => {
     let release!: () => void;
     const gate = new Promise<void>((resolve) => (release = resolve));

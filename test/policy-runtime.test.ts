@@ -104,6 +104,25 @@ describe('policy enforced by the workers (real Redis)', () => {
     expect(decisions(events).some((d) => /would reach depth 4, over the limit of 3/.test(d.reasons.join()))).toBe(true);
   });
 
+  it('hops count per run: sequential delegations from one activation add up', async () => {
+    const asker = defineAgent({
+      name: 'asker',
+      instructions: 'x',
+      delegates: ['helper'],
+      model: scripted((c) => {
+        const asked = c.messages.filter((m) => m.role === 'tool').length;
+        return asked < 3 ? { calls: [{ name: 'ask_helper', args: { input: `q${asked}` } }] } : 'done';
+      }),
+    });
+    const helper = defineAgent({ name: 'helper', instructions: 'x', model: scripted(() => 'a') });
+    const rt = await boot([asker, helper], policyOf({ limits: { maxHops: 2 } }));
+    const run = await rt.start('asker', 'go', { principal: { id: 'u' } });
+    const events = await collect(run);
+    await run.result();
+    expect(events.filter((e) => e.type === 'delegation.started')).toHaveLength(2);
+    expect(decisions(events).some((d) => d.verdict === 'block' && /2 hops, the limit is 2/.test(d.reasons.join()))).toBe(true);
+  });
+
   it('a run stops when its token budget is spent; a child never gets more than its parent has left', async () => {
     const rt = await boot(pingPong(), policyOf({ limits: { allowCycles: true, maxDepth: 50, maxHops: 1000, budget: { tokens: 120 } } }));
     const run = await rt.start('ping', 'go', { principal: { id: 'u' }, budget: { tokens: 10_000 } });
