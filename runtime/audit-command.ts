@@ -23,6 +23,7 @@ import { InvalidArgumentError, Option, type Command } from 'commander';
 import { Redis } from 'ioredis';
 import { z } from 'zod';
 import { AuditLog, verifyExport, type AuditKeys, type AuditRecord, type VerifyOptions, type VerifyReport } from './audit-log.js';
+import { DEFAULT_REDIS_URL, redactUrl } from './redis-url.js';
 
 export interface AuditConnection {
   redis: Redis;
@@ -44,17 +45,6 @@ interface ConnFlags {
   prefix: string;
 }
 
-const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
-
-const redactUrl = (url: string): string => {
-  try {
-    const parsed = new URL(url);
-    if (parsed.password) parsed.password = '***';
-    return parsed.toString().replace(/\/$/, '');
-  } catch {
-    return url.replace(/\/\/[^@/]*@/, '//***@');
-  }
-};
 
 async function defaultConnect(flags: ConnFlags, fail: (message: string) => never): Promise<AuditConnection> {
   const redis = new Redis(flags.redis, { lazyConnect: true, connectTimeout: 2000, maxRetriesPerRequest: 1 });
