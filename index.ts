@@ -17,3 +17,11 @@ export { BullMQTransport, type BullMQTransportOptions } from './runtime/transpor
 export { EmbeddedTransport, type EmbeddedTransportOptions } from './runtime/transports/embedded-transport.js';
 export type { Transport } from './runtime/transport.js';
 export { UnknownAgentError, RunFailedError, InvalidRunInputError } from './runtime/errors.js';
+export { setupTracing, type Tracing, type TracingOptions } from './tracing/setup.js';
+export { defineGuard, type Guard, type GuardOptions } from './guards/guard.js';
+export { loadPolicy, compilePolicy, type LoadedPolicy } from './guards/load-policy.js';
+export { PolicyError } from './guards/policy-file.js';
+export { createJwtVerifier, localDevelopmentPrincipal, IdentityError, type JwtVerifierOptions } from './runtime/identity.js';
+export { Keyring, loadKeyring, generateKeys, KeyError } from './runtime/keyring.js';
+export { AuditLog } from './runtime/audit-log.js';
+export { scan, redact } from './guards/content/scanner.js';

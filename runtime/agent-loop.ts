@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { SpanKind, SpanStatusCode, trace, type Context, type Span } from '@opentelemetry/api';
 import { z } from 'zod';
 import { delegateToolName, handoffToolName, type Agent } from '../agents/agent.js';
 import { ChatMessageSchema, ModelCallError, type AssistantMessage, type ChatMessage, type ToolCall, type ToolSpec } from '../agents/model.js';
@@ -10,6 +11,9 @@ import { AuthSchema, EnvelopeSchema, type Envelope } from './envelope.js';
 import type { EnvelopeAuth } from './envelope-auth.js';
 import { auditEntryFor, type AuditSink } from './audit-trail.js';
 import type { RunEventInput } from './events.js';
+import { ATTR, GUARD_DECISION_EVENT, OPERATION } from '../tracing/attributes.js';
+import { extractTrace, injectTrace } from '../tracing/propagation.js';
+import { labelAttributes, recordError, tracer } from '../tracing/spans.js';
 import { RetryableError, type ChildJob, type Task, type TaskOutcome, type TaskResult, type Transport } from './transport.js';
 
 /** The worker's own progress through one activation, saved in the job so a redelivery resumes it. */
@@ -140,6 +144,9 @@ export class AgentLoop {
 class Activation {
   private progress!: Progress;
   private readonly runId: string;
+  /** The activation's span and the context its children start in (no-ops while tracing is off). */
+  private span!: Span;
+  private ctx!: Context;
 
   constructor(
     private readonly options: AgentLoopOptions,
@@ -161,7 +168,37 @@ class Activation {
     await Promise.all([this.store.appendEvent(this.runId, { ...event, agent: this.agent.name } as RunEventInput), sink?.append(entry!)]);
   }
 
-  private async guard(event: Omit<GuardEvent, 'runId' | 'principal' | 'agent' | 'chain' | 'depth' | 'hops' | 'label'>, subject?: string): Promise<Decision> {
+  private async guard(
+    event: Omit<GuardEvent, 'runId' | 'principal' | 'agent' | 'chain' | 'depth' | 'hops' | 'label'>,
+    subject?: string,
+    parent: Context = this.ctx,
+  ): Promise<Decision> {
+    const span = tracer().startSpan(
+      `${OPERATION.APPLY_GUARDRAIL} ${event.stage}`,
+      { attributes: { [ATTR.GEN_AI_OPERATION_NAME]: OPERATION.APPLY_GUARDRAIL, [ATTR.PALISADE_GUARD_STAGE]: event.stage, [ATTR.GEN_AI_AGENT_NAME]: this.agent.name } },
+      parent,
+    );
+    try {
+      const decision = await this.evaluateGuard(event, subject);
+      if (span.isRecording()) {
+        span.addEvent(GUARD_DECISION_EVENT, {
+          [ATTR.PALISADE_GUARD_VERDICT]: decision.verdict,
+          [ATTR.PALISADE_GUARD_REASONS]: decision.reasons.join('; '),
+          [ATTR.PALISADE_GUARD_RISK]: decision.risk,
+          ...labelAttributes(this.progress.label),
+        });
+        span.setAttribute(ATTR.PALISADE_GUARD_VERDICT, decision.verdict);
+      }
+      return decision;
+    } catch (error) {
+      recordError(span, error);
+      throw error;
+    } finally {
+      span.end();
+    }
+  }
+
+  private async evaluateGuard(event: Omit<GuardEvent, 'runId' | 'principal' | 'agent' | 'chain' | 'depth' | 'hops' | 'label'>, subject?: string): Promise<Decision> {
     const e = this.envelope;
     const spent = this.progress.usage.inputTokens + this.progress.usage.outputTokens;
     const decision: Decision & { decided?: string; mode?: string } = await this.options.pipeline.evaluate({
@@ -204,6 +241,42 @@ class Activation {
   }
 
   async resume(saved: Progress | undefined): Promise<TaskOutcome> {
+    const e = this.envelope;
+    // The parent is the span that sent the envelope, in whichever process that ran.
+    const parent = extractTrace(e.trace);
+    this.span = tracer().startSpan(
+      `${OPERATION.INVOKE_AGENT} ${this.agent.name}`,
+      {
+        kind: SpanKind.CONSUMER,
+        attributes: {
+          [ATTR.GEN_AI_OPERATION_NAME]: OPERATION.INVOKE_AGENT,
+          [ATTR.GEN_AI_AGENT_NAME]: this.agent.name,
+          [ATTR.PALISADE_RUN_ID]: e.runId,
+          [ATTR.PALISADE_PRINCIPAL_ID]: e.principal.id,
+          [ATTR.PALISADE_CHAIN]: [...e.chain],
+          'palisade.envelope.kind': e.kind,
+          'palisade.resumed': saved !== undefined,
+        },
+      },
+      parent,
+    );
+    this.ctx = trace.setSpan(parent, this.span);
+    try {
+      const outcome = await this.activate(saved);
+      if (this.span.isRecording()) {
+        this.span.setAttributes({ 'palisade.outcome': outcome.type === 'done' ? outcome.result.status : outcome.type, ...(this.progress ? labelAttributes(this.progress.label) : {}) });
+        if (outcome.type === 'done' && (outcome.result.status === 'failed' || outcome.result.status === 'rejected')) this.span.setStatus({ code: SpanStatusCode.ERROR });
+      }
+      return outcome;
+    } catch (error) {
+      recordError(this.span, error);
+      throw error;
+    } finally {
+      this.span.end();
+    }
+  }
+
+  private async activate(saved: Progress | undefined): Promise<TaskOutcome> {
     const e = this.envelope;
     const resumed = saved !== undefined;
     this.progress = saved ?? { messages: e.messages, turns: 0, label: e.label, usage: { inputTokens: 0, outputTokens: 0 }, awaiting: [], sent: 0 };
@@ -279,11 +352,35 @@ class Activation {
 
   private async modelTurn(): Promise<void> {
     let response;
+    const model = this.agent.model;
+    const span = tracer().startSpan(
+      `${OPERATION.CHAT} ${model.model}`,
+      {
+        kind: SpanKind.CLIENT,
+        attributes: {
+          [ATTR.GEN_AI_OPERATION_NAME]: OPERATION.CHAT,
+          [ATTR.GEN_AI_REQUEST_MODEL]: model.model,
+          [ATTR.GEN_AI_PROVIDER_NAME]: model.provider,
+          [ATTR.GEN_AI_AGENT_NAME]: this.agent.name,
+        },
+      },
+      this.ctx,
+    );
     try {
-      response = await this.agent.model.generate({ system: this.agent.instructions, messages: this.progress.messages, tools: this.toolSpecs() });
+      response = await model.generate({ system: this.agent.instructions, messages: this.progress.messages, tools: this.toolSpecs() });
+      if (span.isRecording()) {
+        span.setAttributes({
+          'gen_ai.response.model': response.model,
+          [ATTR.GEN_AI_USAGE_INPUT_TOKENS]: response.usage.inputTokens,
+          [ATTR.GEN_AI_USAGE_OUTPUT_TOKENS]: response.usage.outputTokens,
+        });
+      }
     } catch (error) {
+      recordError(span, error);
       if (error instanceof ModelCallError && error.retryable) throw new RetryableError(`model call failed: ${error.message}`, { cause: error });
       throw new Error(`model call failed: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+    } finally {
+      span.end();
     }
     this.progress.turns += 1;
     this.progress.usage = {
@@ -366,6 +463,35 @@ class Activation {
   }
 
   private async executeTool(tool: AnyTool, call: ToolCall, idempotencyKey: string): Promise<{ content: string; isError: boolean; label: Label }> {
+    const span = tracer().startSpan(
+      `${OPERATION.EXECUTE_TOOL} ${tool.name}`,
+      {
+        attributes: {
+          [ATTR.GEN_AI_OPERATION_NAME]: OPERATION.EXECUTE_TOOL,
+          [ATTR.GEN_AI_TOOL_NAME]: tool.name,
+          [ATTR.GEN_AI_TOOL_CALL_ID]: call.id,
+          [ATTR.GEN_AI_AGENT_NAME]: this.agent.name,
+          'palisade.tool.effect': tool.effect,
+        },
+      },
+      this.ctx,
+    );
+    try {
+      const result = await this.runTool(tool, call, idempotencyKey, trace.setSpan(this.ctx, span));
+      if (span.isRecording()) {
+        span.setAttributes(labelAttributes(result.label));
+        if (result.isError) span.setStatus({ code: SpanStatusCode.ERROR });
+      }
+      return result;
+    } catch (error) {
+      recordError(span, error);
+      throw error;
+    } finally {
+      span.end();
+    }
+  }
+
+  private async runTool(tool: AnyTool, call: ToolCall, idempotencyKey: string, spanCtx: Context): Promise<{ content: string; isError: boolean; label: Label }> {
     const toolError = async (message: string) => {
       await this.emit({ type: 'tool.error', tool: tool.name, callId: call.id, message });
       return { content: `Error: ${message}`, isError: true, label: BOTTOM };
@@ -384,7 +510,7 @@ class Activation {
     const args = parsed.data as Record<string, unknown>;
     const meta = { name: tool.name, effect: tool.effect, risk: tool.risk, requires: tool.requires, returns: tool.returns };
     const priorCalls = this.progress.messages.filter((m) => m.role === 'tool' && m.name === tool.name).length;
-    const decision = await this.guard({ stage: 'tool_call', tool: meta, args, priorCalls }, tool.name);
+    const decision = await this.guard({ stage: 'tool_call', tool: meta, args, priorCalls }, tool.name, spanCtx);
     // Arguments are not rewritten: a redaction here would run the tool on what the guard withheld.
     if (decision.verdict !== 'allow') {
       return toolError(`the call to '${tool.name}' was not allowed: ${decision.reasons.join('; ') || decision.verdict}`);
@@ -411,7 +537,7 @@ class Activation {
       clearTimeout(timer);
     }
     this.progress.label = join(this.progress.label, tool.returns);
-    const resultDecision = await this.guard({ stage: 'tool_result', tool: meta, args, content: textOf(output) }, tool.name);
+    const resultDecision = await this.guard({ stage: 'tool_result', tool: meta, args, content: textOf(output) }, tool.name, spanCtx);
     const own = resultDecision.labels ? join(tool.returns, resultDecision.labels) : tool.returns;
     if (resultDecision.verdict === 'block' || resultDecision.verdict === 'escalate') {
       return toolError(`the result of '${tool.name}' was withheld: ${resultDecision.reasons.join('; ') || resultDecision.verdict}`);
@@ -424,9 +550,12 @@ class Activation {
   private nextEnvelope(kind: 'handoff' | 'delegate', target: string, stepKey: string, messages: ChatMessage[], share = 1): Envelope {
     const e = this.envelope;
     const spent = this.progress.usage.inputTokens + this.progress.usage.outputTokens;
-    const { auth: _received, ...carried } = e;
+    const { auth: _received, trace: _parent, ...carried } = e;
+    // The next activation's span is a child of this one's: the context rides in the (authenticated) envelope.
+    const traceContext = injectTrace(this.ctx);
     const next: Envelope = {
       ...carried,
+      ...(traceContext ? { trace: traceContext } : {}),
       kind,
       messageId: deriveMessageId(e.messageId, stepKey),
       sender: this.agent.name,

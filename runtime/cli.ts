@@ -15,6 +15,7 @@ import { PolicyError } from '../guards/policy-file.js';
 import { registerPolicyCommands } from './policy-command.js';
 import { registerScanCommand } from './scan-command.js';
 import { registerAuditCommands } from './audit-command.js';
+import { setupTracing } from '../tracing/setup.js';
 import { EDGE, generateKeys, KeyError, loadKeyring } from './keyring.js';
 import { BullMQTransport } from './transports/bullmq-transport.js';
 
@@ -108,6 +109,8 @@ interface WorkerFlags {
 }
 
 async function workerCommand(modulePath: string, flags: WorkerFlags): Promise<number> {
+  // Off unless OTEL_EXPORTER_OTLP_ENDPOINT (or _TRACES_ENDPOINT) is set.
+  const tracing = setupTracing();
   const agents = await loadAgents(modulePath);
   const defined = agents.map((a) => a.name);
   const serve = flags.agents ?? defined;
@@ -136,16 +139,19 @@ async function workerCommand(modulePath: string, flags: WorkerFlags): Promise<nu
       }
       closing = true;
       stdout(`palisade worker: ${why}: finishing jobs in hand (up to 10 s), then exiting`);
-      runtime.close({ timeoutMs: 10_000 }).then(
-        () => {
-          stdout('palisade worker: stopped');
-          done(EXIT.ok);
-        },
-        (error: unknown) => {
-          stderr(`palisade: worker shutdown failed: ${error instanceof Error ? error.message : String(error)}`);
-          done(EXIT.failed);
-        },
-      );
+      runtime
+        .close({ timeoutMs: 10_000 })
+        .then(() => tracing.shutdown())
+        .then(
+          () => {
+            stdout('palisade worker: stopped');
+            done(EXIT.ok);
+          },
+          (error: unknown) => {
+            stderr(`palisade: worker shutdown failed: ${error instanceof Error ? error.message : String(error)}`);
+            done(EXIT.failed);
+          },
+        );
     };
     process.on('SIGINT', () => stop('SIGINT', true));
     process.on('SIGTERM', () => stop('SIGTERM', true));
@@ -179,6 +185,7 @@ interface RunFlags {
 }
 
 async function runCommand(agent: string, input: string, flags: RunFlags): Promise<number> {
+  const tracing = setupTracing();
   const roles = flags.roles ?? [];
   const principal = { id: flags.user, roles, ...(flags.tenant !== undefined ? { tenant: flags.tenant } : {}) };
   stderr(
@@ -217,16 +224,20 @@ async function runCommand(agent: string, input: string, flags: RunFlags): Promis
   } finally {
     process.off('SIGINT', onSigint);
     await runtime.close().catch(() => undefined);
+    await tracing.shutdown().catch(() => undefined);
   }
 }
 
 async function demoCommand(flags: { embedded?: boolean }): Promise<number> {
+  const tracing = setupTracing({ serviceName: process.env.OTEL_SERVICE_NAME ?? 'palisade-demo' });
   try {
     const result = await runDemo({ embedded: flags.embedded === true });
     return result.runs.every((r) => r.status === 'completed') ? EXIT.ok : EXIT.failed;
   } catch (error) {
     if (error instanceof DemoInterruptedError) throw new CliError(error.message, EXIT.interrupted);
     throw new CliError(`demo failed: ${error instanceof Error ? error.message : String(error)}`, EXIT.failed);
+  } finally {
+    await tracing.shutdown().catch(() => undefined);
   }
 }
 

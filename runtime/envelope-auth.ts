@@ -1,4 +1,5 @@
 import { isDeepStrictEqual } from 'node:util';
+import { canonicalJson } from './audit-log.js';
 import type { Budget, Envelope, Grant } from './envelope.js';
 import { EDGE, type Keyring } from './keyring.js';
 import type { Principal } from './principal.js';
@@ -14,10 +15,10 @@ export interface EnvelopeAuthOptions {
   maxActivationMs?: number;
 }
 
-/** The data a MAC covers: the object as sent, minus its own MAC (JSON keeps the sender's key order). */
-const covered = (value: object): string => JSON.stringify({ ...value, auth: undefined });
+/** The data a MAC covers: the object minus its own MAC, canonical (sorted keys), so no copy or parse can change it. */
+const covered = (value: object): string => canonicalJson({ ...value, auth: undefined });
 const claimOf = (g: Pick<Grant, 'runId' | 'principal' | 'budget' | 'issuedAt'>): string =>
-  JSON.stringify({ runId: g.runId, principal: g.principal, budget: g.budget, issuedAt: g.issuedAt });
+  canonicalJson({ runId: g.runId, principal: g.principal, budget: g.budget, issuedAt: g.issuedAt });
 
 /**
  * Authenticates what crosses Redis: envelopes (per-link MACs, and the edge's grant of principal
@@ -85,11 +86,11 @@ export class EnvelopeAuth {
 
   /** A worker's checkpoint of its own progress, readable back only by the same agent. */
   sealCheckpoint(agent: string, messageId: string, progress: object) {
-    return this.keyring.mac(agent, agent, `${messageId}\0${JSON.stringify(progress)}`);
+    return this.keyring.mac(agent, agent, `${messageId}\0${canonicalJson(progress)}`);
   }
 
   checkCheckpoint(agent: string, messageId: string, rawProgress: unknown, auth: { kid: string; mac: string } | undefined): string | undefined {
-    const bad = this.keyring.verify(agent, agent, `${messageId}\0${JSON.stringify(rawProgress)}`, auth);
+    const bad = this.keyring.verify(agent, agent, `${messageId}\0${canonicalJson(rawProgress)}`, auth);
     return bad && `the checkpoint is not authentic: ${bad}`;
   }
 

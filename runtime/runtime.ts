@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { ROOT_CONTEXT, SpanKind, trace } from '@opentelemetry/api';
 import { checkAgentGraph, type Agent } from '../agents/agent.js';
 import { ALLOW } from '../guards/decision.js';
 import type { GuardPipeline } from '../guards/guard-event.js';
@@ -18,6 +19,9 @@ import { EnvelopeAuth } from './envelope-auth.js';
 import { EDGE, type Keyring } from './keyring.js';
 import { BullMQTransport } from './transports/bullmq-transport.js';
 import type { Consumer, Transport } from './transport.js';
+import { ATTR, RUN_SPAN } from '../tracing/attributes.js';
+import { injectTrace } from '../tracing/propagation.js';
+import { recordError, tracer } from '../tracing/spans.js';
 
 export interface RuntimeOptions {
   /** Agent definitions this process knows: needed to run workers; producers may omit them. */
@@ -119,6 +123,32 @@ export class Runtime {
     if (typeof input !== 'string' || input.length === 0) throw new InvalidRunInputError('input must be a non-empty string');
     const runId = randomUUID();
     const now = Date.now();
+    // The run's root span: every activation, in whichever worker, descends from it through the envelopes.
+    const span = tracer().startSpan(
+      RUN_SPAN,
+      { kind: SpanKind.SERVER, root: true, attributes: { [ATTR.PALISADE_RUN_ID]: runId, [ATTR.PALISADE_PRINCIPAL_ID]: principal.data.id, [ATTR.GEN_AI_AGENT_NAME]: name } },
+      ROOT_CONTEXT,
+    );
+    try {
+      const traceContext = injectTrace(trace.setSpan(ROOT_CONTEXT, span));
+      return await this.enqueueStart(runId, now, name, input, principal.data, budget.data, traceContext);
+    } catch (error) {
+      recordError(span, error);
+      throw error;
+    } finally {
+      span.end();
+    }
+  }
+
+  private async enqueueStart(
+    runId: string,
+    now: number,
+    name: string,
+    input: string,
+    principal: Envelope['principal'],
+    budget: Budget,
+    traceContext: Envelope['trace'],
+  ): Promise<Run> {
     const envelope: Envelope = {
       v: ENVELOPE_VERSION,
       kind: 'start',
@@ -126,22 +156,23 @@ export class Runtime {
       messageId: runId,
       sender: 'edge',
       receiver: name,
-      principal: principal.data,
+      principal,
       chain: [name],
       depth: 0,
       hops: 0,
-      budget: budget.data,
+      budget,
       label: BOTTOM,
       messages: [{ role: 'user', content: input }],
+      ...(traceContext ? { trace: traceContext } : {}),
       issuedAt: now,
     };
     const payload: JobData = { envelope: this.auth ? this.sealAtEdge(envelope) : envelope };
     const size = Buffer.byteLength(JSON.stringify(payload));
     if (size > this.maxMessageBytes) throw new InvalidRunInputError(`input of ${size} bytes exceeds the message limit of ${this.maxMessageBytes}`);
-    await this.transport.store.createRun({ id: runId, agent: name, principal: principal.data, createdAt: now });
-    const started = { type: 'run.started', agent: name, input, principal: principal.data.id } as const;
+    await this.transport.store.createRun({ id: runId, agent: name, principal, createdAt: now });
+    const started = { type: 'run.started', agent: name, input, principal: principal.id } as const;
     await this.transport.store.appendEvent(runId, started);
-    await this.auditFor(EDGE)?.append(auditEntryFor(started, { runId, principal: principal.data, chain: [name] })!);
+    await this.auditFor(EDGE)?.append(auditEntryFor(started, { runId, principal, chain: [name] })!);
     await this.transport.enqueue(name, runId, payload);
     return new Run(runId, this.transport.store);
   }

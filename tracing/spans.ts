@@ -1,0 +1,20 @@
+import { SpanStatusCode, trace, type Attributes, type Span, type Tracer } from '@opentelemetry/api';
+import type { Label } from '../guards/label.js';
+import { ATTR } from './attributes.js';
+
+/** Palisade's tracer: the API's no-op until a provider is registered (see `setupTracing`). */
+export const tracer = (): Tracer => trace.getTracer('palisade');
+
+/** The label as span attributes. */
+export const labelAttributes = (label: Label): Attributes => ({
+  [ATTR.PALISADE_LABEL_LEVEL]: label.level,
+  [ATTR.PALISADE_LABEL_CATEGORIES]: [...label.categories],
+  [ATTR.PALISADE_LABEL_INTEGRITY]: label.integrity,
+});
+
+/** Records a thrown error on the span and marks it failed. */
+export function recordError(span: Span, error: unknown): void {
+  if (!span.isRecording()) return;
+  span.recordException(error instanceof Error ? error : String(error));
+  span.setStatus({ code: SpanStatusCode.ERROR, message: error instanceof Error ? error.message : String(error) });
+}
