@@ -13,6 +13,8 @@ import { HOPS, palisadeBullMQ, palisadeEmbedded, rawBullMQ, type Harness, type S
 import { fmt, median, percentile, round, table } from './stats.js';
 import { benchPipeline } from './pipeline.js';
 import { benchScanners } from './scanners.js';
+import { startOtlpReceiver } from './otlp-receiver.js';
+import { setupTracing } from '../tracing/setup.js';
 
 const num = (name: string, fallback: number): number => {
   const value = Number(process.env[name]);
@@ -450,6 +452,46 @@ async function main(admin: Redis): Promise<void> {
     }
   }
 
+  // Tracing on versus off, alternating in the same run; every span is sampled and exported to a local receiver.
+  log('  tracing cost (palisade on BullMQ, tracing off vs on)…');
+  const receiver = await startOtlpReceiver();
+  const tracingRounds: Array<{ round: number; offChainsPerSec: number; onChainsPerSec: number; spans: number }> = [];
+  try {
+    for (let r = 1; r <= 3; r++) {
+      const rates: Record<'off' | 'on', number> = { off: 0, on: 0 };
+      let spans = 0;
+      for (const mode of r % 2 ? (['off', 'on'] as const) : (['on', 'off'] as const)) {
+        const prefix = `${basePrefix}-tracing-r${r}-${mode}`;
+        const tracing = mode === 'on' ? setupTracing({ endpoint: receiver.url, serviceName: 'palisade-bench' }) : undefined;
+        const harness = await open('palisade', prefix);
+        try {
+          await drive(harness, config.warmup, config.inflight);
+          const before = receiver.spans();
+          const { elapsedMs } = await drive(harness, config.chains, config.inflight);
+          rates[mode] = (config.chains / elapsedMs) * 1000;
+          if (tracing) {
+            await tracing.forceFlush();
+            spans = receiver.spans() - before;
+          }
+        } finally {
+          await close(harness);
+          await tracing?.shutdown();
+          await deleteKeys(admin, prefix);
+        }
+      }
+      tracingRounds.push({ round: r, offChainsPerSec: rates.off, onChainsPerSec: rates.on, spans });
+      log(`  round ${r} tracing off ${fmt(rates.off)} chains/s, on ${fmt(rates.on)} chains/s (${spans} spans exported)`);
+    }
+  } finally {
+    await receiver.close();
+  }
+  const tracingRatio = median(tracingRounds.map((t) => t.onChainsPerSec / t.offChainsPerSec));
+  const tracingTable = `Tracing cost — Palisade on BullMQ, ${config.chains} chains per round, tracing off vs on (every span sampled, OTLP/HTTP to a local receiver)\n\n${table(
+    ['round', 'off chains/s', 'on chains/s', 'on / off', 'spans exported'],
+    tracingRounds.map((t) => [String(t.round), fmt(t.offChainsPerSec), fmt(t.onChainsPerSec), `${(t.onChainsPerSec / t.offChainsPerSec).toFixed(2)}×`, fmt(t.spans)]),
+    ['l', 'r', 'r', 'r', 'r'],
+  )}\n\nMedian on/off ratio: ${tracingRatio.toFixed(2)}×`;
+
   log('  guard pipeline cost per stage…');
   const guards = await benchPipeline();
   const summary = summarize(samples, probes);
@@ -457,7 +499,7 @@ async function main(admin: Redis): Promise<void> {
   const scanners = await benchScanners();
   const scannerRows = Object.keys(scanners.throughputMBps).map((name) => [name, fmt(scanners.throughputMBps[name]!, 1), fmt(scanners.worstMs[name]!, 0)]);
   const scannerTable = `Content scanners — MB/s on ~1 MB of prose, and the slowest crafted 1 MB input (ms; goal: under 1000, linear)\n\n${table(['scanner', 'MB/s', 'worst 1 MB ms'], scannerRows, ['l', 'r', 'r'])}`;
-  const text = `${report(summary)}\n\n${guards.table}\n\n${scannerTable}`;
+  const text = `${report(summary)}\n\n${tracingTable}\n\n${guards.table}\n\n${scannerTable}`;
   process.stdout.write(`\n${text}\n\n`);
 
   const result = {
@@ -466,6 +508,7 @@ async function main(admin: Redis): Promise<void> {
     config: { ...config, hopsPerChain: HOPS, redisUrl: description.redis.url },
     machine: { ...description, loadAverageAtEnd: os.loadavg().map((l) => round(l, 2)) },
     summary,
+    tracing: { rounds: tracingRounds, medianOnOffRatio: round(tracingRatio, 3) },
     guardPipeline: guards.stages,
     scanners,
     samples: samples.map(({ hopLatencyMs, ...s }) => ({

@@ -13,7 +13,7 @@ import { auditEntryFor, type AuditSink } from './audit-trail.js';
 import type { RunEventInput } from './events.js';
 import { ATTR, GUARD_DECISION_EVENT, OPERATION } from '../tracing/attributes.js';
 import { extractTrace, injectTrace } from '../tracing/propagation.js';
-import { labelAttributes, recordError, tracer } from '../tracing/spans.js';
+import { labelAttributes, recordError, setContent, tracer } from '../tracing/spans.js';
 import { RetryableError, type ChildJob, type Task, type TaskOutcome, type TaskResult, type Transport } from './transport.js';
 
 /** The worker's own progress through one activation, saved in the job so a redelivery resumes it. */
@@ -367,7 +367,9 @@ class Activation {
       this.ctx,
     );
     try {
+      setContent(span, 'gen_ai.input.messages', JSON.stringify(this.progress.messages));
       response = await model.generate({ system: this.agent.instructions, messages: this.progress.messages, tools: this.toolSpecs() });
+      setContent(span, 'gen_ai.output.messages', JSON.stringify([{ role: 'assistant', content: response.content, toolCalls: response.toolCalls }]));
       if (span.isRecording()) {
         span.setAttributes({
           'gen_ai.response.model': response.model,
@@ -477,7 +479,9 @@ class Activation {
       this.ctx,
     );
     try {
+      setContent(span, 'gen_ai.tool.call.arguments', call.arguments);
       const result = await this.runTool(tool, call, idempotencyKey, trace.setSpan(this.ctx, span));
+      setContent(span, 'gen_ai.tool.call.result', result.content);
       if (span.isRecording()) {
         span.setAttributes(labelAttributes(result.label));
         if (result.isError) span.setStatus({ code: SpanStatusCode.ERROR });

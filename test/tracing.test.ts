@@ -75,7 +75,8 @@ describe('tracing: one trace per run across workers', () => {
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     const { port } = server.address() as AddressInfo;
-    tracing = setupTracing({ serviceName: 'palisade-test', endpoint: `http://127.0.0.1:${port}` });
+    // Content capture on: what is captured must come out redacted.
+    tracing = setupTracing({ serviceName: 'palisade-test', endpoint: `http://127.0.0.1:${port}`, captureContent: true });
   });
 
   afterAll(async () => {
@@ -165,7 +166,10 @@ describe('tracing: one trace per run across workers', () => {
     }
     expect(named('apply_guardrail receive').length).toBeGreaterThan(0);
 
-    // Content is not captured by default: the customer's address appears in no attribute or event.
+    // Content was captured (opted in), but redacted: the customer's address appears in no attribute or event.
+    const lookup = spans.find((sp) => sp.name === 'execute_tool lookup_customer')!;
+    const args = lookup.attributes?.find((a) => a.key === 'gen_ai.tool.call.arguments')?.value.stringValue;
+    expect(args).toBe('{"query":"[REDACTED:email]"}');
     expect(bodies.join('\n')).not.toContain(EMAIL);
   }, 30_000);
 });

@@ -11,6 +11,8 @@ export interface TracingOptions {
   endpoint?: string;
   /** An exporter of your own instead of OTLP/HTTP. */
   exporter?: SpanExporter;
+  /** Record model input and output and tool arguments and results on spans, after redaction of PII and secrets. Off by default. */
+  captureContent?: boolean;
 }
 
 export interface Tracing {
@@ -22,9 +24,14 @@ export interface Tracing {
 
 const OFF: Tracing = { enabled: false, forceFlush: async () => undefined, shutdown: async () => undefined };
 
+let contentCapture = false;
+
+/** Whether spans may carry (redacted) content. */
+export const capturesContent = (): boolean => contentCapture;
+
 /**
- * Spans carry ids, names, labels, verdicts and usage; never message content, tool arguments or
- * results (recording content, redacted, is not offered yet).
+ * Spans carry ids, names, labels, verdicts and usage; content only when the operator opts in,
+ * and then redacted.
  *
  * Turns on OpenTelemetry tracing, when configured: an exporter or endpoint is passed, or
  * OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set. Otherwise nothing is
@@ -46,12 +53,14 @@ export function setupTracing(options: TracingOptions = {}): Tracing {
     void provider.shutdown();
     throw new Error('a global OpenTelemetry tracer provider is already registered');
   }
+  contentCapture = options.captureContent ?? env.PALISADE_TRACE_CONTENT === 'true';
   return {
     enabled: true,
     forceFlush: () => provider.forceFlush(),
     shutdown: async () => {
       await provider.shutdown();
       trace.disable();
+      contentCapture = false;
     },
   };
 }

@@ -1,6 +1,8 @@
 import { SpanStatusCode, trace, type Attributes, type Span, type Tracer } from '@opentelemetry/api';
 import type { Label } from '../guards/label.js';
+import { redact, scan } from '../guards/content/scanner.js';
 import { ATTR } from './attributes.js';
+import { capturesContent } from './setup.js';
 
 /** Palisade's tracer: the API's no-op until a provider is registered (see `setupTracing`). */
 export const tracer = (): Tracer => trace.getTracer('palisade');
@@ -17,4 +19,10 @@ export function recordError(span: Span, error: unknown): void {
   if (!span.isRecording()) return;
   span.recordException(error instanceof Error ? error : String(error));
   span.setStatus({ code: SpanStatusCode.ERROR, message: error instanceof Error ? error.message : String(error) });
+}
+
+/** Sets a content attribute only when the operator opted in, and only after PII and secrets are redacted. */
+export function setContent(span: Span, name: string, text: string): void {
+  if (!capturesContent() || !span.isRecording()) return;
+  span.setAttribute(name, redact(text, scan(text, { injection: false })));
 }
