@@ -142,6 +142,8 @@ export class AgentLoop {
 
 /** One delivery of one envelope to one agent. */
 class Activation {
+  private readonly auditing: Promise<void>[] = [];
+  private auditFailure: unknown;
   private progress!: Progress;
   private readonly runId: string;
   /** The activation's span and the context its children start in (no-ops while tracing is off). */
@@ -165,7 +167,15 @@ class Activation {
     const e = this.envelope;
     const entry = auditEntryFor(event, { runId: this.runId, principal: e.principal, chain: e.chain, agent: this.agent.name });
     const sink = entry && this.options.audit?.(this.agent.name);
-    await Promise.all([this.store.appendEvent(this.runId, { ...event, agent: this.agent.name } as RunEventInput), sink?.append(entry!)]);
+    // Audit appends of one activation go out together (the log batches concurrent appends); the activation
+    // does not end before they are all written, and fails if one is not.
+    if (sink) this.auditing.push(sink.append(entry!).then(() => undefined, (error: unknown) => void (this.auditFailure ??= error)));
+    await this.store.appendEvent(this.runId, { ...event, agent: this.agent.name } as RunEventInput);
+  }
+
+  private async flushAudit(): Promise<void> {
+    await Promise.all(this.auditing.splice(0));
+    if (this.auditFailure !== undefined) throw new Error(`the audit log could not be written: ${this.auditFailure instanceof Error ? this.auditFailure.message : String(this.auditFailure)}`);
   }
 
   private async guard(
@@ -263,6 +273,7 @@ class Activation {
     this.ctx = trace.setSpan(parent, this.span);
     try {
       const outcome = await this.activate(saved);
+      await this.flushAudit();
       if (this.span.isRecording()) {
         this.span.setAttributes({ 'palisade.outcome': outcome.type === 'done' ? outcome.result.status : outcome.type, ...(this.progress ? labelAttributes(this.progress.label) : {}) });
         if (outcome.type === 'done' && (outcome.result.status === 'failed' || outcome.result.status === 'rejected')) this.span.setStatus({ code: SpanStatusCode.ERROR });
@@ -270,6 +281,7 @@ class Activation {
       return outcome;
     } catch (error) {
       recordError(this.span, error);
+      await Promise.all(this.auditing.splice(0));
       throw error;
     } finally {
       this.span.end();
