@@ -13,7 +13,7 @@ import { auditEntryFor, type AuditSink } from './audit-trail.js';
 import type { RunEventInput } from './events.js';
 import { ATTR, GUARD_DECISION_EVENT, OPERATION } from '../tracing/attributes.js';
 import { extractTrace, injectTrace } from '../tracing/propagation.js';
-import { labelAttributes, recordError, setContent, tracer } from '../tracing/spans.js';
+import { inSpan, labelAttributes, recordError, setContent, tracer } from '../tracing/spans.js';
 import { RetryableError, type ChildJob, type Task, type TaskOutcome, type TaskResult, type Transport } from './transport.js';
 
 /** The worker's own progress through one activation, saved in the job so a redelivery resumes it. */
@@ -188,7 +188,7 @@ class Activation {
       { attributes: { [ATTR.GEN_AI_OPERATION_NAME]: OPERATION.APPLY_GUARDRAIL, [ATTR.PALISADE_GUARD_STAGE]: event.stage, [ATTR.GEN_AI_AGENT_NAME]: this.agent.name } },
       parent,
     );
-    try {
+    return inSpan(span, async () => {
       const decision = await this.evaluateGuard(event, subject);
       if (span.isRecording()) {
         span.addEvent(GUARD_DECISION_EVENT, {
@@ -200,12 +200,7 @@ class Activation {
         span.setAttribute(ATTR.PALISADE_GUARD_VERDICT, decision.verdict);
       }
       return decision;
-    } catch (error) {
-      recordError(span, error);
-      throw error;
-    } finally {
-      span.end();
-    }
+    });
   }
 
   private async evaluateGuard(event: Omit<GuardEvent, 'runId' | 'principal' | 'agent' | 'chain' | 'depth' | 'hops' | 'label'>, subject?: string): Promise<Decision> {
@@ -490,7 +485,7 @@ class Activation {
       },
       this.ctx,
     );
-    try {
+    return inSpan(span, async () => {
       setContent(span, 'gen_ai.tool.call.arguments', call.arguments);
       const result = await this.runTool(tool, call, idempotencyKey, trace.setSpan(this.ctx, span));
       setContent(span, 'gen_ai.tool.call.result', result.content);
@@ -499,12 +494,7 @@ class Activation {
         if (result.isError) span.setStatus({ code: SpanStatusCode.ERROR });
       }
       return result;
-    } catch (error) {
-      recordError(span, error);
-      throw error;
-    } finally {
-      span.end();
-    }
+    });
   }
 
   private async runTool(tool: AnyTool, call: ToolCall, idempotencyKey: string, spanCtx: Context): Promise<{ content: string; isError: boolean; label: Label }> {

@@ -26,3 +26,15 @@ export function setContent(span: Span, name: string, text: string): void {
   if (!capturesContent() || !span.isRecording()) return;
   span.setAttribute(name, redact(text, scan(text, { injection: false })));
 }
+
+/** Runs `work` as the span's body: a thrown error is recorded on the span, and the span always ends. */
+export async function inSpan<T>(span: Span, work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (error) {
+    recordError(span, error);
+    throw error;
+  } finally {
+    span.end();
+  }
+}
