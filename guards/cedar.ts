@@ -158,6 +158,8 @@ export interface CedarPolicySource {
   line: number;
   column: number;
   effect: 'permit' | 'forbid';
+  /** A `forbid` marked `@escalate`: what it forbids may still go ahead with a human's approval. */
+  escalate: boolean;
 }
 
 interface LoadedPolicy extends CedarPolicySource {
@@ -201,7 +203,12 @@ export class CedarPolicies {
   /** The file, position and effect of a policy, to cite it in a decision. */
   source(id: string): CedarPolicySource | undefined {
     const p = this.#policies.get(id);
-    return p && { id: p.id, file: p.file, line: p.line, column: p.column, effect: p.effect };
+    return p && { id: p.id, file: p.file, line: p.line, column: p.column, effect: p.effect, escalate: p.escalate };
+  }
+
+  /** Whether every one of these forbids is marked `@escalate` (a human may approve what they forbid). */
+  escalates(ids: readonly string[]): boolean {
+    return ids.length > 0 && ids.every((id) => this.#policies.get(id)?.escalate === true);
   }
 
   authorize(request: CedarRequest): CedarDecision {
@@ -333,7 +340,9 @@ export function loadCedarPolicies(files: ReadonlyArray<{ path: string; text: str
       const annotated = json.json.annotations?.id as string | null | undefined;
       if (annotated !== undefined && (annotated === null || annotated === '')) here('@id needs a value, e.g. @id("refund-cap")', '@id');
       const id = annotated || `${file}:${index}`;
-      const policy: LoadedPolicy = { id, file, line: pos.line, column: pos.column, effect: json.json.effect, text: part, fileText: text, byteOffset: Math.max(0, byteOffset) };
+      const escalate = json.json.annotations !== undefined && 'escalate' in json.json.annotations;
+      if (escalate && json.json.effect !== 'forbid') here('@escalate applies to forbid policies only: it turns their deny into a request for approval', '@escalate');
+      const policy: LoadedPolicy = { id, file, line: pos.line, column: pos.column, effect: json.json.effect, escalate, text: part, fileText: text, byteOffset: Math.max(0, byteOffset) };
       const clash = ids.get(id);
       if (clash) here(`duplicate policy id '${id}' (also at ${clash.file}:${clash.line}:${clash.column})`, annotated ? `"${id}"` : undefined);
       else ids.set(id, policy);

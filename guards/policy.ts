@@ -150,6 +150,26 @@ export const PolicySchema = z
       })
       .strict()
       .default({ timeoutMs: 1000, failOpen: [] }),
+    /** What an `escalate` decision does: a human with the approver permission decides, within the timeout. */
+    approvals: z
+      .object({
+        /** A request nobody decides within this long is denied. */
+        timeoutMs: z.number().int().positive().max(24 * 3600_000).default(3600_000),
+        /** After a denial the agent gets a refusal as the tool result and goes on, or the run fails. */
+        onDeny: z.enum(['continue', 'fail']).default('continue'),
+        /** Whether the principal who started the run may approve its own requests. */
+        selfApproval: z.boolean().default(false),
+      })
+      .strict()
+      .default({ timeoutMs: 3600_000, onDeny: 'continue', selfApproval: false }),
+    /** Undoing side effects: compensations run in reverse order when a run ends this way. */
+    rollback: z
+      .object({
+        onFailure: z.boolean().default(false),
+        onCancel: z.boolean().default(false),
+      })
+      .strict()
+      .default({ onFailure: false, onCancel: false }),
     /** Cedar policy files, relative to this file. */
     cedar: z.array(z.string().min(1)).default([]),
   })

@@ -7,6 +7,11 @@ import type { AnyTool } from '../agents/tool.js';
 import type { Decision } from '../guards/decision.js';
 import type { ContextItem, GuardEvent, GuardPipeline } from '../guards/guard-event.js';
 import { BOTTOM, LabelSchema, join, leq, meet, type Label } from '../guards/label.js';
+import { redact, scan } from '../guards/content/scanner.js';
+import { approverPermission, type ApprovalDecision, type ApprovalRequest } from './approval.js';
+import type { Principal } from './principal.js';
+import { startRollback, type Compensator } from './rollback.js';
+import type { RollbackTrigger } from './events.js';
 import { AuthSchema, EnvelopeSchema, type Envelope } from './envelope.js';
 import type { EnvelopeAuth } from './envelope-auth.js';
 import { auditEntryFor, type AuditSink } from './audit-trail.js';
@@ -45,7 +50,31 @@ export interface AgentLoopOptions {
   audit?: (agent: string) => AuditSink | undefined;
   /** The policy's explicit cap on the label of an agent's answers to its callers. */
   declassify?: (agent: string) => { to: Label; reason: string } | undefined;
+  /** How escalations are decided; without it an `escalate` is a block. */
+  approvals?: ApprovalSettings;
+  /** When the side effects of a run that ends this way are undone. */
+  rollbackOn?: ReadonlySet<RollbackTrigger>;
+  /** Runs compensation jobs (see `rollback.ts`). */
+  compensator?: Compensator;
 }
+
+export interface ApprovalSettings {
+  timeoutMs: number;
+  onDeny: 'continue' | 'fail';
+  selfApproval: boolean;
+  /** Whether the principal holds a permission under the current policy. */
+  permits(principal: Principal, permission: string): boolean;
+}
+
+/** An activation that waits for a human decision: it is set aside (no worker slot) until then. */
+class Parked extends Error {
+  readonly benign = true;
+  constructor(readonly until: number) {
+    super('waiting for approval');
+  }
+}
+
+const sha256 = (text: string): string => createHash('sha256').update(text).digest('hex');
 
 /** Stable, queue-safe id for a message derived from its parent and the step that produced it. */
 export function deriveMessageId(parent: string, step: string): string {
@@ -66,6 +95,8 @@ export class AgentLoop {
   }
 
   async handle(task: Task): Promise<TaskOutcome> {
+    const compensation = this.options.compensator?.accepts(task);
+    if (compensation) return this.options.compensator!.handle(task);
     const data = this.admit(task);
     if ('rejected' in data) return this.reject(task, data.rejected);
     const { envelope } = data;
@@ -79,9 +110,23 @@ export class AgentLoop {
     const agent = this.options.agents.get(envelope.receiver)!;
     const run = await this.store.getRun(envelope.runId);
     if (!run) return this.reject(task, `no run ${envelope.runId} exists`);
-    if (run.status !== 'running') return this.done(envelope, { type: 'done', result: { status: 'cancelled', error: `run is ${run.status}` } });
+    if (run.status !== 'running') {
+      if (run.status === 'cancelled') await this.rollBackCancelled(envelope);
+      return this.done(envelope, { type: 'done', result: { status: 'cancelled', error: `run is ${run.status}` } });
+    }
     const activation = new Activation(this.options, task, envelope, agent);
     return this.done(envelope, await activation.resume(data.progress));
+  }
+
+  /** The first worker to see a cancelled run undoes its side effects, when the policy says so. */
+  private async rollBackCancelled(envelope: Envelope): Promise<void> {
+    if (!this.options.rollbackOn?.has('cancel')) return;
+    const emit = async (event: RunEventInput): Promise<void> => {
+      await this.store.appendEvent(envelope.runId, { ...event, agent: envelope.receiver } as RunEventInput);
+      const entry = auditEntryFor(event, { runId: envelope.runId, principal: envelope.principal, chain: envelope.chain, agent: envelope.receiver });
+      if (entry) await this.options.audit?.(envelope.receiver)?.append(entry);
+    };
+    await startRollback({ transport: this.options.transport, runId: envelope.runId, trigger: 'cancel', reason: 'the run was cancelled', trace: envelope.trace, emit });
   }
 
   private async done(envelope: Envelope, outcome: TaskOutcome): Promise<TaskOutcome> {
@@ -269,6 +314,7 @@ class Activation {
     try {
       const outcome = await this.activate(saved);
       await this.flushAudit();
+      if (outcome.type === 'park' && this.span.isRecording()) this.span.addEvent('palisade.approval.waiting', { 'palisade.approval.until': new Date(outcome.until).toISOString() });
       if (this.span.isRecording()) {
         this.span.setAttributes({ 'palisade.outcome': outcome.type === 'done' ? outcome.result.status : outcome.type, ...(this.progress ? labelAttributes(this.progress.label) : {}) });
         if (outcome.type === 'done' && (outcome.result.status === 'failed' || outcome.result.status === 'rejected')) this.span.setStatus({ code: SpanStatusCode.ERROR });
@@ -300,6 +346,7 @@ class Activation {
       if (this.progress.awaiting.length > 0) await this.collectDelegations();
       return await this.loop();
     } catch (error) {
+      if (error instanceof Parked) return { type: 'park', until: error.until, checkpoint: this.jobData() };
       if (error instanceof RetryableError && this.task.attempt < this.task.maxAttempts) {
         await this.emit({ type: 'model.error', message: error.message, willRetry: true });
         throw error;
@@ -320,8 +367,8 @@ class Activation {
       if (last?.role === 'assistant') return this.finish(last.content ?? '');
       // The first turn of a delivery follows handle()'s own check; later turns look again for a cancel.
       if (checked) {
-        const run = await this.store.getRun(this.runId);
-        if (run?.status !== 'running') return { type: 'done', result: { status: 'cancelled', error: `run is ${run?.status ?? 'gone'}` } };
+        const stopped = await this.stopped();
+        if (stopped) return stopped;
       }
       checked = true;
       if (this.envelope.budget.deadline !== undefined && Date.now() > this.envelope.budget.deadline) return this.fail('the run passed its deadline');
@@ -332,6 +379,16 @@ class Activation {
       if (this.progress.turns >= this.agent.maxTurns) return this.fail(`agent '${this.agent.name}' reached its limit of ${this.agent.maxTurns} model turns`);
       await this.modelTurn();
     }
+  }
+
+  /** The outcome when the run has ended meanwhile (a cancel): this activation stops. */
+  private async stopped(): Promise<TaskOutcome | undefined> {
+    const run = await this.store.getRun(this.runId);
+    if (run?.status === 'running') return undefined;
+    if (run?.status === 'cancelled' && this.options.rollbackOn?.has('cancel')) {
+      await startRollback({ transport: this.options.transport, runId: this.runId, trigger: 'cancel', reason: 'the run was cancelled', trace: injectTrace(this.ctx), emit: (event) => this.emit(event) });
+    }
+    return { type: 'done', result: { status: 'cancelled', error: `run is ${run?.status ?? 'gone'}` } };
   }
 
   private toolSpecs(): ToolSpec[] {
@@ -424,8 +481,8 @@ class Activation {
     for (const call of message.toolCalls ?? []) {
       if (answered.has(call.id) || this.progress.awaiting.some((a) => a.callId === call.id)) continue;
       // A cancel between two calls of one turn stops the rest of the turn.
-      const run = await this.store.getRun(this.runId);
-      if (run?.status !== 'running') return { type: 'done', result: { status: 'cancelled', error: `run is ${run?.status ?? 'gone'}` } };
+      const stopped = await this.stopped();
+      if (stopped) return stopped;
       const stepKey = `${index}.${call.id}`;
       const handoff = this.envelope.kind !== 'delegate' ? this.agent.handoffs.find((t) => handoffToolName(t) === call.name) : undefined;
       const delegate = this.agent.delegates.find((t) => delegateToolName(t) === call.name);
@@ -517,8 +574,12 @@ class Activation {
     const meta = { name: tool.name, effect: tool.effect, risk: tool.risk, requires: tool.requires, returns: tool.returns };
     const priorCalls = this.progress.messages.filter((m) => m.role === 'tool' && m.name === tool.name).length;
     const decision = await this.guard({ stage: 'tool_call', tool: meta, args, priorCalls }, tool.name, spanCtx);
-    // Arguments are not rewritten: a redaction here would run the tool on what the guard withheld.
-    if (decision.verdict !== 'allow') {
+    if (decision.verdict === 'escalate') {
+      const shown = JSON.stringify(args);
+      const approval = await this.approval({ kind: 'tool', subject: tool.name, callId: call.id, id: deriveMessageId(idempotencyKey, 'approval'), shown, exact: shown, decision });
+      if (approval !== 'approved') return toolError(`the call to '${tool.name}' was not approved: ${approval.refused}`);
+    } else if (decision.verdict !== 'allow') {
+      // Arguments are not rewritten: a redaction here would run the tool on what the guard withheld.
       return toolError(`the call to '${tool.name}' was not allowed: ${decision.reasons.join('; ') || decision.verdict}`);
     }
     await this.emit({ type: 'tool.called', tool: tool.name, callId: call.id, replayed: false });
@@ -543,6 +604,7 @@ class Activation {
       clearTimeout(timer);
     }
     this.progress.label = join(this.progress.label, tool.returns);
+    if (tool.effect !== 'read') await this.recordAction(tool, call, idempotencyKey, args, output);
     const resultDecision = await this.guard({ stage: 'tool_result', tool: meta, args, content: textOf(output) }, tool.name, spanCtx);
     const own = resultDecision.labels ? join(tool.returns, resultDecision.labels) : tool.returns;
     if (resultDecision.verdict === 'block' || resultDecision.verdict === 'escalate') {
@@ -551,6 +613,134 @@ class Activation {
     const content = resultDecision.verdict === 'redact' && resultDecision.content !== undefined ? resultDecision.content : textOf(output);
     await this.emit({ type: 'tool.result', tool: tool.name, callId: call.id, label: this.progress.label });
     return { content, isError: false, label: own };
+  }
+
+  /**
+   * An escalated action: `approved` when a permitted human approved exactly this call in time;
+   * otherwise the refusal. Without a decision yet, the activation parks until one (or the timeout).
+   * With `onDeny: fail` a refusal ends the run instead.
+   */
+  private async approval(ask: {
+    kind: ApprovalRequest['kind'];
+    subject: string;
+    callId: string;
+    id: string;
+    /** The arguments for the approver's eyes (redacted before they are stored). */
+    shown: string;
+    /** The exact arguments the approval binds to. */
+    exact: string;
+    decision: Decision;
+  }): Promise<'approved' | { refused: string }> {
+    const settings = this.options.approvals;
+    if (!settings) return { refused: `it needs approval and no approvals are configured (${ask.decision.reasons.join('; ') || 'escalate'})` };
+    const auth = this.options.auth;
+    const argsHash = sha256(`${ask.kind}\0${ask.subject}\0${ask.exact}`);
+    const state = await this.store.getApproval(ask.id);
+    if (!state) {
+      const now = Date.now();
+      const request: ApprovalRequest = {
+        id: ask.id,
+        runId: this.runId,
+        agent: this.agent.name,
+        jobId: this.task.id,
+        kind: ask.kind,
+        subject: ask.subject,
+        callId: ask.callId,
+        arguments: redact(ask.shown, scan(ask.shown, { injection: false })),
+        argsHash,
+        reasons: ask.decision.reasons,
+        risk: ask.decision.risk,
+        label: this.progress.label,
+        chain: [...this.envelope.chain],
+        principal: this.envelope.principal,
+        permission: approverPermission(ask.kind, ask.subject),
+        selfApproval: settings.selfApproval,
+        requestedAt: now,
+        expiresAt: now + settings.timeoutMs,
+      };
+      // A redelivery that lost the race to create it simply waits for the same request.
+      if (await this.store.createApproval(auth ? auth.sealApprovalRequest(request) : request)) {
+        await this.emit({ type: 'approval.requested', approvalId: request.id, kind: ask.kind, subject: ask.subject, reasons: request.reasons, risk: request.risk, expiresAt: request.expiresAt });
+      }
+      throw new Parked(request.expiresAt);
+    }
+    const { request } = state;
+    let decision = state.decision;
+    if (!decision) {
+      if (Date.now() < request.expiresAt) throw new Parked(request.expiresAt);
+      const expired: ApprovalDecision = { approvalId: request.id, status: 'expired', at: Date.now(), argsHash: request.argsHash };
+      if (await this.store.decideApproval(auth ? auth.sealDecision(this.agent.name, expired) : expired)) {
+        await this.emit({ type: 'approval.decided', approvalId: request.id, subject: request.subject, status: 'expired' });
+      }
+      decision = (await this.store.getApproval(ask.id))?.decision ?? expired;
+    }
+    const invalid = this.invalidDecision(request, decision, argsHash);
+    const outcome = invalid ? 'invalid' : decision.status;
+    const refused =
+      invalid ??
+      (decision.status === 'denied'
+        ? `denied by ${decision.by?.id ?? 'an approver'}${decision.note ? `: ${decision.note}` : ''}`
+        : decision.status === 'expired'
+          ? `nobody decided within ${Math.round((request.expiresAt - request.requestedAt) / 1000)} s`
+          : undefined);
+    await this.emit({ type: 'approval.resolved', approvalId: request.id, subject: request.subject, outcome, ...(refused ? { reason: refused } : {}) });
+    this.traceWait(request, decision, outcome);
+    if (refused === undefined) return 'approved';
+    if (settings.onDeny === 'fail') throw new Error(`${request.kind === 'tool' ? 'the call to' : 'the handoff to'} '${request.subject}' was not approved: ${refused}`);
+    return { refused };
+  }
+
+  /** Why a stored request or decision cannot be acted on: forged, for other arguments, or by someone not allowed to decide. */
+  private invalidDecision(request: ApprovalRequest, decision: ApprovalDecision, argsHash: string): string | undefined {
+    const auth = this.options.auth;
+    const forged = auth && (auth.checkApprovalRequest(request) ?? auth.checkDecision(this.agent.name, decision));
+    if (forged) return forged;
+    if (request.argsHash !== argsHash || decision.argsHash !== argsHash || request.agent !== this.agent.name || request.runId !== this.runId) {
+      return 'the decision is for another call';
+    }
+    if (decision.status !== 'approved') return undefined;
+    const by = decision.by;
+    if (!by) return 'an approval must name its approver';
+    // Checked against the current policy, not the one in force when the request was made.
+    if (!this.options.approvals!.permits(by, request.permission)) return `'${by.id}' lacks ${request.permission}`;
+    if (!this.options.approvals!.selfApproval && by.id === this.envelope.principal.id) return `'${by.id}' may not approve their own request`;
+    return undefined;
+  }
+
+  /** The wait as a span from the request to the decision, so a trace shows where the time went. */
+  private traceWait(request: ApprovalRequest, decision: ApprovalDecision, outcome: string): void {
+    const span = tracer().startSpan(
+      `palisade.approval ${request.subject}`,
+      {
+        startTime: request.requestedAt,
+        attributes: {
+          'palisade.approval.id': request.id,
+          'palisade.approval.kind': request.kind,
+          'palisade.approval.outcome': outcome,
+          ...(decision.by ? { 'palisade.approval.by': decision.by.id } : {}),
+          [ATTR.GEN_AI_AGENT_NAME]: this.agent.name,
+        },
+      },
+      this.ctx,
+    );
+    if (outcome !== 'approved') span.setStatus({ code: SpanStatusCode.ERROR, message: outcome });
+    span.end(Math.max(decision.at, request.requestedAt));
+  }
+
+  /** Logs a side effect with what a compensation needs, authenticated by this agent. */
+  private async recordAction(tool: AnyTool, call: ToolCall, key: string, args: Record<string, unknown>, output: unknown): Promise<void> {
+    const record = {
+      runId: this.runId,
+      key,
+      agent: this.agent.name,
+      tool: tool.name,
+      callId: call.id,
+      principal: this.envelope.principal,
+      args,
+      output: output === undefined ? null : (JSON.parse(JSON.stringify(output)) as unknown),
+      at: Date.now(),
+    };
+    await this.store.recordAction(this.runId, this.options.auth ? this.options.auth.sealAction(record) : record);
   }
 
   private nextEnvelope(kind: 'handoff' | 'delegate', target: string, stepKey: string, messages: ChatMessage[], share = 1): Envelope {
@@ -579,9 +769,17 @@ class Activation {
   }
 
   private async handOff(call: ToolCall, target: string, stepKey: string, unanswered: ToolCall[]): Promise<TaskOutcome | undefined> {
-    const decision = await this.guard({ stage: 'handoff', target: { agent: target, mode: 'handoff' }, content: this.conversationText() }, target);
-    // A handoff carries the whole conversation, which is not rewritten: anything but allow stops it.
-    if (decision.verdict !== 'allow') {
+    const conversation = this.conversationText();
+    const decision = await this.guard({ stage: 'handoff', target: { agent: target, mode: 'handoff' }, content: conversation }, target);
+    if (decision.verdict === 'escalate') {
+      const id = deriveMessageId(this.envelope.messageId, `${stepKey}\0approval`);
+      const approval = await this.approval({ kind: 'handoff', subject: target, callId: call.id, id, shown: conversation, exact: conversation, decision });
+      if (approval !== 'approved') {
+        this.answer(call, `Error: the handoff to '${target}' was not approved: ${approval.refused}`, true);
+        return undefined;
+      }
+    } else if (decision.verdict !== 'allow') {
+      // A handoff carries the whole conversation, which is not rewritten: anything but allow stops it.
       this.answer(call, `Error: the handoff to '${target}' was not allowed: ${decision.reasons.join('; ') || decision.verdict}`, true);
       return undefined;
     }
@@ -609,7 +807,14 @@ class Activation {
       return undefined;
     }
     const decision = await this.guard({ stage: 'handoff', target: { agent: target, mode: 'delegate', fanOut }, content: input }, target);
-    if (decision.verdict === 'block' || decision.verdict === 'escalate') {
+    if (decision.verdict === 'escalate') {
+      const id = deriveMessageId(this.envelope.messageId, `${stepKey}\0approval`);
+      const approval = await this.approval({ kind: 'delegate', subject: target, callId: call.id, id, shown: input, exact: input, decision });
+      if (approval !== 'approved') {
+        this.answer(call, `Error: asking '${target}' was not approved: ${approval.refused}`, true);
+        return undefined;
+      }
+    } else if (decision.verdict === 'block') {
       this.answer(call, `Error: asking '${target}' was not allowed: ${decision.reasons.join('; ') || decision.verdict}`, true);
       return undefined;
     }
@@ -675,6 +880,9 @@ class Activation {
     // A delegated agent's failure is its caller's tool error, not the run's end.
     if (this.envelope.kind !== 'delegate' && (await this.store.finishRun(this.runId, 'failed', { error }))) {
       await this.emit({ type: 'run.failed', error });
+      if (this.options.rollbackOn?.has('failure')) {
+        await startRollback({ transport: this.options.transport, runId: this.runId, trigger: 'failure', reason: error, trace: injectTrace(this.ctx), emit: (event) => this.emit(event) });
+      }
     } else if (this.envelope.kind === 'delegate') {
       await this.emit({ type: 'tool.error', tool: delegateToolName(this.agent.name), callId: this.envelope.messageId, message: error });
     }

@@ -49,7 +49,10 @@ export const AUDIT_ACTIONS = [
   'label.declassified',
   'approval.requested',
   'approval.decided',
+  'approval.resolved',
+  'rollback.started',
   'rollback.step',
+  'rollback.completed',
   'key.rotated',
 ] as const;
 

@@ -44,6 +44,18 @@ export function auditEntryFor(event: RunEventInput, ctx: AuditContext): AuditEnt
       return entry('label.declassified', 'lowered', { subject: event.source, reasons: [event.reason], detail: { from: event.from, to: event.to } });
     case 'envelope.rejected':
       return entry('envelope.refused', 'refused', { reasons: [event.reason] });
+    case 'approval.requested':
+      return entry('approval.requested', 'pending', { subject: event.subject, reasons: event.reasons, risk: event.risk, detail: { approvalId: event.approvalId, kind: event.kind, expiresAt: event.expiresAt } });
+    case 'approval.decided':
+      return entry('approval.decided', event.status, { subject: event.subject, ...(event.note ? { reasons: [event.note] } : {}), detail: { approvalId: event.approvalId, ...(event.by ? { by: event.by } : {}) } });
+    case 'approval.resolved':
+      return entry('approval.resolved', event.outcome, { subject: event.subject, ...(event.reason ? { reasons: [event.reason] } : {}), detail: { approvalId: event.approvalId } });
+    case 'rollback.started':
+      return entry('rollback.started', 'started', { detail: { rollbackId: event.rollbackId, trigger: event.trigger, actions: event.actions, ...(event.by ? { by: event.by } : {}) } });
+    case 'action.compensated':
+      return entry('rollback.step', event.status, { subject: event.tool, ...(event.message ? { reasons: [event.message] } : {}), detail: { rollbackId: event.rollbackId, callId: event.callId } });
+    case 'rollback.completed':
+      return entry('rollback.completed', event.failed + event.notUndone === 0 ? 'complete' : 'partial', { detail: { rollbackId: event.rollbackId, undone: event.undone, failed: event.failed, notUndone: event.notUndone } });
     case 'run.started':
       return entry('run.started', 'started');
     case 'run.completed':

@@ -3,7 +3,8 @@ import { canonicalJson } from './audit-log.js';
 import type { Budget, Envelope, Grant } from './envelope.js';
 import { EDGE, type Keyring } from './keyring.js';
 import type { Principal } from './principal.js';
-import type { ToolCallRecord } from './run-store.js';
+import type { ApprovalDecision, ApprovalRequest } from './approval.js';
+import type { ActionRecord, ToolCallRecord } from './run-store.js';
 import type { TaskResult } from './transport.js';
 
 export interface EnvelopeAuthOptions {
@@ -102,6 +103,48 @@ export class EnvelopeAuth {
   checkToolCall(agent: string, key: string, record: ToolCallRecord): string | undefined {
     const bad = this.keyring.verify(agent, agent, `${key}\0${covered(record)}`, record.auth);
     return bad && `the recorded result is not authentic: ${bad}`;
+  }
+
+  /** A request for approval, as the waiting agent wrote it: what the approver saw is what it will run. */
+  sealApprovalRequest(request: ApprovalRequest): ApprovalRequest {
+    return { ...request, auth: this.keyring.mac(request.agent, request.agent, `approval\0${covered(request)}`) };
+  }
+
+  checkApprovalRequest(request: ApprovalRequest): string | undefined {
+    const bad = this.keyring.verify(request.agent, request.agent, `approval\0${covered(request)}`, request.auth);
+    return bad && `the approval request is not authentic: ${bad}`;
+  }
+
+  /** A decision: the edge's (an approver's verdict) for the waiting agent, or the agent's own (an expiry). */
+  sealDecision(agent: string, decision: ApprovalDecision): ApprovalDecision {
+    const from = decision.status === 'expired' ? agent : EDGE;
+    return { ...decision, auth: this.keyring.mac(from, agent, `decision\0${covered(decision)}`) };
+  }
+
+  checkDecision(agent: string, decision: ApprovalDecision): string | undefined {
+    const from = decision.status === 'expired' ? agent : EDGE;
+    const bad = this.keyring.verify(from, agent, `decision\0${covered(decision)}`, decision.auth);
+    return bad && `the decision is not authentic: ${bad}`;
+  }
+
+  /** An entry of the run's action log, which only the agent that acted can undo. */
+  sealAction(record: ActionRecord): ActionRecord {
+    return { ...record, auth: this.keyring.mac(record.agent, record.agent, `action\0${covered(record)}`) };
+  }
+
+  checkAction(record: ActionRecord): string | undefined {
+    const bad = this.keyring.verify(record.agent, record.agent, `action\0${covered(record)}`, record.auth);
+    return bad && `the action record is not authentic: ${bad}`;
+  }
+
+  /** An operator's order to undo a run's actions, from the edge to the agent that owns them. */
+  sealOrder<T extends object>(agent: string, order: T): T & { auth: { kid: string; mac: string } } {
+    return { ...order, auth: this.keyring.mac(EDGE, agent, `order\0${covered(order)}`) };
+  }
+
+  checkOrder(agent: string, order: object & { auth?: { kid: string; mac: string } }): string | undefined {
+    const bad = this.keyring.verify(EDGE, agent, `order\0${covered(order)}`, order.auth);
+    return bad && `the rollback order is not authentic: ${bad}`;
   }
 
   /** A delegate's answer, bound to the question it answers. */

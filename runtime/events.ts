@@ -15,10 +15,18 @@ export type RunEvent = { at: number; agent?: string } & (
   | { type: 'delegation.started'; to: string; callId: string }
   | { type: 'delegation.completed'; to: string; callId: string; status: string }
   | { type: 'envelope.rejected'; reason: string }
+  | { type: 'approval.requested'; approvalId: string; kind: 'tool' | 'handoff' | 'delegate'; subject: string; reasons: string[]; risk: number; expiresAt: number }
+  | { type: 'approval.decided'; approvalId: string; subject: string; status: 'approved' | 'denied' | 'expired'; by?: string; note?: string }
+  /** The waiting agent acted on the decision, after checking it and the action again. */
+  | { type: 'approval.resolved'; approvalId: string; subject: string; outcome: 'approved' | 'denied' | 'expired' | 'invalid'; reason?: string }
+  | { type: 'rollback.started'; rollbackId: string; trigger: RollbackTrigger; actions: number; by?: string }
+  | { type: 'action.compensated'; rollbackId: string; tool: string; callId: string; status: 'undone' | 'failed' | 'not_undone' | 'already_undone'; message?: string }
+  | { type: 'rollback.completed'; rollbackId: string; undone: number; failed: number; notUndone: number }
   | { type: 'run.completed'; output: string }
   | { type: 'run.failed'; error: string }
   | { type: 'run.cancelled'; reason: string }
 );
+export type RollbackTrigger = 'failure' | 'cancel' | 'operator';
 export type RunEventType = RunEvent['type'];
 /** An event as its producer writes it: the store stamps the time. */
 export type RunEventInput = RunEvent extends infer E ? (E extends RunEvent ? Omit<E, 'at'> : never) : never;

@@ -90,6 +90,26 @@ export function formatEvent(event: RunEvent, options: FormatOptions = {}): strin
       return line(`↓ ${clean(event.source, 64)}'s answer declassified ${formatLabel(event.from)} → ${formatLabel(event.to)}: ${clean(event.reason, max)}`, 'yellow');
     case 'envelope.rejected':
       return line(`⊘ envelope rejected: ${clean(event.reason, max)}`, 'red');
+    case 'approval.requested': {
+      const reasons = event.reasons.length ? ` — ${event.reasons.map((r) => clean(r, max)).join('; ')}` : '';
+      const until = new Date(event.expiresAt).toISOString();
+      return line(`⏸ waits for approval of ${clean(event.kind, 16)} ${clean(event.subject, 64)} (request ${clean(event.approvalId, 64)}, until ${until})${reasons}`, 'yellow');
+    }
+    case 'approval.decided': {
+      const by = event.by ? ` by ${clean(event.by, 64)}` : '';
+      const note = event.note ? `: ${clean(event.note, max)}` : '';
+      return line(`⚖ ${clean(event.subject, 64)} ${clean(event.status, 16)}${by}${note}`, event.status === 'approved' ? 'green' : 'red');
+    }
+    case 'approval.resolved':
+      return line(`▶ resumes after ${clean(event.outcome, 16)} ${clean(event.subject, 64)}${event.reason ? `: ${clean(event.reason, max)}` : ''}`, event.outcome === 'approved' ? undefined : 'yellow');
+    case 'rollback.started':
+      return line(`↺ rollback of ${plural(event.actions, 'action')} (${clean(event.trigger, 16)}${event.by ? ` by ${clean(event.by, 64)}` : ''})`, 'bold');
+    case 'action.compensated': {
+      const what = { undone: 'undone', failed: 'could not be undone', not_undone: 'has no compensation: not undone', already_undone: 'was already undone' }[event.status] ?? clean(event.status, 16);
+      return line(`↺ ${clean(event.tool, 64)} ${what}${event.message ? `: ${clean(event.message, max)}` : ''}`, event.status === 'undone' || event.status === 'already_undone' ? undefined : 'yellow');
+    }
+    case 'rollback.completed':
+      return line(`↺ rollback done: ${event.undone} undone, ${event.failed} failed, ${event.notUndone} not undoable`, event.failed + event.notUndone === 0 ? 'green' : 'yellow');
     case 'run.completed':
       return line(`✓ completed: ${clean(event.output, max)}`, 'green');
     case 'run.failed':

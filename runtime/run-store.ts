@@ -1,5 +1,6 @@
 import type { TokenUsage } from '../agents/model.js';
 import type { Label } from '../guards/label.js';
+import type { ApprovalDecision, ApprovalRequest, ApprovalState } from './approval.js';
 import type { RunEvent, RunEventInput } from './events.js';
 import type { Principal } from './principal.js';
 
@@ -24,6 +25,32 @@ export interface ToolCallRecord {
   label: Label;
   /** The executing agent's MAC over the record, so a record written into Redis by anyone else is not believed. */
   auth?: { kid: string; mac: string };
+}
+
+/** One side effect in a run's action log: what a rollback undoes, newest first. */
+export interface ActionRecord {
+  runId: string;
+  /** The call's idempotency key. */
+  key: string;
+  /** Who the run acted for: the compensation acts for them too. */
+  principal: Principal;
+  agent: string;
+  tool: string;
+  callId: string;
+  /** The validated arguments and the tool's output, as JSON: what `compensate` receives. */
+  args: unknown;
+  output: unknown;
+  at: number;
+  /** The agent's own MAC: only the agent that did it can undo it, and only as it was done. */
+  auth?: { kid: string; mac: string };
+}
+
+/** What became of one action in a rollback. */
+export interface CompensationRecord {
+  status: 'undone' | 'failed' | 'not_undone';
+  message?: string;
+  rollbackId: string;
+  at: number;
 }
 
 export interface StoredEvent {
@@ -56,5 +83,24 @@ export interface RunStore {
   completeMessage(receiver: string, messageId: string): Promise<void>;
   getToolCall(runId: string, key: string): Promise<ToolCallRecord | undefined>;
   putToolCall(runId: string, key: string, record: ToolCallRecord): Promise<void>;
+  /** Appends to the run's action log; a redelivery may append the same key again (readers keep the first). */
+  recordAction(runId: string, record: ActionRecord): Promise<void>;
+  /** The run's action log in the order the actions happened, one entry per key. */
+  listActions(runId: string): Promise<ActionRecord[]>;
+  getCompensation(runId: string, key: string): Promise<CompensationRecord | undefined>;
+  putCompensation(runId: string, key: string, record: CompensationRecord): Promise<void>;
+  /** Stores a new request; false when one with its id exists. */
+  createApproval(request: ApprovalRequest): Promise<boolean>;
+  getApproval(id: string): Promise<ApprovalState | undefined>;
+  /** Requests without a decision, oldest first. */
+  pendingApprovals(): Promise<ApprovalState[]>;
+  /** Records the decision unless there already is one; false when another decision was first. */
+  decideApproval(decision: ApprovalDecision): Promise<boolean>;
   close(): Promise<void>;
+}
+
+/** A redelivered call may have logged its action twice: the first entry of each key counts. */
+export function firstOfEachKey(actions: readonly ActionRecord[]): ActionRecord[] {
+  const seen = new Set<string>();
+  return actions.filter((a) => !seen.has(a.key) && Boolean(seen.add(a.key)));
 }

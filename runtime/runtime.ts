@@ -8,7 +8,11 @@ import { Pipeline } from '../guards/pipeline.js';
 import type { Policy } from '../guards/policy.js';
 import { createPolicyPipeline, type CompiledPolicy } from '../guards/policy-pipeline.js';
 import { BOTTOM } from '../guards/label.js';
-import { AgentLoop, type JobData } from './agent-loop.js';
+import { AgentLoop, type ApprovalSettings, type JobData } from './agent-loop.js';
+import { Approvals } from './approvals.js';
+import { Compensator, startRollback, type RollbackStarted } from './rollback.js';
+import type { RollbackTrigger } from './events.js';
+import { permissionsOf, permits } from '../guards/builtin/context.js';
 import { BudgetSchema, ENVELOPE_VERSION, type Budget, type Envelope } from './envelope.js';
 import { InvalidRunInputError, UnknownAgentError } from './errors.js';
 import { PrincipalSchema, type PrincipalInput } from './principal.js';
@@ -69,6 +73,7 @@ export class Runtime {
   private readonly auth: EnvelopeAuth | undefined;
   private readonly auditLogs = new Map<string, AuditLog>();
   private readonly auditFor: (writer: string) => AuditLog | undefined;
+  private approvalDesk: Approvals | undefined;
 
   constructor(options: RuntimeOptions = {}) {
     const agents = options.agents ?? [];
@@ -98,7 +103,20 @@ export class Runtime {
       }
       return log;
     };
+    const policy = this.policy;
+    const approvals: ApprovalSettings | undefined = policy && {
+      ...policy.approvals,
+      permits: (principal, permission) => permits(permissionsOf(policy, principal.roles), permission),
+    };
+    const rollbackOn = new Set<RollbackTrigger>([
+      ...(policy?.rollback.onFailure ? (['failure'] as const) : []),
+      ...(policy?.rollback.onCancel ? (['cancel'] as const) : []),
+      'operator',
+    ]);
     this.loop = new AgentLoop({
+      approvals,
+      rollbackOn,
+      compensator: new Compensator({ agents: this.agents, transport: this.transport, auth: this.auth, audit: this.auditFor, rollbackOn }),
       auth: this.auth,
       audit: this.auditFor,
       agents: this.agents,
@@ -198,6 +216,36 @@ export class Runtime {
     };
   }
 
+  /** Approval requests and decisions; deciding needs the edge's keys when the workers have keys. */
+  get approvals(): Approvals {
+    this.approvalDesk ??= new Approvals({ transport: this.transport, policy: this.policy, auth: this.auth, audit: this.auditFor(EDGE) });
+    return this.approvalDesk;
+  }
+
+  /**
+   * Undoes what a run did, newest first, each action in the worker of the agent that did it.
+   * Returns once the steps are queued; `rollback.completed` in the run's events reports the outcome.
+   */
+  async rollback(runId: string, options: { by: string; reason?: string }): Promise<RollbackStarted> {
+    const run = await this.transport.store.getRun(runId);
+    if (!run) throw new InvalidRunInputError(`no run ${runId} exists`);
+    const audit = this.auditFor(EDGE);
+    const started = await startRollback({
+      transport: this.transport,
+      runId,
+      trigger: 'operator',
+      by: options.by,
+      reason: options.reason ?? `rolled back by ${options.by}`,
+      auth: this.auth,
+      emit: async (event) => {
+        await this.transport.store.appendEvent(runId, event);
+        const entry = auditEntryFor(event, { runId, principal: run.principal, chain: [run.agent] });
+        if (entry) await audit?.append(entry);
+      },
+    });
+    return started!;
+  }
+
   /** A handle on an existing run by id. */
   run(runId: string): Run {
     return new Run(runId, this.transport.store);
@@ -227,6 +275,9 @@ export class Runtime {
     const reason = `${envelope.receiver} failed: ${error.message}`;
     if (await this.transport.store.finishRun(envelope.runId, 'failed', { error: reason }).catch(() => false)) {
       await this.transport.store.appendEvent(envelope.runId, { type: 'run.failed', agent: envelope.receiver, error: reason }).catch(() => undefined);
+      if (this.policy?.rollback.onFailure) {
+        await startRollback({ transport: this.transport, runId: envelope.runId, trigger: 'failure', reason }).catch(() => undefined);
+      }
     }
   }
 

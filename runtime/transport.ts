@@ -37,7 +37,9 @@ export interface Task {
 export type TaskOutcome =
   | { type: 'done'; result: TaskResult }
   /** Suspend without holding a worker slot until every child has finished, then deliver again. */
-  | { type: 'await'; children: ChildJob[]; checkpoint: unknown };
+  | { type: 'await'; children: ChildJob[]; checkpoint: unknown }
+  /** Set the job aside without holding a worker slot until `until` (epoch ms) or an earlier `wake`, then deliver again. */
+  | { type: 'park'; until: number; checkpoint: unknown };
 
 export type TaskHandler = (task: Task) => Promise<TaskOutcome>;
 
@@ -63,6 +65,10 @@ export interface Transport {
   readonly store: RunStore;
   /** Adds a job; a job id that already exists in that queue is not added twice. */
   enqueue(queue: string, jobId: string, payload: unknown): Promise<void>;
+  /** Adds jobs that run one after another, each after the one before it has finished (whatever its outcome); each reads its predecessor's result as its only child. */
+  enqueueSequence(steps: ChildJob[]): Promise<void>;
+  /** Delivers a parked job now instead of at its time; false when no such job is parked. */
+  wake(queue: string, jobId: string): Promise<boolean>;
   consume(queue: string, handler: TaskHandler, options: ConsumeOptions): Consumer;
   /** Agents whose workers have announced themselves (for producers that hold no definitions). */
   announce(agents: string[]): Promise<void>;

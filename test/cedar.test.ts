@@ -76,7 +76,7 @@ describe('Cedar policies: the support example', () => {
     expect(policies.policyIds).toContain('refund-cap');
     expect(policies.policyIds).toContain('no-pii-egress');
     expect(policies.policyIds.at(-1)).toBe('support.cedar:14');
-    expect(policies.source('refund-cap')).toEqual({ id: 'refund-cap', file: 'support.cedar', line: 31, column: 1, effect: 'forbid' });
+    expect(policies.source('refund-cap')).toEqual({ id: 'refund-cap', file: 'support.cedar', line: 31, column: 1, effect: 'forbid', escalate: false });
     expect(policies.source('handoffs')?.effect).toBe('permit');
     expect(policies.source('nope')).toBeUndefined();
   });

@@ -96,7 +96,7 @@ describe('permissions guard', () => {
   });
 
   it('a Cedar forbid overrides roles, a Cedar permit grants, errors fail closed', () => {
-    const cedar = (answer: ReturnType<Authorizer['authorize']>): Authorizer => ({ authorize: () => answer });
+    const cedar = (answer: ReturnType<Authorizer['authorize']>): Authorizer => ({ authorize: () => answer, escalates: () => false });
     const agentPrincipal = { id: 'bo', roles: ['agent'], attrs: {} };
     expect(permissionsGuard(ctx(policy), cedar({ decision: 'deny', determining: ['big-refunds'], errors: [] })).check(ev({ tool: refundTool, principal: agentPrincipal }))).toMatchObject({
       verdict: 'block',

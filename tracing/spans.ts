@@ -14,9 +14,9 @@ export const labelAttributes = (label: Label): Attributes => ({
   [ATTR.PALISADE_LABEL_INTEGRITY]: label.integrity,
 });
 
-/** Records a thrown error on the span and marks it failed. */
+/** Records a thrown error on the span and marks it failed; errors marked `benign` (control flow, such as a pause) are not failures. */
 export function recordError(span: Span, error: unknown): void {
-  if (!span.isRecording()) return;
+  if (!span.isRecording() || (error as { benign?: unknown } | null)?.benign === true) return;
   span.recordException(error instanceof Error ? error : String(error));
   span.setStatus({ code: SpanStatusCode.ERROR, message: error instanceof Error ? error.message : String(error) });
 }

@@ -6,9 +6,15 @@ import { permissionsOf, permits, type GuardContext } from './context.js';
 import { assessRisk } from './risk.js';
 
 /** The part of a Cedar policy set this guard uses (see `guards/cedar.ts`). */
-export type Authorizer = Pick<CedarPolicies, 'authorize'>;
+export type Authorizer = Pick<CedarPolicies, 'authorize' | 'escalates'>;
 
 const block = (reason: string): Decision => ({ verdict: 'block', reasons: [reason], risk: 1 });
+
+/** A Cedar deny: a request for approval when every forbid that decided it is marked `@escalate`, else a block. */
+function denied(cedar: Authorizer, determining: string[]): Decision {
+  if (cedar.escalates(determining)) return { verdict: 'escalate', reasons: [`needs approval under ${determining.join(', ')}`], risk: 0.7 };
+  return block(`forbidden by ${determining.join(', ')}`);
+}
 
 /**
  * The agent acts with the principal's authority, never more: a tool must be declared by the agent
@@ -28,7 +34,7 @@ export function permissionsGuard({ policy }: GuardContext, cedar?: Authorizer): 
         if (!e.target) return block('a handoff without a target');
         const answer = ask(e);
         if (answer?.errors.length) return block(`Cedar could not decide: ${answer.errors.join('; ')}`);
-        if (answer?.decision === 'deny' && answer.determining.length > 0) return block(`forbidden by ${answer.determining.join(', ')}`);
+        if (answer?.decision === 'deny' && answer.determining.length > 0) return denied(cedar!, answer.determining);
         return { verdict: 'allow', reasons: [], risk: 0 };
       }
       const tool = e.tool;
@@ -39,7 +45,11 @@ export function permissionsGuard({ policy }: GuardContext, cedar?: Authorizer): 
       const missing = required.filter((p) => !permits(granted, p));
       const answer = ask(e);
       if (answer?.errors.length) return block(`Cedar could not decide: ${answer.errors.join('; ')}`);
-      if (answer?.decision === 'deny' && answer.determining.length > 0) return block(`forbidden by ${answer.determining.join(', ')}`);
+      if (answer?.decision === 'deny' && answer.determining.length > 0) {
+        // Approval can lift a rule's forbid, never a missing permission.
+        const verdict = denied(cedar!, answer.determining);
+        if (verdict.verdict === 'block' || missing.length === 0) return verdict;
+      }
       if (missing.length === 0) return { verdict: 'allow', reasons: [], risk: 0 };
       if (answer?.decision === 'allow') return { verdict: 'allow', reasons: [`permitted by ${answer.determining.join(', ')}`], risk: 0 };
       return block(`'${e.principal.id}' lacks ${missing.join(', ')} for '${tool.name}' and no rule permits it`);

@@ -1,12 +1,15 @@
 import { EventEmitter } from 'node:events';
 import type { TokenUsage } from '../../agents/model.js';
 import type { RunEventInput } from '../events.js';
-import type { EventCursor, RunRecord, RunStatus, RunStore, StoredEvent, ToolCallRecord } from '../run-store.js';
+import type { ApprovalDecision, ApprovalRequest, ApprovalState } from '../approval.js';
+import { firstOfEachKey, type ActionRecord, type CompensationRecord, type EventCursor, type RunRecord, type RunStatus, type RunStore, type StoredEvent, type ToolCallRecord } from '../run-store.js';
 
 interface MemoryRun {
   record: RunRecord;
   events: StoredEvent[];
   calls: Map<string, ToolCallRecord>;
+  actions: ActionRecord[];
+  compensations: Map<string, CompensationRecord>;
 }
 
 /** The embedded transport's store: the same semantics as Redis, held in this process only. */
@@ -15,6 +18,7 @@ export class MemoryRunStore implements RunStore {
   private readonly appended = new EventEmitter().setMaxListeners(0);
   private seq = 0;
   private readonly seen = new Map<string, string>();
+  private readonly approvals = new Map<string, ApprovalState>();
 
   private run(runId: string): MemoryRun {
     const run = this.runs.get(runId);
@@ -28,6 +32,8 @@ export class MemoryRunStore implements RunStore {
       record: { ...record, status: 'running', updatedAt: record.createdAt, usage: { inputTokens: 0, outputTokens: 0 } },
       events: [],
       calls: new Map(),
+      actions: [],
+      compensations: new Map(),
     });
   }
 
@@ -103,6 +109,44 @@ export class MemoryRunStore implements RunStore {
 
   async putToolCall(runId: string, key: string, record: ToolCallRecord): Promise<void> {
     this.run(runId).calls.set(key, record);
+  }
+
+  async recordAction(runId: string, record: ActionRecord): Promise<void> {
+    this.run(runId).actions.push(structuredClone(record));
+  }
+
+  async listActions(runId: string): Promise<ActionRecord[]> {
+    return firstOfEachKey(this.runs.get(runId)?.actions ?? []);
+  }
+
+  async getCompensation(runId: string, key: string): Promise<CompensationRecord | undefined> {
+    return this.runs.get(runId)?.compensations.get(key);
+  }
+
+  async putCompensation(runId: string, key: string, record: CompensationRecord): Promise<void> {
+    this.run(runId).compensations.set(key, record);
+  }
+
+  async createApproval(request: ApprovalRequest): Promise<boolean> {
+    if (this.approvals.has(request.id)) return false;
+    this.approvals.set(request.id, { request: structuredClone(request) });
+    return true;
+  }
+
+  async getApproval(id: string): Promise<ApprovalState | undefined> {
+    const state = this.approvals.get(id);
+    return state && structuredClone(state);
+  }
+
+  async pendingApprovals(): Promise<ApprovalState[]> {
+    return [...this.approvals.values()].filter((s) => !s.decision).sort((a, b) => a.request.requestedAt - b.request.requestedAt).map((s) => structuredClone(s));
+  }
+
+  async decideApproval(decision: ApprovalDecision): Promise<boolean> {
+    const state = this.approvals.get(decision.approvalId);
+    if (!state || state.decision) return false;
+    state.decision = structuredClone(decision);
+    return true;
   }
 
   async close(): Promise<void> {

@@ -1,7 +1,8 @@
 import type { Redis } from 'ioredis';
 import type { TokenUsage } from '../../agents/model.js';
 import type { RunEvent, RunEventInput } from '../events.js';
-import type { EventCursor, RunRecord, RunStatus, RunStore, StoredEvent, ToolCallRecord } from '../run-store.js';
+import type { ApprovalDecision, ApprovalRequest, ApprovalState } from '../approval.js';
+import { firstOfEachKey, type ActionRecord, type CompensationRecord, type EventCursor, type RunRecord, type RunStatus, type RunStore, type StoredEvent, type ToolCallRecord } from '../run-store.js';
 
 export interface RedisRunStoreOptions {
   /** Key prefix shared with the queues; wrap it in braces (`{palisade}`) for Redis Cluster. */
@@ -79,7 +80,7 @@ export class RedisRunStore implements RunStore {
 
   async finishRun(runId: string, status: Exclude<RunStatus, 'running'>, detail: { output?: string; error?: string }): Promise<boolean> {
     const [field, value] = detail.output !== undefined ? ['output', detail.output] : ['error', detail.error ?? ''];
-    const keys = [this.key(runId), this.key(runId, 'events'), this.key(runId, 'calls')];
+    const keys = [this.key(runId), this.key(runId, 'events'), this.key(runId, 'calls'), this.key(runId, 'actions'), this.key(runId, 'compensations')];
     const done = await this.redis.eval(FINISH, keys.length, ...keys, status, Date.now(), field, value, this.retentionMs);
     return done === 1;
   }
@@ -129,6 +130,59 @@ export class RedisRunStore implements RunStore {
 
   async putToolCall(runId: string, key: string, record: ToolCallRecord): Promise<void> {
     await this.redis.multi().hset(this.key(runId, 'calls'), key, JSON.stringify(record)).pexpire(this.key(runId, 'calls'), this.retentionMs).exec();
+  }
+
+  async recordAction(runId: string, record: ActionRecord): Promise<void> {
+    const key = this.key(runId, 'actions');
+    await this.redis.multi().rpush(key, JSON.stringify(record)).pexpire(key, this.retentionMs).exec();
+  }
+
+  async listActions(runId: string): Promise<ActionRecord[]> {
+    const raw = await this.redis.lrange(this.key(runId, 'actions'), 0, -1);
+    return firstOfEachKey(raw.map((r) => JSON.parse(r) as ActionRecord));
+  }
+
+  async getCompensation(runId: string, key: string): Promise<CompensationRecord | undefined> {
+    const raw = await this.redis.hget(this.key(runId, 'compensations'), key);
+    return raw ? (JSON.parse(raw) as CompensationRecord) : undefined;
+  }
+
+  async putCompensation(runId: string, key: string, record: CompensationRecord): Promise<void> {
+    const hash = this.key(runId, 'compensations');
+    await this.redis.multi().hset(hash, key, JSON.stringify(record)).pexpire(hash, this.retentionMs).exec();
+  }
+
+  private approvalKey(id: string, part?: string): string {
+    return part ? `${this.prefix}:approval:${id}:${part}` : `${this.prefix}:approval:${id}`;
+  }
+
+  async createApproval(request: ApprovalRequest): Promise<boolean> {
+    const created = await this.redis.set(this.approvalKey(request.id), JSON.stringify(request), 'PX', this.retentionMs, 'NX');
+    if (created !== 'OK') return false;
+    await this.redis.zadd(`${this.prefix}:approvals:pending`, request.requestedAt, request.id);
+    return true;
+  }
+
+  async getApproval(id: string): Promise<ApprovalState | undefined> {
+    const [request, decision] = await this.redis.mget(this.approvalKey(id), this.approvalKey(id, 'decision'));
+    if (!request) return undefined;
+    return { request: JSON.parse(request) as ApprovalRequest, ...(decision ? { decision: JSON.parse(decision) as ApprovalDecision } : {}) };
+  }
+
+  async pendingApprovals(): Promise<ApprovalState[]> {
+    const ids = await this.redis.zrange(`${this.prefix}:approvals:pending`, 0, 999);
+    const states = await Promise.all(ids.map((id) => this.getApproval(id)));
+    // Requests past their retention leave their id behind in the index; it is dropped here.
+    const gone = ids.filter((_, i) => !states[i]);
+    if (gone.length > 0) await this.redis.zrem(`${this.prefix}:approvals:pending`, ...gone);
+    return states.filter((s): s is ApprovalState => s !== undefined && !s.decision);
+  }
+
+  async decideApproval(decision: ApprovalDecision): Promise<boolean> {
+    const set = await this.redis.set(this.approvalKey(decision.approvalId, 'decision'), JSON.stringify(decision), 'PX', this.retentionMs, 'NX');
+    if (set !== 'OK') return false;
+    await this.redis.zrem(`${this.prefix}:approvals:pending`, decision.approvalId);
+    return true;
   }
 
   async close(): Promise<void> {

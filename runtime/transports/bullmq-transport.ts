@@ -1,7 +1,7 @@
-import { Queue, Worker, WaitingChildrenError, type Job, type JobsOptions } from 'bullmq';
+import { DelayedError, FlowProducer, Job, Queue, Worker, WaitingChildrenError, type FlowJob, type JobsOptions } from 'bullmq';
 import { Redis, type RedisOptions } from 'ioredis';
 import { RedisRunStore } from '../stores/redis-run-store.js';
-import type { ConsumeOptions, Consumer, Task, TaskHandler, TaskResult, Transport } from '../transport.js';
+import type { ChildJob, ConsumeOptions, Consumer, Task, TaskHandler, TaskResult, Transport } from '../transport.js';
 
 export interface BullMQTransportOptions {
   /** A Redis URL (`redis://127.0.0.1:6379`) or ioredis options. */
@@ -28,6 +28,7 @@ export class BullMQTransport implements Transport {
   private readonly redis: Redis;
   private readonly connectionSpec: string | RedisOptions;
   private readonly queues = new Map<string, Queue>();
+  private flows: FlowProducer | undefined;
   /** Each worker with the connection made for it, which BullMQ does not close. */
   private readonly workers = new Map<Worker, Redis>();
   private readonly jobOptions: JobsOptions;
@@ -76,6 +77,36 @@ export class BullMQTransport implements Transport {
     await this.queue(queue).add('envelope', payload, { ...this.jobOptions, jobId });
   }
 
+  async enqueueSequence(steps: ChildJob[]): Promise<void> {
+    if (steps.length === 0) return;
+    // A BullMQ flow runs children before their parent: the first step is the deepest child.
+    let flow: FlowJob | undefined;
+    for (const step of steps) {
+      const node: FlowJob = {
+        name: 'envelope',
+        queueName: queueName(step.queue),
+        data: step.payload,
+        opts: { ...this.jobOptions, jobId: step.jobId, ignoreDependencyOnFailure: true },
+        ...(flow ? { children: [flow] } : {}),
+      };
+      flow = node;
+    }
+    this.flows ??= new FlowProducer({ connection: this.redis, prefix: this.prefix });
+    await this.flows.add(flow!);
+  }
+
+  async wake(queue: string, jobId: string): Promise<boolean> {
+    const job = await Job.fromId(this.queue(queue), jobId);
+    if (!job || !(await job.isDelayed())) return false;
+    try {
+      await job.promote();
+      return true;
+    } catch {
+      // It left the delayed set meanwhile (its time came, or another waker was first).
+      return false;
+    }
+  }
+
   consume(queue: string, handler: TaskHandler, options: ConsumeOptions): Consumer {
     const maxAttempts = this.jobOptions.attempts ?? 1;
     // Workers block on Redis, so they wait out an outage instead of failing commands.
@@ -97,6 +128,12 @@ export class BullMQTransport implements Transport {
         for (;;) {
           const outcome = await handler(task);
           if (outcome.type === 'done') return outcome.result;
+          if (outcome.type === 'park') {
+            // A delayed job holds no worker slot and survives restarts; its time is the wait's deadline.
+            await job.updateData(outcome.checkpoint);
+            await job.moveToDelayed(outcome.until, token);
+            throw new DelayedError();
+          }
           // Children first: their ids are deterministic, so a crash before the checkpoint re-adds nothing twice.
           for (const child of outcome.children) {
             await this.queue(child.queue).add('envelope', child.payload, {
@@ -162,6 +199,8 @@ export class BullMQTransport implements Transport {
     this.workers.clear();
     await Promise.all([...this.queues.values()].map((q) => q.close()));
     this.queues.clear();
+    await this.flows?.close();
+    this.flows = undefined;
     await this.redis.quit().catch(() => this.redis.disconnect());
   }
 }

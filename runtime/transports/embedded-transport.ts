@@ -1,5 +1,5 @@
 import { MemoryRunStore } from '../stores/memory-run-store.js';
-import type { ConsumeOptions, Consumer, Task, TaskHandler, TaskResult, Transport } from '../transport.js';
+import type { ChildJob, ConsumeOptions, Consumer, Task, TaskHandler, TaskResult, Transport } from '../transport.js';
 
 export interface EmbeddedTransportOptions {
   attempts?: number;
@@ -14,8 +14,10 @@ interface EmbeddedJob {
   parent?: EmbeddedJob;
   pendingChildren: Set<string>;
   childValues: Map<string, TaskResult | undefined>;
-  state: 'waiting' | 'active' | 'waiting-children' | 'completed' | 'failed';
+  state: 'waiting' | 'active' | 'waiting-children' | 'delayed' | 'completed' | 'failed';
   result?: TaskResult;
+  /** The timer of a parked job. */
+  wakeTimer?: NodeJS.Timeout;
 }
 
 interface EmbeddedQueue {
@@ -57,7 +59,28 @@ export class EmbeddedTransport implements Transport {
     this.add(queue, jobId, payload);
   }
 
-  private add(queue: string, jobId: string, payload: unknown, parent?: EmbeddedJob): EmbeddedJob {
+  async enqueueSequence(steps: ChildJob[]): Promise<void> {
+    // The last step waits for the one before it, and so on down to the first, which runs now.
+    let parent: EmbeddedJob | undefined;
+    for (const step of [...steps].reverse()) {
+      const job = this.add(step.queue, step.jobId, step.payload, parent, false);
+      parent?.pendingChildren.add(job.id);
+      if (parent) parent.state = 'waiting-children';
+      parent = job;
+    }
+    if (parent) this.schedule(parent);
+  }
+
+  async wake(queue: string, jobId: string): Promise<boolean> {
+    const job = this.jobs.get(`${queue}/${jobId}`);
+    if (!job || job.state !== 'delayed') return false;
+    clearTimeout(job.wakeTimer);
+    this.timers.delete(job.wakeTimer!);
+    this.schedule(job);
+    return true;
+  }
+
+  private add(queue: string, jobId: string, payload: unknown, parent?: EmbeddedJob, start = true): EmbeddedJob {
     const existing = this.jobs.get(`${queue}/${jobId}`);
     if (existing) return existing;
     const job: EmbeddedJob = {
@@ -71,11 +94,11 @@ export class EmbeddedTransport implements Transport {
       state: 'waiting',
     };
     this.jobs.set(`${queue}/${jobId}`, job);
-    this.schedule(job);
+    if (start) this.schedule(job);
     return job;
   }
 
-  private schedule(job: EmbeddedJob, delayMs = 0): void {
+  private schedule(job: EmbeddedJob, delayMs = 0): NodeJS.Timeout | undefined {
     job.state = 'waiting';
     const deliver = () => {
       this.queue(job.queue).waiting.push(job);
@@ -88,6 +111,7 @@ export class EmbeddedTransport implements Transport {
       deliver();
     }, delayMs);
     this.timers.add(timer);
+    return timer;
   }
 
   private pump(name: string): void {
@@ -123,6 +147,11 @@ export class EmbeddedTransport implements Transport {
       const outcome = await handler(task);
       if (outcome.type === 'done') return this.finish(job, 'completed', outcome.result);
       job.data = structuredClone(outcome.checkpoint);
+      if (outcome.type === 'park') {
+        job.wakeTimer = this.schedule(job, Math.max(1, outcome.until - Date.now()));
+        job.state = 'delayed';
+        return;
+      }
       for (const child of outcome.children) {
         const added = this.add(child.queue, child.jobId, child.payload, job);
         if (added.state === 'completed' || added.state === 'failed') job.childValues.set(added.id, added.result);
@@ -132,7 +161,7 @@ export class EmbeddedTransport implements Transport {
       else job.state = 'waiting-children';
     } catch (error) {
       job.attemptsMade += 1;
-      if (job.attemptsMade < this.attempts) return this.schedule(job, this.backoffMs * 2 ** (job.attemptsMade - 1));
+      if (job.attemptsMade < this.attempts) return void this.schedule(job, this.backoffMs * 2 ** (job.attemptsMade - 1));
       options.onFailed?.(job.id, job.data, error instanceof Error ? error : new Error(String(error)));
       this.finish(job, 'failed', undefined);
     }

@@ -1,0 +1,216 @@
+import { createHash, randomUUID } from 'node:crypto';
+import { SpanStatusCode } from '@opentelemetry/api';
+import { z } from 'zod';
+import type { Agent } from '../agents/agent.js';
+import { extractTrace } from '../tracing/propagation.js';
+import { inSpan, tracer } from '../tracing/spans.js';
+import { ATTR } from '../tracing/attributes.js';
+import { auditEntryFor, type AuditSink } from './audit-trail.js';
+import { AuthSchema, EnvelopeSchema } from './envelope.js';
+import type { EnvelopeAuth } from './envelope-auth.js';
+import type { RollbackTrigger, RunEventInput } from './events.js';
+import type { ActionRecord, CompensationRecord } from './run-store.js';
+import type { ChildJob, Task, TaskOutcome, Transport } from './transport.js';
+
+/** One step of a rollback: undo one action, in the worker of the agent that did it. */
+export const CompensationOrderSchema = z
+  .object({
+    rollbackId: z.string().min(1).max(64),
+    runId: z.string().uuid(),
+    agent: z.string().min(1).max(64),
+    /** The action's idempotency key in the run's action log. */
+    key: z.string().min(1).max(64),
+    /** 0 for the newest action; the last step reports the whole rollback. */
+    step: z.number().int().nonnegative(),
+    steps: z.number().int().positive(),
+    trigger: z.enum(['failure', 'cancel', 'operator']),
+    /** The operator who ordered it. */
+    by: z.string().max(256).optional(),
+    reason: z.string().max(2000),
+    issuedAt: z.number().int().positive(),
+    trace: EnvelopeSchema.shape.trace,
+    /** The edge's MAC, for an operator's order. */
+    auth: AuthSchema.optional(),
+  })
+  .strict();
+export type CompensationOrder = z.infer<typeof CompensationOrderSchema>;
+
+const CompensationJobSchema = z.object({ compensate: CompensationOrderSchema }).strict();
+
+export interface StartRollbackOptions {
+  transport: Transport;
+  runId: string;
+  trigger: RollbackTrigger;
+  reason: string;
+  /** The operator, for `operator` rollbacks. */
+  by?: string;
+  /** The edge's keys: an operator's order must be authenticated for each agent that undoes something. */
+  auth?: EnvelopeAuth;
+  trace?: CompensationOrder['trace'];
+  /** Where `rollback.started` (and, with nothing to undo, `rollback.completed`) is recorded; the run's event stream by default. */
+  emit?: (event: RunEventInput) => Promise<void>;
+}
+
+export interface RollbackStarted {
+  rollbackId: string;
+  /** Actions in the log, each of which gets a compensation step. */
+  actions: number;
+}
+
+/**
+ * Undoes a run's side effects, newest first: one job per logged action, each on the queue of the
+ * agent that acted (only its worker holds the tool's credentials), each starting after the one
+ * before it has finished. A failure or cancel rolls back once (later calls return undefined); an
+ * operator may roll back again, and what was undone already is reported, not undone twice.
+ */
+export async function startRollback(options: StartRollbackOptions): Promise<RollbackStarted | undefined> {
+  const { transport, runId, trigger } = options;
+  const store = transport.store;
+  const rollbackId =
+    trigger === 'operator' ? randomUUID().replace(/-/g, '') : createHash('sha256').update(`${runId}\0rollback\0${trigger}`).digest('base64url').slice(0, 22);
+  if (trigger !== 'operator' && (await store.claimMessage('rollback', rollbackId, 'start')) !== 'new') return undefined;
+  const emit = options.emit ?? ((event: RunEventInput) => store.appendEvent(runId, event));
+  const actions = await store.listActions(runId);
+  await emit({ type: 'rollback.started', rollbackId, trigger, actions: actions.length, ...(options.by ? { by: options.by } : {}) });
+  if (actions.length === 0) {
+    await emit({ type: 'rollback.completed', rollbackId, undone: 0, failed: 0, notUndone: 0 });
+    return { rollbackId, actions: 0 };
+  }
+  const issuedAt = Date.now();
+  const steps: ChildJob[] = [...actions].reverse().map((action, step) => {
+    const order: CompensationOrder = {
+      rollbackId,
+      runId,
+      agent: action.agent,
+      key: action.key,
+      step,
+      steps: actions.length,
+      trigger,
+      ...(options.by ? { by: options.by } : {}),
+      reason: options.reason.slice(0, 2000),
+      issuedAt,
+      ...(options.trace ? { trace: options.trace } : {}),
+    };
+    const compensate = trigger === 'operator' && options.auth ? options.auth.sealOrder(action.agent, order) : order;
+    return { queue: action.agent, jobId: `rb-${rollbackId}-${step}`, payload: { compensate } };
+  });
+  await transport.enqueueSequence(steps);
+  return { rollbackId, actions: actions.length };
+}
+
+export interface CompensatorOptions {
+  agents: ReadonlyMap<string, Agent>;
+  transport: Transport;
+  auth?: EnvelopeAuth;
+  audit?: (agent: string) => AuditSink | undefined;
+  /** The triggers this worker's policy rolls back on; an order for another is refused. */
+  rollbackOn: ReadonlySet<RollbackTrigger>;
+}
+
+type Outcome = Pick<CompensationRecord, 'status' | 'message'> | { status: 'already_undone'; message?: string };
+
+/** Runs compensation steps in the worker that owns the tool, after checking the order and the action it undoes. */
+export class Compensator {
+  constructor(private readonly options: CompensatorOptions) {}
+
+  private get store() {
+    return this.options.transport.store;
+  }
+
+  accepts(task: Task): boolean {
+    return typeof task.data === 'object' && task.data !== null && 'compensate' in task.data;
+  }
+
+  async handle(task: Task): Promise<TaskOutcome> {
+    const parsed = CompensationJobSchema.safeParse(task.data);
+    if (!parsed.success) return { type: 'done', result: { status: 'rejected', error: `malformed rollback order: ${parsed.error.issues[0]?.message ?? 'invalid'}` } };
+    const order = parsed.data.compensate;
+    const agent = this.options.agents.get(order.agent);
+    if (order.agent !== task.queue || !agent) return { type: 'done', result: { status: 'rejected', error: `a rollback order for '${order.agent}' arrived on the queue of '${task.queue}'` } };
+    const run = await this.store.getRun(order.runId);
+    if (!run) return { type: 'done', result: { status: 'rejected', error: `no run ${order.runId} exists` } };
+    const emit = async (event: RunEventInput): Promise<void> => {
+      const entry = auditEntryFor(event, { runId: order.runId, principal: run.principal, chain: [agent.name], agent: agent.name });
+      await Promise.all([
+        this.store.appendEvent(order.runId, { ...event, agent: agent.name } as RunEventInput),
+        entry ? this.options.audit?.(agent.name)?.append({ ...entry, ...(order.by ? { detail: { ...entry.detail, orderedBy: order.by } } : {}) }) : undefined,
+      ]);
+    };
+    const refused = this.refusal(order, (task.data as { compensate: object }).compensate, run.status);
+    if (refused) {
+      await emit({ type: 'envelope.rejected', reason: `rollback order refused: ${refused}` });
+      return { type: 'done', result: { status: 'rejected', error: refused } };
+    }
+    const actions = (await this.store.listActions(order.runId)).slice(0, order.steps);
+    const action = actions.find((a) => a.key === order.key);
+    const span = tracer().startSpan(
+      `palisade.compensate ${action?.tool ?? order.key}`,
+      { attributes: { [ATTR.GEN_AI_AGENT_NAME]: agent.name, [ATTR.PALISADE_RUN_ID]: order.runId, 'palisade.rollback.id': order.rollbackId, 'palisade.rollback.trigger': order.trigger } },
+      extractTrace(order.trace),
+    );
+    const outcome = await inSpan(span, async () => {
+      const result = await this.undo(agent, order, action);
+      span.setAttribute('palisade.rollback.outcome', result.status);
+      if (result.status === 'failed' || result.status === 'not_undone') span.setStatus({ code: SpanStatusCode.ERROR, message: result.message ?? result.status });
+      return result;
+    });
+    if (outcome.status !== 'already_undone') {
+      await this.store.putCompensation(order.runId, order.key, { status: outcome.status, ...(outcome.message ? { message: outcome.message } : {}), rollbackId: order.rollbackId, at: Date.now() });
+    }
+    await emit({
+      type: 'action.compensated',
+      rollbackId: order.rollbackId,
+      tool: action?.tool ?? 'unknown',
+      callId: action?.callId ?? order.key,
+      status: outcome.status,
+      ...(outcome.message ? { message: outcome.message } : {}),
+    });
+    if (order.step === order.steps - 1) await emit({ type: 'rollback.completed', rollbackId: order.rollbackId, ...(await this.summary(order.runId, actions)) });
+    return { type: 'done', result: { status: 'completed', output: outcome.status } };
+  }
+
+  /** Why this worker must not act on the order. */
+  private refusal(order: CompensationOrder, raw: object, runStatus: string): string | undefined {
+    if (order.trigger === 'operator') return this.options.auth?.checkOrder(order.agent, raw);
+    if (!this.options.rollbackOn.has(order.trigger)) return `this worker's policy does not roll back on ${order.trigger}`;
+    const expected = order.trigger === 'failure' ? 'failed' : 'cancelled';
+    return runStatus === expected ? undefined : `the run is ${runStatus}, not ${expected}`;
+  }
+
+  private async undo(agent: Agent, order: CompensationOrder, action: ActionRecord | undefined): Promise<Outcome> {
+    if (!action) return { status: 'failed', message: 'the action is not in the run’s action log' };
+    const forged = this.options.auth?.checkAction(action);
+    if (forged) return { status: 'failed', message: forged };
+    if (action.agent !== agent.name || action.runId !== order.runId) return { status: 'failed', message: 'the action belongs to another agent or run' };
+    const prior = await this.store.getCompensation(order.runId, order.key);
+    if (prior?.status === 'undone') return { status: 'already_undone' };
+    const tool = agent.tools.get(action.tool);
+    if (!tool?.compensate) return { status: 'not_undone', message: `'${action.tool}' has no compensation` };
+    const args = tool.input.safeParse(action.args);
+    if (!args.success) return { status: 'failed', message: `the logged arguments no longer fit '${tool.name}'` };
+    const controller = new AbortController();
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          controller.abort();
+          reject(new Error(`the compensation of '${tool.name}' did not finish within ${tool.timeoutMs} ms`));
+        }, tool.timeoutMs);
+      });
+      // The undo acts for the same principal, and is itself idempotent on its own key.
+      const ctx = { runId: order.runId, agent: agent.name, principal: action.principal, callId: action.callId, idempotencyKey: `${action.key}.undo`, signal: controller.signal };
+      await Promise.race([Promise.resolve().then(() => tool.compensate!(args.data, action.output, ctx)), timeout]);
+      return { status: 'undone' };
+    } catch (error) {
+      return { status: 'failed', message: error instanceof Error ? error.message : String(error) };
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private async summary(runId: string, actions: readonly ActionRecord[]) {
+    const records = await Promise.all(actions.map((a) => this.store.getCompensation(runId, a.key)));
+    const count = (status: CompensationRecord['status']) => records.filter((r) => r?.status === status).length;
+    return { undone: count('undone'), failed: actions.length - count('undone') - count('not_undone'), notUndone: count('not_undone') };
+  }
+}
