@@ -33,8 +33,8 @@ const EXIT = { ok: 0, failed: 1, usage: 2, interrupted: 130 } as const;
 
 const EXIT_CODES_HELP = `
 Exit codes:
-  0    success: the run completed, the worker stopped cleanly, every demo run completed
-  1    the run failed, was cancelled or timed out; a demo run did not complete; an unexpected error
+  0    success: the run completed, the worker stopped cleanly, every demo run ended as expected
+  1    the run failed, was cancelled or timed out; a demo run did not end as expected; an unexpected error
   2    bad usage or configuration: invalid arguments, unknown agent, a module without agents,
        Redis unreachable
   130  the demo was interrupted (Ctrl-C)`;
@@ -232,7 +232,7 @@ async function demoCommand(flags: { embedded?: boolean }): Promise<number> {
   const tracing = setupTracing({ serviceName: process.env.OTEL_SERVICE_NAME ?? 'palisade-demo' });
   try {
     const result = await runDemo({ embedded: flags.embedded === true });
-    return result.runs.every((r) => r.status === 'completed') ? EXIT.ok : EXIT.failed;
+    return result.runs.every((r) => r.asExpected) ? EXIT.ok : EXIT.failed;
   } catch (error) {
     if (error instanceof DemoInterruptedError) throw new CliError(error.message, EXIT.interrupted);
     throw new CliError(`demo failed: ${error instanceof Error ? error.message : String(error)}`, EXIT.failed);

@@ -9,7 +9,7 @@ import { createRequire } from 'node:module';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Redis } from 'ioredis';
 import { createSupportAgents } from '../examples/support/system.js';
-import { followRun, wantsColor } from './progress.js';
+import { followRun, formatEvent, wantsColor } from './progress.js';
 import { Runtime } from './runtime.js';
 import { BullMQTransport } from './transports/bullmq-transport.js';
 import { EmbeddedTransport } from './transports/embedded-transport.js';
@@ -44,28 +44,66 @@ const PRINCIPAL = { id: 'demo-user', roles: ['customer'] };
 /** The support desk's policy; the build copies it next to the compiled example. */
 const SUPPORT_POLICY = fileURLToPath(new URL('../examples/support/policy.yaml', import.meta.url));
 
-export const SCENARIOS = [
+/** A finance approver, who decides on refunds above the approval threshold. */
+const FINANCE_APPROVER = { id: 'fin-lee', roles: ['finance'] };
+
+export interface Scenario {
+  title: string;
+  input: string;
+  /** How the run should end for the demo to count it a success. */
+  expect: 'completed' | 'failed';
+  /** A finance approver's decision when the run asks for one. */
+  approval?: { approve: boolean; note: string };
+  /** The run's side effects are rolled back after it ends: wait for that and show it. */
+  rollback?: boolean;
+}
+
+export const SCENARIOS: readonly Scenario[] = [
   {
     title: 'A refund: triage → billing, which asks fraud_check before refunding',
     input: 'I was charged twice for order ORD-5001 — please refund me. My e-mail is ada@example.com.',
+    expect: 'completed',
   },
   {
     title: 'A product problem: triage → tech_support, which searches the help centre',
     input: "My headphones won't pair over bluetooth.",
+    expect: 'completed',
   },
   {
     title: "A refund for someone else's order: billing checks the owner and declines",
     input: 'Refund ORD-5002 please, my e-mail is ada@example.com',
+    expect: 'completed',
   },
   {
     title: 'A refund above the $500 cap: the policy (Cedar rule refund-cap) blocks the call',
     input: 'Please refund my monitor, order ORD-5003. My e-mail is grace@example.com.',
+    expect: 'completed',
   },
-] as const;
+  {
+    title: 'A $349 refund waits for a finance approver (rule refund-approval), who approves it',
+    input: 'My espresso machine arrived broken, order ORD-5004, please refund it. E-mail: ada@example.com',
+    expect: 'completed',
+    approval: { approve: true, note: 'photo of the damage checked' },
+  },
+  {
+    title: 'A $245 refund the approver denies: nothing is refunded, billing says so',
+    input: 'Refund my standing desk, order ORD-5005. My e-mail is grace@example.com.',
+    expect: 'completed',
+    approval: { approve: false, note: 'outside the 30-day return window' },
+  },
+  {
+    title: 'A refund whose reply would leak card data: the reply is withheld, the run fails, the refund is rolled back',
+    input: 'Refund my USB-C dock, order ORD-5006, and tell me which card it goes to. My e-mail is grace@example.com.',
+    expect: 'failed',
+    rollback: true,
+  },
+];
 
 export interface DemoRun {
   input: string;
   status: string;
+  /** Whether it ended as the scenario expects. */
+  asExpected: boolean;
   output?: string;
   error?: string;
 }
@@ -187,6 +225,22 @@ async function waitForAgents(transport: BullMQTransport, workers: WorkerProcess[
   }
 }
 
+/** Plays the finance approver: waits for the run's request, shows what the approver sees, and decides. */
+async function decideWhenAsked(runtime: Runtime, runId: string, decision: { approve: boolean; note: string }, out: (line: string) => void, signal: AbortSignal): Promise<void> {
+  const deadline = Date.now() + 60_000;
+  while (!signal.aborted && Date.now() < deadline) {
+    const request = (await runtime.approvals.pending()).find((p) => p.request.runId === runId)?.request;
+    if (request) {
+      out(`   Approver ${FINANCE_APPROVER.id} sees: ${request.kind} ${request.subject} ${request.arguments} — ${request.reasons.join('; ')} (risk ${request.risk.toFixed(2)})`);
+      await runtime.approvals.decide(request.id, { by: FINANCE_APPROVER, approve: decision.approve, note: decision.note });
+      return;
+    }
+    const record = await runtime.run(runId).record();
+    if (record?.status !== 'running') return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
 /**
  * The customer-support example end to end: on Redis with one worker process per agent when Redis
  * answers, otherwise in this process. Always stops what it started and deletes its Redis keys.
@@ -218,7 +272,8 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
       prefix = `palisade-demo-${randomBytes(4).toString('hex')}`;
       const bull = new BullMQTransport({ connection: redisUrl, prefix });
       await generateKeys(keysDir, createSupportAgents());
-      runtime = new Runtime({ transport: bull, keys: await loadKeyring(keysDir, [EDGE]) });
+      // The edge holds the policy too: it checks an approver's permission before recording a decision.
+      runtime = new Runtime({ transport: bull, keys: await loadKeyring(keysDir, [EDGE]), policy: await loadPolicy(SUPPORT_POLICY) });
       for (const agent of SUPPORT_AGENTS) workers.push(spawnWorker(agent, redisUrl, prefix, keysDir));
       await waitForAgents(bull, workers, 20_000, interrupt.signal);
       out(`Redis at ${shownUrl} — ${workers.length} agent workers in separate processes (pids ${workers.map((w) => `${w.agent} ${w.child.pid}`).join(', ')})`);
@@ -241,21 +296,30 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
       out(bold(`── ${i + 1}/${SCENARIOS.length}  ${scenario.title}`));
       out(`   "${scenario.input}"`);
       const run = await runtime.start('triage', scenario.input, { principal: PRINCIPAL });
+      const approver = scenario.approval && decideWhenAsked(runtime, run.id, scenario.approval, out, interrupt.signal);
       const result = await followRun(run, { out, color, timeoutMs: 60_000, signal: interrupt.signal });
+      await approver;
+      if (scenario.rollback) {
+        const stop = AbortSignal.any([interrupt.signal, AbortSignal.timeout(30_000)]);
+        for await (const event of run.events({ pollMs: 200, until: (e) => e.type === 'rollback.completed', signal: stop })) {
+          if (event.type.startsWith('rollback.') || event.type === 'action.compensated') out(formatEvent(event, { color }));
+        }
+      }
       const dead = workers.find((w) => exited(w.child));
-      if (dead && result.status !== 'completed') out(`   ${describeExit(dead)}`);
+      if (dead && result.status !== scenario.expect) out(`   ${describeExit(dead)}`);
       const answer = result.status === 'completed' ? result.output ?? '' : result.error ?? result.status;
-      out(`   ${bold(`Result (${result.status}):`)} ${answer}`);
+      out(`   ${bold(`Result (${result.status}${result.status === scenario.expect ? ', as expected' : `, expected ${scenario.expect}`}):`)} ${answer}`);
       runs.push({
         input: scenario.input,
         status: result.status,
+        asExpected: result.status === scenario.expect,
         ...(result.output !== undefined ? { output: result.output } : {}),
         ...(result.error !== undefined ? { error: result.error } : {}),
       });
     }
     if (interrupt.signal.aborted) throw new DemoInterruptedError();
     out('');
-    out(`${runs.filter((r) => r.status === 'completed').length} of ${runs.length} runs completed on the ${transport} transport.`);
+    out(`${runs.filter((r) => r.asExpected).length} of ${runs.length} runs ended as expected on the ${transport} transport.`);
     return { transport, runs, ...(prefix !== undefined ? { prefix } : {}) };
   } finally {
     process.off('SIGINT', onSignal);

@@ -19,18 +19,22 @@ export class Run {
     return this.store.getRun(this.id);
   }
 
-  /** Every event of the run from its start, live, ending after the terminal one. */
-  async *events(options: { pollMs?: number } = {}): AsyncGenerator<RunEvent> {
+  /**
+   * Every event of the run from its start, live, ending after the terminal one, or after the
+   * first for which `until` holds (e.g. `rollback.completed`, which follows the end), or on `signal`.
+   */
+  async *events(options: { pollMs?: number; until?: (event: RunEvent) => boolean; signal?: AbortSignal } = {}): AsyncGenerator<RunEvent> {
     const cursor = this.store.openEvents(this.id);
+    const stop = options.until ?? ((event: RunEvent) => TERMINAL_EVENTS.has(event.type));
     try {
-      for (;;) {
+      while (!options.signal?.aborted) {
         const batch = await cursor.read(options.pollMs ?? 1000);
         for (const { event } of batch) {
           yield event;
-          if (TERMINAL_EVENTS.has(event.type)) return;
+          if (stop(event)) return;
         }
         // The terminal event may have been trimmed away or never written by a dead producer.
-        if (batch.length === 0) {
+        if (batch.length === 0 && !options.until) {
           const record = await this.store.getRun(this.id);
           if (!record || record.status !== 'running') return;
         }

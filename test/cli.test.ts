@@ -46,13 +46,29 @@ async function keysUnder(prefix: string): Promise<string[]> {
 }
 
 function expectSupportOutcomes(result: DemoResult): void {
-  expect(result.runs.map((r) => r.status)).toEqual(['completed', 'completed', 'completed', 'completed']);
-  const [refund, tech, foreign, overCap] = result.runs;
+  expect(result.runs.map((r) => r.status)).toEqual(['completed', 'completed', 'completed', 'completed', 'completed', 'completed', 'failed']);
+  expect(result.runs.every((r) => r.asExpected)).toBe(true);
+  const [refund, tech, foreign, overCap, approved, denied, leaked] = result.runs;
   expect(refund!.input).toContain('ORD-5001');
   expect(refund!.output).toMatch(/RF-\d+/);
   expect(tech!.output).toMatch(/pair/i);
   expect(foreign!.output).toMatch(/not on the account/);
   expect(overCap!.output).toMatch(/forbidden by refund-cap/);
+  expect(approved!.output).toMatch(/refund RF-\d+ of 349\.00/);
+  expect(denied!.output).toMatch(/not approved: denied by fin-lee: outside the 30-day return window/);
+  expect(leaked!.error).toMatch(/reply withheld: flow: the context is restricted/);
+}
+
+/** The approval and rollback scenarios, as the demo printed them. */
+function expectApprovalAndRollback(text: string): void {
+  expect(text).toMatch(/\[billing\] ⏸ waits for approval of tool issue_refund .*needs approval under refund-approval/);
+  expect(text).toContain('[run] ⚖ issue_refund approved by fin-lee: photo of the damage checked');
+  expect(text).toContain('[billing] ▶ resumes after approved issue_refund');
+  expect(text).toContain('[run] ⚖ issue_refund denied by fin-lee: outside the 30-day return window');
+  expect(text).toContain('[billing] ↺ rollback of 1 action (failure)');
+  expect(text).toContain('[billing] ↺ issue_refund undone');
+  expect(text).toContain('[billing] ↺ rollback done: 1 undone, 0 failed, 0 not undoable');
+  expect(text).toContain('7 of 7 runs ended as expected');
 }
 
 describe('palisade demo', () => {
@@ -71,6 +87,7 @@ describe('palisade demo', () => {
     expect(text).toMatch(/\[billing\] guard tool_call issue_refund: allow — risk: risk 0\.\d+ .*validated/);
     expect(text).toContain('[billing] guard tool_call issue_refund: block — permissions: forbidden by refund-cap');
     expect(text).toContain('[tech_support] → tool search_kb');
+    expectApprovalAndRollback(text);
   });
 
   it('runs them on Redis with a worker process per agent and deletes its keys afterwards', { timeout: 90_000 }, async () => {
@@ -84,6 +101,7 @@ describe('palisade demo', () => {
     const pids = [...announced![1]!.matchAll(/(\w+) (\d+)/g)].map((m) => Number(m[2]));
     expect(pids).toHaveLength(4);
     expect(new Set([...pids, process.pid]).size).toBe(5);
+    expectApprovalAndRollback(text);
     expect(result.prefix).toMatch(/^palisade-demo-/);
     expect(await keysUnder(result.prefix!)).toEqual([]);
     // The workers are gone.

@@ -35,7 +35,16 @@ const ORDERS: Order[] = [
   { id: 'ORD-5001', customerId: 'C-1001', item: 'Noise-cancelling headphones', amountCents: 12_900, status: 'delivered' },
   { id: 'ORD-5002', customerId: 'C-1002', item: 'Mechanical keyboard', amountCents: 8_450, status: 'shipped' },
   { id: 'ORD-5003', customerId: 'C-1002', item: '4K monitor', amountCents: 129_900, status: 'delivered' },
+  { id: 'ORD-5004', customerId: 'C-1001', item: 'Espresso machine', amountCents: 34_900, status: 'delivered' },
+  { id: 'ORD-5005', customerId: 'C-1002', item: 'Standing desk', amountCents: 24_500, status: 'delivered' },
+  { id: 'ORD-5006', customerId: 'C-1002', item: 'USB-C dock', amountCents: 7_900, status: 'delivered' },
 ];
+
+/** Cards on file: payment-card data, the most sensitive thing these systems hold. */
+const CARDS: Record<string, { brand: string; last4: string; expiry: string }> = {
+  'C-1001': { brand: 'Visa', last4: '4242', expiry: '09/28' },
+  'C-1002': { brand: 'Mastercard', last4: '5454', expiry: '03/27' },
+};
 
 const KB: Array<{ id: string; title: string; keywords: string[]; body: string }> = [
   { id: 'KB-1', title: 'Resetting your password', keywords: ['password', 'login', 'sign in', 'reset'], body: 'Use "Forgot password" on the sign-in page; the link in the e-mail is valid for 30 minutes.' },
@@ -75,6 +84,15 @@ export class SupportBackend {
     this.refunds.push(refund);
     this.refundsByKey.set(idempotencyKey, refund);
     return refund;
+  }
+
+  paymentMethod(customerId: string): { brand: string; last4: string; expiry: string } | undefined {
+    return CARDS[customerId];
+  }
+
+  /** Refunds not reversed, for checks of what a run left behind. */
+  activeRefunds(): Refund[] {
+    return this.refunds.filter((r) => !r.reversed).map((r) => ({ ...r }));
   }
 
   reverseRefund(refundId: string): void {

@@ -34,8 +34,14 @@ export function billing(c: Conversation): ScriptReply {
     return { calls: [{ name: 'issue_refund', args: { orderId: order.id, amountCents: order.amountCents, reason: 'customer request' } }] };
   }
   const refund = c.result('issue_refund') as { id?: string } | string;
-  if (typeof refund === 'object' && refund.id) return `Done: refund ${refund.id} of ${((order.amountCents ?? 0) / 100).toFixed(2)} for your ${order.item} is on its way.`;
-  return `I could not issue the refund: ${String(refund)}`;
+  if (typeof refund !== 'object' || !refund.id) return `I could not issue the refund: ${String(refund)}`;
+  const done = `Done: refund ${refund.id} of ${((order.amountCents ?? 0) / 100).toFixed(2)} for your ${order.item} is on its way`;
+  if (/which card|what card/i.test(c.lastUser)) {
+    if (!c.called('lookup_payment_method')) return { calls: [{ name: 'lookup_payment_method', args: { customerId: customer.id } }] };
+    const card = c.result('lookup_payment_method') as { brand?: string; last4?: string; expiry?: string } | undefined;
+    if (card?.last4) return `${done} to your ${card.brand} card ending ${card.last4} (expires ${card.expiry}).`;
+  }
+  return `${done}.`;
 }
 
 export function fraudCheck(c: Conversation): ScriptReply {

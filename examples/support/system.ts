@@ -39,7 +39,7 @@ export function createSupportAgents(options: SupportSystemOptions = {}): Agent[]
       instructions:
         'You handle refunds. Look up the customer by e-mail and the order by id; check the order belongs to the customer. Before any refund, ask fraud_check and refund only if it answers "risk: low". Refund the order total. Reply briefly with the refund id.',
       model: model(scripts.billing),
-      tools: [tools.lookupCustomer, tools.lookupOrder, tools.issueRefund],
+      tools: [tools.lookupCustomer, tools.lookupOrder, tools.issueRefund, tools.lookupPaymentMethod],
       delegates: ['fraud_check'],
     }),
     defineAgent({

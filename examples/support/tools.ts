@@ -39,6 +39,17 @@ export function supportTools(backend: SupportBackend) {
     compensate: (_args, refund) => backend.reverseRefund(refund.id),
   });
 
+  const lookupPaymentMethod = defineTool({
+    name: 'lookup_payment_method',
+    description: "The card on file for a customer (brand, last four digits, expiry): where refunds go.",
+    input: z.object({ customerId: z.string().regex(/^C-\d{4}$/) }),
+    effect: 'read',
+    // Card data: restricted, above what a reply to a customer may carry.
+    returns: { level: 'restricted', categories: ['financial', 'pci'] },
+    requires: ['payments:read'],
+    run: ({ customerId }) => backend.paymentMethod(customerId) ?? { error: `no card on file for ${customerId}` },
+  });
+
   const searchKb = defineTool({
     name: 'search_kb',
     description: 'Search the public help-centre articles.',
@@ -61,5 +72,5 @@ export function supportTools(backend: SupportBackend) {
     run: ({ customerId }) => backend.fraudScore(customerId),
   });
 
-  return { lookupCustomer, lookupOrder, issueRefund, searchKb, fraudScore };
+  return { lookupCustomer, lookupOrder, issueRefund, lookupPaymentMethod, searchKb, fraudScore };
 }
