@@ -15,6 +15,7 @@ import { PolicyError } from '../guards/policy-file.js';
 import { registerPolicyCommands } from './policy-command.js';
 import { registerScanCommand } from './scan-command.js';
 import { registerAuditCommands } from './audit-command.js';
+import { registerApprovalCommands } from './approvals-command.js';
 import { setupTracing } from '../tracing/setup.js';
 import { EDGE, generateKeys, KeyError, loadKeyring } from './keyring.js';
 import { BullMQTransport } from './transports/bullmq-transport.js';
@@ -301,6 +302,18 @@ function buildProgram(setExit: (code: number) => void): Command {
     program,
     {
       out: stdout,
+      fail: (message) => {
+        throw new CliError(message);
+      },
+    },
+    setExit,
+  );
+
+  registerApprovalCommands(
+    program,
+    {
+      out: stdout,
+      err: stderr,
       fail: (message) => {
         throw new CliError(message);
       },

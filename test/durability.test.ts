@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
+import { Queue } from 'bullmq';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,6 +10,7 @@ import { EDGE, generateKeys, loadKeyring } from '../runtime/keyring.js';
 import type { RunEvent } from '../runtime/events.js';
 import { Runtime } from '../runtime/runtime.js';
 import { BullMQTransport } from '../runtime/transports/bullmq-transport.js';
+import { PolicySchema } from '../guards/policy.js';
 import { deleteKeys, REDIS_URL, uniquePrefix } from './support/redis.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -52,12 +54,18 @@ describe('durability across worker crashes (real Redis, separate processes)', ()
       { name: 'payer2', handoffs: [], delegates: [] },
       { name: 'boss', handoffs: [], delegates: ['slowpoke'] },
       { name: 'slowpoke', handoffs: [], delegates: [] },
+      { name: 'refunder', handoffs: [], delegates: [] },
     ]);
   });
 
   beforeEach(async () => {
     prefix = uniquePrefix('durable');
-    producer = new Runtime({ keys: await loadKeyring(keysDir, [EDGE]), transport: new BullMQTransport({ connection: REDIS_URL, prefix }) });
+    // The producer is also the approvers' edge: it holds the policy that says who may approve.
+    producer = new Runtime({
+      keys: await loadKeyring(keysDir, [EDGE]),
+      policy: PolicySchema.parse({ version: 1, roles: { finance: ['approve:tool:refund'] } }),
+      transport: new BullMQTransport({ connection: REDIS_URL, prefix }),
+    });
     redis = new Redis(REDIS_URL);
   });
 
@@ -111,5 +119,46 @@ describe('durability across worker crashes (real Redis, separate processes)', ()
     await redis.set(`${prefix}:gate`, 'open');
     await startWorker('boss', '', { CONCURRENCY: '1' });
     for (const run of runs) await expect(run.result({ timeoutMs: 20_000 })).resolves.toMatchObject({ output: 'boss got: slow answer' });
+  });
+
+  it('approval after a worker restart: the paused run waits in Redis (no worker), resumes in a new process, and the effect happens once even if that one dies mid-call', async () => {
+    const first = await startWorker('refunder');
+    const run = await producer.start('refunder', 'refund please', { principal });
+    for await (const e of run.events({ pollMs: 100 })) if (e.type === 'approval.requested') break;
+    const [pending] = await producer.approvals.pending();
+    expect(pending!.request).toMatchObject({ runId: run.id, subject: 'refund', arguments: '{"amount":500}', permission: 'approve:tool:refund' });
+    // Parked as a delayed job: it holds no worker slot.
+    const queue = new Queue('agent.refunder', { connection: redis, prefix });
+    // The request is written just before the job is set aside: wait for the move.
+    let counts = await queue.getJobCounts('delayed', 'active', 'wait');
+    for (let i = 0; i < 50 && counts.delayed === 0; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      counts = await queue.getJobCounts('delayed', 'active', 'wait');
+    }
+    expect(counts).toEqual({ delayed: 1, active: 0, wait: 0 });
+
+    first.kill('SIGKILL');
+    await exited(first);
+    await producer.approvals.decide(pending!.request.id, { by: { id: 'fin-1', roles: ['finance'] }, approve: true, note: 'ok' });
+    // Woken, but nobody serves the queue yet; the next worker dies right after the refund.
+    const second = await startWorker('refunder', 'after-refund');
+    await exited(second);
+    expect(second.signalCode).toBe('SIGKILL');
+    await startWorker('refunder');
+    await expect(run.result({ timeoutMs: 20_000 })).resolves.toMatchObject({ output: 'refund: {"refunded":500}' });
+    await queue.close();
+
+    const refunds = await redis.lrange(`${prefix}:refunds`, 0, -1);
+    // Called twice (the second worker died after the effect), with one key: one refund.
+    expect(refunds).toHaveLength(2);
+    expect(new Set(refunds).size).toBe(1);
+    expect(await redis.keys(`${prefix}:refund:*`)).toHaveLength(1);
+    const events: RunEvent[] = [];
+    for await (const e of run.events()) events.push(e);
+    const types = events.map((e) => e.type);
+    expect(types.filter((t) => t === 'approval.requested')).toHaveLength(1);
+    expect(events.find((e) => e.type === 'approval.decided')).toMatchObject({ status: 'approved', by: 'fin-1' });
+    expect(events.filter((e) => e.type === 'approval.resolved').every((e) => (e as { outcome: string }).outcome === 'approved')).toBe(true);
+    expect(types.indexOf('approval.decided')).toBeLessThan(types.indexOf('tool.called'));
   });
 });
