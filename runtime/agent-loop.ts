@@ -69,7 +69,11 @@ export interface ApprovalSettings {
 /** An activation that waits for a human decision: it is set aside (no worker slot) until then. */
 class Parked extends Error {
   readonly benign = true;
-  constructor(readonly until: number) {
+  constructor(
+    readonly until: number,
+    /** Whether the decision has arrived (it may have come before the job was set aside). */
+    readonly ready: () => Promise<boolean>,
+  ) {
     super('waiting for approval');
   }
 }
@@ -346,7 +350,7 @@ class Activation {
       if (this.progress.awaiting.length > 0) await this.collectDelegations();
       return await this.loop();
     } catch (error) {
-      if (error instanceof Parked) return { type: 'park', until: error.until, checkpoint: this.jobData() };
+      if (error instanceof Parked) return { type: 'park', until: error.until, checkpoint: this.jobData(), ready: error.ready };
       if (error instanceof RetryableError && this.task.attempt < this.task.maxAttempts) {
         await this.emit({ type: 'model.error', message: error.message, willRetry: true });
         throw error;
@@ -635,6 +639,7 @@ class Activation {
     if (!settings) return { refused: `it needs approval and no approvals are configured (${ask.decision.reasons.join('; ') || 'escalate'})` };
     const auth = this.options.auth;
     const argsHash = sha256(`${ask.kind}\0${ask.subject}\0${ask.exact}`);
+    const decided = async () => Boolean((await this.store.getApproval(ask.id))?.decision);
     const state = await this.store.getApproval(ask.id);
     if (!state) {
       const now = Date.now();
@@ -662,12 +667,12 @@ class Activation {
       if (await this.store.createApproval(auth ? auth.sealApprovalRequest(request) : request)) {
         await this.emit({ type: 'approval.requested', approvalId: request.id, kind: ask.kind, subject: ask.subject, reasons: request.reasons, risk: request.risk, expiresAt: request.expiresAt });
       }
-      throw new Parked(request.expiresAt);
+      throw new Parked(request.expiresAt, decided);
     }
     const { request } = state;
     let decision = state.decision;
     if (!decision) {
-      if (Date.now() < request.expiresAt) throw new Parked(request.expiresAt);
+      if (Date.now() < request.expiresAt) throw new Parked(request.expiresAt, decided);
       const expired: ApprovalDecision = { approvalId: request.id, status: 'expired', at: Date.now(), argsHash: request.argsHash };
       if (await this.store.decideApproval(auth ? auth.sealDecision(this.agent.name, expired) : expired)) {
         await this.emit({ type: 'approval.decided', approvalId: request.id, subject: request.subject, status: 'expired' });

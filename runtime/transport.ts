@@ -38,8 +38,11 @@ export type TaskOutcome =
   | { type: 'done'; result: TaskResult }
   /** Suspend without holding a worker slot until every child has finished, then deliver again. */
   | { type: 'await'; children: ChildJob[]; checkpoint: unknown }
-  /** Set the job aside without holding a worker slot until `until` (epoch ms) or an earlier `wake`, then deliver again. */
-  | { type: 'park'; until: number; checkpoint: unknown };
+  /**
+   * Set the job aside without holding a worker slot until `until` (epoch ms) or an earlier `wake`,
+   * then deliver again. `ready` is asked once the job is set aside: a wake that came before could not find it.
+   */
+  | { type: 'park'; until: number; checkpoint: unknown; ready: () => Promise<boolean> };
 
 export type TaskHandler = (task: Task) => Promise<TaskOutcome>;
 

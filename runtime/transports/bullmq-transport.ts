@@ -132,6 +132,7 @@ export class BullMQTransport implements Transport {
             // A delayed job holds no worker slot and survives restarts; its time is the wait's deadline.
             await job.updateData(outcome.checkpoint);
             await job.moveToDelayed(outcome.until, token);
+            if (await outcome.ready()) await job.promote().catch(() => undefined);
             throw new DelayedError();
           }
           // Children first: their ids are deterministic, so a crash before the checkpoint re-adds nothing twice.

@@ -150,6 +150,7 @@ export class EmbeddedTransport implements Transport {
       if (outcome.type === 'park') {
         job.wakeTimer = this.schedule(job, Math.max(1, outcome.until - Date.now()));
         job.state = 'delayed';
+        if (await outcome.ready()) await this.wake(job.queue, job.id);
         return;
       }
       for (const child of outcome.children) {
