@@ -215,6 +215,34 @@ describe('Cedar policies: ids and sets', () => {
   });
 });
 
+describe('Cedar policies: @escalate', () => {
+  const text = [
+    'permit(principal, action, resource);',
+    '@id("needs-approval") @escalate',
+    'forbid(principal, action == Palisade::Action::"call_tool", resource == Palisade::Tool::"issue_refund") when { context.args has amountCents && context.args.amountCents > 15000 };',
+    '@id("hard-cap")',
+    'forbid(principal, action == Palisade::Action::"call_tool", resource == Palisade::Tool::"issue_refund") when { context.args has amountCents && context.args.amountCents > 50000 };',
+  ].join('\n');
+
+  it('marks forbids whose deny a human may lift; a deny is escalated only when every deciding forbid is marked', () => {
+    const policies = loadCedarPolicies([{ path: 'e.cedar', text }]);
+    expect(policies.source('needs-approval')).toMatchObject({ effect: 'forbid', escalate: true, line: 2 });
+    expect(policies.source('hard-cap')?.escalate).toBe(false);
+    const mid = policies.authorize(refund(20000, []));
+    expect(mid).toMatchObject({ decision: 'deny', determining: ['needs-approval'] });
+    expect(policies.escalates(mid.determining)).toBe(true);
+    const high = policies.authorize(refund(90000, []));
+    expect(high.determining).toEqual(['needs-approval', 'hard-cap']);
+    expect(policies.escalates(high.determining)).toBe(false);
+    expect(policies.escalates([])).toBe(false);
+  });
+
+  it('refuses @escalate on a permit, at its line', () => {
+    const error = loadError('permit(principal, action, resource);\n@escalate permit(principal, action, resource);');
+    expect(error.message).toMatch(/^rules\.cedar:2:1: @escalate applies to forbid policies only/);
+  });
+});
+
 describe('Cedar policies: malformed files', () => {
   it('reports a wrong operator at its line and column', () => {
     const error = loadError(['// refunds', 'permit(principal, action, resource)', '  when { context.depth = 3 };', ''].join('\n'));

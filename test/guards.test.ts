@@ -107,6 +107,14 @@ describe('permissions guard', () => {
       verdict: 'block',
     });
   });
+
+  it('a deny by @escalate forbids asks for approval, but approval never makes up for a missing permission', () => {
+    const escalating: Authorizer = { authorize: () => ({ decision: 'deny', determining: ['needs-approval'], errors: [] }), escalates: (ids) => ids.every((id) => id === 'needs-approval') };
+    const holder = { id: 'bo', roles: ['agent'], attrs: {} };
+    expect(permissionsGuard(ctx(policy), escalating).check(ev({ tool: refundTool, principal: holder }))).toMatchObject({ verdict: 'escalate', reasons: ['needs approval under needs-approval'] });
+    expect(permissionsGuard(ctx(policy), escalating).check(ev({ tool: refundTool }))).toMatchObject({ verdict: 'block', reasons: [expect.stringMatching(/'ada' lacks refunds:issue/)] });
+    expect(permissionsGuard(ctx(policy), escalating).check(ev({ stage: 'handoff', target: { agent: 'billing', mode: 'handoff' } }))).toMatchObject({ verdict: 'escalate' });
+  });
 });
 
 describe('flow guard', () => {
