@@ -6,6 +6,14 @@ import { runDemo, type DemoResult } from '../runtime/demo.js';
 import type { RunEvent } from '../runtime/events.js';
 import { formatEvent } from '../runtime/progress.js';
 import { deleteKeys, REDIS_URL, uniquePrefix } from './support/redis.js';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createSupportAgents } from '../examples/support/system.js';
+import { loadPolicy } from '../guards/load-policy.js';
+import { EDGE, generateKeys, loadKeyring } from '../runtime/keyring.js';
+import { Runtime } from '../runtime/runtime.js';
+import { BullMQTransport } from '../runtime/transports/bullmq-transport.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const tsx = `${root}node_modules/.bin/tsx`;
@@ -167,6 +175,58 @@ describe('palisade CLI', () => {
 
 describe('formatEvent', () => {
   const at = Date.now();
+
+  it('approvals list/show/approve and rollback: an approver decides a waiting refund from the command line, an operator undoes it', { timeout: 90_000 }, async () => {
+    const prefix = uniquePrefix('cli-approvals');
+    const keysDir = await mkdtemp(join(tmpdir(), 'palisade-cli-approvals-'));
+    const agents = createSupportAgents();
+    await generateKeys(keysDir, agents);
+    const rt = new Runtime({
+      agents,
+      policy: await loadPolicy('examples/support/policy.yaml'),
+      keys: await loadKeyring(keysDir, [EDGE, ...agents.map((a) => a.name)]),
+      transport: new BullMQTransport({ connection: REDIS_URL, prefix }),
+    });
+    try {
+      await rt.startWorkers();
+      const run = await rt.start('triage', 'Refund my espresso machine, order ORD-5004, ada@example.com', { principal: { id: 'ada', roles: ['customer'] } });
+      let approvalId = '';
+      for await (const e of run.events({ pollMs: 50 })) {
+        if (e.type === 'approval.requested') {
+          approvalId = e.approvalId;
+          break;
+        }
+      }
+      const conn = ['--prefix', prefix, '--redis', REDIS_URL];
+      const listed = await cli(['approvals', 'list', ...conn]).finished;
+      expect(listed.code).toBe(0);
+      expect(listed.stdout).toMatch(new RegExp(`^${approvalId}  tool issue_refund  run ${run.id}  for ada  risk 0\\.70  \\d+ s left$`, 'm'));
+      const shown = await cli(['approvals', 'show', approvalId, ...conn]).finished;
+      expect(shown.stdout).toContain('chain     triage → billing');
+      expect(shown.stdout).toContain('arguments {"orderId":"ORD-5004","amountCents":34900,"reason":"customer request"}');
+      expect(shown.stdout).toContain('needs     approve:tool:issue_refund (not ada)');
+
+      const decide = ['--policy', 'examples/support/policy.yaml', '--keys', keysDir, ...conn];
+      const refused = await cli(['approvals', 'approve', approvalId, '--user', 'ada', '--roles', 'customer', ...decide]).finished;
+      expect(refused.code).toBe(2);
+      expect(refused.stderr).toMatch(/palisade: 'ada' lacks the permission approve:tool:issue_refund/);
+      const approved = await cli(['approvals', 'approve', approvalId, '--user', 'fin-lee', '--roles', 'finance', '--note', 'receipt checked', ...decide]).finished;
+      expect(approved.code).toBe(0);
+      expect(approved.stdout).toContain(`${approvalId}: approved by fin-lee`);
+      expect(approved.stderr).toMatch(/NOT VERIFIED/);
+      await expect(run.result({ timeoutMs: 15_000 })).resolves.toMatchObject({ output: expect.stringMatching(/refund RF-\d+ of 349\.00/) });
+
+      const rolledBack = await cli(['rollback', run.id, '--user', 'ops-1', '--reason', 'chargeback', '--keys', keysDir, ...conn]).finished;
+      expect(rolledBack.stdout).toMatch(/^rollback \w+: 1 action\(s\) to undo$/m);
+      expect(rolledBack.stdout).toMatch(/issue_refund \(.+\): undone/);
+      expect(rolledBack.stdout).toContain('done: 1 undone, 0 failed, 0 without a compensation');
+      expect(rolledBack.code).toBe(0);
+    } finally {
+      await rt.close({ timeoutMs: 1000 });
+      await rm(keysDir, { recursive: true, force: true });
+      await deleteKeys(prefix);
+    }
+  });
 
   it('prints guard decisions with their stage, subject, verdict and reasons', () => {
     const event: RunEvent = { at, agent: 'billing', type: 'guard.decision', stage: 'tool_call', verdict: 'block', reasons: ['refunds need a manager', 'over limit'], risk: 0.8, subject: 'issue_refund' };

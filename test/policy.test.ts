@@ -20,6 +20,8 @@ describe('policy files', () => {
     const p = parsePolicy('version: 1\n');
     expect(p).toMatchObject({ mode: 'enforce', limits: { maxDepth: 3, maxFanOut: 4, maxHops: 25, allowCycles: false }, clearance: { onViolation: 'block' } });
     expect(p.risk.thresholds).toEqual({ validate: 0.35, escalate: 0.6, block: 0.9 });
+    expect(p.approvals).toEqual({ timeoutMs: 3600_000, onDeny: 'continue', selfApproval: false });
+    expect(p.rollback).toEqual({ onFailure: false, onCancel: false });
   });
 
   it.each([
@@ -28,6 +30,9 @@ describe('policy files', () => {
     ['an unknown key', 'version: 1\nlimits:\n  maxDepht: 3\n', 3, /Unrecognized key: "maxDepht"/],
     ['broken YAML', 'version: 1\nroles:\n  - a\n  b: [\n', 4, /YAML: /],
     ['a wrong version', 'version: 2\n', 1, /version: Invalid input: expected 1/],
+    ['an unknown denial mode', 'version: 1\napprovals:\n  timeoutMs: 60000\n  onDeny: ignore\n', 4, /approvals\.onDeny: Invalid option: expected one of "continue"\|"fail"/],
+    ['an approval timeout over a day', 'version: 1\napprovals:\n  timeoutMs: 90000000\n', 3, /approvals\.timeoutMs: Too big/],
+    ['a rollback switch that is not a boolean', 'version: 1\nrollback:\n  onFailure: sometimes\n', 3, /rollback\.onFailure: Invalid input: expected boolean/],
     ['a bad permission', 'version: 1\nroles:\n  finance:\n    - "refunds issue"\n', 4, /roles\.finance\.0: must look like 'area:action'/],
     ['a bad label level', 'version: 1\nclearance:\n  reply:\n    level: secret\n', 4, /clearance\.reply\.level: Invalid option/],
     ['a duplicate key', 'version: 1\nmode: enforce\nmode: monitor\n', 3, /YAML: Map keys must be unique/],
