@@ -17,7 +17,7 @@ describe('palisade policy', () => {
   it('check: a valid policy', () => {
     const r = cli('policy', 'check', 'examples/support/policy.yaml');
     expect(r.status).toBe(0);
-    expect(r.stdout).toMatch(/examples\/support\/policy.yaml: valid \(enforce mode, 3 roles, 3 Cedar policies/);
+    expect(r.stdout).toMatch(/examples\/support\/policy.yaml: valid \(enforce mode, 3 roles, 4 Cedar policies/);
   });
 
   it('check: a malformed policy names file, line and what is wrong; so does a malformed Cedar file', async () => {

@@ -84,6 +84,7 @@ describe('tracing: one trace per run across workers', () => {
     await tracing?.shutdown();
     await new Promise<void>((resolve) => server.close(() => resolve()));
     await deleteKeys(prefix);
+    await deleteKeys(`${prefix}-approval`);
   });
 
   it('propagates W3C trace context through a carrier', () => {
@@ -171,5 +172,43 @@ describe('tracing: one trace per run across workers', () => {
     const args = lookup.attributes?.find((a) => a.key === 'gen_ai.tool.call.arguments')?.value.stringValue;
     expect(args).toBe('{"query":"[REDACTED:email]"}');
     expect(bodies.join('\n')).not.toContain(EMAIL);
+  }, 30_000);
+
+  it('shows an approval wait as a span from the request to the decision, and each rollback step as a span of its own', async () => {
+    const backend = new SupportBackend();
+    const agents = createSupportAgents({ backend, model: (script) => new ScriptedModel({ script }) });
+    const keysDir = await mkdtemp(join(tmpdir(), 'palisade-trace-keys-'));
+    await generateKeys(keysDir, agents);
+    // Its own prefix: the first test's workers (with other keys) still serve theirs.
+    const own = `${prefix}-approval`;
+    const rt = new Runtime({ agents, policy: await loadPolicy(SUPPORT_POLICY), keys: await loadKeyring(keysDir, [EDGE, ...agents.map((a) => a.name)]), transport: new BullMQTransport({ connection: REDIS_URL, prefix: own }) });
+    workers.push(rt);
+    await rt.startWorkers();
+    const run = await rt.start('triage', 'Refund my espresso machine, ORD-5004, ada@example.com', { principal: { id: 'user-2', roles: ['customer'] } });
+    let approvalId = '';
+    for await (const e of run.events({ pollMs: 50 })) {
+      if (e.type === 'approval.requested') {
+        approvalId = e.approvalId;
+        break;
+      }
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    await rt.approvals.decide(approvalId, { by: { id: 'fin-lee', roles: ['finance'] }, approve: true });
+    await run.result({ timeoutMs: 20_000 });
+    const started = await rt.rollback(run.id, { by: 'ops-1' });
+    for await (const e of run.events({ pollMs: 50, until: (x) => x.type === 'rollback.completed' && x.rollbackId === started.rollbackId })) void e;
+    await tracing.forceFlush();
+
+    const [wait] = spans.filter((s) => s.name === 'palisade.approval issue_refund');
+    expect(wait).toBeDefined();
+    expect(attrs(wait!.attributes)).toMatchObject({ 'palisade.approval.id': approvalId, 'palisade.approval.outcome': 'approved', 'palisade.approval.by': 'fin-lee' });
+    const ms = (t: unknown) => Number(BigInt(String(t)) / 1_000_000n);
+    const { startTimeUnixNano, endTimeUnixNano } = wait as unknown as { startTimeUnixNano: string; endTimeUnixNano: string };
+    expect(ms(endTimeUnixNano) - ms(startTimeUnixNano)).toBeGreaterThanOrEqual(250);
+    const waitParent = spans.find((s) => hex(s.spanId) === hex(wait!.parentSpanId));
+    expect(waitParent?.name).toBe('invoke_agent billing');
+    const [undo] = spans.filter((s) => s.name === 'palisade.compensate issue_refund');
+    expect(attrs(undo!.attributes)).toMatchObject({ 'palisade.rollback.outcome': 'undone', 'palisade.rollback.trigger': 'operator' });
+    expect(backend.activeRefunds()).toEqual([]);
   }, 30_000);
 });
