@@ -71,6 +71,8 @@ export class Approvals {
     const { request } = state;
     if (state.decision) throw new ApprovalError(`request '${id}' was already ${state.decision.status}${state.decision.by ? ` by ${state.decision.by.id}` : ''}`, 'decided');
     if (Date.now() >= request.expiresAt) throw new ApprovalError(`request '${id}' expired at ${new Date(request.expiresAt).toISOString()}`, 'expired');
+    const run = await this.store.getRun(request.runId);
+    if (run?.status !== 'running') throw new ApprovalError(`the run of request '${id}' has ended (${run?.status ?? 'gone'})`, 'expired');
     const forbidden = mayDecide(this.options.policy, by.data, state);
     if (forbidden) throw new ApprovalError(forbidden, 'forbidden');
     const note = options.note?.trim().slice(0, 2000);
