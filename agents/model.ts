@@ -42,6 +42,8 @@ export interface ModelRequest {
   messages: ChatMessage[];
   tools: ToolSpec[];
   signal?: AbortSignal;
+  /** The run this turn belongs to (for providers that attribute or replay per run). */
+  runId?: string;
 }
 
 export interface TokenUsage {

@@ -436,7 +436,7 @@ class Activation {
     );
     try {
       setContent(span, 'gen_ai.input.messages', JSON.stringify(this.progress.messages));
-      response = await model.generate({ system: this.agent.instructions, messages: this.progress.messages, tools: this.toolSpecs() });
+      response = await model.generate({ system: this.agent.instructions, messages: this.progress.messages, tools: this.toolSpecs(), runId: this.runId });
       setContent(span, 'gen_ai.output.messages', JSON.stringify([{ role: 'assistant', content: response.content, toolCalls: response.toolCalls }]));
       if (span.isRecording()) {
         span.setAttributes({
