@@ -16,10 +16,18 @@ const MAX_IDENTIFIER = 200;
 const isSpacedCode = (s: string): boolean => /^[A-Za-z0-9 ]{8,64}$/.test(s) && /\d/.test(s);
 const looksLikeIdentifier = (s: string): boolean => s.length >= 3 && s.length <= MAX_IDENTIFIER && (s.split(/\s+/).length <= 3 || isSpacedCode(s));
 
+// Identifiers inside free text: a link or an address in a message body is where it sends someone.
+const EMBEDDED = /\b(?:https?:\/\/)?(?:www\.)?[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}(?:\/[^\s"'<>)]*)?|[\w.+-]+@[\w-]+(?:\.[\w-]+)+|\b[A-Z]{2}\d{2}[A-Z0-9]{10,30}\b/gi;
+
+/** A URL as written, without scheme, `www.` or trailing punctuation: `http://www.a.com/x/` and `a.com/x` are one place. */
+const canonicalUrl = (s: string): string => s.replace(/^https?:\/\//i, '').replace(/^www\./i, '').replace(/[/.,;:]+$/, '');
+
 function* leaves(value: unknown, path: string): Generator<[string, string]> {
   if (typeof value === 'string') {
     const v = value.trim();
-    if (looksLikeIdentifier(v)) yield [path, v];
+    // Ids are often short numbers ("13"); a single digit says nothing about where it came from.
+    if (looksLikeIdentifier(v) || /^\d{2,}$/.test(v)) yield [path, v];
+    else for (const m of v.matchAll(EMBEDDED)) if (m[0].length >= 6) yield [path, m[0]];
   } else if (typeof value === 'number' && Number.isFinite(value)) {
     // Small numbers (counts, flags) are everywhere and say nothing about where a value came from.
     if (Math.abs(value) >= 10) yield [path, String(value)];
@@ -61,7 +69,7 @@ export function traceArguments(args: Record<string, unknown> | undefined, histor
   }
   const traced: TracedValue[] = [];
   for (const [path, raw] of leaves(args, '')) {
-    const value = normalise(raw);
+    const value = normalise(/^(https?:\/\/|www\.)/i.test(raw) ? canonicalUrl(raw) : raw);
     const alt = value.replace(/\.0+$/, '');
     const code = isSpacedCode(raw) ? value.replace(/\s+/g, '') : undefined;
     const seen = (texts: typeof trusted) =>

@@ -1,0 +1,11 @@
+import { readFile } from 'node:fs/promises';
+import { loadPolicy } from '../../guards/load-policy.js';
+import { EmbeddedTransport } from '../../runtime/transports/embedded-transport.js';
+import { readTasks, RunRecordSchema } from './records.js';
+import { recordingOf } from './replay.js';
+const [file] = process.argv.slice(2);
+const record = RunRecordSchema.parse(JSON.parse(await readFile(file!, 'utf8')));
+const rec = recordingOf(record);
+for (const m of record.messages) console.log(m.role, JSON.stringify(m.content)?.slice(0, 300), JSON.stringify(m.tool_calls ?? '').slice(0, 200), m.tool_call_id ?? '');
+console.log([...rec.outputs.keys()]);
+void loadPolicy; void EmbeddedTransport; void readTasks;
