@@ -24,6 +24,8 @@ export const ChatMessageSchema = z.discriminatedUnion('role', [
     isError: z.boolean().optional(),
     /** The label of this result alone (not the context's): guards trace where argument values came from. */
     label: LabelSchema.optional(),
+    /** What the result guard found it carries (e.g. `instructions`). */
+    flags: z.array(z.string().max(64)).max(16).optional(),
   }),
 ]);
 export type ChatMessage = z.infer<typeof ChatMessageSchema>;

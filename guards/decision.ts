@@ -16,6 +16,8 @@ export interface Decision {
   labels?: Label;
   /** With `redact`: the content as it may pass. */
   content?: string;
+  /** What the content was found to carry, for later checks (`instructions`: text that reads as commands to the agent). */
+  flags?: string[];
 }
 
 export const ALLOW: Decision = Object.freeze({ verdict: 'allow', reasons: [], risk: 0 }) as Decision;

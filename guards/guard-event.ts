@@ -11,6 +11,8 @@ export interface ContextItem {
   content: string;
   /** The item's own label: `untrusted` when a third party could have written it. */
   label: Label;
+  /** What a guard found it carries, e.g. `instructions`. */
+  flags?: readonly string[];
 }
 
 /** What a guard sees at one step: who asks, where the run has been, and what is about to happen. */

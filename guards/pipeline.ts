@@ -12,6 +12,7 @@ export interface GuardResult {
   reasons: string[];
   risk: number;
   labels?: Label;
+  flags?: string[];
   /** Set when the guard threw, timed out or returned something that is not a decision. */
   error?: string;
   /** The guard failed and the policy let it fail open (monitor mode only). */
@@ -48,7 +49,8 @@ function isDecision(value: unknown): value is Decision {
     typeof d.risk === 'number' &&
     d.risk >= 0 &&
     d.risk <= 1 &&
-    (d.content === undefined || typeof d.content === 'string')
+    (d.content === undefined || typeof d.content === 'string') &&
+    (d.flags === undefined || (Array.isArray(d.flags) && d.flags.every((f) => typeof f === 'string')))
   );
 }
 
@@ -74,6 +76,7 @@ export class Pipeline implements GuardPipeline {
     let verdict: Verdict = 'allow';
     let risk = 0;
     let labels: Label | undefined;
+    const flags = new Set<string>();
     let content = event.content;
     let redacted = false;
     const reasons: string[] = [];
@@ -85,6 +88,7 @@ export class Pipeline implements GuardPipeline {
       if (rank(result.verdict) > rank(verdict)) verdict = result.verdict;
       risk = Math.max(risk, result.risk);
       if (result.labels) labels = labels ? join(labels, result.labels) : result.labels;
+      for (const flag of result.flags ?? []) flags.add(flag);
       for (const reason of result.reasons) reasons.push(`${guard.name}: ${reason}`);
       if (result.verdict === 'redact' && result.content !== undefined) {
         content = result.content;
@@ -95,6 +99,7 @@ export class Pipeline implements GuardPipeline {
     }
     const decision: PipelineDecision = { verdict, decided: verdict, reasons, risk, mode: this.mode, results };
     if (labels) decision.labels = labels;
+    if (flags.size > 0) decision.flags = [...flags].sort();
     if (redacted && verdict === 'redact') decision.content = content;
     // Monitor mode records what would have happened and lets the step through unchanged.
     if (this.mode === 'monitor') {

@@ -114,6 +114,12 @@ const RiskSchema = z
       }),
     /** Added to the score of principals holding the role (negative for trusted roles). */
     roles: z.record(z.string(), z.number().min(-1).max(1)).default({}),
+    /**
+     * Which arguments count as unprovenanced: values found only in third-party content
+     * (`untrusted`), or only in third-party content the content guard found instructions in
+     * (`instructions`: less friction, but it leans on the injection detector).
+     */
+    suspect: z.enum(['untrusted', 'instructions']).default('untrusted'),
   })
   .strict();
 

@@ -289,7 +289,9 @@ class Activation {
     const items: ContextItem[] = [];
     for (const m of this.progress.messages) {
       if (m.role === 'user') items.push({ source: 'user', content: m.content, label: asked });
-      else if (m.role === 'tool' && (!m.isError || m.label)) items.push({ source: m.name.startsWith('ask_') ? 'agent' : 'tool', name: m.name, content: m.content, label: m.label ?? BOTTOM });
+      else if (m.role === 'tool' && (!m.isError || m.label)) {
+        items.push({ source: m.name.startsWith('ask_') ? 'agent' : 'tool', name: m.name, content: m.content, label: m.label ?? BOTTOM, ...(m.flags ? { flags: m.flags } : {}) });
+      }
     }
     return items;
   }
@@ -507,8 +509,11 @@ class Activation {
     return undefined;
   }
 
-  private answer(call: ToolCall, content: string, isError = false, label?: Label): void {
-    this.progress.messages = [...this.progress.messages, { role: 'tool', toolCallId: call.id, name: call.name, content, ...(isError ? { isError } : {}), ...(label ? { label } : {}) }];
+  private answer(call: ToolCall, content: string, isError = false, label?: Label, flags?: string[]): void {
+    this.progress.messages = [
+      ...this.progress.messages,
+      { role: 'tool', toolCallId: call.id, name: call.name, content, ...(isError ? { isError } : {}), ...(label ? { label } : {}), ...(flags?.length ? { flags } : {}) },
+    ];
   }
 
   private async callTool(call: ToolCall, stepKey: string): Promise<void> {
@@ -524,15 +529,15 @@ class Activation {
     if (stored) {
       await this.emit({ type: 'tool.called', tool: call.name, callId: call.id, replayed: true });
       this.progress.label = join(this.progress.label, stored.label);
-      return this.answer(call, stored.content, stored.isError, stored.label);
+      return this.answer(call, stored.content, stored.isError, stored.label, stored.flags);
     }
     const result = tool ? await this.executeTool(tool, call, key) : { content: `Error: there is no tool named '${call.name}'.`, isError: true, label: BOTTOM };
     if (!tool) await this.emit({ type: 'tool.error', tool: call.name, callId: call.id, message: 'unknown tool' });
     await this.store.putToolCall(this.runId, key, this.options.auth ? this.options.auth.sealToolCall(this.agent.name, key, result) : result);
-    this.answer(call, result.content, result.isError, result.label);
+    this.answer(call, result.content, result.isError, result.label, result.flags);
   }
 
-  private async executeTool(tool: AnyTool, call: ToolCall, idempotencyKey: string): Promise<{ content: string; isError: boolean; label: Label }> {
+  private async executeTool(tool: AnyTool, call: ToolCall, idempotencyKey: string): Promise<{ content: string; isError: boolean; label: Label; flags?: string[] }> {
     const span = tracer().startSpan(
       `${OPERATION.EXECUTE_TOOL} ${tool.name}`,
       {
@@ -558,7 +563,7 @@ class Activation {
     });
   }
 
-  private async runTool(tool: AnyTool, call: ToolCall, idempotencyKey: string, spanCtx: Context): Promise<{ content: string; isError: boolean; label: Label }> {
+  private async runTool(tool: AnyTool, call: ToolCall, idempotencyKey: string, spanCtx: Context): Promise<{ content: string; isError: boolean; label: Label; flags?: string[] }> {
     const toolError = async (message: string) => {
       await this.emit({ type: 'tool.error', tool: tool.name, callId: call.id, message });
       return { content: `Error: ${message}`, isError: true, label: BOTTOM };
@@ -616,7 +621,7 @@ class Activation {
     }
     const content = resultDecision.verdict === 'redact' && resultDecision.content !== undefined ? resultDecision.content : textOf(output);
     await this.emit({ type: 'tool.result', tool: tool.name, callId: call.id, label: this.progress.label });
-    return { content, isError: false, label: own };
+    return { content, isError: false, label: own, ...(resultDecision.flags?.length ? { flags: resultDecision.flags } : {}) };
   }
 
   /**

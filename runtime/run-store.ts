@@ -23,6 +23,7 @@ export interface ToolCallRecord {
   content: string;
   isError: boolean;
   label: Label;
+  flags?: string[];
   /** The executing agent's MAC over the record, so a record written into Redis by anyone else is not believed. */
   auth?: { kid: string; mac: string };
 }

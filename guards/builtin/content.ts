@@ -82,7 +82,7 @@ export function contentGuard(policy: Policy, options: ContentScanning = {}): Gua
       apply(secretStages.has(e.stage) ? c.secrets.action : 'label', secrets, 'secrets');
       apply(c.injection.action, injected, 'instructions in untrusted content');
       const risk = Math.max(0, ...findings.map((f) => (f.type === 'pii' ? 0.2 : f.confidence)));
-      const decision: Decision = { verdict, reasons, risk, ...(labels ? { labels } : {}) };
+      const decision: Decision = { verdict, reasons, risk, ...(labels ? { labels } : {}), ...(injected.length ? { flags: ['instructions'] } : {}) };
       if (verdict === 'redact') decision.content = redact(text, redactable);
       return decision;
     },

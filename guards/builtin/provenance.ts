@@ -1,12 +1,16 @@
 import type { ContextItem } from '../guard-event.js';
 
-export type Provenance = 'trusted' | 'untrusted' | 'unseen';
+/**
+ * `trusted`: found in the principal's request or a trusted result; `untrusted`: only in third-party
+ * content; `instructed`: only in third-party content that reads as instructions to the agent
+ * (the shape of a prompt injection); `unseen`: in none of them.
+ */
+export type Provenance = 'trusted' | 'untrusted' | 'instructed' | 'unseen';
 
 export interface TracedValue {
   /** Where the value sits in the arguments, e.g. `recipients.0`. */
   path: string;
   value: string;
-  /** `trusted`: found in the principal's request or a trusted result; `untrusted`: only in third-party content; `unseen`: in neither. */
   provenance: Provenance;
 }
 
@@ -63,9 +67,11 @@ export function traceArguments(args: Record<string, unknown> | undefined, histor
   if (!args) return [];
   const trusted: Array<{ text: string; compact: string }> = [];
   const untrusted: typeof trusted = [];
+  const instructed: typeof trusted = [];
   for (const item of history) {
     const text = normalise(item.content);
-    (item.label.integrity === 'untrusted' ? untrusted : trusted).push({ text, compact: text.replace(/\s+/g, '') });
+    const bucket = item.label.integrity !== 'untrusted' ? trusted : item.flags?.includes('instructions') ? instructed : untrusted;
+    bucket.push({ text, compact: text.replace(/\s+/g, '') });
   }
   const traced: TracedValue[] = [];
   for (const [path, raw] of leaves(args, '')) {
@@ -74,7 +80,7 @@ export function traceArguments(args: Record<string, unknown> | undefined, histor
     const code = isSpacedCode(raw) ? value.replace(/\s+/g, '') : undefined;
     const seen = (texts: typeof trusted) =>
       texts.some(({ text, compact }) => contains(text, value) || (alt !== value && contains(text, alt)) || (code !== undefined && compact.includes(code)));
-    const provenance: Provenance = seen(trusted) ? 'trusted' : seen(untrusted) ? 'untrusted' : 'unseen';
+    const provenance: Provenance = seen(trusted) ? 'trusted' : seen(untrusted) ? 'untrusted' : seen(instructed) ? 'instructed' : 'unseen';
     traced.push({ path, value: raw, provenance });
   }
   return traced;

@@ -37,7 +37,9 @@ export function assessRisk(e: GuardEvent, policy: Policy): RiskAssessment {
   if (e.priorCalls) add(w.repeatedCall * e.priorCalls, `${e.priorCalls} earlier call(s)`);
   for (const role of e.principal.roles) if (policy.risk.roles[role]) add(policy.risk.roles[role]!, `role ${role}`);
   // Only side effects can carry out an injected instruction; reads are judged by flow and content.
-  const unprovenanced = effect === 'read' ? [] : traceArguments(e.args, e.history ?? []).filter((t) => t.provenance === 'untrusted');
+  // Which third-party content makes an argument suspect: any (the default), or only content that reads as instructions.
+  const suspect = policy.risk.suspect === 'instructions' ? ['instructed'] : ['untrusted', 'instructed'];
+  const unprovenanced = effect === 'read' ? [] : traceArguments(e.args, e.history ?? []).filter((t) => suspect.includes(t.provenance));
   if (unprovenanced.length > 0) add(w.unprovenanced, `${unprovenanced.map((u) => u.path).join(', ')} only in untrusted content`);
   const assessment = { score: Math.min(1, Math.max(0, score)), factors, unprovenanced };
   assessed.set(e, assessment);
