@@ -96,6 +96,8 @@ const RiskSchema = z
         untrusted: Unit.default(0.1),
         /** An argument value appears only in untrusted content. */
         unprovenanced: Unit.default(0.45),
+        /** Third-party content in the context reads as instructions to the agent (a likely prompt injection). */
+        instructions: Unit.default(0.1),
         /** The context is confidential or restricted. */
         confidential: Unit.default(0.05),
         restricted: Unit.default(0.15),
@@ -108,6 +110,7 @@ const RiskSchema = z
         declared: { low: 0, medium: 0.1, high: 0.25, critical: 0.5 },
         untrusted: 0.1,
         unprovenanced: 0.45,
+        instructions: 0.1,
         confidential: 0.05,
         restricted: 0.15,
         repeatedCall: 0.05,

@@ -32,6 +32,8 @@ export function assessRisk(e: GuardEvent, policy: Policy): RiskAssessment {
   add(w.effect[effect], `effect ${effect}`);
   add(w.declared[declared], `declared risk ${declared}`);
   if (e.label.integrity === 'untrusted') add(w.untrusted, 'untrusted content in context');
+  // A side effect after text that tries to command the agent is the moment an injection pays off.
+  if (effect !== 'read' && e.history?.some((i) => i.flags?.includes('instructions'))) add(w.instructions, 'instructions in third-party content');
   if (e.label.level === 'confidential') add(w.confidential, 'confidential context');
   if (e.label.level === 'restricted') add(w.restricted, 'restricted context');
   if (e.priorCalls) add(w.repeatedCall * e.priorCalls, `${e.priorCalls} earlier call(s)`);
