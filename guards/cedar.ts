@@ -34,6 +34,7 @@
  *   | `hops`         | Long          | hops so far in the run |
  *   | `riskPercent`  | Long          | the risk so far, 0-100 (Cedar has no floating point) |
  *   | `stage`        | String        | guard stage, e.g. `"tool_call"`, `"handoff"` |
+ *   | `instructed`   | Bool          | third-party content in the context reads as instructions to the agent |
  *   | `effect`       | String        | tool effect `read` / `write` / `external`; only when known (tool calls) |
  *   | `toolRisk`     | String        | tool risk `low` / `medium` / `high` / `critical`; only when known |
  *   | `toolRiskRank` | Long          | 0-3 for `toolRisk`; only when `toolRisk` is present |
@@ -108,6 +109,8 @@ export interface CedarRequest {
     effect?: string;
     toolRisk?: string;
     stage: string;
+    /** Third-party content in the context carries instructions to the agent. */
+    instructed?: boolean;
   };
 }
 
@@ -181,7 +184,7 @@ const ENTITY_TYPES: ReadonlySet<string> = new Set(Object.values(T));
 const ACTION_IDS = { tool: 'call_tool', handoff: 'handoff', delegate: 'delegate' } as const;
 const ACTIONS: ReadonlySet<string> = new Set(Object.values(ACTION_IDS));
 const CONTEXT_KEYS: ReadonlySet<string> = new Set([
-  'agent', 'args', 'label', 'chain', 'chainLength', 'depth', 'hops', 'riskPercent', 'stage', 'effect', 'toolRisk', 'toolRiskRank',
+  'agent', 'args', 'label', 'chain', 'chainLength', 'depth', 'hops', 'riskPercent', 'stage', 'effect', 'toolRisk', 'toolRiskRank', 'instructed',
 ]);
 
 export class CedarPolicies {
@@ -244,6 +247,7 @@ export class CedarPolicies {
       chainLength: context.chain.length,
       riskPercent: Math.round(risk * 100),
       stage: context.stage,
+      instructed: context.instructed === true,
     };
     for (const key of ['depth', 'hops'] as const) {
       if (Number.isSafeInteger(context[key])) cedarContext[key] = context[key];
@@ -383,6 +387,7 @@ export function cedarRequestFor(event: GuardEvent, risk = 0): CedarRequest | und
       risk,
       ...(event.tool && action.kind === 'tool' && { effect: event.tool.effect, toolRisk: event.tool.risk }),
       stage: event.stage,
+      instructed: event.history?.some((i) => i.flags?.includes('instructions')) ?? false,
     },
   };
 }
