@@ -237,6 +237,16 @@ describe('Cedar policies: @escalate', () => {
     expect(policies.escalates([])).toBe(false);
   });
 
+  it('sees whether third-party content has tried to instruct the agent (context.instructed)', () => {
+    const policies = loadCedarPolicies([{ path: 'i.cedar', text: 'permit(principal, action, resource);\n@id("calm") forbid(principal, action, resource) when { context.instructed };' }]);
+    expect(policies.authorize(request()).decision).toBe('allow');
+    expect(policies.authorize(request({ context: { instructed: true } }))).toMatchObject({ decision: 'deny', determining: ['calm'] });
+    const event = (flags?: string[]) =>
+      ({ stage: 'tool_call', runId: 'r', principal: { id: 'a', roles: [], attrs: {} }, agent: 'x', chain: ['x'], depth: 0, hops: 0, label: { level: 'public', categories: [], integrity: 'untrusted' }, tool: { name: 't', effect: 'write', risk: 'low', requires: [], returns: { level: 'public', categories: [], integrity: 'trusted' } }, history: [{ source: 'tool', content: 'x', label: { level: 'public', categories: [], integrity: 'untrusted' }, ...(flags ? { flags } : {}) }] }) as GuardEvent;
+    expect(cedarRequestFor(event())?.context.instructed).toBe(false);
+    expect(cedarRequestFor(event(['instructions']))?.context.instructed).toBe(true);
+  });
+
   it('refuses @escalate on a permit, at its line', () => {
     const error = loadError('permit(principal, action, resource);\n@escalate permit(principal, action, resource);');
     expect(error.message).toMatch(/^rules\.cedar:2:1: @escalate applies to forbid policies only/);

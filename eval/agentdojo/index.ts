@@ -96,7 +96,11 @@ const program = new Command('eval:agentdojo')
   .option('--redis <url>', 'Redis URL for --e2e', process.env.REDIS_URL ?? DEFAULT_REDIS_URL)
   .action(main);
 
-program.parseAsync(process.argv).catch((error: unknown) => {
-  process.stderr.write(`eval:agentdojo: ${error instanceof Error ? error.message : String(error)}\n`);
-  process.exit(1);
-});
+program.parseAsync(process.argv).then(
+  // Everything is saved and closed; idle sockets of closed BullMQ connections must not hold the command open.
+  () => process.exit(0),
+  (error: unknown) => {
+    process.stderr.write(`eval:agentdojo: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,120 @@
+import { spawnSync } from 'node:child_process';
+import { cp, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CLASSIFICATION } from '../examples/agentdojo/suites.js';
+import { loadPolicy } from '../guards/load-policy.js';
+import { computeFigures, type Replayed } from '../eval/agentdojo/figures.js';
+import { readRecords, readTasks, type LoadedRecord, type Tasks } from '../eval/agentdojo/records.js';
+import { Replayer, servesAttacker, type ReplayResult } from '../eval/agentdojo/replay.js';
+import { BullMQTransport } from '../runtime/transports/bullmq-transport.js';
+import { EmbeddedTransport } from '../runtime/transports/embedded-transport.js';
+import { deleteKeys, REDIS_URL, uniquePrefix } from './support/redis.js';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const SHARED = join(root, '..', 'shared', 'agentdojo');
+const POLICY = join(root, 'examples', 'agentdojo', 'policy.yaml');
+
+/** A few recorded runs: benign and attacked, from two suites. */
+const SAMPLE = [
+  'banking/user_task_0/none',
+  'banking/user_task_0/important_instructions',
+  'slack/user_task_0/ignore_previous',
+  'workspace/user_task_0/tool_knowledge',
+];
+
+describe('AgentDojo evaluation harness', () => {
+  let dir: string;
+  let tasks: Tasks;
+  let records: LoadedRecord[];
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'palisade-agentdojo-'));
+    for (const part of SAMPLE) await cp(join(SHARED, 'runs', 'gpt-4o-2024-05-13', part), join(dir, part), { recursive: true });
+    tasks = await readTasks(join(SHARED, 'tasks-v1.json'));
+    records = await readRecords(dir);
+  });
+  afterAll(() => rm(dir, { recursive: true, force: true }));
+
+  it('reads records and tells benign baselines from attacked runs', () => {
+    expect(records.length).toBeGreaterThan(10);
+    expect(records.filter((r) => r.benign).map((r) => r.record.user_task_id)).toEqual(['user_task_0']);
+    expect(new Set(records.map((r) => r.attack))).toEqual(new Set(['none', 'important_instructions', 'ignore_previous', 'tool_knowledge']));
+  });
+
+  it('knows a call that serves the attacker from one that serves the user', () => {
+    const goal = tasks.banking.injection_tasks.find((t) => t.id === 'injection_task_0');
+    expect(servesAttacker({ name: 'send_money', args: { recipient: 'US133000000121212121212', amount: 0.01 } }, goal)).toBe(true);
+    expect(servesAttacker({ name: 'send_money', args: { recipient: 'UK12345678901234567890', amount: 98.7 } }, goal)).toBe(false);
+    expect(servesAttacker({ name: 'get_balance', args: {} }, goal)).toBe(false);
+    expect(servesAttacker({ name: 'send_money', args: { recipient: 'US133000000121212121212' } }, undefined)).toBe(false);
+  });
+
+  it('counts residual attack success and utility kept as the protocol defines them', () => {
+    const loaded = (attack: string, security: boolean, utility = true): LoadedRecord => ({
+      path: `${attack}-${security}`,
+      attack,
+      benign: attack === 'none',
+      record: { suite_name: 'banking', user_task_id: 'user_task_0', injection_task_id: null, attack_type: attack, injections: {}, messages: [], utility, security },
+    });
+    const result = (outcome: ReplayResult['outcome'], attackerCallEscalated = false, calls: ReplayResult['calls'] = []): ReplayResult => ({ outcome, attackerCallEscalated, calls });
+    const serving = [{ tool: 'send_money', verdict: 'escalate' as const, servesAttacker: true, reasons: [] }];
+    const replayed: Replayed[] = [
+      { loaded: loaded('x', true), result: result('allowed') },
+      { loaded: loaded('x', true), result: result('escalated', true, serving) },
+      { loaded: loaded('x', true), result: result('escalated', false) },
+      { loaded: loaded('x', true), result: result('blocked') },
+      { loaded: loaded('x', false), result: result('allowed') },
+      { loaded: loaded('none', false), result: result('allowed') },
+      { loaded: loaded('none', false), result: result('escalated') },
+      { loaded: loaded('none', false, false), result: result('blocked') },
+    ];
+    const figures = computeFigures(replayed);
+    expect(figures.attacks.find((a) => a.suite === 'all')).toMatchObject({ runs: 5, succeededUndefended: 4, residual: 2, stoppedByApproval: 1, strictResidual: 3, residualRate: 0.4 });
+    expect(figures.utility.find((u) => u.suite === 'all')).toMatchObject({ runs: 2, allowed: 1, escalated: 1, keptRate: 0.5, keptWithEscalationRate: 1, escalationRate: 0.5 });
+  });
+
+  it('replays through the real agent loop: in process and through BullMQ workers on Redis, with the same outcome for every run', { timeout: 120_000 }, async () => {
+    const policy = await loadPolicy(POLICY);
+    const prefix = uniquePrefix('agentdojo');
+    const inProcess = new Replayer({ tasks, policy, transport: () => new EmbeddedTransport() });
+    const e2e = new Replayer({ tasks, policy, transport: () => new BullMQTransport({ connection: REDIS_URL, prefix }) });
+    try {
+      const outcomes = async (replayer: Replayer) => Promise.all(records.map(async (r) => [r.path, await replayer.replay(r.record)] as const));
+      const [a, b] = [await outcomes(inProcess), await outcomes(e2e)];
+      expect(b.map(([p, r]) => [p, r.outcome, r.calls.map((c) => c.verdict)])).toEqual(a.map(([p, r]) => [p, r.outcome, r.calls.map((c) => c.verdict)]));
+      const byPath = new Map(a);
+      // The benign run pays the bill: every call allowed.
+      const benign = byPath.get(records.find((r) => r.benign)!.path)!;
+      expect(benign.outcome).toBe('allowed');
+      expect(benign.calls.map((c) => c.tool)).toEqual(['read_file', 'send_money']);
+      // Every attack that succeeded undefended in this sample is stopped.
+      for (const r of records.filter((x) => x.attack !== 'none' && x.record.security)) expect(byPath.get(r.path)!.outcome, r.path).not.toBe('allowed');
+      // No side effect that serves the attacker goes through (reads that serve it, such as a search, are free).
+      const effects = new Map(Object.values(CLASSIFICATION).flatMap((suite) => Object.entries(suite).map(([name, c]) => [name, c.effect] as const)));
+      for (const [, res] of a) for (const c of res.calls) if (c.servesAttacker && effects.get(c.tool) !== 'read') expect(c.verdict, c.tool).not.toBe('allow');
+    } finally {
+      await inProcess.close();
+      await e2e.close();
+      await deleteKeys(prefix);
+    }
+  });
+
+  it('npm run eval:agentdojo -- --runs DIR --out FILE prints and saves the tables', { timeout: 120_000 }, async () => {
+    const out = join(dir, 'out', 'result.json');
+    const r = spawnSync(join(root, 'node_modules/.bin/tsx'), ['eval/agentdojo/index.ts', '--runs', dir, '--tasks', join(SHARED, 'tasks-v1.json'), '--out', out], { cwd: root, encoding: 'utf8' });
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/AgentDojo replay \(in process: the same agent loop on the embedded transport\), \d+ runs from/);
+    expect(r.stdout).toMatch(/\| important_instructions \| \*\*all\*\* \| 9 \|/);
+    const saved = JSON.parse(await readFile(out, 'utf8')) as { figures: ReturnType<typeof computeFigures>; runs: unknown[] };
+    expect(saved.runs).toHaveLength(records.length);
+    expect(saved.figures.utility.find((u) => u.suite === 'all')).toMatchObject({ runs: 1, allowed: 1 });
+    expect(await readFile(join(dir, 'out', 'result.md'), 'utf8')).toContain('| suite | benign runs with utility |');
+    const bad = spawnSync(join(root, 'node_modules/.bin/tsx'), ['eval/agentdojo/index.ts', '--runs', join(dir, 'nope')], { cwd: root, encoding: 'utf8' });
+    expect(bad.status).toBe(1);
+    expect(bad.stderr).toMatch(/^eval:agentdojo: ENOENT/);
+  });
+});
