@@ -19,6 +19,7 @@ import type { RunEventInput } from './events.js';
 import { ATTR, GUARD_DECISION_EVENT, OPERATION } from '../tracing/attributes.js';
 import { extractTrace, injectTrace } from '../tracing/propagation.js';
 import { inSpan, labelAttributes, recordError, setContent, tracer } from '../tracing/spans.js';
+import { isRedisUnavailable } from './errors.js';
 import { RetryableError, type ChildJob, type Task, type TaskOutcome, type TaskResult, type Transport } from './transport.js';
 
 /** The worker's own progress through one activation, saved in the job so a redelivery resumes it. */
@@ -353,6 +354,9 @@ class Activation {
       return await this.loop();
     } catch (error) {
       if (error instanceof Parked) return { type: 'park', until: error.until, checkpoint: this.jobData(), ready: error.ready };
+      // Redis went away: nothing can be recorded now, and the run is not at fault. The job is
+      // retried, or redelivered once Redis is back (its lock lapses); the checkpoint resumes it.
+      if (isRedisUnavailable(error)) throw new RetryableError(`Redis did not answer: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
       if (error instanceof RetryableError && this.task.attempt < this.task.maxAttempts) {
         await this.emit({ type: 'model.error', message: error.message, willRetry: true });
         throw error;

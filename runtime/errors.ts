@@ -14,6 +14,17 @@ export class InvalidRunInputError extends Error {
   override readonly name = 'InvalidRunInputError';
 }
 
+/** Whether an error says Redis could not be reached (as opposed to refusing a command). */
+export function isRedisUnavailable(error: unknown): boolean {
+  const message = error instanceof Error ? error.message : String(error);
+  return /max retries per request|Connection is closed|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|Stream isn't writeable|enableOfflineQueue|LOADING/i.test(message);
+}
+
+/** The transport (Redis) did not answer: the run was not started, and may be started again. */
+export class TransportUnavailableError extends Error {
+  override readonly name = 'TransportUnavailableError';
+}
+
 /** `run.result()` rejects with this when the run did not complete. */
 export class RunFailedError extends Error {
   override readonly name = 'RunFailedError';

@@ -14,7 +14,7 @@ import { Compensator, startRollback, type RollbackStarted } from './rollback.js'
 import type { RollbackTrigger } from './events.js';
 import { permissionsOf, permits } from '../guards/builtin/context.js';
 import { BudgetSchema, ENVELOPE_VERSION, type Budget, type Envelope } from './envelope.js';
-import { InvalidRunInputError, UnknownAgentError } from './errors.js';
+import { InvalidRunInputError, isRedisUnavailable, TransportUnavailableError, UnknownAgentError } from './errors.js';
 import { PrincipalSchema, type PrincipalInput } from './principal.js';
 import { Run } from './run.js';
 import { AuditLog } from './audit-log.js';
@@ -58,6 +58,13 @@ export interface WorkerOptions {
   agents?: string[];
   /** Jobs per agent processed at once. */
   concurrency?: number;
+}
+
+/** A failure to reach Redis, as the error a producer can act on (retry later); other errors pass through. */
+function unavailable(error: unknown): unknown {
+  if (!isRedisUnavailable(error)) return error;
+  const message = error instanceof Error ? error.message : String(error);
+  return new TransportUnavailableError(`Redis did not answer, so the run was not started (${message}); try again when it is back`, { cause: error });
 }
 
 const noGuards: GuardPipeline = { evaluate: async () => ALLOW };
@@ -187,12 +194,23 @@ export class Runtime {
     const payload: JobData = { envelope: this.auth ? this.sealAtEdge(envelope) : envelope };
     const size = Buffer.byteLength(JSON.stringify(payload));
     if (size > this.maxMessageBytes) throw new InvalidRunInputError(`input of ${size} bytes exceeds the message limit of ${this.maxMessageBytes}`);
-    await this.transport.store.createRun({ id: runId, agent: name, principal, createdAt: now });
-    const started = { type: 'run.started', agent: name, input, principal: principal.id } as const;
-    await this.transport.store.appendEvent(runId, started);
-    await this.auditFor(EDGE)?.append(auditEntryFor(started, { runId, principal, chain: [name] })!);
-    await this.transport.enqueue(name, runId, payload);
-    return new Run(runId, this.transport.store);
+    const store = this.transport.store;
+    try {
+      await store.createRun({ id: runId, agent: name, principal, createdAt: now });
+    } catch (error) {
+      throw unavailable(error);
+    }
+    try {
+      const started = { type: 'run.started', agent: name, input, principal: principal.id } as const;
+      await store.appendEvent(runId, started);
+      await this.auditFor(EDGE)?.append(auditEntryFor(started, { runId, principal, chain: [name] })!);
+      await this.transport.enqueue(name, runId, payload);
+    } catch (error) {
+      // The record exists but no worker will see the run: end it, if Redis lets us, so it does not look alive.
+      await store.finishRun(runId, 'failed', { error: 'the run could not be queued' }).catch(() => undefined);
+      throw unavailable(error);
+    }
+    return new Run(runId, store);
   }
 
   /** The edge vouches for the principal and budget to every agent it has a key for, and signs the first hop. */

@@ -94,6 +94,9 @@ export class RedisRunStore implements RunStore {
   openEvents(runId: string): EventCursor {
     // A blocking XREAD occupies its connection, so each reader gets its own.
     const conn = this.redis.duplicate();
+    conn.on('error', () => {
+      // It reconnects by itself; a read meanwhile rejects with the cause.
+    });
     const key = this.key(runId, 'events');
     let last = '0';
     return {

@@ -68,6 +68,9 @@ export class BullMQTransport implements Transport {
     let queue = this.queues.get(agent);
     if (!queue) {
       queue = new Queue(queueName(agent), { connection: this.redis, prefix: this.prefix });
+      queue.on('error', () => {
+        // Producer calls reject with the cause; the event would only repeat it.
+      });
       this.queues.set(agent, queue);
     }
     return queue;
