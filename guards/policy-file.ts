@@ -37,7 +37,16 @@ export function parsePolicy(text: string, file = 'policy.yaml'): Policy {
     });
     throw new PolicyError(file, first!.line, first!.col, first!.message, rest.map((r) => `${file}:${r.line}:${r.col}: ${r.message}`));
   }
-  const parsed = PolicySchema.safeParse(doc.toJS());
+  let value: unknown;
+  try {
+    // Aliases are resolved here: an unresolved one, or a bomb of them, is the file's mistake.
+    value = doc.toJS({ maxAliasCount: 100 });
+  } catch (error) {
+    const alias = /\*[\w-]+/.exec(text);
+    const at = alias ? lines.linePos(alias.index) : { line: 1, col: 1 };
+    throw new PolicyError(file, at.line, at.col, `YAML: ${error instanceof Error ? error.message.split('\n')[0] : String(error)}`);
+  }
+  const parsed = PolicySchema.safeParse(value);
   if (parsed.success) return parsed.data;
   const problems = parsed.error.issues.map((issue) => {
     const path = issue.path as PropertyKey[];

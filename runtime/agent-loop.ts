@@ -79,6 +79,30 @@ class Parked extends Error {
   }
 }
 
+/**
+ * A model's tool calls as the conversation can carry them: a call with a missing or malformed
+ * name, id or arguments is kept (the model is told it failed) under a placeholder name, a fresh id
+ * and its arguments as text, so one bad reply cannot poison every later hop.
+ */
+function wellFormedCalls(calls: unknown, turn: number): ToolCall[] {
+  if (!Array.isArray(calls)) return [];
+  const seen = new Set<string>();
+  return calls.map((raw, i) => {
+    const c = (raw ?? {}) as { id?: unknown; name?: unknown; arguments?: unknown };
+    const name = typeof c.name === 'string' && /^[\w.-]{1,200}$/.test(c.name) ? c.name : 'invalid_tool_name';
+    let id = typeof c.id === 'string' && c.id.length > 0 && c.id.length <= 200 ? c.id : `call_${turn}_${i}`;
+    if (seen.has(id)) id = `${id.slice(0, 180)}_dup${i}`;
+    seen.add(id);
+    const args = typeof c.arguments === 'string' ? c.arguments : (JSON.stringify(c.arguments ?? {}) ?? '{}');
+    return { id, name, arguments: args };
+  });
+}
+
+/** A worker's saved activation (the envelope plus the conversation since) may grow past one message, up to this. */
+const checkpointLimit = (maxMessageBytes: number): number => 16 * maxMessageBytes;
+
+const byteSize = (value: unknown): number => Buffer.byteLength(JSON.stringify(value) ?? '');
+
 const sha256 = (text: string): string => createHash('sha256').update(text).digest('hex');
 
 /** Stable, queue-safe id for a message derived from its parent and the step that produced it. */
@@ -162,8 +186,17 @@ export class AgentLoop {
 
   /** Checks size and shape, and that the envelope is for the agent this queue serves. */
   private admit(task: Task): JobData | { rejected: string } {
-    const size = Buffer.byteLength(JSON.stringify(task.data) ?? '');
-    if (size > this.options.maxMessageBytes) return { rejected: `message of ${size} bytes exceeds the limit of ${this.options.maxMessageBytes}` };
+    let size: number;
+    let messageSize: number;
+    try {
+      size = byteSize(task.data);
+      messageSize = byteSize((task.data as { envelope?: unknown } | null)?.envelope ?? null);
+    } catch (error) {
+      // Nesting deep enough to exhaust the stack: refused like any other malformed data.
+      return { rejected: `malformed job data: it cannot be read (${error instanceof Error ? error.message : String(error)})` };
+    }
+    if (messageSize > this.options.maxMessageBytes) return { rejected: `message of ${messageSize} bytes exceeds the limit of ${this.options.maxMessageBytes}` };
+    if (size > checkpointLimit(this.options.maxMessageBytes)) return { rejected: `job data of ${size} bytes exceeds the limit of ${checkpointLimit(this.options.maxMessageBytes)}` };
     const parsed = JobDataSchema.safeParse(task.data);
     if (!parsed.success) {
       const first = parsed.error.issues[0];
@@ -179,11 +212,19 @@ export class AgentLoop {
   /** Refuses a job without running anything; the run, if one can be named, fails and says why. */
   private async reject(task: Task, reason: string, authentic = false): Promise<TaskOutcome> {
     const runId = (task.data as { envelope?: { runId?: unknown } } | undefined)?.envelope?.runId;
-    if (typeof runId === 'string' && z.string().uuid().safeParse(runId).success && (await this.store.getRun(runId))) {
-      await this.store.appendEvent(runId, { type: 'envelope.rejected', agent: task.queue, reason });
+    const run = typeof runId === 'string' && z.string().uuid().safeParse(runId).success ? await this.store.getRun(runId) : undefined;
+    if (run) {
+      const audit = this.options.audit?.(task.queue);
+      const record = async (event: RunEventInput, detail: Record<string, unknown> = {}) => {
+        await this.store.appendEvent(run.id, { ...event, agent: task.queue } as RunEventInput);
+        // Attributed to the run's own principal (from its record): the job's claims are not believed.
+        const entry = auditEntryFor(event, { runId: run.id, principal: run.principal, chain: [task.queue], agent: task.queue });
+        if (entry && audit) await audit.append({ ...entry, detail: { ...entry.detail, ...detail } });
+      };
+      await record({ type: 'envelope.rejected', reason }, { claimed: !authentic });
       // With authentication on, unauthenticated junk must not be able to end someone's run.
-      if ((authentic || !this.options.auth) && (await this.store.finishRun(runId, 'failed', { error: `message refused: ${reason}` }))) {
-        await this.store.appendEvent(runId, { type: 'run.failed', agent: task.queue, error: `message refused: ${reason}` });
+      if ((authentic || !this.options.auth) && (await this.store.finishRun(run.id, 'failed', { error: `message refused: ${reason}` }))) {
+        await record({ type: 'run.failed', error: `message refused: ${reason}` });
       }
     }
     return { type: 'done', result: { status: 'rejected', error: reason } };
@@ -463,19 +504,30 @@ class Activation {
       inputTokens: this.progress.usage.inputTokens + response.usage.inputTokens,
       outputTokens: this.progress.usage.outputTokens + response.usage.outputTokens,
     };
-    const message: AssistantMessage = { role: 'assistant', content: response.content, ...(response.toolCalls.length ? { toolCalls: response.toolCalls } : {}) };
+    const toolCalls = wellFormedCalls(response.toolCalls, this.progress.turns);
+    const content = typeof response.content === 'string' ? response.content : null;
+    const message: AssistantMessage = { role: 'assistant', content, ...(toolCalls.length ? { toolCalls } : {}) };
     this.progress.messages = [...this.progress.messages, message];
     await this.store.addUsage(this.runId, response.usage);
     await this.emit({
       type: 'model.response',
       model: response.model,
-      toolCalls: response.toolCalls.map((c) => c.name),
-      text: Boolean(response.content),
+      toolCalls: toolCalls.map((c) => c.name),
+      text: Boolean(content),
       inputTokens: response.usage.inputTokens,
       outputTokens: response.usage.outputTokens,
     });
     // From here a redelivery replays this reply instead of asking the model again.
-    await this.task.checkpoint(this.jobData());
+    await this.task.checkpoint(this.checkpointData());
+  }
+
+  /** The job's data to save, refused when it outgrows the message limit (a redelivery could not read it back). */
+  private checkpointData(): JobData {
+    const data = this.jobData();
+    const size = byteSize(data);
+    const limit = checkpointLimit(this.options.maxMessageBytes);
+    if (size > limit) throw new Error(`the conversation grew to ${size} bytes, over the limit of ${limit} for a saved activation`);
+    return data;
   }
 
   /** The job's data as saved for a redelivery: the envelope as received and this worker's authenticated progress. */
@@ -508,8 +560,8 @@ class Activation {
         await this.callTool(call, stepKey);
       }
     }
-    if (children.length > 0) return { type: 'await', children, checkpoint: this.jobData() };
-    await this.task.checkpoint(this.jobData());
+    if (children.length > 0) return { type: 'await', children, checkpoint: this.checkpointData() };
+    await this.task.checkpoint(this.checkpointData());
     return undefined;
   }
 
@@ -797,10 +849,18 @@ class Activation {
       this.answer(call, `Error: the handoff to '${target}' was not allowed: ${decision.reasons.join('; ') || decision.verdict}`, true);
       return undefined;
     }
+    const before = this.progress.messages;
     this.answer(call, `Transferred to ${target}.`);
     // Model APIs reject a conversation with unanswered calls, and the receiver must not inherit them.
     for (const other of unanswered) if (!this.progress.messages.some((m) => m.role === 'tool' && m.toolCallId === other.id)) this.answer(other, 'Not executed: the conversation was handed off.', true);
     const envelope = this.nextEnvelope('handoff', target, stepKey, this.progress.messages);
+    // Checked here: the receiver would refuse it unread, and could not tell anyone why.
+    const size = byteSize({ envelope });
+    if (size > this.options.maxMessageBytes) {
+      this.progress.messages = before;
+      this.answer(call, `Error: the conversation (${size} bytes) is over the message limit of ${this.options.maxMessageBytes} and cannot be handed to '${target}'.`, true);
+      return undefined;
+    }
     this.progress.sent += 1;
     await this.options.transport.enqueue(target, envelope.messageId, { envelope } satisfies JobData);
     await this.emit({ type: 'handoff', to: target });
@@ -834,6 +894,11 @@ class Activation {
     }
     const content = decision.verdict === 'redact' && decision.content !== undefined ? decision.content : input;
     const envelope = this.nextEnvelope('delegate', target, stepKey, [{ role: 'user', content }], fanOut);
+    const size = byteSize({ envelope });
+    if (size > this.options.maxMessageBytes) {
+      this.answer(call, `Error: the question (${size} bytes) is over the message limit of ${this.options.maxMessageBytes}.`, true);
+      return undefined;
+    }
     this.progress.sent += 1;
     this.progress.awaiting = [...this.progress.awaiting, { callId: call.id, agent: target, jobId: envelope.messageId }];
     await this.emit({ type: 'delegation.started', to: target, callId: call.id });
@@ -867,6 +932,8 @@ class Activation {
         answerLabel = lowered;
       }
       if (answerLabel) this.progress.label = join(this.progress.label, answerLabel);
+      // What the delegate sent counts toward this run's hops, so a limit holds across sibling delegations.
+      if (result?.hops) this.progress.sent += result.hops;
       if (result?.usage) {
         this.progress.usage = {
           inputTokens: this.progress.usage.inputTokens + result.usage.inputTokens,
@@ -905,7 +972,8 @@ class Activation {
   }
 
   /** A delegate's answer, authenticated for its caller (the previous agent of the chain) and this question. */
-  private answerToCaller(result: TaskResult): TaskResult {
+  private answerToCaller(answer: TaskResult): TaskResult {
+    const result = { ...answer, hops: this.progress.sent };
     const caller = this.envelope.chain[this.envelope.chain.length - 2];
     return this.options.auth && caller ? this.options.auth.sealResult(this.agent.name, caller, this.envelope.messageId, result) : result;
   }

@@ -13,7 +13,7 @@ import { Approvals } from './approvals.js';
 import { Compensator, startRollback, type RollbackStarted } from './rollback.js';
 import type { RollbackTrigger } from './events.js';
 import { permissionsOf, permits } from '../guards/builtin/context.js';
-import { BudgetSchema, ENVELOPE_VERSION, type Budget, type Envelope } from './envelope.js';
+import { BudgetSchema, ENVELOPE_VERSION, EnvelopeSchema, type Budget, type Envelope } from './envelope.js';
 import { InvalidRunInputError, isRedisUnavailable, TransportUnavailableError, UnknownAgentError } from './errors.js';
 import { PrincipalSchema, type PrincipalInput } from './principal.js';
 import { Run } from './run.js';
@@ -288,11 +288,18 @@ export class Runtime {
 
   /** A job that failed outside the loop's control (it stalled too often, Redis errors): the run must not hang. */
   private async onJobFailed(data: unknown, error: Error): Promise<void> {
-    const envelope = (data as Partial<JobData> | undefined)?.envelope;
-    if (!envelope?.runId || envelope.kind === 'delegate') return;
+    const raw = (data as { envelope?: unknown } | undefined)?.envelope;
+    const parsed = EnvelopeSchema.safeParse(raw);
+    // Only a job that is what it claims to be may end its run: forged data must not end someone else's.
+    if (!parsed.success || parsed.data.kind === 'delegate') return;
+    if (this.auth?.check(raw as Record<string, unknown>, parsed.data)) return;
+    const envelope = parsed.data;
     const reason = `${envelope.receiver} failed: ${error.message}`;
     if (await this.transport.store.finishRun(envelope.runId, 'failed', { error: reason }).catch(() => false)) {
-      await this.transport.store.appendEvent(envelope.runId, { type: 'run.failed', agent: envelope.receiver, error: reason }).catch(() => undefined);
+      const failed = { type: 'run.failed', error: reason } as const;
+      await this.transport.store.appendEvent(envelope.runId, { ...failed, agent: envelope.receiver }).catch(() => undefined);
+      const entry = auditEntryFor(failed, { runId: envelope.runId, principal: envelope.principal, chain: envelope.chain, agent: envelope.receiver });
+      if (entry) await this.auditFor(envelope.receiver)?.append(entry).catch(() => undefined);
       if (this.policy?.rollback.onFailure) {
         await startRollback({ transport: this.transport, runId: envelope.runId, trigger: 'failure', reason }).catch(() => undefined);
       }

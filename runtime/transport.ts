@@ -9,6 +9,8 @@ export interface TaskResult {
   error?: string;
   label?: Label;
   usage?: TokenUsage;
+  /** Handoffs and delegations the delegate (and its own delegates) sent: they count toward the run's hops. */
+  hops?: number;
   /** A delegate's MAC over its answer, with the key of the link delegate → caller. */
   auth?: { kid: string; mac: string };
 }

@@ -163,7 +163,16 @@ export class BullMQTransport implements Transport {
       },
     );
     worker.on('failed', (job, error) => {
-      if (job && job.attemptsMade >= maxAttempts) options.onFailed?.(job.id ?? '', job.data, error);
+      if (!job) return;
+      // Final when it is in the failed set: attempts used up, or stalled too often (a worker died with it each time).
+      void job.getState().then(
+        (state) => {
+          if (state !== 'failed') return;
+          const reason = /stalled more than allowable limit/.test(error.message) ? new Error(`its worker died while running it ${job.stalledCounter ?? ''} times (${error.message})`.replace('  ', ' ')) : error;
+          options.onFailed?.(job.id ?? '', job.data, reason);
+        },
+        () => undefined,
+      );
     });
     worker.on('error', () => {
       // Connection errors: the worker reconnects and redelivery covers lost work.

@@ -1,0 +1,75 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import { REDIS_URL } from '../support/redis.js';
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+
+export interface SupervisorOptions {
+  prefix: string;
+  keysDir: string;
+  workers: number;
+  env?: Record<string, string>;
+}
+
+/** Keeps N chaos-worker processes running: one that dies is started again, as a process manager would. */
+export class Supervisor {
+  readonly processes: ChildProcess[] = [];
+  restarts = 0;
+  private stopping = false;
+
+  constructor(private readonly options: SupervisorOptions) {}
+
+  private spawnOne(slot: number): Promise<void> {
+    // node itself with tsx as a loader, so SIGKILL reaches the worker and not a wrapper.
+    const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/chaos-worker.ts', this.options.prefix, this.options.keysDir], {
+      cwd: root,
+      env: { ...process.env, REDIS_URL, ...this.options.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    this.processes[slot] = child;
+    let stderr = '';
+    child.stderr!.on('data', (d) => (stderr = (stderr + String(d)).slice(-4000)));
+    child.on('exit', (code, signal) => {
+      if (this.stopping) return;
+      if (signal !== 'SIGKILL') process.stderr.write(`chaos worker exited (${code ?? signal}): ${stderr}\n`);
+      this.restarts += 1;
+      setTimeout(() => void this.spawnOne(slot), 100);
+    });
+    return new Promise((resolve) => child.stdout!.on('data', (d) => String(d).includes('ready') && resolve()));
+  }
+
+  async start(): Promise<void> {
+    await Promise.all(Array.from({ length: this.options.workers }, (_, i) => this.spawnOne(i)));
+  }
+
+  /** Resident memory of each live worker, in MB (from /proc). */
+  async rssMb(): Promise<number[]> {
+    const sizes = await Promise.all(
+      this.processes.map(async (p) => {
+        const status = await readFile(`/proc/${p.pid}/status`, 'utf8').catch(() => '');
+        const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN);
+        return Math.round(kb / 1024);
+      }),
+    );
+    return sizes;
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    await Promise.all(
+      this.processes.map(
+        (p) =>
+          new Promise<void>((resolve) => {
+            if (p.exitCode !== null || p.signalCode !== null) return resolve();
+            const timer = setTimeout(() => p.kill('SIGKILL'), 3000);
+            p.once('exit', () => {
+              clearTimeout(timer);
+              resolve();
+            });
+            p.kill('SIGTERM');
+          }),
+      ),
+    );
+  }
+}
