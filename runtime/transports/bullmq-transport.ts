@@ -16,6 +16,11 @@ export interface BullMQTransportOptions {
   retentionMs?: number;
   /** Worker lock; a worker that dies is detected after about this long and its job redelivered. */
   lockDurationMs?: number;
+  /**
+   * How many times a job may be found abandoned by a dead worker before it fails for good (its run
+   * then fails with the reason). One crash abandons every job the process held, not only the culprit.
+   */
+  maxStalledCount?: number;
 }
 
 const queueName = (agent: string): string => `agent.${agent}`;
@@ -33,6 +38,7 @@ export class BullMQTransport implements Transport {
   private readonly workers = new Map<Worker, Redis>();
   private readonly jobOptions: JobsOptions;
   private readonly lockDurationMs: number;
+  private readonly maxStalledCount: number;
 
   constructor(options: BullMQTransportOptions = {}) {
     const connection = options.connection ?? process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -42,6 +48,7 @@ export class BullMQTransport implements Transport {
     this.redis = this.connect({ maxRetriesPerRequest: 2 });
     this.store = new RedisRunStore(this.redis, { prefix: this.prefix, retentionMs: options.retentionMs });
     this.lockDurationMs = options.lockDurationMs ?? 30_000;
+    this.maxStalledCount = options.maxStalledCount ?? 5;
     this.jobOptions = {
       attempts: options.attempts ?? 3,
       backoff: { type: 'exponential', delay: options.backoffMs ?? 500 },
@@ -159,7 +166,7 @@ export class BullMQTransport implements Transport {
         concurrency: options.concurrency,
         lockDuration: this.lockDurationMs,
         stalledInterval: this.lockDurationMs,
-        maxStalledCount: 3,
+        maxStalledCount: this.maxStalledCount,
       },
     );
     worker.on('failed', (job, error) => {

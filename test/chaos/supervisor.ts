@@ -3,6 +3,14 @@ import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { REDIS_URL } from '../support/redis.js';
 
+/** Requests of the support example that complete (no approval, no withheld reply). */
+export const COMPLETING_REQUESTS = [
+  'I was charged twice for order ORD-5001, please refund me. My e-mail is ada@example.com.',
+  "My headphones won't pair over bluetooth.",
+  'Refund ORD-5002 please, my e-mail is ada@example.com',
+  'Please refund my monitor, order ORD-5003. My e-mail is grace@example.com.',
+];
+
 const root = fileURLToPath(new URL('../..', import.meta.url));
 
 export interface SupervisorOptions {

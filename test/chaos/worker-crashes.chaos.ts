@@ -9,18 +9,12 @@ import type { RunRecord } from '../../runtime/run-store.js';
 import { Runtime } from '../../runtime/runtime.js';
 import { BullMQTransport } from '../../runtime/transports/bullmq-transport.js';
 import { deleteKeys, REDIS_URL, uniquePrefix } from '../support/redis.js';
-import { Supervisor } from './supervisor.js';
+import { COMPLETING_REQUESTS, Supervisor } from './supervisor.js';
 
 const RUNS = Number(process.env.CHAOS_RUNS ?? 200);
 
-/** The support example's requests (no approvals: nobody would decide them here). */
-const INPUTS = [
-  'I was charged twice for order ORD-5001, please refund me. My e-mail is ada@example.com.',
-  "My headphones won't pair over bluetooth.",
-  'Refund ORD-5002 please, my e-mail is ada@example.com',
-  'Please refund my monitor, order ORD-5003. My e-mail is grace@example.com.',
-  'Refund my USB-C dock, order ORD-5006, and tell me which card it goes to. My e-mail is grace@example.com.',
-];
+/** The support example's requests, and one whose reply is withheld (the run fails, its refund is rolled back). */
+const INPUTS = [...COMPLETING_REQUESTS, 'Refund my USB-C dock, order ORD-5006, and tell me which card it goes to. My e-mail is grace@example.com.'];
 
 describe('worker crashes at random points (real processes, SIGKILL, restarted)', () => {
   const prefix = uniquePrefix('chaos');
