@@ -73,6 +73,8 @@ export interface RunStore {
   /** Moves a running run to a terminal status; false when it had already ended (first writer wins). */
   finishRun(runId: string, status: Exclude<RunStatus, 'running'>, detail: { output?: string; error?: string }): Promise<boolean>;
   appendEvent(runId: string, event: RunEventInput): Promise<void>;
+  /** Resolves true once the run has ended (now or within `blockMs`), false when it has not by then. */
+  waitForEnd(runId: string, blockMs: number): Promise<boolean>;
   /** A reader of the run's events from the beginning; each reader holds its own connection while open. */
   openEvents(runId: string): EventCursor;
   /**

@@ -47,23 +47,14 @@ export class Run {
   /** Waits for the run to end: resolves with its output, or rejects with RunFailedError. */
   async result(options: { timeoutMs?: number } = {}): Promise<RunResult> {
     const deadline = options.timeoutMs !== undefined ? Date.now() + options.timeoutMs : Infinity;
-    const cursor = this.store.openEvents(this.id);
-    try {
-      // The record is read when the run may have ended: at first, on a terminal event, and when the stream is quiet.
-      let check = true;
-      for (;;) {
-        if (check) {
-          const record = await this.store.getRun(this.id);
-          if (!record) throw new Error(`run ${this.id} does not exist (or has expired)`);
-          if (record.status === 'completed') return { runId: this.id, output: record.output ?? '', usage: record.usage };
-          if (record.status !== 'running') throw new RunFailedError(this.id, record.status, record.error ?? record.status);
-        }
-        if (Date.now() > deadline) throw new Error(`run ${this.id} still running after ${options.timeoutMs} ms`);
-        const batch = await cursor.read(Math.min(5000, Math.max(1, deadline - Date.now())));
-        check = batch.length === 0 || batch.some(({ event }) => TERMINAL_EVENTS.has(event.type));
-      }
-    } finally {
-      await cursor.close();
+    // The record is read first and again once the run's end is signalled (or the wait times out).
+    for (;;) {
+      const record = await this.store.getRun(this.id);
+      if (!record) throw new Error(`run ${this.id} does not exist (or has expired)`);
+      if (record.status === 'completed') return { runId: this.id, output: record.output ?? '', usage: record.usage };
+      if (record.status !== 'running') throw new RunFailedError(this.id, record.status, record.error ?? record.status);
+      if (Date.now() > deadline) throw new Error(`run ${this.id} still running after ${options.timeoutMs} ms`);
+      await this.store.waitForEnd(this.id, Math.min(5000, Math.max(1, deadline - Date.now())));
     }
   }
 

@@ -51,7 +51,23 @@ export class MemoryRunStore implements RunStore {
     const r = this.run(runId).record;
     if (r.status !== 'running') return false;
     Object.assign(r, { status, updatedAt: Date.now() }, detail);
+    this.appended.emit(`${runId}:end`);
     return true;
+  }
+
+  async waitForEnd(runId: string, blockMs: number): Promise<boolean> {
+    const ended = () => this.runs.get(runId)?.record.status !== 'running';
+    if (ended()) return true;
+    return new Promise((resolve) => {
+      const done = (value: boolean) => {
+        clearTimeout(timer);
+        this.appended.off(`${runId}:end`, onEnd);
+        resolve(value);
+      };
+      const onEnd = () => done(true);
+      const timer = setTimeout(() => done(ended()), blockMs);
+      this.appended.on(`${runId}:end`, onEnd);
+    });
   }
 
   async appendEvent(runId: string, event: RunEventInput): Promise<void> {

@@ -14,9 +14,11 @@ export interface RedisRunStoreOptions {
 }
 
 // Terminal transitions are compare-and-set so that a cancel racing a completion has one winner.
+// The end is also written to a one-entry stream that waiters block on (it is the last key).
 const FINISH = `
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'updatedAt', ARGV[2], ARGV[3], ARGV[4])
+redis.call('XADD', KEYS[#KEYS], '*', 's', ARGV[1])
 for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ARGV[5]) end
 return 1`;
 
@@ -80,7 +82,7 @@ export class RedisRunStore implements RunStore {
 
   async finishRun(runId: string, status: Exclude<RunStatus, 'running'>, detail: { output?: string; error?: string }): Promise<boolean> {
     const [field, value] = detail.output !== undefined ? ['output', detail.output] : ['error', detail.error ?? ''];
-    const keys = [this.key(runId), this.key(runId, 'events'), this.key(runId, 'calls'), this.key(runId, 'actions'), this.key(runId, 'compensations')];
+    const keys = [this.key(runId), this.key(runId, 'events'), this.key(runId, 'calls'), this.key(runId, 'actions'), this.key(runId, 'compensations'), this.key(runId, 'end')];
     const done = await this.redis.eval(FINISH, keys.length, ...keys, status, Date.now(), field, value, this.retentionMs);
     return done === 1;
   }
@@ -89,6 +91,20 @@ export class RedisRunStore implements RunStore {
     const stamped = { ...event, at: Date.now() };
     const key = this.key(runId, 'events');
     await this.redis.multi().xadd(key, 'MAXLEN', '~', this.maxEvents, '*', 'e', JSON.stringify(stamped)).pexpire(key, this.retentionMs).exec();
+  }
+
+  async waitForEnd(runId: string, blockMs: number): Promise<boolean> {
+    // A blocking read holds its connection, so each wait gets its own (as an event reader does).
+    const conn = this.redis.duplicate();
+    conn.on('error', () => {
+      // The read below rejects with the cause.
+    });
+    try {
+      const reply = await conn.xread('COUNT', 1, 'BLOCK', Math.max(1, blockMs), 'STREAMS', this.key(runId, 'end'), '0');
+      return reply !== null;
+    } finally {
+      conn.disconnect();
+    }
   }
 
   openEvents(runId: string): EventCursor {
