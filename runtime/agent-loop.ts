@@ -14,7 +14,7 @@ import { startRollback, type Compensator } from './rollback.js';
 import type { RollbackTrigger } from './events.js';
 import { AuthSchema, EnvelopeSchema, type Envelope } from './envelope.js';
 import type { EnvelopeAuth } from './envelope-auth.js';
-import { auditEntryFor, type AuditSink } from './audit-trail.js';
+import { auditEntryFor, recordRunEvent, type AuditSink } from './audit-trail.js';
 import type { RunEventInput } from './events.js';
 import { ATTR, GUARD_DECISION_EVENT, OPERATION } from '../tracing/attributes.js';
 import { extractTrace, injectTrace } from '../tracing/propagation.js';
@@ -150,11 +150,8 @@ export class AgentLoop {
   /** The first worker to see a cancelled run undoes its side effects, when the policy says so. */
   private async rollBackCancelled(envelope: Envelope): Promise<void> {
     if (!this.options.rollbackOn?.has('cancel')) return;
-    const emit = async (event: RunEventInput): Promise<void> => {
-      await this.store.appendEvent(envelope.runId, { ...event, agent: envelope.receiver } as RunEventInput);
-      const entry = auditEntryFor(event, { runId: envelope.runId, principal: envelope.principal, chain: envelope.chain, agent: envelope.receiver });
-      if (entry) await this.options.audit?.(envelope.receiver)?.append(entry);
-    };
+    const ctx = { runId: envelope.runId, principal: envelope.principal, chain: envelope.chain, agent: envelope.receiver };
+    const emit = (event: RunEventInput) => recordRunEvent(this.store, this.options.audit?.(envelope.receiver), event, ctx);
     await startRollback({ transport: this.options.transport, runId: envelope.runId, trigger: 'cancel', reason: 'the run was cancelled', trace: envelope.trace, emit });
   }
 
@@ -189,8 +186,11 @@ export class AgentLoop {
     let size: number;
     let messageSize: number;
     try {
-      size = byteSize(task.data);
-      messageSize = byteSize((task.data as { envelope?: unknown } | null)?.envelope ?? null);
+      // The envelope is serialised once: against the message limit, and as part of the whole job.
+      const data = task.data;
+      const envelope = data !== null && typeof data === 'object' && !Array.isArray(data) ? (data as { envelope?: unknown }).envelope : undefined;
+      messageSize = byteSize(envelope ?? null);
+      size = envelope === undefined ? byteSize(data) : messageSize + byteSize({ ...(data as object), envelope: undefined });
     } catch (error) {
       // Nesting deep enough to exhaust the stack: refused like any other malformed data.
       return { rejected: `malformed job data: it cannot be read (${error instanceof Error ? error.message : String(error)})` };
@@ -215,12 +215,9 @@ export class AgentLoop {
     const run = typeof runId === 'string' && z.string().uuid().safeParse(runId).success ? await this.store.getRun(runId) : undefined;
     if (run) {
       const audit = this.options.audit?.(task.queue);
-      const record = async (event: RunEventInput, detail: Record<string, unknown> = {}) => {
-        await this.store.appendEvent(run.id, { ...event, agent: task.queue } as RunEventInput);
-        // Attributed to the run's own principal (from its record): the job's claims are not believed.
-        const entry = auditEntryFor(event, { runId: run.id, principal: run.principal, chain: [task.queue], agent: task.queue });
-        if (entry && audit) await audit.append({ ...entry, detail: { ...entry.detail, ...detail } });
-      };
+      // Attributed to the run's own principal (from its record): the job's claims are not believed.
+      const ctx = { runId: run.id, principal: run.principal, chain: [task.queue], agent: task.queue };
+      const record = (event: RunEventInput, detail?: Record<string, unknown>) => recordRunEvent(this.store, audit, event, ctx, detail);
       await record({ type: 'envelope.rejected', reason }, { claimed: !authentic });
       // With authentication on, unauthenticated junk must not be able to end someone's run.
       if ((authentic || !this.options.auth) && (await this.store.finishRun(run.id, 'failed', { error: `message refused: ${reason}` }))) {

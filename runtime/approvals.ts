@@ -1,7 +1,7 @@
 import { permissionsOf, permits } from '../guards/builtin/context.js';
 import type { Policy } from '../guards/policy.js';
 import type { ApprovalDecision, ApprovalState } from './approval.js';
-import { auditEntryFor, type AuditSink } from './audit-trail.js';
+import { recordRunEvent, type AuditSink } from './audit-trail.js';
 import type { EnvelopeAuth } from './envelope-auth.js';
 import type { RunEventInput } from './events.js';
 import { EDGE } from './keyring.js';
@@ -91,9 +91,7 @@ export class Approvals {
       throw new ApprovalError(`request '${id}' was decided meanwhile (${now?.decision?.status ?? 'unknown'})`, 'decided');
     }
     const event: RunEventInput = { type: 'approval.decided', approvalId: id, subject: request.subject, status: decision.status, by: by.data.id, ...(note ? { note } : {}) };
-    await this.store.appendEvent(request.runId, event);
-    const entry = auditEntryFor(event, { runId: request.runId, principal: request.principal, chain: request.chain });
-    if (entry) await this.options.audit?.append(entry);
+    await recordRunEvent(this.store, this.options.audit, event, { runId: request.runId, principal: request.principal, chain: request.chain });
     await this.options.transport.wake(request.agent, request.jobId);
     return decision;
   }

@@ -1,6 +1,7 @@
 import type { AuditAction, AuditEntryInput } from './audit-log.js';
 import type { RunEventInput } from './events.js';
 import type { Principal } from './principal.js';
+import type { RunStore } from './run-store.js';
 
 /** Where audit entries go: the hash-chained log in Redis, or nowhere on the embedded transport. */
 export interface AuditSink {
@@ -67,4 +68,20 @@ export function auditEntryFor(event: RunEventInput, ctx: AuditContext): AuditEnt
     default:
       return undefined;
   }
+}
+
+/**
+ * Records one event outside an activation: in the run's event stream (as `ctx.agent`'s, when there
+ * is one) and, when it is an audited kind, in the audit log with `detail` added.
+ */
+export async function recordRunEvent(
+  store: Pick<RunStore, 'appendEvent'>,
+  audit: AuditSink | undefined,
+  event: RunEventInput,
+  ctx: AuditContext,
+  detail?: Record<string, unknown>,
+): Promise<void> {
+  await store.appendEvent(ctx.runId, (ctx.agent ? { ...event, agent: ctx.agent } : event) as RunEventInput);
+  const entry = auditEntryFor(event, ctx);
+  if (entry && audit) await audit.append(detail ? { ...entry, detail: { ...entry.detail, ...detail } } : entry);
 }

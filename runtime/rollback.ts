@@ -5,7 +5,7 @@ import type { Agent } from '../agents/agent.js';
 import { extractTrace } from '../tracing/propagation.js';
 import { inSpan, tracer } from '../tracing/spans.js';
 import { ATTR } from '../tracing/attributes.js';
-import { auditEntryFor, type AuditSink } from './audit-trail.js';
+import { recordRunEvent, type AuditSink } from './audit-trail.js';
 import { AuthSchema, EnvelopeSchema } from './envelope.js';
 import type { EnvelopeAuth } from './envelope-auth.js';
 import type { RollbackTrigger, RunEventInput } from './events.js';
@@ -129,13 +129,8 @@ export class Compensator {
     if (order.agent !== task.queue || !agent) return { type: 'done', result: { status: 'rejected', error: `a rollback order for '${order.agent}' arrived on the queue of '${task.queue}'` } };
     const run = await this.store.getRun(order.runId);
     if (!run) return { type: 'done', result: { status: 'rejected', error: `no run ${order.runId} exists` } };
-    const emit = async (event: RunEventInput): Promise<void> => {
-      const entry = auditEntryFor(event, { runId: order.runId, principal: run.principal, chain: [agent.name], agent: agent.name });
-      await Promise.all([
-        this.store.appendEvent(order.runId, { ...event, agent: agent.name } as RunEventInput),
-        entry ? this.options.audit?.(agent.name)?.append({ ...entry, ...(order.by ? { detail: { ...entry.detail, orderedBy: order.by } } : {}) }) : undefined,
-      ]);
-    };
+    const ctx = { runId: order.runId, principal: run.principal, chain: [agent.name], agent: agent.name };
+    const emit = (event: RunEventInput) => recordRunEvent(this.store, this.options.audit?.(agent.name), event, ctx, order.by ? { orderedBy: order.by } : undefined);
     const refused = this.refusal(order, (task.data as { compensate: object }).compensate, run.status);
     if (refused) {
       await emit({ type: 'envelope.rejected', reason: `rollback order refused: ${refused}` });

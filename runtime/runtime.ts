@@ -18,7 +18,7 @@ import { InvalidRunInputError, isRedisUnavailable, TransportUnavailableError, Un
 import { PrincipalSchema, type PrincipalInput } from './principal.js';
 import { Run } from './run.js';
 import { AuditLog } from './audit-log.js';
-import { auditEntryFor } from './audit-trail.js';
+import { auditEntryFor, recordRunEvent } from './audit-trail.js';
 import { EnvelopeAuth } from './envelope-auth.js';
 import { EDGE, type Keyring } from './keyring.js';
 import { BullMQTransport } from './transports/bullmq-transport.js';
@@ -255,11 +255,7 @@ export class Runtime {
       by: options.by,
       reason: options.reason ?? `rolled back by ${options.by}`,
       auth: this.auth,
-      emit: async (event) => {
-        await this.transport.store.appendEvent(runId, event);
-        const entry = auditEntryFor(event, { runId, principal: run.principal, chain: [run.agent] });
-        if (entry) await audit?.append(entry);
-      },
+      emit: (event) => recordRunEvent(this.transport.store, audit, event, { runId, principal: run.principal, chain: [run.agent] }),
     });
     return started!;
   }
@@ -296,10 +292,8 @@ export class Runtime {
     const envelope = parsed.data;
     const reason = `${envelope.receiver} failed: ${error.message}`;
     if (await this.transport.store.finishRun(envelope.runId, 'failed', { error: reason }).catch(() => false)) {
-      const failed = { type: 'run.failed', error: reason } as const;
-      await this.transport.store.appendEvent(envelope.runId, { ...failed, agent: envelope.receiver }).catch(() => undefined);
-      const entry = auditEntryFor(failed, { runId: envelope.runId, principal: envelope.principal, chain: envelope.chain, agent: envelope.receiver });
-      if (entry) await this.auditFor(envelope.receiver)?.append(entry).catch(() => undefined);
+      const ctx = { runId: envelope.runId, principal: envelope.principal, chain: envelope.chain, agent: envelope.receiver };
+      await recordRunEvent(this.transport.store, this.auditFor(envelope.receiver), { type: 'run.failed', error: reason }, ctx).catch(() => undefined);
       if (this.policy?.rollback.onFailure) {
         await startRollback({ transport: this.transport, runId: envelope.runId, trigger: 'failure', reason }).catch(() => undefined);
       }

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { defineAgent, type Agent } from '../agents/agent.js';
+import { defineAgent } from '../agents/agent.js';
 import { ScriptedModel } from '../agents/providers/scripted.js';
 import { defineTool } from '../agents/tool.js';
 import { defineGuard } from '../guards/guard.js';

@@ -175,7 +175,7 @@ export class BullMQTransport implements Transport {
       void job.getState().then(
         (state) => {
           if (state !== 'failed') return;
-          const reason = /stalled more than allowable limit/.test(error.message) ? new Error(`its worker died while running it ${job.stalledCounter ?? ''} times (${error.message})`.replace('  ', ' ')) : error;
+          const reason = /stalled more than allowable limit/.test(error.message) ? new Error(`its worker died while running it ${job.stalledCounter} times (${error.message})`) : error;
           options.onFailed?.(job.id ?? '', job.data, reason);
         },
         () => undefined,

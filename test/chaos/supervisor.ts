@@ -1,7 +1,14 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { REDIS_URL } from '../support/redis.js';
+import { Redis } from 'ioredis';
+import { createSupportAgents } from '../../examples/support/system.js';
+import { EDGE, generateKeys, loadKeyring } from '../../runtime/keyring.js';
+import { Runtime } from '../../runtime/runtime.js';
+import { BullMQTransport } from '../../runtime/transports/bullmq-transport.js';
+import { deleteKeys, REDIS_URL, uniquePrefix } from '../support/redis.js';
 
 /** Requests of the support example that complete (no approval, no withheld reply). */
 export const COMPLETING_REQUESTS = [
@@ -80,4 +87,37 @@ export class Supervisor {
       ),
     );
   }
+}
+
+/** The support example on 2 supervised worker processes with fresh keys, a producer (the edge) and a Redis client. */
+export interface SupportCluster {
+  prefix: string;
+  supervisor: Supervisor;
+  producer: Runtime;
+  redis: Redis;
+  /** Stops everything and deletes the keys, in Redis and on disk. */
+  close(): Promise<void>;
+}
+
+export async function startSupportCluster(name: string, env: Record<string, string>): Promise<SupportCluster> {
+  const prefix = uniquePrefix(name);
+  const keysDir = await mkdtemp(join(tmpdir(), `palisade-${name}-keys-`));
+  await generateKeys(keysDir, createSupportAgents());
+  const supervisor = new Supervisor({ prefix, keysDir, workers: 2, env });
+  await supervisor.start();
+  const producer = new Runtime({ keys: await loadKeyring(keysDir, [EDGE]), transport: new BullMQTransport({ connection: REDIS_URL, prefix }) });
+  const redis = new Redis(REDIS_URL);
+  return {
+    prefix,
+    supervisor,
+    producer,
+    redis,
+    close: async () => {
+      await supervisor.stop();
+      await producer.close();
+      redis.disconnect();
+      await deleteKeys(prefix);
+      await rm(keysDir, { recursive: true, force: true });
+    },
+  };
 }
