@@ -4,12 +4,14 @@
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import os from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { Redis } from 'ioredis';
 import { deleteKeys, diffStats, info, installCommandCounter, serverStats, startCounting, stopCounting, type CommandCounts, type ServerStats } from './redis-probe.js';
-import { HOPS, palisadeBullMQ, palisadeEmbedded, rawBullMQ, type Harness, type ScenarioConfig } from './scenarios.js';
+import { HOPS, palisadeBullMQ, palisadeEmbedded, palisadeGuarded, rawBullMQ, writeChainKeys, type Harness, type ScenarioConfig } from './scenarios.js';
+import { benchScale } from './scale.js';
 import { fmt, median, percentile, round, table } from './stats.js';
 import { benchPipeline } from './pipeline.js';
 import { benchScanners } from './scanners.js';
@@ -44,7 +46,14 @@ const config = {
   totalTimeoutMs: num('BENCH_TIMEOUT_MS', 600_000),
 };
 
-type SystemId = 'raw' | 'palisade' | 'embedded';
+type SystemId = 'raw' | 'palisade' | 'guarded' | 'embedded';
+const SYSTEMS: readonly SystemId[] = ['raw', 'palisade', 'guarded', 'embedded'];
+const NAMES: Record<SystemId, string> = {
+  raw: 'raw BullMQ (baseline)',
+  palisade: 'Palisade, no guards',
+  guarded: 'Palisade guarded (keys, policy, audit)',
+  embedded: 'Palisade embedded (no Redis)',
+};
 type Mode = 'load' | 'serial';
 
 const started = new Date();
@@ -60,6 +69,9 @@ const payload = sentence.repeat(Math.ceil(config.payloadBytes / sentence.length)
 
 const scenario: ScenarioConfig = { redisUrl: config.redisUrl, concurrency: config.concurrency, payload, chainTimeoutMs: config.chainTimeoutMs };
 
+/** Link keys of the edge and the chain's agents, for the guarded system (a temporary folder). */
+let keysDir: string | undefined;
+
 /** Set once the bench gives up (failure, timeout, signal): nothing new may be opened after cleanup. */
 let stopping = false;
 
@@ -67,7 +79,13 @@ async function open(system: SystemId, prefix: string | undefined): Promise<Harne
   if (stopping) throw new Error('the bench is stopping');
   if (prefix) prefixes.push(prefix);
   const harness =
-    system === 'raw' ? await rawBullMQ(scenario, prefix!) : system === 'palisade' ? await palisadeBullMQ(scenario, prefix!) : await palisadeEmbedded(scenario);
+    system === 'raw'
+      ? await rawBullMQ(scenario, prefix!)
+      : system === 'palisade'
+        ? await palisadeBullMQ(scenario, prefix!)
+        : system === 'guarded'
+          ? await palisadeGuarded(scenario, prefix!, keysDir!)
+          : await palisadeEmbedded(scenario);
   openHarnesses.add(harness);
   // Opened while cleanup ran: close it here, as cleanup no longer will.
   if (stopping) {
@@ -233,7 +251,7 @@ function summarize(samples: Sample[], probes: Probe[]) {
       const other = of(system, 'load').find((s) => s.round === r);
       return raw && other ? [other.chainsPerSec / raw.chainsPerSec] : [];
     });
-  const systems = (['raw', 'palisade', 'embedded'] as const).map((system) => {
+  const systems = SYSTEMS.map((system) => {
     const load = of(system, 'load');
     const serial = of(system, 'serial');
     const ratios = ratio(system);
@@ -295,8 +313,8 @@ function report(summary: Summary): string {
   const sys = (id: SystemId) => summary.systems.find((s) => s.system === id)!;
   const raw = sys('raw');
   const pal = sys('palisade');
+  const grd = sys('guarded');
   const emb = sys('embedded');
-  const names: Record<SystemId, string> = { raw: 'raw BullMQ (baseline)', palisade: 'Palisade on BullMQ', embedded: 'Palisade embedded (no Redis)' };
   const out: string[] = [];
   out.push(
     `Throughput — median of ${config.rounds} rounds × ${config.chains} chains of ${HOPS} hops, ${config.inflight} chains in flight, concurrency ${config.concurrency} per queue, ${config.payloadBytes} B payload`,
@@ -304,10 +322,10 @@ function report(summary: Summary): string {
     table(
       ['system', 'chains/s', 'hops/s', 'vs raw (median of per-round ratios)', 'chains/s per round'],
       summary.systems.map((s) => [
-        names[s.system],
+        NAMES[s.system],
         fmt(s.chainsPerSec),
         fmt(s.hopsPerSec),
-        s.system === 'raw' ? '1.00×' : `${fmt(s.ratioVsRaw, 2)}×${s.system === 'palisade' ? ` (${fmt(1 / s.ratioVsRaw, 1)}× slower)` : ' (for scale)'}`,
+        s.system === 'raw' ? '1.00×' : `${fmt(s.ratioVsRaw, 2)}×${s.system === 'embedded' ? ' (for scale)' : ` (${fmt(1 / s.ratioVsRaw, 1)}× slower)`}`,
         s.perRoundChainsPerSec.map((v) => fmt(v)).join(' / '),
       ]),
       ['l', 'r', 'r', 'r', 'r'],
@@ -318,8 +336,8 @@ function report(summary: Summary): string {
     table(
       ['system', 'load p50', 'load p99', 'serial p50', 'serial p99'],
       [
-        ...[raw, pal, emb].map((s) => [names[s.system], fmt(s.hopLatencyMs.load.p50, 2), fmt(s.hopLatencyMs.load.p99, 2), fmt(s.hopLatencyMs.serial.p50, 2), fmt(s.hopLatencyMs.serial.p99, 2)]),
-        ['Palisade − raw', ...(['load', 'serial'] as const).flatMap((m) => (['p50', 'p99'] as const).map((q) => signed(pal.hopLatencyMs[m][q] - raw.hopLatencyMs[m][q])))],
+        ...[raw, pal, grd, emb].map((s) => [NAMES[s.system], fmt(s.hopLatencyMs.load.p50, 2), fmt(s.hopLatencyMs.load.p99, 2), fmt(s.hopLatencyMs.serial.p50, 2), fmt(s.hopLatencyMs.serial.p99, 2)]),
+        ...[pal, grd].map((s) => [`${NAMES[s.system]} − raw`, ...(['load', 'serial'] as const).flatMap((m) => (['p50', 'p99'] as const).map((q) => signed(s.hopLatencyMs[m][q] - raw.hopLatencyMs[m][q])))]),
       ],
       ['l', 'r', 'r', 'r', 'r'],
     ),
@@ -327,16 +345,17 @@ function report(summary: Summary): string {
   const load = (id: SystemId) => summary.redis.find((p) => p.system === id && p.mode === 'load');
   const rawProbe = load('raw');
   const palProbe = load('palisade');
+  const grdProbe = load('guarded');
   out.push(
     '',
     'Cost per hop under load (Node CPU: this process, producer and workers; Redis CPU: the whole server)',
     '',
     table(
       ['system', 'Node CPU ms/hop', 'Redis CPU ms/hop', 'event loop busy', 'Redis commands/hop', 'round trips/hop', 'new connections/chain'],
-      [raw, pal, emb].map((s) => {
+      [raw, pal, grd, emb].map((s) => {
         const p = load(s.system);
         return [
-          names[s.system],
+          NAMES[s.system],
           fmt(s.nodeCpuMsPerHop, 3),
           s.redisCpuMsPerHop === undefined ? '—' : fmt(s.redisCpuMsPerHop, 3),
           `${fmt(s.eventLoopUtilization * 100)}%`,
@@ -348,31 +367,31 @@ function report(summary: Summary): string {
       ['l', 'r', 'r', 'r', 'r', 'r', 'r'],
     ),
   );
-  if (rawProbe && palProbe) {
-    const names = [...new Set([...Object.keys(palProbe.client.perHop), ...Object.keys(rawProbe.client.perHop)])];
-    names.sort((a, b) => (palProbe.client.perHop[b] ?? 0) - (palProbe.client.perHop[a] ?? 0) || a.localeCompare(b));
+  if (rawProbe && palProbe && grdProbe) {
+    const names = [...new Set([...Object.keys(grdProbe.client.perHop), ...Object.keys(palProbe.client.perHop), ...Object.keys(rawProbe.client.perHop)])];
+    names.sort((a, b) => (grdProbe.client.perHop[b] ?? 0) - (grdProbe.client.perHop[a] ?? 0) || a.localeCompare(b));
     out.push(
       '',
       `Redis commands per hop by command, under load (client-side count over ${palProbe.chains} chains; MULTI…EXEC and pipelines are one round trip)`,
       '',
       table(
-        ['command', 'raw BullMQ', 'Palisade'],
+        ['command', 'raw BullMQ', 'Palisade', 'Palisade guarded'],
         [
-          ...names.map((n) => [n, fmt(rawProbe.client.perHop[n] ?? 0, 2), fmt(palProbe.client.perHop[n] ?? 0, 2)]),
-          ['**total commands**', fmt(rawProbe.client.commandsPerHop, 2), fmt(palProbe.client.commandsPerHop, 2)],
-          ['**round trips**', fmt(rawProbe.client.roundTripsPerHop, 2), fmt(palProbe.client.roundTripsPerHop, 2)],
+          ...names.map((n) => [n, ...[rawProbe, palProbe, grdProbe].map((p) => fmt(p.client.perHop[n] ?? 0, 2))]),
+          ['**total commands**', ...[rawProbe, palProbe, grdProbe].map((p) => fmt(p.client.commandsPerHop, 2))],
+          ['**round trips**', ...[rawProbe, palProbe, grdProbe].map((p) => fmt(p.client.roundTripsPerHop, 2))],
         ],
-        ['l', 'r', 'r'],
+        ['l', 'r', 'r', 'r'],
       ),
     );
   }
-  const attributed = summary.redis.find((p) => p.system === 'palisade' && p.mode === 'attributed');
+  const attributed = summary.redis.find((p) => p.system === 'guarded' && p.mode === 'attributed');
   const sites = attributed?.client.roundTripsPerHopBySite;
   if (attributed && sites) {
     const sum = (o: Record<string, number>) => Object.values(o).reduce((a, b) => a + b, 0);
     out.push(
       '',
-      `Palisade round trips per hop by call site (stack of each command, ${attributed.chains} chains; a site's pipeline is named by its first command)`,
+      `Palisade guarded: round trips per hop by call site (stack of each command, ${attributed.chains} chains; a site's pipeline is named by its first command)`,
       '',
       table(
         ['call site', 'round trips/hop', 'commands'],
@@ -395,6 +414,8 @@ function report(summary: Summary): string {
 
 async function main(admin: Redis): Promise<void> {
   installCommandCounter();
+  keysDir = await mkdtemp(join(os.tmpdir(), 'palisade-bench-keys-'));
+  await writeChainKeys(keysDir);
   const description = await machine(admin);
   log(`bench: ${description.cpuModel}, ${description.cores} cores, node ${description.node}, redis ${description.redis.version}; prefix ${basePrefix}`);
   const samples: Sample[] = [];
@@ -420,7 +441,7 @@ async function main(admin: Redis): Promise<void> {
 
   // An untimed pass over every system first: round 1 would otherwise pay for JIT warm-up of whichever goes first.
   log(`  warm-up pass (${config.warmupPass} chains per system, untimed)…`);
-  for (const system of ['raw', 'palisade', 'embedded'] as const) {
+  for (const system of SYSTEMS) {
     const harness = await open(system, system === 'embedded' ? undefined : `${basePrefix}-warmup-${system}`);
     try {
       await drive(harness, config.warmupPass, config.inflight);
@@ -433,12 +454,12 @@ async function main(admin: Redis): Promise<void> {
 
   for (let r = 1; r <= config.rounds; r++) {
     // Alternate which system goes first, so drift on a shared machine does not favour one.
-    const order: SystemId[] = r % 2 === 1 ? ['raw', 'palisade', 'embedded'] : ['palisade', 'raw', 'embedded'];
+    const order: SystemId[] = r % 2 === 1 ? ['raw', 'palisade', 'guarded', 'embedded'] : ['guarded', 'palisade', 'raw', 'embedded'];
     for (const system of order) await runSystem(system, r);
   }
 
   log('  probing Redis commands per hop…');
-  for (const system of ['raw', 'palisade'] as const) {
+  for (const system of ['raw', 'palisade', 'guarded'] as const) {
     const prefix = `${basePrefix}-probe-${system}`;
     const harness = await open(system, prefix);
     try {
@@ -453,7 +474,7 @@ async function main(admin: Redis): Promise<void> {
   }
 
   // Tracing on versus off, alternating in the same run; every span is sampled and exported to a local receiver.
-  log('  tracing cost (palisade on BullMQ, tracing off vs on)…');
+  log('  tracing cost (Palisade guarded, tracing off vs on)…');
   const receiver = await startOtlpReceiver();
   const tracingRounds: Array<{ round: number; offChainsPerSec: number; onChainsPerSec: number; spans: number }> = [];
   try {
@@ -463,7 +484,7 @@ async function main(admin: Redis): Promise<void> {
       for (const mode of r % 2 ? (['off', 'on'] as const) : (['on', 'off'] as const)) {
         const prefix = `${basePrefix}-tracing-r${r}-${mode}`;
         const tracing = mode === 'on' ? setupTracing({ endpoint: receiver.url, serviceName: 'palisade-bench' }) : undefined;
-        const harness = await open('palisade', prefix);
+        const harness = await open('guarded', prefix);
         try {
           await drive(harness, config.warmup, config.inflight);
           const before = receiver.spans();
@@ -486,11 +507,31 @@ async function main(admin: Redis): Promise<void> {
     await receiver.close();
   }
   const tracingRatio = median(tracingRounds.map((t) => t.onChainsPerSec / t.offChainsPerSec));
-  const tracingTable = `Tracing cost — Palisade on BullMQ, ${config.chains} chains per round, tracing off vs on (every span sampled, OTLP/HTTP to a local receiver)\n\n${table(
+  const tracingTable = `Tracing cost — Palisade guarded, ${config.chains} chains per round, tracing off vs on (every span sampled, OTLP/HTTP to a local receiver)\n\n${table(
     ['round', 'off chains/s', 'on chains/s', 'on / off', 'spans exported'],
     tracingRounds.map((t) => [String(t.round), fmt(t.offChainsPerSec), fmt(t.onChainsPerSec), `${(t.onChainsPerSec / t.offChainsPerSec).toFixed(2)}×`, fmt(t.spans)]),
     ['l', 'r', 'r', 'r', 'r'],
   )}\n\nMedian on/off ratio: ${tracingRatio.toFixed(2)}×`;
+
+  log('  scale: guarded workers in 1 and 2 processes; Redis memory per run…');
+  prefixes.push(`${basePrefix}-scale`);
+  const scale = await benchScale({
+    admin,
+    config: scenario,
+    keysDir: keysDir!,
+    prefix: `${basePrefix}-scale`,
+    chains: config.chains,
+    inflight: config.inflight,
+    rounds: Math.min(config.rounds, 3),
+    warmup: config.warmup,
+    log,
+  });
+  const scaleOf = (processes: number) => median(scale.rounds.filter((r) => r.processes === processes).map((r) => r.chainsPerSec));
+  const scaleTable = `Scale — Palisade guarded, workers in separate processes (total concurrency ${config.concurrency} per agent, split between them), producer in the bench process; median of ${Math.min(config.rounds, 3)} rounds\n\n${table(
+    ['worker processes', 'chains/s', 'vs 1 process'],
+    [1, 2].map((p) => [String(p), fmt(scaleOf(p)), `${(scaleOf(p) / scaleOf(1)).toFixed(2)}×`]),
+    ['l', 'r', 'r'],
+  )}\n\nRedis memory (used_memory) per run, ${scale.memory.runs} runs: ${fmt(scale.memory.inFlightBytesPerRun / 1024, 1)} KiB while queued, ${fmt(scale.memory.finishedBytesPerRun / 1024, 1)} KiB once finished (default retention: run records, events and audit log 7 days, finished jobs 1 hour)`;
 
   log('  guard pipeline cost per stage…');
   const guards = await benchPipeline();
@@ -499,7 +540,7 @@ async function main(admin: Redis): Promise<void> {
   const scanners = await benchScanners();
   const scannerRows = Object.keys(scanners.throughputMBps).map((name) => [name, fmt(scanners.throughputMBps[name]!, 1), fmt(scanners.worstMs[name]!, 0)]);
   const scannerTable = `Content scanners — MB/s on ~1 MB of prose, and the slowest crafted 1 MB input (ms; goal: under 1000, linear)\n\n${table(['scanner', 'MB/s', 'worst 1 MB ms'], scannerRows, ['l', 'r', 'r'])}`;
-  const text = `${report(summary)}\n\n${tracingTable}\n\n${guards.table}\n\n${scannerTable}`;
+  const text = `${report(summary)}\n\n${tracingTable}\n\n${scaleTable}\n\n${guards.table}\n\n${scannerTable}`;
   process.stdout.write(`\n${text}\n\n`);
 
   const result = {
@@ -509,6 +550,10 @@ async function main(admin: Redis): Promise<void> {
     machine: { ...description, loadAverageAtEnd: os.loadavg().map((l) => round(l, 2)) },
     summary,
     tracing: { rounds: tracingRounds, medianOnOffRatio: round(tracingRatio, 3) },
+    scale: {
+      rounds: scale.rounds.map((r) => ({ ...r, chainsPerSec: round(r.chainsPerSec, 1) })),
+      memory: { ...scale.memory, inFlightBytesPerRun: Math.round(scale.memory.inFlightBytesPerRun), finishedBytesPerRun: Math.round(scale.memory.finishedBytesPerRun) },
+    },
     guardPipeline: guards.stages,
     scanners,
     samples: samples.map(({ hopLatencyMs, ...s }) => ({
@@ -538,6 +583,7 @@ async function cleanup(admin: Redis): Promise<void> {
   await Promise.allSettled([...openHarnesses].map((h) => close(h)));
   let deleted = 0;
   for (const prefix of prefixes) deleted += await deleteKeys(admin, prefix).catch(() => 0);
+  if (keysDir) await rm(keysDir, { recursive: true, force: true });
   // Anything under the run's base prefix that a prefix list might have missed.
   deleted += await deleteKeys(admin, `${basePrefix}*`).catch(() => 0);
   if (deleted > 0) log(`bench: cleanup removed ${deleted} leftover keys`);

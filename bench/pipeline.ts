@@ -16,7 +16,7 @@ const PROSE =
 
 const text = (bytes: number): string => PROSE.repeat(Math.ceil(bytes / PROSE.length)).slice(0, bytes);
 
-function events(bytes: number): Record<string, GuardEvent> {
+export function eventsFor(bytes: number): Record<string, GuardEvent> {
   const base = {
     runId: 'bench',
     principal: { id: 'ada', roles: ['customer'], attrs: {} },
@@ -59,7 +59,7 @@ export async function benchPipeline(): Promise<{ stages: StageCost[]; table: str
     [2048, 2000],
     [65_536, 200],
   ] as const) {
-    for (const [stage, event] of Object.entries(events(bytes))) {
+    for (const [stage, event] of Object.entries(eventsFor(bytes))) {
       for (let i = 0; i < Math.min(200, iterations); i++) await pipeline.evaluate(event);
       const times: number[] = [];
       let verdict = '';

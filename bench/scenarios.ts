@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
 import { Queue, Worker, type Job, type JobsOptions } from 'bullmq';
 import { Redis } from 'ioredis';
 import { defineAgent, type Agent } from '../agents/agent.js';
@@ -7,6 +8,8 @@ import type { Run } from '../runtime/run.js';
 import { Runtime } from '../runtime/runtime.js';
 import { BullMQTransport } from '../runtime/transports/bullmq-transport.js';
 import { EmbeddedTransport } from '../runtime/transports/embedded-transport.js';
+import { loadPolicy } from '../guards/load-policy.js';
+import { EDGE, generateKeys, loadKeyring } from '../runtime/keyring.js';
 
 export interface ScenarioConfig {
   redisUrl: string;
@@ -171,6 +174,32 @@ export async function palisadeBullMQ(config: ScenarioConfig, prefix: string): Pr
   const runtime = new Runtime({ agents: chainAgents(), transport: new BullMQTransport({ connection: config.redisUrl, prefix }) });
   await runtime.startWorkers({ concurrency: config.concurrency });
   return palisadeHarness('Palisade on BullMQ', runtime, config);
+}
+
+export const GUARDED_POLICY = fileURLToPath(new URL('./policy.yaml', import.meta.url));
+
+/**
+ * Palisade with every protection on: link keys (each envelope MAC'd and checked), the bench policy's
+ * full guard pipeline, and the audit log (on whenever the transport is Redis). `keysDir` holds the
+ * keys of the edge and of a, b, c (`writeChainKeys`).
+ */
+export async function guardedRuntime(config: Pick<ScenarioConfig, 'redisUrl'>, prefix: string, keysDir: string, components: readonly string[]): Promise<Runtime> {
+  const [policy, keys] = await Promise.all([loadPolicy(GUARDED_POLICY), loadKeyring(keysDir, components)]);
+  return new Runtime({ agents: chainAgents(), policy, keys, transport: new BullMQTransport({ connection: config.redisUrl, prefix }) });
+}
+
+/** Writes fresh link keys for the chain into `dir`. */
+export async function writeChainKeys(dir: string): Promise<void> {
+  await generateKeys(dir, chainAgents());
+}
+
+export const CHAIN_COMPONENTS = [EDGE, 'a', 'b', 'c'] as const;
+
+/** Palisade guarded, workers in this process (the producer and the workers share one runtime, as in `palisadeBullMQ`). */
+export async function palisadeGuarded(config: ScenarioConfig, prefix: string, keysDir: string): Promise<Harness> {
+  const runtime = await guardedRuntime(config, prefix, keysDir, CHAIN_COMPONENTS);
+  await runtime.startWorkers({ concurrency: config.concurrency });
+  return palisadeHarness('Palisade guarded', runtime, config);
 }
 
 /** Palisade on the in-process transport: no Redis at all, for scale. */
