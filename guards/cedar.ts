@@ -193,10 +193,16 @@ export class CedarPolicies {
   readonly #setId: string;
   readonly #policies: ReadonlyMap<string, LoadedPolicy>;
   readonly #order: ReadonlyMap<string, number>;
+  /** The context attributes the policies can read; undefined when one reads the context record whole. */
+  readonly #contextKeys: ReadonlySet<string> | undefined;
+  /** Whether any policy reads the principal's or the resource's entity data (attributes, parents). */
+  readonly #reads: { principal: boolean; resource: boolean };
 
   /** @internal Use {@link loadCedarPolicies}. */
   constructor(setId: string, policies: readonly LoadedPolicy[]) {
     this.#setId = setId;
+    this.#contextKeys = contextKeysRead(policies.map((p) => p.text));
+    this.#reads = { principal: policies.some((p) => readsEntity(p.text, 'principal')), resource: policies.some((p) => readsEntity(p.text, 'resource')) };
     this.#policies = new Map(policies.map((p) => [p.id, p]));
     this.#order = new Map(policies.map((p, i) => [p.id, i]));
     this.policyIds = Object.freeze(policies.map((p) => p.id));
@@ -226,8 +232,8 @@ export class CedarPolicies {
     const isTool = action.kind === 'tool';
     const resource = { type: isTool ? T.tool : T.agent, id: action.name };
     const entities: EntityJson[] = [
-      { uid: { type: T.user, id: principal.id }, attrs: principalAttrs, parents: roles.map((id) => ({ type: T.role, id })) },
-      { uid: resource, attrs: isTool ? { agent: request.agent } : {}, parents: [] },
+      ...(this.#reads.principal ? [{ uid: { type: T.user, id: principal.id }, attrs: principalAttrs, parents: roles.map((id) => ({ type: T.role, id })) }] : []),
+      ...(this.#reads.resource ? [{ uid: resource, attrs: isTool ? { agent: request.agent } : {}, parents: [] }] : []),
     ];
 
     const levelRank = (LEVELS as readonly string[]).indexOf(context.label.level);
@@ -261,13 +267,17 @@ export class CedarPolicies {
       else problems.push(`context.toolRisk: unknown risk '${context.toolRisk}'`);
     }
 
+    // Cedar converts every value it is given, at a cost per field: attributes no policy can read are left out.
+    const keys = this.#contextKeys;
+    const sent = keys ? Object.fromEntries(Object.entries(cedarContext).filter(([key]) => keys.has(key))) : cedarContext;
+
     let answer: AuthorizationAnswer;
     try {
       answer = statefulIsAuthorized({
         principal: { type: T.user, id: principal.id },
         action: { type: T.action, id: ACTION_IDS[action.kind] },
         resource,
-        context: cedarContext,
+        context: sent,
         entities,
         preparsedPolicySetId: this.#setId,
       });
@@ -300,6 +310,32 @@ export class CedarPolicies {
     const hint = missing ? `; test optional attributes with \`has\` first, e.g. \`... has ${missing[1]} && ...\`` : error.help ? ` (${error.help})` : '';
     return `policy ${id}${where}: ${error.message}${hint}`;
   }
+}
+
+/**
+ * Whether a policy reads an entity's data: its scope names `principal`/`resource` once, and only a
+ * second mention (a condition, even in a comment) or an `in`/`is` test in the scope can read
+ * attributes or parents. An equality test in the scope compares ids and needs no entity data.
+ */
+function readsEntity(text: string, variable: 'principal' | 'resource'): boolean {
+  const mentions = text.match(new RegExp(`\\b${variable}\\b`, 'g'))?.length ?? 0;
+  return mentions > 1 || new RegExp(`\\b${variable}\\s+(in|is)\\b`).test(text);
+}
+
+/**
+ * Which context attributes a policy set can read. A policy reads an attribute by naming it
+ * (`context.args`, `context has args`, `context["args"]`), so an attribute whose name appears nowhere
+ * in any policy cannot affect a decision. A policy that uses `context` other than through an
+ * attribute (`context == {...}`) may read them all.
+ */
+function contextKeysRead(texts: readonly string[]): ReadonlySet<string> | undefined {
+  const keys = new Set<string>();
+  for (const text of texts) {
+    const uses = text.match(/\bcontext\b\s*(\.|\[|has\b)?/g) ?? [];
+    if (uses.some((use) => !/(\.|\[|has)$/.test(use))) return undefined;
+    for (const key of CONTEXT_KEYS) if (new RegExp(`\\b${key}\\b`).test(text)) keys.add(key);
+  }
+  return keys;
 }
 
 /**

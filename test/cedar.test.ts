@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import * as cedarWasm from '@cedar-policy/cedar-wasm/nodejs';
+import fc from 'fast-check';
 import { beforeAll, describe, expect, it, vi } from 'vitest';
 import { CedarPolicyError, cedarRequestFor, loadCedarPolicies, type CedarPolicies, type CedarRequest } from '../guards/cedar.js';
 import type { GuardEvent } from '../guards/guard-event.js';
@@ -178,6 +179,60 @@ describe('Cedar policies: the support example', () => {
     }
     expect(Object.fromEntries(parsing.map((name) => [name, spies[name]!.mock.calls.length]))).toEqual(before);
     expect(spies.statefulIsAuthorized!.mock.calls.length - stateful).toBe(1000);
+  });
+});
+
+describe('Cedar policies: only what the rules read is sent', () => {
+  // A comment naming the context as a whole, the principal and the resource makes a set send everything.
+  const READS_ALL = '\n// reads all: context, principal, resource, principal, resource\n';
+  const RULES = [
+    `@id("label-only") forbid (principal, action == Palisade::Action::"handoff", resource) when { context.label.levelRank >= 2 };`,
+    `@id("role") permit (principal in Palisade::Role::"support", action == Palisade::Action::"call_tool", resource);`,
+    `@id("args") forbid (principal, action, resource == Palisade::Tool::"issue_refund") when { context has args && context.args has amountCents && context.args.amountCents > 100 };`,
+    `@id("chain") forbid (principal, action == Palisade::Action::"delegate", resource) unless { context.chain.contains("billing") };`,
+    `@id("agent-attr") forbid (principal, action, resource is Palisade::Tool) when { resource.agent == "intruder" };`,
+  ];
+
+  it('decides exactly as with the whole request, for any request', () => {
+    const sets = RULES.map((_, i) => RULES.slice(0, i + 1).join('\n'));
+    const pairs = sets.map((text, i) => [
+      loadCedarPolicies([{ path: `pruned-${i}.cedar`, text }]),
+      loadCedarPolicies([{ path: `full-${i}.cedar`, text: text + READS_ALL }]),
+    ]);
+    const req = fc.record({
+      roles: fc.subarray(['support', 'customer', 'finance']),
+      action: fc.oneof(
+        fc.record({ kind: fc.constant('tool' as const), name: fc.constantFrom('issue_refund', 'lookup_order') }),
+        fc.record({ kind: fc.constantFrom('handoff' as const, 'delegate' as const), name: fc.constantFrom('billing', 'fraud_check') }),
+      ),
+      agent: fc.constantFrom('triage', 'billing', 'intruder'),
+      level: fc.constantFrom('public', 'internal', 'confidential', 'restricted'),
+      chain: fc.subarray(['triage', 'billing', 'fraud_check']),
+      amount: fc.option(fc.integer({ min: 0, max: 500 })),
+    });
+    fc.assert(
+      fc.property(req, fc.nat({ max: pairs.length - 1 }), (r, which) => {
+        const [pruned, full] = pairs[which]!;
+        const q = request({
+          principal: { roles: r.roles },
+          action: r.action,
+          agent: r.agent,
+          context: { label: { level: r.level, categories: [], integrity: 'trusted' }, chain: r.chain, ...(r.amount === null ? {} : { args: { amountCents: r.amount } }) },
+        });
+        expect(pruned!.authorize(q)).toEqual(full!.authorize(q));
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('leaves out context attributes and entities no rule names', () => {
+    const spy = vi.mocked(cedarWasm.statefulIsAuthorized);
+    const policies = loadCedarPolicies([{ path: 'label.cedar', text: RULES[0]! }]);
+    spy.mockClear();
+    policies.authorize(request({ action: { kind: 'handoff', name: 'billing' }, context: { args: { note: 'x'.repeat(2048) } } }));
+    const call = spy.mock.calls[0]![0];
+    expect(Object.keys(call.context as object)).toEqual(['label']);
+    expect(call.entities).toEqual([]);
   });
 });
 
