@@ -195,13 +195,17 @@ export class CedarPolicies {
   readonly #order: ReadonlyMap<string, number>;
   /** The context attributes the policies can read; undefined when one reads the context record whole. */
   readonly #contextKeys: ReadonlySet<string> | undefined;
+  /** Whether the policies can read an argument of this name; undefined when one reads the arguments whole. */
+  readonly #readsArg: ((name: string) => boolean) | undefined;
   /** Whether any policy reads the principal's or the resource's entity data (attributes, parents). */
   readonly #reads: { principal: boolean; resource: boolean };
 
   /** @internal Use {@link loadCedarPolicies}. */
   constructor(setId: string, policies: readonly LoadedPolicy[]) {
     this.#setId = setId;
-    this.#contextKeys = contextKeysRead(policies.map((p) => p.text));
+    const texts = policies.map((p) => p.text);
+    this.#contextKeys = contextKeysRead(texts);
+    this.#readsArg = argumentsRead(texts);
     this.#reads = { principal: policies.some((p) => readsEntity(p.text, 'principal')), resource: policies.some((p) => readsEntity(p.text, 'resource')) };
     this.#policies = new Map(policies.map((p) => [p.id, p]));
     this.#order = new Map(policies.map((p, i) => [p.id, i]));
@@ -242,7 +246,7 @@ export class CedarPolicies {
     if (!Number.isFinite(context.risk)) problems.push(`context.risk: ${context.risk} is not a number (ranked as 100)`);
     const cedarContext: Record<string, CedarValueJson> = {
       agent: request.agent,
-      args: context.args === undefined ? {} : toRecord(context.args, 'context.args', problems, 0),
+      args: context.args === undefined ? {} : toRecord(this.#readArgs(context.args), 'context.args', problems, 0),
       label: {
         level: context.label.level,
         levelRank: levelRank < 0 ? LEVELS.length - 1 : levelRank,
@@ -297,6 +301,14 @@ export class CedarPolicies {
     };
   }
 
+  #readArgs(args: Record<string, unknown>): Record<string, unknown> {
+    const reads = this.#readsArg;
+    if (!reads) return args;
+    const kept: Record<string, unknown> = {};
+    for (const key of Object.keys(args)) if (reads(key)) kept[key] = args[key];
+    return kept;
+  }
+
   #describeEvalError(id: string, error: DetailedError): string {
     const p = this.#policies.get(id);
     const span = error.sourceLocations?.[0];
@@ -336,6 +348,26 @@ function contextKeysRead(texts: readonly string[]): ReadonlySet<string> | undefi
     for (const key of CONTEXT_KEYS) if (new RegExp(`\\b${key}\\b`).test(text)) keys.add(key);
   }
   return keys;
+}
+
+/**
+ * Which arguments a policy set can read: one it names (`context.args.amountCents`, `context.args has
+ * amountCents`, `context.args["amount"]`), unless a policy uses `args` other than through an attribute.
+ * Arguments are model-written and may be large: converting them is most of the cost of a request.
+ */
+function argumentsRead(texts: readonly string[]): ((name: string) => boolean) | undefined {
+  const all = texts.join('\n');
+  // `context has args` tests presence; any other use of `args` but through an attribute reads them whole.
+  for (const use of all.matchAll(/(has\s+)?\bargs\b\s*(\.|\[|has\b)?/g)) if (!use[1] && !use[2]) return undefined;
+  const known = new Map<string, boolean>();
+  return (name) => {
+    let reads = known.get(name);
+    if (reads === undefined) {
+      reads = all.includes(name);
+      if (known.size < 10_000) known.set(name, reads);
+    }
+    return reads;
+  };
 }
 
 /**

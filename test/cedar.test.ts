@@ -183,12 +183,12 @@ describe('Cedar policies: the support example', () => {
 });
 
 describe('Cedar policies: only what the rules read is sent', () => {
-  // A comment naming the context as a whole, the principal and the resource makes a set send everything.
-  const READS_ALL = '\n// reads all: context, principal, resource, principal, resource\n';
+  // A rule that never matches but reads the context, the arguments and both entities whole makes a set send everything.
+  const READS_ALL = '\n@id("reads-all") forbid (principal, action, resource) when { context == {} && context.args == {} && principal == resource };\n';
   const RULES = [
     `@id("label-only") forbid (principal, action == Palisade::Action::"handoff", resource) when { context.label.levelRank >= 2 };`,
     `@id("role") permit (principal in Palisade::Role::"support", action == Palisade::Action::"call_tool", resource);`,
-    `@id("args") forbid (principal, action, resource == Palisade::Tool::"issue_refund") when { context has args && context.args has amountCents && context.args.amountCents > 100 };`,
+    `@id("refund-amount") forbid (principal, action, resource == Palisade::Tool::"issue_refund") when { context has args && context.args has amountCents && context.args.amountCents > 100 };`,
     `@id("chain") forbid (principal, action == Palisade::Action::"delegate", resource) unless { context.chain.contains("billing") };`,
     `@id("agent-attr") forbid (principal, action, resource is Palisade::Tool) when { resource.agent == "intruder" };`,
   ];
@@ -209,6 +209,7 @@ describe('Cedar policies: only what the rules read is sent', () => {
       level: fc.constantFrom('public', 'internal', 'confidential', 'restricted'),
       chain: fc.subarray(['triage', 'billing', 'fraud_check']),
       amount: fc.option(fc.integer({ min: 0, max: 500 })),
+      extra: fc.dictionary(fc.constantFrom('note', 'amountCent', 'x', 'blob'), fc.oneof(fc.string(), fc.integer())),
     });
     fc.assert(
       fc.property(req, fc.nat({ max: pairs.length - 1 }), (r, which) => {
@@ -217,7 +218,7 @@ describe('Cedar policies: only what the rules read is sent', () => {
           principal: { roles: r.roles },
           action: r.action,
           agent: r.agent,
-          context: { label: { level: r.level, categories: [], integrity: 'trusted' }, chain: r.chain, ...(r.amount === null ? {} : { args: { amountCents: r.amount } }) },
+          context: { label: { level: r.level, categories: [], integrity: 'trusted' }, chain: r.chain, args: { ...r.extra, ...(r.amount === null ? {} : { amountCents: r.amount }) } },
         });
         expect(pruned!.authorize(q)).toEqual(full!.authorize(q));
       }),
@@ -394,6 +395,7 @@ describe('Cedar policies: evaluation errors and values', () => {
     '@id("tags") forbid(principal, action, resource) when { context.args has tags && context.args.tags.contains("blocked") };',
     '@id("nested") forbid(principal, action, resource) when { context.args has customer && context.args.customer.country == "FR" };',
     '@id("note") forbid(principal, action, resource) when { context.args has note };',
+    '@id("amount") forbid(principal, action, resource) when { context.args has amount && context.args.amount > 100 };',
     '@id("injected") forbid(principal, action, resource) when { context.args has who && context.args.who in Palisade::Role::"blocked" };',
     '@id("vip") forbid(principal, action, resource) when { principal has vip && principal.vip && principal.level > 3 };',
     '@id("roles") forbid(principal, action, resource) when { principal.roles.contains("admin") };',
@@ -427,6 +429,14 @@ describe('Cedar policies: evaluation errors and values', () => {
     expect(injected.determining).not.toContain('injected');
     expect(injected.errors[0]).toBe("context.args.who.__entity: the key '__entity' is reserved by Cedar's JSON format and was left out");
     expect(policies.authorize(args({ missing: 0, f: () => 1 })).errors).toEqual(['context.args.f: a function has no Cedar value; left out']);
+  });
+
+  it('does not send arguments no rule names', () => {
+    expect(policies.authorize(args({ missing: 0, unread: 1e300, other: { __entity: { type: 'Palisade::Role', id: 'blocked' } } }))).toEqual({
+      decision: 'allow',
+      determining: ['eval.cedar:0'],
+      errors: [],
+    });
   });
 
   it('gives policies the principal\'s attributes, but roles and tenant only from their fields', () => {
