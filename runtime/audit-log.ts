@@ -241,6 +241,28 @@ export function computeHash(record: Omit<AuditRecord, 'hash' | 'mac' | 'streamId
   return sha256(`${record.prev}\n${canonicalJson(hashedBody(record))}`);
 }
 
+/**
+ * `canonicalJson(hashedBody(record))` for a record this process prepared, assembled from its fields in
+ * sorted key order with the JSON-valued ones already canonical: appending hashes every record once per
+ * attempt, and contended appends retry.
+ */
+function canonicalBody(body: Omit<StoredRecord, 'hash' | 'mac'>, json: { chain: string; reasons?: string; detail?: string }): string {
+  const str = (v: string) => JSON.stringify(v);
+  const parts: string[] = [`"action":${str(body.action)}`];
+  if (body.agent !== undefined) parts.push(`"agent":${str(body.agent)}`);
+  parts.push(`"at":${JSON.stringify(body.at)}`, `"chain":${json.chain}`);
+  if (json.detail !== undefined) parts.push(`"detail":${json.detail}`);
+  if (body.kid !== undefined) parts.push(`"kid":${str(body.kid)}`);
+  parts.push(`"outcome":${str(body.outcome)}`, `"prev":${str(body.prev)}`, `"principal":${str(body.principal)}`);
+  if (json.reasons !== undefined) parts.push(`"reasons":${json.reasons}`);
+  if (body.risk !== undefined) parts.push(`"risk":${JSON.stringify(body.risk)}`);
+  parts.push(`"runId":${str(body.runId)}`, `"seq":${JSON.stringify(body.seq)}`);
+  if (body.subject !== undefined) parts.push(`"subject":${str(body.subject)}`);
+  if (body.tenant !== undefined) parts.push(`"tenant":${str(body.tenant)}`);
+  parts.push(`"writer":${str(body.writer)}`);
+  return `{${parts.join(',')}}`;
+}
+
 /** The MAC a writer with `secret` puts on a record with this hash. */
 export const computeMac = (secret: Buffer, hash: string): string => hmac(secret, hash);
 
@@ -284,13 +306,13 @@ const FIELD_SET = new Set<string>(FIELDS);
 
 type StoredRecord = Omit<AuditRecord, 'streamId'>;
 
-/** A record as the flat field list of its stream entry (without the stream id). */
-export function toFields(record: Omit<AuditRecord, 'streamId'> & { streamId?: string }): string[] {
+/** A record as the flat field list of its stream entry (without the stream id); `json` holds JSON-valued fields already canonical. */
+export function toFields(record: Omit<AuditRecord, 'streamId'> & { streamId?: string }, json: Partial<Record<'chain' | 'reasons' | 'detail', string>> = {}): string[] {
   const out: string[] = [];
   for (const f of FIELDS) {
     const v = record[f];
     if (v === undefined) continue;
-    out.push(f, JSON_FIELDS.has(f) ? canonicalJson(v) : String(v));
+    out.push(f, JSON_FIELDS.has(f) ? (json[f as 'chain' | 'reasons' | 'detail'] ?? canonicalJson(v)) : String(v));
   }
   return out;
 }
@@ -648,8 +670,13 @@ return {1}`;
 const APPEND_SHA = createHash('sha1').update(APPEND_LUA).digest('hex');
 
 type Prepared = Omit<StoredRecord, 'seq' | 'prev' | 'hash' | 'mac'>;
-interface Pending {
+/** An entry with its JSON-valued fields already in canonical form: they are hashed and stored as is, perhaps more than once. */
+interface PreparedEntry {
   entry: Prepared;
+  json: { chain: string; reasons?: string; detail?: string };
+}
+interface Pending {
+  entry: PreparedEntry;
   resolve: (record: AuditRecord) => void;
   reject: (error: unknown) => void;
 }
@@ -703,7 +730,7 @@ export class AuditLog {
    * itself after 5 s without contention, or call `close()` on shutdown.
    */
   append(entry: AuditEntryInput): Promise<AuditRecord> {
-    let prepared: Prepared;
+    let prepared: PreparedEntry;
     try {
       prepared = this.prepare(entry);
     } catch (error) {
@@ -716,19 +743,21 @@ export class AuditLog {
     });
   }
 
-  private prepare(entry: AuditEntryInput): Prepared {
+  private prepare(entry: AuditEntryInput): PreparedEntry {
     const parsed = InputSchema.safeParse(entry);
     if (!parsed.success) throw new AuditError(`invalid audit entry: ${parsed.error.issues.map((i) => `${i.path.join('.') || '(entry)'}: ${i.message}`).join('; ')}`);
     const input = parsed.data;
     // Normalize exactly as a reader will see it after the round trip through Redis.
     let detail: Record<string, unknown> | undefined;
+    let detailJson: string | undefined;
     try {
-      detail = input.detail === undefined ? undefined : (JSON.parse(canonicalJson(JSON.parse(JSON.stringify(input.detail)))) as Record<string, unknown>);
+      detailJson = input.detail === undefined ? undefined : canonicalJson(JSON.parse(JSON.stringify(input.detail)));
+      detail = detailJson === undefined ? undefined : (JSON.parse(detailJson) as Record<string, unknown>);
     } catch (error) {
       throw new AuditError(`invalid audit entry: detail is not JSON: ${error instanceof Error ? error.message : String(error)}`);
     }
-    if (detail !== undefined) {
-      const size = Buffer.byteLength(canonicalJson(detail));
+    if (detailJson !== undefined) {
+      const size = Buffer.byteLength(detailJson);
       if (size > this.maxDetailBytes) throw new AuditError(`audit detail is ${size} bytes, over the ${this.maxDetailBytes}-byte cap: record ids and facts, not content`);
     }
     const text = (s: string | undefined): string | undefined => (s === undefined ? undefined : wellFormed(s));
@@ -749,7 +778,10 @@ export class AuditLog {
       kid: this.key?.kid,
     };
     for (const k of Object.keys(out) as (keyof Prepared)[]) if (out[k] === undefined) delete out[k];
-    return out;
+    const json: PreparedEntry['json'] = { chain: canonicalJson(out.chain) };
+    if (out.reasons) json.reasons = canonicalJson(out.reasons);
+    if (detailJson !== undefined) json.detail = detailJson;
+    return { entry: out, json };
   }
 
   private async drain(): Promise<void> {
@@ -770,19 +802,19 @@ export class AuditLog {
     }
   }
 
-  private chainFrom(head: AuditHead, entries: Prepared[]): AuditRecord[] {
+  private chainFrom(head: AuditHead, entries: PreparedEntry[]): AuditRecord[] {
     let { seq, hash } = head;
-    return entries.map((entry) => {
+    return entries.map(({ entry, json }) => {
       seq += 1;
       const body = { ...entry, seq, prev: hash };
-      const record: AuditRecord = { ...body, hash: computeHash(body), streamId: `${seq}-0` };
+      const record: AuditRecord = { ...body, hash: sha256(`${hash}\n${canonicalBody(body, json)}`), streamId: `${seq}-0` };
       if (this.key) record.mac = hmac(this.key.secret, record.hash);
       hash = record.hash;
       return record;
     });
   }
 
-  private async commit(entries: Prepared[]): Promise<AuditRecord[]> {
+  private async commit(entries: PreparedEntry[]): Promise<AuditRecord[]> {
     let head = this.knownHead ?? { seq: 0, hash: GENESIS_HASH };
     const token = randomBytes(12).toString('base64url');
     const deadline = Date.now() + this.timeoutMs;
@@ -812,14 +844,14 @@ export class AuditLog {
     }
   }
 
-  private buildArgs(head: AuditHead, entries: Prepared[], token: string): { head: AuditHead; records: AuditRecord[]; args: string[] } {
+  private buildArgs(head: AuditHead, entries: PreparedEntry[], token: string): { head: AuditHead; records: AuditRecord[]; args: string[] } {
     const records = this.chainFrom(head, entries);
     const args: string[] = [GENESIS_HASH, String(head.seq), head.hash, token, String(WAITER_TTL_MS), String(records.length), this.turnChannel];
-    for (const r of records) {
+    records.forEach((r, i) => {
       const { streamId, ...stored } = r;
-      const fields = toFields(stored);
+      const fields = toFields(stored, entries[i]!.json);
       args.push(String(fields.length), streamId, ...fields);
-    }
+    });
     const last = records[records.length - 1]!;
     args.push(String(last.seq), last.hash);
     return { head, records, args };

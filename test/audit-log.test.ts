@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
+import fc from 'fast-check';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   AuditError,
@@ -130,6 +131,39 @@ describe('AuditLog', () => {
     expect((await log.tail(5, { runId: 'run-2' })).map((r) => r.seq)).toEqual([2, 5]);
     expect((await log.tail(10, { to: 3 })).map((r) => r.seq)).toEqual([1, 2, 3]);
     expect(await log.lastSeq()).toBe(6);
+  });
+
+  it('hashes what it stores: any entry reads back with the hash its fields give', async () => {
+    const log = billingLog();
+    const text = fc.string({ unit: 'grapheme', maxLength: 12 });
+    const some = fc.string({ unit: 'binary', minLength: 1, maxLength: 12 });
+    const input = fc.record(
+      {
+        runId: some,
+        principal: some,
+        tenant: text,
+        chain: fc.array(text, { maxLength: 4 }),
+        agent: text,
+        action: fc.constantFrom('run.started', 'guard.decision', 'tool.executed', 'handoff'),
+        subject: text,
+        outcome: some,
+        reasons: fc.array(text, { maxLength: 3 }),
+        risk: fc.oneof(fc.double({ min: -1, max: 1, noNaN: true }), fc.constant(-0)),
+        detail: fc.dictionary(text, fc.oneof(text, fc.integer(), fc.boolean(), fc.constant(null), fc.array(fc.integer(), { maxLength: 3 }))),
+      },
+      { requiredKeys: ['runId', 'principal', 'chain', 'action', 'outcome'] },
+    );
+    await fc.assert(
+      fc.asyncProperty(input, async (e) => {
+        const written = await log.append(e as AuditEntryInput);
+        expect(computeHash(written)).toBe(written.hash);
+        const [stored] = await log.read({ from: written.seq, count: 1 });
+        expect(stored).toEqual(written);
+        expect(computeHash(stored!)).toBe(stored!.hash);
+      }),
+      { numRuns: 150 },
+    );
+    expect(await log.verify({ keys: KEYS })).toMatchObject({ ok: true, entries: 150, macsVerified: 150 });
   });
 
   it('rejects entries that are not well formed, carry unknown fields or a large detail', async () => {
