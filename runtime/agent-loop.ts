@@ -31,8 +31,28 @@ const ProgressSchema = z.object({
   awaiting: z.array(z.object({ callId: z.string(), agent: z.string(), jobId: z.string() })).default([]),
   /** Handoffs and delegations this activation has sent, so hop counts are per run, not per path. */
   sent: z.number().int().nonnegative().default(0),
+  /**
+   * As saved: `messages` holds only what follows the envelope's first `from` messages, which the job
+   * already carries (and which are authenticated with it); saving them twice would double every checkpoint.
+   */
+  from: z.number().int().nonnegative().optional(),
 });
 type Progress = z.infer<typeof ProgressSchema>;
+
+/** Progress as saved: without the messages it shares with the envelope. */
+function compacted(progress: Progress, envelope: Envelope): Progress {
+  const { messages } = progress;
+  let from = 0;
+  while (from < messages.length && from < envelope.messages.length && messages[from] === envelope.messages[from]) from++;
+  return { ...progress, messages: messages.slice(from), from };
+}
+
+/** Saved progress with the messages it shares with the envelope put back. */
+function restored(saved: Progress, envelope: Envelope): Progress {
+  const { from, ...progress } = saved;
+  if (from === undefined) return progress;
+  return { ...progress, messages: [...envelope.messages.slice(0, from), ...saved.messages] };
+}
 
 const JobDataSchema = z.object({ envelope: EnvelopeSchema, progress: ProgressSchema.optional(), progressAuth: AuthSchema.optional() }).strict();
 export type JobData = z.infer<typeof JobDataSchema>;
@@ -206,6 +226,8 @@ export class AgentLoop {
     if (envelope.receiver !== task.queue) return { rejected: `envelope for '${envelope.receiver}' arrived on the queue of '${task.queue}'` };
     if (!this.options.agents.has(envelope.receiver)) return { rejected: `this worker does not serve agent '${envelope.receiver}'` };
     if (envelope.chain[envelope.chain.length - 1] !== envelope.receiver) return { rejected: 'chain does not end with the receiver' };
+    const from = parsed.data.progress?.from;
+    if (from !== undefined && from > envelope.messages.length) return { rejected: `malformed job data: the checkpoint builds on ${from} messages, the envelope has ${envelope.messages.length}` };
     return parsed.data;
   }
 
@@ -377,7 +399,7 @@ class Activation {
   private async activate(saved: Progress | undefined): Promise<TaskOutcome> {
     const e = this.envelope;
     const resumed = saved !== undefined;
-    this.progress = saved ?? { messages: e.messages, turns: 0, label: e.label, usage: { inputTokens: 0, outputTokens: 0 }, awaiting: [], sent: 0 };
+    this.progress = saved ? restored(saved, e) : { messages: e.messages, turns: 0, label: e.label, usage: { inputTokens: 0, outputTokens: 0 }, awaiting: [], sent: 0 };
     try {
       await this.emit({ type: 'agent.started', kind: e.kind, chain: e.chain, resumed });
       if (!resumed) {
@@ -529,8 +551,9 @@ class Activation {
 
   /** The job's data as saved for a redelivery: the envelope as received and this worker's authenticated progress. */
   private jobData(): JobData {
-    const auth = this.options.auth?.sealCheckpoint(this.agent.name, this.envelope.messageId, this.progress);
-    return { envelope: this.envelope, progress: this.progress, ...(auth ? { progressAuth: auth } : {}) };
+    const progress = compacted(this.progress, this.envelope);
+    const auth = this.options.auth?.sealCheckpoint(this.agent.name, this.envelope.messageId, progress);
+    return { envelope: this.envelope, progress, ...(auth ? { progressAuth: auth } : {}) };
   }
 
   /** Answers every call of one assistant message; returns an outcome when the activation ends or waits. */

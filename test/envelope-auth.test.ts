@@ -239,6 +239,34 @@ describe('authenticated envelopes: no skeleton key (real Redis)', () => {
     expect((await events(runId)).find((e) => e.type === 'envelope.rejected')).toMatchObject({ reason: expect.stringMatching(/checkpoint is not authentic/) });
   });
 
+  it('saves checkpoints without the messages the envelope already carries, and refuses one that builds on more than it has', async () => {
+    const { runId, envelope } = await legitimateStart('payer', 'charge it');
+    await edge.transport.enqueue('payer', envelope.messageId, { envelope } satisfies JobData);
+    await expect(edge.run(runId).result({ timeoutMs: 10_000 })).resolves.toMatchObject({ output: 'charged' });
+    const saved: Array<{ envelope: { messageId: string; messages: unknown[] }; progress: { from?: number; messages: unknown[] } }> = [];
+    for await (const keys of redis.scanStream({ match: `${prefix}:*`, count: 1000 })) {
+      for (const key of keys as string[]) {
+        if ((await redis.type(key)) !== 'hash') continue;
+        const data = await redis.hget(key, 'data');
+        const parsed = data?.startsWith('{') ? (JSON.parse(data) as (typeof saved)[number]) : undefined;
+        if (parsed?.progress && parsed.envelope?.messageId === envelope.messageId) saved.push(parsed);
+      }
+    }
+    expect(saved).toHaveLength(1);
+    const [job] = saved;
+    expect(job!.progress.from).toBe(envelope.messages.length);
+    expect(job!.progress.messages.length).toBeGreaterThan(0);
+    for (const m of envelope.messages) expect(job!.progress.messages).not.toContainEqual(m);
+
+    const forged = await legitimateStart('payer', 'charge it');
+    const before = payments;
+    const progress = { messages: [], turns: 1, label: label(), usage: { inputTokens: 0, outputTokens: 0 }, awaiting: [], from: forged.envelope.messages.length + 1 };
+    await edge.transport.enqueue('payer', `forged-${randomBytes(4).toString('hex')}`, { envelope: forged.envelope, progress } as unknown as JobData);
+    await settle();
+    expect(payments).toBe(before);
+    expect(JSON.stringify(await events(forged.runId))).toMatch(/the checkpoint builds on \d+ messages, the envelope has \d+/);
+  });
+
   it('refuses a tool result planted in Redis: it is neither believed nor is the tool run again', async () => {
     const { runId, envelope } = await legitimateStart('payer', 'charge it');
     const before = payments;
