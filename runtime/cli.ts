@@ -16,6 +16,7 @@ import { registerPolicyCommands } from './policy-command.js';
 import { registerScanCommand } from './scan-command.js';
 import { registerAuditCommands } from './audit-command.js';
 import { registerApprovalCommands } from './approvals-command.js';
+import { registerServeCommand } from './server/serve-command.js';
 import { setupTracing } from '../tracing/setup.js';
 import { EDGE, generateKeys, KeyError, loadKeyring } from './keyring.js';
 import { BullMQTransport } from './transports/bullmq-transport.js';
@@ -314,6 +315,19 @@ function buildProgram(setExit: (code: number) => void): Command {
     {
       out: stdout,
       err: stderr,
+      fail: (message) => {
+        throw new CliError(message);
+      },
+    },
+    setExit,
+  );
+
+  registerServeCommand(
+    program,
+    {
+      out: stdout,
+      err: stderr,
+      loadAgents,
       fail: (message) => {
         throw new CliError(message);
       },

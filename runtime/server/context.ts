@@ -1,0 +1,53 @@
+import type { Redis } from 'ioredis';
+import type { AuditKeys } from '../audit-log.js';
+import type { Policy } from '../../guards/policy.js';
+import type { Principal } from '../principal.js';
+import type { RunRecord, RunStore } from '../run-store.js';
+import type { Runtime } from '../runtime.js';
+import type { ApprovalState } from '../approval.js';
+import { mayDecide } from '../approvals.js';
+import { readEvents } from './run-summary.js';
+import { Access, EDGE_PERMISSIONS } from './access.js';
+import { notFound } from './errors.js';
+
+/** What the routes share: the edge's runtime, its Redis, the policy and the server's settings. */
+export interface ServerContext {
+  runtime: Runtime;
+  store: RunStore;
+  redis: Redis;
+  prefix: string;
+  policy: Policy | undefined;
+  access: Access;
+  maxInputChars: number;
+  jaeger?: { url: string; service: string };
+  /** The edge's own audit key, to check the MACs of the records it wrote. */
+  auditKeys?: AuditKeys;
+  /** How long one wait for new run events blocks, in ms. */
+  eventPollMs: number;
+  /** An idle event stream sends a comment this often, so proxies keep it open. */
+  heartbeatMs: number;
+}
+
+/**
+ * Whether the caller is an approver of the run: asked to decide one of its pending requests (they see
+ * the run they are asked about), or the one who decided one (they follow what their decision did).
+ */
+async function approverOf(ctx: ServerContext, caller: Principal, runId: string): Promise<boolean> {
+  const sameTenant = (s: ApprovalState) => caller.tenant === undefined || caller.tenant === s.request.principal.tenant;
+  const pending = await ctx.runtime.approvals.pending();
+  if (pending.some((s) => s.request.runId === runId && sameTenant(s) && mayDecide(ctx.policy, caller, s) === undefined)) return true;
+  const requested = (await readEvents(ctx.store, runId)).flatMap(({ event }) => (event.type === 'approval.requested' ? [event.approvalId] : []));
+  for (const id of requested) {
+    const state = await ctx.store.getApproval(id);
+    const by = state?.decision?.by;
+    if (state && by && by.id === caller.id && by.tenant === caller.tenant && sameTenant(state)) return true;
+  }
+  return false;
+}
+
+/** The run, if the caller may see it: its principal, an operator (`read:runs`), or one of its approvers. Otherwise 404, so ids are not confirmed. */
+export async function visibleRun(ctx: ServerContext, caller: Principal, runId: string): Promise<RunRecord> {
+  const run = await ctx.store.getRun(runId);
+  if (run && (ctx.access.reaches(caller, run.principal, EDGE_PERMISSIONS.readRuns) || (await approverOf(ctx, caller, runId)))) return run;
+  throw notFound(`no run '${runId}' that you may see`);
+}
