@@ -75,6 +75,8 @@ export interface JwtVerifierOptions {
   clockToleranceSec?: number;
   /** When set, tokens whose `iat` is older than this are rejected as expired (and `iat` becomes required). */
   maxTokenAgeSec?: number;
+  /** Refuse tokens without a tenant claim (a principal without a tenant is not confined to one). Default false. */
+  requireTenant?: boolean;
   claims?: JwtClaimMapping;
 }
 
@@ -390,6 +392,7 @@ export function createJwtVerifier(options: JwtVerifierOptions): JwtVerifier {
     if (tenant !== undefined && tenant !== null && typeof tenant !== 'string') {
       throw new IdentityError('malformed', `the '${claims.tenant}' claim (the tenant) must be a string`);
     }
+    if (options.requireTenant && (typeof tenant !== 'string' || tenant === '')) throw new IdentityError('missing_claim', `token has no '${claims.tenant}' claim (the tenant), which this issuer's tokens must carry`);
     const attrs: Record<string, string | number | boolean> = {};
     for (const name of claims.attrs) {
       const value = claimAt(payload, name);

@@ -77,6 +77,8 @@ export interface RunStore {
   waitForEnd(runId: string, blockMs: number): Promise<boolean>;
   /** A reader of the run's events from the beginning; each reader holds its own connection while open. */
   openEvents(runId: string): EventCursor;
+  /** Every event the run has so far, oldest first, without waiting and without a connection of its own. */
+  listEvents(runId: string): Promise<StoredEvent[]>;
   /**
    * Records that a worker took a message: `new` the first time, `redelivery` when the same job
    * comes back (a crash, a delegation resuming), `replay` when it was finished or another job carries it.

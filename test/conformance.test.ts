@@ -265,6 +265,23 @@ describe.each(transports)('runtime conformance on the $name transport', ({ make 
     await expect(after.result()).resolves.toMatchObject({ output: 'fine' });
   });
 
+  it('lists a run’s events as its event reader reads them', async () => {
+    const rt = await boot([defineAgent({ name: 'solo', instructions: 'x', model: scripted(() => 'fine') })]);
+    const run = await rt.start('solo', 'list me', { principal });
+    await run.result();
+    const listed = await rt.transport.store.listEvents(run.id);
+    const cursor = rt.transport.store.openEvents(run.id);
+    const read = [];
+    try {
+      for (let batch = await cursor.read(10); batch.length > 0; batch = await cursor.read(10)) read.push(...batch);
+    } finally {
+      await cursor.close();
+    }
+    expect(listed.map((e) => e.event.type)).toEqual(expect.arrayContaining(['run.started', 'agent.started', 'run.completed']));
+    expect(listed).toEqual(read);
+    expect(await rt.transport.store.listEvents('00000000-0000-4000-8000-000000000000')).toEqual([]);
+  });
+
   it('refuses an oversized message with a clear error', async () => {
     const made = make();
     cleanup = made.cleanup;

@@ -108,6 +108,8 @@ describe('operator console in a browser', () => {
       keys: await loadKeyring(keysDir, [EDGE]),
       jaegerUrl: JAEGER,
       eventPollMs: 200,
+      // The test tampers with the log and looks again at once.
+      auditVerifyReuseMs: 0,
     });
     base = await app.listen({ host: '127.0.0.1', port: 0 });
     browser = await chromium.launch({
@@ -187,8 +189,9 @@ describe('operator console in a browser', () => {
     // No inline script or style, nothing from elsewhere.
     expect(html).not.toMatch(/<script(?![^>]*\bsrc=)/);
     expect(html).not.toMatch(/<style|\sstyle=|\son[a-z]+=|https?:\/\//);
-    for (const path of ['/console/../package.json', '/console/%2e%2e/package.json', '/console/console.ts', '/console/x']) {
-      expect((await fetch(`${base}${path}`)).status, path).toBe(404);
+    // Sent as written (fetch would normalise the dots away before the server saw them).
+    for (const url of ['/console/../package.json', '/console/%2e%2e/package.json', '/console/..%2fpackage.json', '/console/console.ts', '/console/x']) {
+      expect((await app.inject({ method: 'GET', url })).statusCode, url).toBe(404);
     }
   });
 

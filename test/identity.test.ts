@@ -227,6 +227,15 @@ describe('createJwtVerifier with a JWKS', () => {
     expect(noExp.message).toMatch(/'exp'/);
   });
 
+  it('rejects a token without a tenant when the issuer must name one', async () => {
+    const verify = createJwtVerifier(jwks({ requireTenant: true }));
+    const none = await expectRejected(verify, await sign({}), 'missing_claim');
+    expect(none.message).toMatch(/'tenant'/);
+    await expectRejected(verify, await sign({ tenant: '' }), 'missing_claim');
+    await expect(verify(await sign({ tenant: 'acme' }))).resolves.toMatchObject({ tenant: 'acme' });
+    await expect(createJwtVerifier(jwks())(await sign({}))).resolves.not.toHaveProperty('tenant');
+  });
+
   it('rejects malformed input without echoing it', async () => {
     const verify = createJwtVerifier(jwks());
     await expectRejected(verify, 'definitely-not-a-jwt-token', 'malformed');

@@ -26,6 +26,8 @@ const KEYS = {
   finLee: 'pk-fin-lee-0123456789abcdef',
   ops: 'pk-ops-0123456789abcdef',
   auditor: 'pk-auditor-0123456789abcdef',
+  acmeAuditor: 'pk-acme-auditor-0123456789abcdef',
+  canceller: 'pk-canceller-0123456789abcdef',
 } as const;
 
 const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
@@ -102,7 +104,7 @@ describe('palisade serve: the HTTP edge', () => {
 
   /** A server on this file's prefix, as `palisade serve` builds it. */
   const edge = (extra: Partial<Parameters<typeof createServer>[0]> = {}) =>
-    createServer({ authenticate, redisUrl: REDIS_URL, prefix, policy, keys: edgeKeys, jaegerUrl: JAEGER, eventPollMs: 100, rateLimit: { max: 10_000, windowMs: 60_000 }, ...extra });
+    createServer({ authenticate, redisUrl: REDIS_URL, prefix, policy, keys: edgeKeys, jaegerUrl: JAEGER, eventPollMs: 100, auditVerifyReuseMs: 0, rateLimit: { max: 10_000, windowMs: 60_000 }, ...extra });
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'palisade-server-'));
@@ -118,7 +120,7 @@ describe('palisade serve: the HTTP edge', () => {
 
     // The edge's operator and auditor roles, next to the support desk's own.
     const loaded = await loadPolicy('examples/support/policy.yaml');
-    policy = { ...loaded, policy: { ...loaded.policy, roles: { ...loaded.policy.roles, operator: ['read:runs', 'cancel:runs', 'rollback:runs'], auditor: ['read:audit'] } } };
+    policy = { ...loaded, policy: { ...loaded.policy, roles: { ...loaded.policy.roles, operator: ['read:runs', 'cancel:runs', 'rollback:runs'], auditor: ['read:audit'], canceller: ['cancel:runs'] } } };
 
     const agents = createSupportAgents();
     await generateKeys(join(dir, 'keys'), agents);
@@ -138,6 +140,8 @@ describe('palisade serve: the HTTP edge', () => {
         `  - { sha256: ${hashApiKey(KEYS.finLee)}, principal: { id: fin-lee, roles: [finance] } }`,
         `  - { sha256: ${hashApiKey(KEYS.ops)}, principal: { id: ops-1, roles: [operator] } }`,
         `  - { sha256: ${hashApiKey(KEYS.auditor)}, principal: { id: aud-1, roles: [auditor] } }`,
+        `  - { sha256: ${hashApiKey(KEYS.acmeAuditor)}, principal: { id: aud-acme, roles: [auditor], tenant: acme } }`,
+        `  - { sha256: ${hashApiKey(KEYS.canceller)}, principal: { id: night-shift, roles: [canceller] } }`,
         'jwt:',
         `  issuer: ${ISSUER}`,
         `  audience: ${AUDIENCE}`,
@@ -423,8 +427,20 @@ describe('palisade serve: the HTTP edge', () => {
       expect(run.decisions).toEqual(expect.arrayContaining([expect.objectContaining({ stage: 'tool_call', subject: 'issue_refund', verdict: 'escalate' })]));
       expect(run.approvals).toEqual([expect.objectContaining({ approvalId, status: 'approved', by: 'fin-lee' })]);
       expect(run.labels.some((l: { cause: string }) => l.cause === 'tool.result')).toBe(true);
-      // The approver who decided still sees the run, to follow what the decision did.
-      expect((await app.inject({ method: 'GET', url: `/v1/runs/${runId}`, headers: bearer(KEYS.finLee) })).json()).toMatchObject({ status: 'completed' });
+      // The approver who decided still sees the run, to follow what the decision did, but not the customer's own words or its event stream.
+      const asApprover = (await app.inject({ method: 'GET', url: `/v1/runs/${runId}`, headers: bearer(KEYS.finLee) })).json();
+      expect(asApprover).toMatchObject({ status: 'completed', redacted: true, decisions: expect.arrayContaining([expect.objectContaining({ verdict: 'escalate' })]) });
+      expect(asApprover).not.toHaveProperty('input');
+      expect(asApprover).not.toHaveProperty('output');
+      expect(JSON.stringify(asApprover)).not.toContain('ada@example.com');
+      expect((await app.inject({ method: 'GET', url: `/v1/runs/${runId}/events`, headers: bearer(KEYS.finLee) })).statusCode).toBe(404);
+      // The owner sees who decided by id only; someone who may neither see nor decide learns nothing, not even that it was decided.
+      expect((await app.inject({ method: 'GET', url: `/v1/approvals/${approvalId}`, headers: bearer(KEYS.ada) })).json().decision).toEqual(expect.objectContaining({ status: 'approved', by: { id: 'fin-lee' } }));
+      const outsider = await app.inject({ method: 'POST', url: `/v1/approvals/${approvalId}/deny`, headers: bearer(KEYS.grace), payload: {} });
+      expect(outsider.statusCode).toBe(404);
+      expect(outsider.json().error.message).toBe(`no approval request '${approvalId}' that you may see`);
+      const missing = await app.inject({ method: 'POST', url: '/v1/approvals/no-such-request/deny', headers: bearer(KEYS.grace), payload: {} });
+      expect(missing.json().error.message).toBe(`no approval request 'no-such-request' that you may see`);
 
       // Rolling back needs rollback:runs, even for the run's own principal.
       const refused = await app.inject({ method: 'POST', url: `/v1/runs/${runId}/rollback`, headers: bearer(KEYS.ada), payload: {} });
@@ -444,14 +460,59 @@ describe('palisade serve: the HTTP edge', () => {
       expect(audit.entries.map((e: { seq: number }) => e.seq)).toEqual([...audit.entries.map((e: { seq: number }) => e.seq)].sort((a, b) => b - a));
       expect(actions).toEqual(expect.arrayContaining(['run.started', 'approval.requested', 'approval.decided', 'run.completed', 'rollback.started']));
       expect(audit.entries.find((e: { action: string }) => e.action === 'rollback.started')).toMatchObject({ detail: { by: 'ops-1', trigger: 'operator' } });
-      expect(audit.verification).toMatchObject({ ok: true, problems: [] });
+      expect(audit.verification).toMatchObject({ ok: true, problems: [], problemCount: 0 });
       expect(audit.verification.macsVerified).toBeGreaterThan(0);
+      // An auditor confined to a tenant learns whether the log is intact, not the figures of every tenant's records.
+      const acme = (await app.inject({ method: 'GET', url: `/v1/audit?runId=${runId}`, headers: bearer(KEYS.acmeAuditor) })).json();
+      expect(acme.entries).toEqual([]);
+      expect(acme.verification).toEqual({ ok: true, problemCount: 0, problems: [] });
 
       const decided = (await app.inject({ method: 'GET', url: `/v1/audit?runId=${runId}&action=approval.decided&limit=5`, headers: bearer(KEYS.auditor) })).json();
       expect(decided.entries).toEqual([expect.objectContaining({ action: 'approval.decided', outcome: 'approved', principal: 'ada', detail: expect.objectContaining({ by: 'fin-lee' }) })]);
       const bad = await app.inject({ method: 'GET', url: '/v1/audit?action=drop.tables', headers: bearer(KEYS.auditor) });
       expect(bad.statusCode).toBe(400);
       expect(bad.json().error.details.issues[0].path).toBe('query.action');
+    });
+  });
+
+  describe('event streams and cancelling', () => {
+    it('caps the streams one principal holds open, ends them when the server closes, and lets cancel:runs cancel others’ runs', { timeout: 60_000 }, async () => {
+      const capped = await edge({ maxStreamsPerPrincipal: 1 });
+      const url = await capped.listen({ host: '127.0.0.1', port: 0 });
+      try {
+        const { runId } = (await capped.inject({ method: 'POST', url: '/v1/runs', headers: bearer(KEYS.ada), payload: { agent: 'triage', input: 'Refund my espresso machine, order ORD-5004, ada@example.com' } })).json() as { runId: string };
+        const first = new AbortController();
+        const open = await fetch(`${url}/v1/runs/${runId}/events`, { headers: bearer(KEYS.ada), signal: first.signal });
+        // The count is taken before the response starts: a 200 means the stream holds its slot.
+        expect(open.status).toBe(200);
+        const second = await fetch(`${url}/v1/runs/${runId}/events`, { headers: bearer(KEYS.ada) });
+        expect(second.status).toBe(429);
+        expect(((await second.json()) as { error: { code: string } }).error.code).toBe('too_many_streams');
+        first.abort();
+        // The slot is given back once the first stream ends.
+        const again = await until(async () => {
+          const r = await fetch(`${url}/v1/runs/${runId}/events`, { headers: bearer(KEYS.ada) });
+          if (r.status === 200) return r;
+          await r.body?.cancel();
+          return undefined;
+        });
+        // A holder of cancel:runs alone reaches the run to cancel it; the stream then ends with the run.
+        const cancelled = await capped.inject({ method: 'POST', url: `/v1/runs/${runId}/cancel`, headers: bearer(KEYS.canceller), payload: { reason: 'night shift' } });
+        expect(cancelled.statusCode).toBe(200);
+        expect(cancelled.json()).toMatchObject({ runId, cancelled: true, status: 'cancelled' });
+        expect((await capped.inject({ method: 'GET', url: `/v1/runs/${runId}`, headers: bearer(KEYS.canceller) })).statusCode).toBe(404);
+        expect((await readSse(again)).at(-1)).toMatchObject({ event: 'run.cancelled' });
+
+        // A stream still open when the server closes is ended, so closing does not wait for the run.
+        const { runId: other } = (await capped.inject({ method: 'POST', url: '/v1/runs', headers: bearer(KEYS.ada), payload: { agent: 'triage', input: 'Refund my espresso machine, order ORD-5004, ada@example.com' } })).json() as { runId: string };
+        const lingering = await fetch(`${url}/v1/runs/${other}/events`, { headers: bearer(KEYS.ada) });
+        const drained = readSse(lingering);
+        await capped.close();
+        await expect(drained).resolves.toBeInstanceOf(Array);
+        await app.inject({ method: 'POST', url: `/v1/runs/${other}/cancel`, headers: bearer(KEYS.ada), payload: {} });
+      } finally {
+        await capped.close();
+      }
     });
   });
 

@@ -28,7 +28,8 @@ export function permits(granted: Iterable<string>, needed: string): boolean {
 
 export function permissionsOf(policy: Policy, roles: readonly string[]): Set<string> {
   const granted = new Set<string>();
-  for (const role of roles) for (const p of policy.roles[role] ?? []) granted.add(p);
+  // Roles come from tokens: a role named `constructor` or `__proto__` must not reach Object's own members.
+  for (const role of roles) for (const p of Object.hasOwn(policy.roles, role) ? policy.roles[role]! : []) granted.add(p);
   return granted;
 }
 

@@ -44,6 +44,8 @@ const JwtSchema = z
     algorithms: z.array(z.string()).min(1).optional(),
     clockToleranceSec: z.number().min(0).optional(),
     maxTokenAgeSec: z.number().positive().optional(),
+    /** Refuse tokens without a tenant claim: a principal without a tenant reaches every tenant. */
+    requireTenant: z.boolean().optional(),
     claims: z
       .object({ id: z.string().min(1).optional(), roles: z.string().min(1).optional(), tenant: z.string().min(1).optional(), attrs: z.array(z.string().min(1)).optional() })
       .strict()
@@ -124,7 +126,7 @@ const unauthorized = (code: 'unauthenticated' | 'invalid_credentials' | 'expired
  * cannot be fetched). Errors never contain the token.
  */
 export function createAuthenticator(config: Pick<AuthConfig, 'apiKeys'>, verifier?: JwtVerifier): Authenticator {
-  const keys = config.apiKeys.map((k) => ({ hash: Buffer.from(k.sha256, 'hex'), principal: Object.freeze({ ...k.principal, roles: Object.freeze([...k.principal.roles]) }) as Principal }));
+  const keys = config.apiKeys.map((k) => ({ hash: Buffer.from(k.sha256, 'hex'), principal: Object.freeze({ ...k.principal, roles: Object.freeze([...k.principal.roles]), attrs: Object.freeze({ ...k.principal.attrs }) }) as Principal }));
   return async (authorization) => {
     if (authorization === undefined || authorization.trim() === '') throw unauthorized('unauthenticated', 'send credentials as Authorization: Bearer <token>');
     const match = /^Bearer +(\S+) *$/i.exec(authorization);

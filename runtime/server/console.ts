@@ -44,10 +44,10 @@ function send(reply: FastifyReply, name: FileName, body: Buffer): FastifyReply {
 }
 
 /**
- * Serves the console under `/console/` and sends `/` there. The page asks the API for the Jaeger
- * address (`GET /v1/config`, each run's `traceUrl`), so nothing of `_options` is baked into the files.
+ * Serves the console under `/console/` and sends `/` there. The page asks the API for everything it
+ * shows, the Jaeger address included (`GET /v1/config`, each run's `traceUrl`).
  */
-export async function registerConsole(app: FastifyInstance, _options: { jaegerUrl?: string }): Promise<void> {
+export async function registerConsole(app: FastifyInstance): Promise<void> {
   const dir = new URL('./console/', import.meta.url);
   const files = new Map<FileName, Buffer>();
   for (const name of Object.keys(FILES) as FileName[]) {

@@ -6,8 +6,7 @@ import type { RunRecord, RunStore } from '../run-store.js';
 import type { Runtime } from '../runtime.js';
 import type { ApprovalState } from '../approval.js';
 import { mayDecide } from '../approvals.js';
-import { readEvents } from './run-summary.js';
-import { Access, EDGE_PERMISSIONS } from './access.js';
+import { Access, EDGE_PERMISSIONS, type EdgePermission } from './access.js';
 import { notFound } from './errors.js';
 
 /** What the routes share: the edge's runtime, its Redis, the policy and the server's settings. */
@@ -26,6 +25,14 @@ export interface ServerContext {
   eventPollMs: number;
   /** An idle event stream sends a comment this often, so proxies keep it open. */
   heartbeatMs: number;
+  /** Event streams one principal may hold open at once, across every edge sharing the Redis. */
+  maxStreamsPerPrincipal: number;
+  /** An event stream ends after this long; the client resumes with Last-Event-ID. */
+  streamLifetimeMs: number;
+  /** How long one verification of the audit log answers queries (ms). */
+  auditVerifyReuseMs: number;
+  /** The open event streams, ended when the server closes. */
+  streams: Set<AbortController>;
 }
 
 /**
@@ -36,7 +43,7 @@ async function approverOf(ctx: ServerContext, caller: Principal, runId: string):
   const sameTenant = (s: ApprovalState) => caller.tenant === undefined || caller.tenant === s.request.principal.tenant;
   const pending = await ctx.runtime.approvals.pending();
   if (pending.some((s) => s.request.runId === runId && sameTenant(s) && mayDecide(ctx.policy, caller, s) === undefined)) return true;
-  const requested = (await readEvents(ctx.store, runId)).flatMap(({ event }) => (event.type === 'approval.requested' ? [event.approvalId] : []));
+  const requested = (await ctx.store.listEvents(runId)).flatMap(({ event }) => (event.type === 'approval.requested' ? [event.approvalId] : []));
   for (const id of requested) {
     const state = await ctx.store.getApproval(id);
     const by = state?.decision?.by;
@@ -45,9 +52,19 @@ async function approverOf(ctx: ServerContext, caller: Principal, runId: string):
   return false;
 }
 
-/** The run, if the caller may see it: its principal, an operator (`read:runs`), or one of its approvers. Otherwise 404, so ids are not confirmed. */
-export async function visibleRun(ctx: ServerContext, caller: Principal, runId: string): Promise<RunRecord> {
+/** How the caller reaches a run: as its principal, through an edge permission, or as one of its approvers. */
+export type RunAccess = 'principal' | 'operator' | 'approver';
+
+/**
+ * The run, if the caller may see it: its principal, a holder of `read:runs` (or of `via`, for the
+ * route that needs it), or one of its approvers. Otherwise 404, so ids are not confirmed.
+ */
+export async function visibleRun(ctx: ServerContext, caller: Principal, runId: string, via?: EdgePermission): Promise<{ run: RunRecord; as: RunAccess }> {
   const run = await ctx.store.getRun(runId);
-  if (run && (ctx.access.reaches(caller, run.principal, EDGE_PERMISSIONS.readRuns) || (await approverOf(ctx, caller, runId)))) return run;
+  if (run) {
+    if (caller.id === run.principal.id && caller.tenant === run.principal.tenant) return { run, as: 'principal' };
+    if (ctx.access.reaches(caller, run.principal, EDGE_PERMISSIONS.readRuns) || (via && ctx.access.reaches(caller, run.principal, via))) return { run, as: 'operator' };
+    if (await approverOf(ctx, caller, runId)) return { run, as: 'approver' };
+  }
   throw notFound(`no run '${runId}' that you may see`);
 }

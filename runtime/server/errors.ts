@@ -18,6 +18,7 @@ export const ERROR_CODES = [
   'unknown_agent',
   'conflict',
   'rate_limited',
+  'too_many_streams',
   'unavailable',
   'timeout',
   'internal',
@@ -82,7 +83,8 @@ export function toApiError(error: unknown): ApiError {
       case 'expired':
         return new ApiError(409, 'conflict', error.message, { reason: error.code });
       case 'invalid':
-        return new ApiError(500, 'internal', error.message);
+        // The edge's own set-up is wrong (e.g. no key for the agent): the log has it, the caller need not.
+        return new ApiError(500, 'internal', 'the decision could not be recorded: the server is misconfigured (see its log)');
     }
   }
   if (error instanceof UnknownAgentError) return new ApiError(400, 'unknown_agent', error.message, { agent: error.agent, known: error.known });

@@ -1,6 +1,9 @@
+import { createHash } from 'node:crypto';
+import { isIP } from 'node:net';
 import rateLimit from '@fastify/rate-limit';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Redis } from 'ioredis';
+import type { Principal } from '../principal.js';
 import { ApiError } from './errors.js';
 
 export interface RateLimitOptions {
@@ -9,9 +12,20 @@ export interface RateLimitOptions {
   windowMs: number;
 }
 
-/** Verified callers are counted by principal, wherever they connect from; everyone else by address. */
-export const rateLimitKey = (request: FastifyRequest): string =>
-  request.principal ? `principal:${request.principal.tenant ?? ''}:${request.principal.id}` : `ip:${request.ip}`;
+/** A principal as a key part: tenant and id encoded so that no two principals share one (ids may hold ':'). */
+export const principalKey = (principal: Principal): string => `principal:${createHash('sha256').update(JSON.stringify([principal.tenant ?? null, principal.id])).digest('hex')}`;
+
+/** Verified callers are counted by principal, wherever they connect from; everyone else by address (IPv6 by its /64, which one host holds). */
+export const rateLimitKey = (request: FastifyRequest): string => (request.principal ? principalKey(request.principal) : `ip:${addressKey(request.ip)}`);
+
+function addressKey(ip: string): string {
+  if (isIP(ip) !== 6 || ip.includes('.')) return ip;
+  const [head = '', tail = ''] = ip.split('::');
+  const left = head ? head.split(':') : [];
+  const right = tail ? tail.split(':') : [];
+  const groups = ip.includes('::') ? [...left, ...Array(8 - left.length - right.length).fill('0'), ...right] : left;
+  return `${groups.slice(0, 4).map((g) => g.toLowerCase().replace(/^0+(?=.)/, '')).join(':')}::/64`;
+}
 
 /**
  * Counts requests in Redis, so the limit holds across every server sharing it. Adds an onRequest

@@ -1,27 +1,12 @@
 import type { z } from 'zod';
 import { BOTTOM, join, type Label } from '../../guards/label.js';
 import type { RunEvent } from '../events.js';
-import type { RunRecord, RunStore, StoredEvent } from '../run-store.js';
+import type { RunRecord } from '../run-store.js';
 import type { RunDetailOut, RunRecordOut } from './schemas.js';
 
 export type RunOut = z.input<typeof RunRecordOut>;
 export type RunDetail = z.input<typeof RunDetailOut>;
 type ChainSummary = Pick<RunDetail, 'input' | 'label' | 'chain' | 'hops' | 'decisions' | 'labels' | 'approvals'>;
-
-/** Every event the run has so far, oldest first, without waiting for more. */
-export async function readEvents(store: RunStore, runId: string): Promise<StoredEvent[]> {
-  const cursor = store.openEvents(runId);
-  const all: StoredEvent[] = [];
-  try {
-    for (;;) {
-      const batch = await cursor.read(1);
-      if (batch.length === 0) return all;
-      all.push(...batch);
-    }
-  } finally {
-    await cursor.close();
-  }
-}
 
 export const runOut = (run: RunRecord): RunOut => ({
   runId: run.id,

@@ -120,6 +120,8 @@ export const RunDetailOut = RunRecordOut.extend({
   traceId: z.string().optional(),
   /** Where to see the run's spans in Jaeger (a search by palisade.run.id), when a Jaeger URL is configured. */
   traceUrl: z.string().optional(),
+  /** Set for an approver who is not the run's principal nor an operator: input, output and error are left out. */
+  redacted: z.boolean().optional(),
 }).meta({ id: 'RunDetail' });
 
 export const RollbackBody = z.object({ reason: z.string().min(1).max(2000).optional() }).strict().meta({ id: 'RollbackOrder' });
@@ -148,7 +150,7 @@ export const ApprovalOut = z
       expiresAt: z.number(),
     }),
     decision: z
-      .object({ status: z.enum(['approved', 'denied', 'expired']), by: PrincipalOut.optional(), at: z.number(), note: z.string().optional() })
+      .object({ status: z.enum(['approved', 'denied', 'expired']), by: z.object({ id: z.string() }).optional().describe('who decided (their id only)'), at: z.number(), note: z.string().optional() })
       .optional(),
     /** Whether the caller may decide it now. */
     mayDecide: z.boolean(),
@@ -200,9 +202,12 @@ export const AuditOut = z
     next: z.number().optional().describe('pass as `before` for older records'),
     verification: z.object({
       ok: z.boolean(),
-      entries: z.number(),
-      macsVerified: z.number(),
-      head: z.object({ seq: z.number(), hash: z.string() }).nullable(),
+      /** The figures of the whole log: left out for a principal with a tenant. */
+      entries: z.number().optional(),
+      macsVerified: z.number().optional(),
+      head: z.object({ seq: z.number(), hash: z.string() }).nullable().optional(),
+      problemCount: z.number(),
+      /** The first 100 problems (none listed for a principal with a tenant). */
       problems: z.array(z.object({ seq: z.number(), problem: z.string(), detail: z.string() })),
     }),
   })

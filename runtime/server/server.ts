@@ -48,6 +48,12 @@ export interface ServerOptions {
   eventPollMs?: number;
   /** An idle event stream sends a comment this often (ms). Default 15 000. */
   heartbeatMs?: number;
+  /** Event streams one principal may hold open at once (each holds a Redis connection). Default 8. */
+  maxStreamsPerPrincipal?: number;
+  /** An event stream ends after this long (ms); clients resume with Last-Event-ID. Default 10 minutes. */
+  streamLifetimeMs?: number;
+  /** One verification of the whole audit log answers audit queries for this long (ms). Default 5000; 0 verifies every query. */
+  auditVerifyReuseMs?: number;
   /** Fastify's logger settings; the Authorization header is always redacted. Default off. */
   logger?: boolean | { level: string };
 }
@@ -103,7 +109,15 @@ export async function createServer(options: ServerOptions): Promise<FastifyInsta
     ...(auditKey ? { auditKeys: { [EDGE]: { [auditKey.kid]: auditKey.secret } } } : {}),
     eventPollMs: options.eventPollMs ?? 1000,
     heartbeatMs: options.heartbeatMs ?? 15_000,
+    maxStreamsPerPrincipal: options.maxStreamsPerPrincipal ?? 8,
+    streamLifetimeMs: options.streamLifetimeMs ?? 10 * 60_000,
+    auditVerifyReuseMs: options.auditVerifyReuseMs ?? 5000,
+    streams: new Set(),
   };
+  // Open event streams would hold the close until their runs end.
+  app.addHook('preClose', async () => {
+    for (const stream of ctx.streams) stream.abort();
+  });
 
   app.decorateRequest('principal', undefined);
   app.decorateRequest('authError', undefined);
@@ -132,6 +146,6 @@ export async function createServer(options: ServerOptions): Promise<FastifyInsta
     return reply.code(up ? 200 : 503).send({ ok: up, redis: up ? 'up' : 'down' });
   });
 
-  await registerConsole(app, { ...(jaegerUrl ? { jaegerUrl } : {}) });
+  await registerConsole(app);
   return app;
 }

@@ -76,6 +76,10 @@ export class MemoryRunStore implements RunStore {
     this.appended.emit(runId);
   }
 
+  async listEvents(runId: string): Promise<StoredEvent[]> {
+    return [...(this.runs.get(runId)?.events ?? [])];
+  }
+
   openEvents(runId: string): EventCursor {
     let next = 0;
     let wake: (() => void) | undefined;

@@ -141,6 +141,11 @@ export class RedisRunStore implements RunStore {
     }
   }
 
+  async listEvents(runId: string): Promise<StoredEvent[]> {
+    const entries = await this.redis.xrange(this.key(runId, 'events'), '-', '+');
+    return entries.map(([id, fields]) => ({ id, event: JSON.parse(fields[1] ?? '{}') as RunEvent }));
+  }
+
   openEvents(runId: string): EventCursor {
     // A blocking XREAD occupies its connection, so each reader gets its own.
     const conn = this.redis.duplicate();

@@ -915,11 +915,15 @@ function auditView(view, runId, limit) {
 
 /** The verification comes first and loud: a log whose chain is broken cannot be taken at its word. */
 function verificationBanner(report) {
-  const summary = `The whole log was checked: ${report.entries} entries, ${report.macsVerified} of the edge's MACs verified${report.head ? `, head at #${report.head.seq}` : ''}.`;
+  const summary =
+    report.entries === undefined
+      ? 'The whole log was checked.'
+      : `The whole log was checked: ${report.entries} entries, ${report.macsVerified} of the edge's MACs verified${report.head ? `, head at #${report.head.seq}` : ''}.`;
   if (report.ok) return [h('strong', { testid: 'audit-verified' }, '✓ Verified: the chain is intact. '), summary];
-  const { problems } = report;
+  const { problems, problemCount } = report;
+  const shown = problems.length < problemCount ? ` (the first ${problems.length} listed)` : '';
   return [
-    h('strong', { testid: 'audit-problems-title' }, `✗ Problems found: ${problems.length} ${problems.length === 1 ? 'problem' : 'problems'}. `),
+    h('strong', { testid: 'audit-problems-title' }, `✗ Problems found: ${problemCount} ${problemCount === 1 ? 'problem' : 'problems'}${shown}. `),
     summary,
     h('ul', { testid: 'audit-problems' }, problems.map((p) => h('li', {}, `#${p.seq} ${p.problem}: ${p.detail}`))),
   ];

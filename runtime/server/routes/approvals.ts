@@ -1,6 +1,6 @@
 import type { z } from 'zod';
 import type { ApprovalState } from '../../approval.js';
-import { mayDecide } from '../../approvals.js';
+import { ApprovalError, mayDecide } from '../../approvals.js';
 import type { Principal } from '../../principal.js';
 import { EDGE_PERMISSIONS } from '../access.js';
 import type { ServerContext } from '../context.js';
@@ -19,7 +19,8 @@ function approvalOut(ctx: ServerContext, caller: Principal, state: ApprovalState
   const { auth: _auth, jobId: _jobId, callId: _callId, argsHash: _argsHash, ...request } = state.request;
   const decision = state.decision && {
     status: state.decision.status,
-    ...(state.decision.by ? { by: state.decision.by } : {}),
+    // The approver's id only: their roles, tenant and attributes are not the run owner's business.
+    ...(state.decision.by ? { by: { id: state.decision.by.id } } : {}),
     at: state.decision.at,
     ...(state.decision.note !== undefined ? { note: state.decision.note } : {}),
   };
@@ -28,6 +29,17 @@ function approvalOut(ctx: ServerContext, caller: Principal, state: ApprovalState
 
 export function approvalRoutes(ctx: ServerContext): Route[] {
   const desk = ctx.runtime.approvals;
+  /** The request, for its run's principal, its approvers and holders of read:runs; one 404 for everyone else, whether or not it exists. */
+  const visibleApproval = async (id: string, caller: Principal): Promise<ApprovalState> => {
+    const state = await desk.get(id).catch((error: unknown) => {
+      if (error instanceof ApprovalError && error.code === 'not_found') return undefined;
+      throw error;
+    });
+    const request = state?.request;
+    const own = request !== undefined && request.principal.id === caller.id && request.principal.tenant === caller.tenant;
+    if (state && request && (own || refusal(ctx, caller, state) === undefined || ctx.access.reaches(caller, request.principal, EDGE_PERMISSIONS.readRuns))) return state;
+    throw notFound(`no approval request '${id}' that you may see`);
+  };
   const decide = (approve: boolean): Route =>
     defineRoute({
       method: 'POST',
@@ -39,8 +51,10 @@ export function approvalRoutes(ctx: ServerContext): Route[] {
       ok: { status: 200, description: 'the decision is recorded and the waiting run woken', schema: DecisionOut },
       errors: [403, 404, 409],
       handler: async ({ principal, params, body }) => {
-        const state = await desk.get(params.id);
-        if (principal.tenant !== undefined && principal.tenant !== state.request.principal.tenant) throw forbidden(refusal(ctx, principal, state)!);
+        const state = await visibleApproval(params.id, principal);
+        // Refused before the desk says whether it is decided or expired: that, and who decided, is for those who may decide.
+        const refused = refusal(ctx, principal, state);
+        if (refused) throw forbidden(refused);
         // The desk refuses self-approval, missing permissions and stale requests; the waiting worker checks again.
         const decision = await desk.decide(params.id, { by: principal, approve, ...(body.reason ? { note: body.reason } : {}) });
         return { approvalId: decision.approvalId, status: decision.status, by: principal.id, at: decision.at };
@@ -69,12 +83,7 @@ export function approvalRoutes(ctx: ServerContext): Route[] {
       ok: { status: 200, description: 'the request', schema: ApprovalOut },
       errors: [404],
       handler: async ({ principal, params }) => {
-        const state = await desk.get(params.id);
-        const { request } = state;
-        const own = request.principal.id === principal.id && request.principal.tenant === principal.tenant;
-        const visible = own || refusal(ctx, principal, state) === undefined || ctx.access.reaches(principal, request.principal, EDGE_PERMISSIONS.readRuns);
-        if (!visible) throw notFound(`no approval request '${params.id}' that you may see`);
-        return approvalOut(ctx, principal, state);
+        return approvalOut(ctx, principal, await visibleApproval(params.id, principal));
       },
     }),
 

@@ -1,7 +1,10 @@
 import type { ServerResponse } from 'node:http';
 import { TERMINAL_EVENTS } from '../../events.js';
 import type { RunStore, StoredEvent } from '../../run-store.js';
+import type { Principal } from '../../principal.js';
 import { visibleRun, type ServerContext } from '../context.js';
+import { ApiError, notFound } from '../errors.js';
+import { principalKey } from '../rate-limit.js';
 import { defineRoute, type Route } from '../route.js';
 import { RunIdParams } from '../schemas.js';
 
@@ -43,6 +46,22 @@ async function* eventsWithIds(store: RunStore, runId: string, options: { signal:
   }
 }
 
+/**
+ * Counts the caller's open streams in Redis, across every edge: each one holds a Redis connection for
+ * as long as the run goes on, so one principal may hold only so many. Returns the release.
+ */
+async function holdStream(ctx: ServerContext, principal: Principal): Promise<() => Promise<void>> {
+  const key = `${ctx.prefix}:edge:streams:${principalKey(principal)}`;
+  // The key outlives the longest stream, so a server that died holding streams frees its count in time.
+  const [[, open] = []] = (await ctx.redis.multi().incr(key).pexpire(key, ctx.streamLifetimeMs + 60_000).exec()) ?? [];
+  const release = async (): Promise<void> => void (await ctx.redis.decr(key).catch(() => undefined));
+  if (Number(open) > ctx.maxStreamsPerPrincipal) {
+    await release();
+    throw new ApiError(429, 'too_many_streams', `at most ${ctx.maxStreamsPerPrincipal} event streams may be open at once per principal; close one first`);
+  }
+  return release;
+}
+
 const frame = (stored: StoredEvent): string => `id: ${stored.id}\nevent: ${stored.event.type}\ndata: ${JSON.stringify(stored.event)}\n\n`;
 
 export function eventRoutes(ctx: ServerContext): Route[] {
@@ -54,9 +73,12 @@ export function eventRoutes(ctx: ServerContext): Route[] {
       summary: "A run's events as Server-Sent Events, from the start or after Last-Event-ID, until the run ends",
       params: RunIdParams,
       ok: { status: 200, description: 'id: the event id, event: its type, data: the event as JSON', contentType: 'text/event-stream' },
-      errors: [404],
+      errors: [404, 429],
       handler: async ({ request, reply, principal, params }) => {
-        const run = await visibleRun(ctx, principal, params.id);
+        const { run, as } = await visibleRun(ctx, principal, params.id);
+        // Events carry the run's own words (input, output, tool errors): not for approvers, who see the redacted run.
+        if (as === 'approver') throw notFound(`no event stream of run '${params.id}' that you may follow`);
+        const release = await holdStream(ctx, principal);
         const header = request.headers['last-event-id'];
         const resumeAfter = typeof header === 'string' && STREAM_ID.test(header.trim()) ? header.trim() : undefined;
         reply.hijack();
@@ -70,6 +92,9 @@ export function eventRoutes(ctx: ServerContext): Route[] {
         });
         const gone = new AbortController();
         res.on('close', () => gone.abort());
+        // A stream ends after a while (the client resumes with Last-Event-ID) and when the server closes.
+        const lifetime = setTimeout(() => gone.abort(), ctx.streamLifetimeMs);
+        ctx.streams.add(gone);
         let lastWrite = Date.now();
         const write = (text: string): void => {
           lastWrite = Date.now();
@@ -89,7 +114,10 @@ export function eventRoutes(ctx: ServerContext): Route[] {
             write(`event: error\ndata: ${JSON.stringify({ error: { code: 'unavailable', message: 'the event stream was interrupted; reconnect with Last-Event-ID' } })}\n\n`);
           }
         } finally {
+          clearTimeout(lifetime);
+          ctx.streams.delete(gone);
           res.end();
+          await release();
         }
       },
     }),

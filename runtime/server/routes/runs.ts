@@ -3,7 +3,7 @@ import { visibleRun, type ServerContext } from '../context.js';
 import { forbidden } from '../errors.js';
 import { defineRoute, type Route } from '../route.js';
 import { listRuns } from '../run-index.js';
-import { jaegerSearchUrl, readEvents, runOut, summarizeChain } from '../run-summary.js';
+import { jaegerSearchUrl, runOut, summarizeChain } from '../run-summary.js';
 import { CancelBody, CancelledOut, ListRunsQuery, RollbackBody, RollbackOut, RunDetailOut, RunIdParams, RunListOut, startRunBody, StartedOut } from '../schemas.js';
 
 export function runRoutes(ctx: ServerContext): Route[] {
@@ -55,14 +55,18 @@ export function runRoutes(ctx: ServerContext): Route[] {
       ok: { status: 200, description: 'the run', schema: RunDetailOut },
       errors: [404],
       handler: async ({ principal, params }) => {
-        const run = await visibleRun(ctx, principal, params.id);
-        const events = await readEvents(ctx.store, run.id);
+        const { run, as } = await visibleRun(ctx, principal, params.id);
+        const events = await ctx.store.listEvents(run.id);
         const to = run.status === 'running' ? Date.now() : run.updatedAt;
-        return {
+        const detail = {
           ...runOut(run),
           ...summarizeChain(events.map((e) => e.event)),
           ...(ctx.jaeger ? { traceUrl: jaegerSearchUrl(ctx.jaeger.url, ctx.jaeger.service, run.id, { from: run.createdAt, to }) } : {}),
         };
+        if (as !== 'approver') return detail;
+        // Approvers decide on the request's redacted arguments; the run's own words (which may carry personal data) stay with its principal and operators.
+        const { input: _input, output: _output, error: _error, ...redacted } = detail;
+        return { ...redacted, redacted: true };
       },
     }),
 
@@ -76,7 +80,7 @@ export function runRoutes(ctx: ServerContext): Route[] {
       ok: { status: 200, description: 'whether this request ended the run', schema: CancelledOut },
       errors: [403, 404],
       handler: async ({ principal, params, body }) => {
-        const run = await visibleRun(ctx, principal, params.id);
+        const { run } = await visibleRun(ctx, principal, params.id, EDGE_PERMISSIONS.cancelRuns);
         if (!access.reaches(principal, run.principal, EDGE_PERMISSIONS.cancelRuns)) throw forbidden(`'${principal.id}' may not cancel runs of others: that needs ${EDGE_PERMISSIONS.cancelRuns}`);
         const cancelled = await ctx.runtime.run(run.id).cancel(body.reason ?? `cancelled by ${principal.id}`);
         const now = await ctx.store.getRun(run.id);
@@ -94,7 +98,7 @@ export function runRoutes(ctx: ServerContext): Route[] {
       ok: { status: 202, description: 'the compensations are queued; rollback.completed in the run events reports the outcome', schema: RollbackOut },
       errors: [403, 404],
       handler: async ({ principal, params, body }) => {
-        const run = await visibleRun(ctx, principal, params.id);
+        const { run } = await visibleRun(ctx, principal, params.id, EDGE_PERMISSIONS.rollbackRuns);
         if (!access.reaches(principal, run.principal, EDGE_PERMISSIONS.rollbackRuns)) throw forbidden(`'${principal.id}' may not roll back runs: that needs ${EDGE_PERMISSIONS.rollbackRuns}`);
         const started = await ctx.runtime.rollback(run.id, { by: principal.id, ...(body.reason !== undefined ? { reason: body.reason } : {}) });
         return { runId: run.id, rollbackId: started.rollbackId, actions: started.actions };
