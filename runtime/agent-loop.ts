@@ -154,10 +154,9 @@ export class AgentLoop {
     // Authentic but too old (a long outage): the run cannot go on, and says so.
     const stale = this.options.auth?.staleness(envelope, data.progress === undefined);
     if (stale) return this.reject(task, stale, true);
-    const claim = await this.store.claimMessage(envelope.receiver, envelope.messageId, task.id);
+    const { claim, run } = await this.store.claimForRun(envelope.receiver, envelope.messageId, task.id, envelope.runId);
     if (claim === 'replay') return this.refuse(task, envelope, `message ${envelope.messageId} was already accepted: a replay`);
     const agent = this.options.agents.get(envelope.receiver)!;
-    const run = await this.store.getRun(envelope.runId);
     if (!run) return this.reject(task, `no run ${envelope.runId} exists`);
     if (run.status !== 'running') {
       if (run.status === 'cancelled') await this.rollBackCancelled(envelope);
@@ -253,6 +252,12 @@ export class AgentLoop {
 /** One delivery of one envelope to one agent. */
 class Activation {
   private readonly auditing: Promise<void>[] = [];
+  /** Audit entries not yet handed to the log. */
+  private readonly unaudited: Array<{ sink: AuditSink; entry: Parameters<AuditSink['append']>[0] }> = [];
+  /** Run events not yet written, the batch being written, and what stopped writing them. */
+  private readonly events: Array<{ event: RunEventInput; at: number }> = [];
+  private eventsWritten: Promise<void> | undefined;
+  private eventFailure: unknown;
   private auditFailure: unknown;
   private progress!: Progress;
   private readonly runId: string;
@@ -273,17 +278,52 @@ class Activation {
     return this.options.transport.store;
   }
 
-  private async emit(event: RunEventInput): Promise<void> {
+  /**
+   * Records a run event and its audit entry. Neither is awaited here: events of one activation are
+   * buffered and go to Redis in order, in one write each time the activation is about to wait (a model
+   * call, a tool) or end, and audit appends together (the log batches concurrent appends). The
+   * activation writes them all before the run ends and before it returns, and fails if one cannot be.
+   */
+  private emit(event: RunEventInput): void {
     const e = this.envelope;
     const entry = auditEntryFor(event, { runId: this.runId, principal: e.principal, chain: e.chain, agent: this.agent.name });
     const sink = entry && this.options.audit?.(this.agent.name);
-    // Audit appends of one activation go out together (the log batches concurrent appends); the activation
-    // does not end before they are all written, and fails if one is not.
-    if (sink) this.auditing.push(sink.append(entry!).then(() => undefined, (error: unknown) => void (this.auditFailure ??= error)));
-    await this.store.appendEvent(this.runId, { ...event, agent: this.agent.name } as RunEventInput);
+    if (sink) this.unaudited.push({ sink, entry: entry! });
+    this.events.push({ event: { ...event, agent: this.agent.name } as RunEventInput, at: Date.now() });
+  }
+
+  /** Starts writing the buffered events and audit entries without waiting: before the model or a tool takes its time, so followers see progress. */
+  private sendEvents(): void {
+    if (this.events.length > 0) this.eventsWritten ??= this.writeEvents();
+    // Appended in one tick, they go to the log as one batch.
+    for (const { sink, entry } of this.unaudited.splice(0)) this.auditing.push(sink.append(entry).then(() => undefined, (error: unknown) => void (this.auditFailure ??= error)));
+  }
+
+  private async writeEvents(): Promise<void> {
+    try {
+      while (this.events.length > 0 && this.eventFailure === undefined) await this.store.appendEvents(this.runId, this.events.splice(0));
+    } catch (error) {
+      this.eventFailure = error;
+    } finally {
+      this.eventsWritten = undefined;
+    }
+  }
+
+  /** Records an event and waits until it is written: for what other workers act on next (a rollback's steps). */
+  private async emitNow(event: RunEventInput): Promise<void> {
+    this.emit(event);
+    await this.flushEvents();
+  }
+
+  /** Waits until every event emitted so far is in the run's stream; throws what kept one out. */
+  private async flushEvents(): Promise<void> {
+    this.sendEvents();
+    while (this.eventsWritten) await this.eventsWritten;
+    if (this.eventFailure !== undefined) throw this.eventFailure;
   }
 
   private async flushAudit(): Promise<void> {
+    this.sendEvents();
     await Promise.all(this.auditing.splice(0));
     if (this.auditFailure !== undefined) throw new Error(`the audit log could not be written: ${this.auditFailure instanceof Error ? this.auditFailure.message : String(this.auditFailure)}`);
   }
@@ -329,7 +369,7 @@ class Activation {
       agentTools: [...this.agent.tools.keys()],
       ...(event.stage === 'tool_call' ? { history: this.history() } : {}),
     });
-    await this.emit({
+    this.emit({
       type: 'guard.decision',
       stage: event.stage,
       verdict: decision.verdict,
@@ -380,6 +420,7 @@ class Activation {
     this.ctx = trace.setSpan(parent, this.span);
     try {
       const outcome = await this.activate(saved);
+      await this.flushEvents();
       await this.flushAudit();
       if (outcome.type === 'park' && this.span.isRecording()) this.span.addEvent('palisade.approval.waiting', { 'palisade.approval.until': new Date(outcome.until).toISOString() });
       if (this.span.isRecording()) {
@@ -389,7 +430,9 @@ class Activation {
       return outcome;
     } catch (error) {
       recordError(this.span, error);
-      await Promise.all(this.auditing.splice(0));
+      await this.flushEvents().catch(() => undefined);
+      await this.flushAudit().catch(() => undefined);
+      if (isRedisUnavailable(error)) throw new RetryableError(`Redis did not answer: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
       throw error;
     } finally {
       this.span.end();
@@ -401,7 +444,7 @@ class Activation {
     const resumed = saved !== undefined;
     this.progress = saved ? restored(saved, e) : { messages: e.messages, turns: 0, label: e.label, usage: { inputTokens: 0, outputTokens: 0 }, awaiting: [], sent: 0 };
     try {
-      await this.emit({ type: 'agent.started', kind: e.kind, chain: e.chain, resumed });
+      this.emit({ type: 'agent.started', kind: e.kind, chain: e.chain, resumed });
       if (!resumed) {
         const incoming = e.messages[e.messages.length - 1];
         const decision = await this.guard({ stage: 'receive', content: incoming && 'content' in incoming ? (incoming.content ?? '') : '' });
@@ -418,7 +461,7 @@ class Activation {
       // retried, or redelivered once Redis is back (its lock lapses); the checkpoint resumes it.
       if (isRedisUnavailable(error)) throw new RetryableError(`Redis did not answer: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
       if (error instanceof RetryableError && this.task.attempt < this.task.maxAttempts) {
-        await this.emit({ type: 'model.error', message: error.message, willRetry: true });
+        this.emit({ type: 'model.error', message: error.message, willRetry: true });
         throw error;
       }
       return this.fail(error instanceof Error ? error.message : String(error));
@@ -456,7 +499,7 @@ class Activation {
     const run = await this.store.getRun(this.runId);
     if (run?.status === 'running') return undefined;
     if (run?.status === 'cancelled' && this.options.rollbackOn?.has('cancel')) {
-      await startRollback({ transport: this.options.transport, runId: this.runId, trigger: 'cancel', reason: 'the run was cancelled', trace: injectTrace(this.ctx), emit: (event) => this.emit(event) });
+      await startRollback({ transport: this.options.transport, runId: this.runId, trigger: 'cancel', reason: 'the run was cancelled', trace: injectTrace(this.ctx), emit: (event) => this.emitNow(event) });
     }
     return { type: 'done', result: { status: 'cancelled', error: `run is ${run?.status ?? 'gone'}` } };
   }
@@ -502,6 +545,7 @@ class Activation {
     );
     try {
       setContent(span, 'gen_ai.input.messages', JSON.stringify(this.progress.messages));
+      this.sendEvents();
       response = await model.generate({ system: this.agent.instructions, messages: this.progress.messages, tools: this.toolSpecs(), runId: this.runId });
       setContent(span, 'gen_ai.output.messages', JSON.stringify([{ role: 'assistant', content: response.content, toolCalls: response.toolCalls }]));
       if (span.isRecording()) {
@@ -528,7 +572,7 @@ class Activation {
     const message: AssistantMessage = { role: 'assistant', content, ...(toolCalls.length ? { toolCalls } : {}) };
     this.progress.messages = [...this.progress.messages, message];
     await this.store.addUsage(this.runId, response.usage);
-    await this.emit({
+    this.emit({
       type: 'model.response',
       model: response.model,
       toolCalls: toolCalls.map((c) => c.name),
@@ -599,16 +643,16 @@ class Activation {
     const forged = stored && this.options.auth?.checkToolCall(this.agent.name, key, stored);
     if (forged) {
       // Neither believed nor run again: running it could repeat a side effect.
-      await this.emit({ type: 'envelope.rejected', reason: `tool call ${call.id}: ${forged}` });
+      this.emit({ type: 'envelope.rejected', reason: `tool call ${call.id}: ${forged}` });
       return this.answer(call, `Error: the recorded result of '${call.name}' failed authentication and was discarded.`, true);
     }
     if (stored) {
-      await this.emit({ type: 'tool.called', tool: call.name, callId: call.id, replayed: true });
+      this.emit({ type: 'tool.called', tool: call.name, callId: call.id, replayed: true });
       this.progress.label = join(this.progress.label, stored.label);
       return this.answer(call, stored.content, stored.isError, stored.label, stored.flags);
     }
     const result = tool ? await this.executeTool(tool, call, key) : { content: `Error: there is no tool named '${call.name}'.`, isError: true, label: BOTTOM };
-    if (!tool) await this.emit({ type: 'tool.error', tool: call.name, callId: call.id, message: 'unknown tool' });
+    if (!tool) this.emit({ type: 'tool.error', tool: call.name, callId: call.id, message: 'unknown tool' });
     await this.store.putToolCall(this.runId, key, this.options.auth ? this.options.auth.sealToolCall(this.agent.name, key, result) : result);
     this.answer(call, result.content, result.isError, result.label, result.flags);
   }
@@ -641,7 +685,7 @@ class Activation {
 
   private async runTool(tool: AnyTool, call: ToolCall, idempotencyKey: string, spanCtx: Context): Promise<{ content: string; isError: boolean; label: Label; flags?: string[] }> {
     const toolError = async (message: string) => {
-      await this.emit({ type: 'tool.error', tool: tool.name, callId: call.id, message });
+      this.emit({ type: 'tool.error', tool: tool.name, callId: call.id, message });
       return { content: `Error: ${message}`, isError: true, label: BOTTOM };
     };
     let raw: unknown;
@@ -667,7 +711,7 @@ class Activation {
       // Arguments are not rewritten: a redaction here would run the tool on what the guard withheld.
       return toolError(`the call to '${tool.name}' was not allowed: ${decision.reasons.join('; ') || decision.verdict}`);
     }
-    await this.emit({ type: 'tool.called', tool: tool.name, callId: call.id, replayed: false });
+    this.emit({ type: 'tool.called', tool: tool.name, callId: call.id, replayed: false });
     const controller = new AbortController();
     let timer: NodeJS.Timeout | undefined;
     let output: unknown;
@@ -679,6 +723,7 @@ class Activation {
         }, tool.timeoutMs);
       });
       const ctx = { runId: this.runId, agent: this.agent.name, principal: this.envelope.principal, callId: call.id, idempotencyKey, signal: controller.signal };
+      this.sendEvents();
       output = await Promise.race([Promise.resolve().then(() => tool.run(args, ctx)), timeout]);
     } catch (error) {
       // The error text may come from the outside world (an HTTP body): it carries the tool's labels.
@@ -696,7 +741,7 @@ class Activation {
       return toolError(`the result of '${tool.name}' was withheld: ${resultDecision.reasons.join('; ') || resultDecision.verdict}`);
     }
     const content = resultDecision.verdict === 'redact' && resultDecision.content !== undefined ? resultDecision.content : textOf(output);
-    await this.emit({ type: 'tool.result', tool: tool.name, callId: call.id, label: this.progress.label });
+    this.emit({ type: 'tool.result', tool: tool.name, callId: call.id, label: this.progress.label });
     return { content, isError: false, label: own, ...(resultDecision.flags?.length ? { flags: resultDecision.flags } : {}) };
   }
 
@@ -746,7 +791,7 @@ class Activation {
       };
       // A redelivery that lost the race to create it simply waits for the same request.
       if (await this.store.createApproval(auth ? auth.sealApprovalRequest(request) : request)) {
-        await this.emit({ type: 'approval.requested', approvalId: request.id, kind: ask.kind, subject: ask.subject, reasons: request.reasons, risk: request.risk, expiresAt: request.expiresAt });
+        this.emit({ type: 'approval.requested', approvalId: request.id, kind: ask.kind, subject: ask.subject, reasons: request.reasons, risk: request.risk, expiresAt: request.expiresAt });
       }
       throw new Parked(request.expiresAt, decided);
     }
@@ -756,7 +801,7 @@ class Activation {
       if (Date.now() < request.expiresAt) throw new Parked(request.expiresAt, decided);
       const expired: ApprovalDecision = { approvalId: request.id, status: 'expired', at: Date.now(), argsHash: request.argsHash };
       if (await this.store.decideApproval(auth ? auth.sealDecision(this.agent.name, expired) : expired)) {
-        await this.emit({ type: 'approval.decided', approvalId: request.id, subject: request.subject, status: 'expired' });
+        this.emit({ type: 'approval.decided', approvalId: request.id, subject: request.subject, status: 'expired' });
       }
       decision = (await this.store.getApproval(ask.id))?.decision ?? expired;
     }
@@ -769,7 +814,7 @@ class Activation {
         : decision.status === 'expired'
           ? `nobody decided within ${Math.round((request.expiresAt - request.requestedAt) / 1000)} s`
           : undefined);
-    await this.emit({ type: 'approval.resolved', approvalId: request.id, subject: request.subject, outcome, ...(refused ? { reason: refused } : {}) });
+    this.emit({ type: 'approval.resolved', approvalId: request.id, subject: request.subject, outcome, ...(refused ? { reason: refused } : {}) });
     this.traceWait(request, decision, outcome);
     if (refused === undefined) return 'approved';
     if (settings.onDeny === 'fail') throw new Error(`${request.kind === 'tool' ? 'the call to' : 'the handoff to'} '${request.subject}' was not approved: ${refused}`);
@@ -883,7 +928,7 @@ class Activation {
     }
     this.progress.sent += 1;
     await this.options.transport.enqueue(target, envelope.messageId, { envelope } satisfies JobData);
-    await this.emit({ type: 'handoff', to: target });
+    this.emit({ type: 'handoff', to: target });
     return { type: 'done', result: { status: 'handed_off', label: this.progress.label, usage: this.progress.usage } };
   }
 
@@ -921,7 +966,7 @@ class Activation {
     }
     this.progress.sent += 1;
     this.progress.awaiting = [...this.progress.awaiting, { callId: call.id, agent: target, jobId: envelope.messageId }];
-    await this.emit({ type: 'delegation.started', to: target, callId: call.id });
+    this.emit({ type: 'delegation.started', to: target, callId: call.id });
     return { queue: target, jobId: envelope.messageId, payload: { envelope } satisfies JobData };
   }
 
@@ -938,17 +983,17 @@ class Activation {
       if (auth && result && result.status !== 'completed' && !result.auth) result = { status: result.status, error: `no answer (${result.status})` };
       const forged = result?.auth || result?.status === 'completed' ? auth?.checkResult(pending.agent, this.agent.name, pending.jobId, result!) : undefined;
       if (forged) {
-        await this.emit({ type: 'envelope.rejected', reason: `answer of '${pending.agent}': ${forged}` });
+        this.emit({ type: 'envelope.rejected', reason: `answer of '${pending.agent}': ${forged}` });
         result = { status: 'rejected', error: 'its answer failed authentication' };
       }
       const call = assistant?.toolCalls?.find((c) => c.id === pending.callId) ?? { id: pending.callId, name: delegateToolName(pending.agent), arguments: '{}' };
-      await this.emit({ type: 'delegation.completed', to: pending.agent, callId: pending.callId, status: result?.status ?? 'failed' });
+      this.emit({ type: 'delegation.completed', to: pending.agent, callId: pending.callId, status: result?.status ?? 'failed' });
       let answerLabel = result?.label;
       const cap = answerLabel && this.options.declassify?.(pending.agent);
       if (answerLabel && cap && !leq(answerLabel, cap.to)) {
         // Declassification lowers confidentiality only: an untrusted answer stays untrusted.
         const lowered = { ...meet(answerLabel, cap.to), integrity: answerLabel.integrity };
-        await this.emit({ type: 'label.declassified', from: answerLabel, to: lowered, reason: cap.reason, source: pending.agent });
+        this.emit({ type: 'label.declassified', from: answerLabel, to: lowered, reason: cap.reason, source: pending.agent });
         answerLabel = lowered;
       }
       if (answerLabel) this.progress.label = join(this.progress.label, answerLabel);
@@ -964,7 +1009,7 @@ class Activation {
       else this.answer(call, `Error: '${pending.agent}' could not answer: ${result?.error ?? 'it failed'}`, true);
     }
     this.progress.awaiting = [];
-    if (missing.length > 0) await this.emit({ type: 'model.error', message: `asking ${missing.map((m) => m.agent).join(', ')} again: the delegation was not found`, willRetry: true });
+    if (missing.length > 0) this.emit({ type: 'model.error', message: `asking ${missing.map((m) => m.agent).join(', ')} again: the delegation was not found`, willRetry: true });
   }
 
   private async finish(text: string): Promise<TaskOutcome> {
@@ -973,19 +1018,24 @@ class Activation {
     const output = decision.verdict === 'redact' && decision.content !== undefined ? decision.content : text;
     const result: TaskResult = { status: 'completed', output, label: this.progress.label, usage: this.progress.usage };
     if (this.envelope.kind === 'delegate') return { type: 'done', result: this.answerToCaller(result) };
-    if (await this.store.finishRun(this.runId, 'completed', { output })) await this.emit({ type: 'run.completed', output });
+    // What the run did is in its stream and its audit trail before it ends, for anyone who reads them once it is over.
+    await this.flushEvents();
+    await this.flushAudit();
+    if (await this.store.finishRun(this.runId, 'completed', { output })) await this.emitNow({ type: 'run.completed', output });
     return { type: 'done', result };
   }
 
   private async fail(error: string): Promise<TaskOutcome> {
     // A delegated agent's failure is its caller's tool error, not the run's end.
+    await this.flushEvents();
+    await this.flushAudit();
     if (this.envelope.kind !== 'delegate' && (await this.store.finishRun(this.runId, 'failed', { error }))) {
-      await this.emit({ type: 'run.failed', error });
+      await this.emitNow({ type: 'run.failed', error });
       if (this.options.rollbackOn?.has('failure')) {
-        await startRollback({ transport: this.options.transport, runId: this.runId, trigger: 'failure', reason: error, trace: injectTrace(this.ctx), emit: (event) => this.emit(event) });
+        await startRollback({ transport: this.options.transport, runId: this.runId, trigger: 'failure', reason: error, trace: injectTrace(this.ctx), emit: (event) => this.emitNow(event) });
       }
     } else if (this.envelope.kind === 'delegate') {
-      await this.emit({ type: 'tool.error', tool: delegateToolName(this.agent.name), callId: this.envelope.messageId, message: error });
+      this.emit({ type: 'tool.error', tool: delegateToolName(this.agent.name), callId: this.envelope.messageId, message: error });
     }
     const result: TaskResult = { status: 'failed', error, label: this.progress.label, usage: this.progress.usage };
     return { type: 'done', result: this.envelope.kind === 'delegate' ? this.answerToCaller(result) : result };

@@ -65,6 +65,8 @@ export interface EventCursor {
   close(): Promise<void>;
 }
 
+export type MessageClaim = 'new' | 'redelivery' | 'replay';
+
 /** Durable run state: the run record, its event stream and its tool-call results. */
 export interface RunStore {
   createRun(record: Omit<RunRecord, 'updatedAt' | 'usage' | 'status'>): Promise<void>;
@@ -73,6 +75,8 @@ export interface RunStore {
   /** Moves a running run to a terminal status; false when it had already ended (first writer wins). */
   finishRun(runId: string, status: Exclude<RunStatus, 'running'>, detail: { output?: string; error?: string }): Promise<boolean>;
   appendEvent(runId: string, event: RunEventInput): Promise<void>;
+  /** Appends several events in order in one write; each keeps the time it happened (`at`). */
+  appendEvents(runId: string, events: ReadonlyArray<{ event: RunEventInput; at: number }>): Promise<void>;
   /** Resolves true once the run has ended (now or within `blockMs`), false when it has not by then. */
   waitForEnd(runId: string, blockMs: number): Promise<boolean>;
   /** A reader of the run's events from the beginning; each reader holds its own connection while open. */
@@ -83,7 +87,9 @@ export interface RunStore {
    * Records that a worker took a message: `new` the first time, `redelivery` when the same job
    * comes back (a crash, a delegation resuming), `replay` when it was finished or another job carries it.
    */
-  claimMessage(receiver: string, messageId: string, jobId: string): Promise<'new' | 'redelivery' | 'replay'>;
+  claimMessage(receiver: string, messageId: string, jobId: string): Promise<MessageClaim>;
+  /** `claimMessage` and `getRun` together, in one round trip: what a worker asks first of every job. */
+  claimForRun(receiver: string, messageId: string, jobId: string, runId: string): Promise<{ claim: MessageClaim; run: RunRecord | undefined }>;
   /** Marks a message finished: any later delivery of it is a replay. */
   completeMessage(receiver: string, messageId: string): Promise<void>;
   getToolCall(runId: string, key: string): Promise<ToolCallRecord | undefined>;

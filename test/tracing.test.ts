@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gunzipSync } from 'node:zlib';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ScriptedModel } from '../agents/providers/scripted.js';
 import { SupportBackend } from '../examples/support/backend.js';
 import { createSupportAgents } from '../examples/support/system.js';
@@ -113,7 +113,13 @@ describe('tracing: one trace per run across workers', () => {
     const run = await front.start('triage', `I was charged twice for ORD-5001, refund please. ${EMAIL}`, { principal: { id: 'user-1', roles: ['customer'] } });
     const result = await run.result({ timeoutMs: 20_000 });
     expect(result.output).toMatch(/refund/i);
-    await tracing.forceFlush();
+    // The run ends before the activation that ended it closes its span: wait until that span is exported.
+    await vi.waitFor(async () => {
+      await tracing.forceFlush();
+      const ended = spans.filter((s) => s.name === 'invoke_agent billing').map((s) => hex(s.spanId));
+      const refund = spans.find((s) => s.name === 'execute_tool issue_refund');
+      expect(refund && ended).toContain(refund && hex(refund.parentSpanId));
+    }, { timeout: 10_000, interval: 50 });
     // The first test's own span is in the export too; the run's are the rest.
     const runSpans = spans.filter((s) => s.name !== 'x');
 

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { TokenUsage } from '../../agents/model.js';
 import type { RunEventInput } from '../events.js';
 import type { ApprovalDecision, ApprovalRequest, ApprovalState } from '../approval.js';
-import { firstOfEachKey, type ActionRecord, type CompensationRecord, type EventCursor, type RunRecord, type RunStatus, type RunStore, type StoredEvent, type ToolCallRecord } from '../run-store.js';
+import { firstOfEachKey, type ActionRecord, type CompensationRecord, type EventCursor, type MessageClaim, type RunRecord, type RunStatus, type RunStore, type StoredEvent, type ToolCallRecord } from '../run-store.js';
 
 interface MemoryRun {
   record: RunRecord;
@@ -71,8 +71,12 @@ export class MemoryRunStore implements RunStore {
   }
 
   async appendEvent(runId: string, event: RunEventInput): Promise<void> {
-    const stored = { id: String(++this.seq), event: { ...event, at: Date.now() } } as StoredEvent;
-    this.run(runId).events.push(stored);
+    await this.appendEvents(runId, [{ event, at: Date.now() }]);
+  }
+
+  async appendEvents(runId: string, events: ReadonlyArray<{ event: RunEventInput; at: number }>): Promise<void> {
+    const stream = this.run(runId).events;
+    for (const { event, at } of events) stream.push({ id: String(++this.seq), event: { ...event, at } } as StoredEvent);
     this.appended.emit(runId);
   }
 
@@ -107,6 +111,11 @@ export class MemoryRunStore implements RunStore {
         wake?.();
       },
     };
+  }
+
+  async claimForRun(receiver: string, messageId: string, jobId: string, runId: string): Promise<{ claim: MessageClaim; run: RunRecord | undefined }> {
+    const claim = await this.claimMessage(receiver, messageId, jobId);
+    return { claim, run: await this.getRun(runId) };
   }
 
   async claimMessage(receiver: string, messageId: string, jobId: string): Promise<'new' | 'redelivery' | 'replay'> {

@@ -1,8 +1,9 @@
 import type { Redis } from 'ioredis';
+import { EndWatcher } from './end-watcher.js';
 import type { TokenUsage } from '../../agents/model.js';
 import type { RunEvent, RunEventInput } from '../events.js';
 import type { ApprovalDecision, ApprovalRequest, ApprovalState } from '../approval.js';
-import { firstOfEachKey, type ActionRecord, type CompensationRecord, type EventCursor, type RunRecord, type RunStatus, type RunStore, type StoredEvent, type ToolCallRecord } from '../run-store.js';
+import { firstOfEachKey, type ActionRecord, type CompensationRecord, type EventCursor, type MessageClaim, type RunRecord, type RunStatus, type RunStore, type StoredEvent, type ToolCallRecord } from '../run-store.js';
 
 export interface RedisRunStoreOptions {
   /** Key prefix shared with the queues; wrap it in braces (`{palisade}`) for Redis Cluster. */
@@ -32,6 +33,22 @@ const SCRIPTS = {
     numberOfKeys: 1,
     lua: `redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[2]) redis.call('PEXPIRE', KEYS[1], ARGV[3]) return 1`,
   },
+  palisadeAppendMany: {
+    numberOfKeys: 1,
+    lua: `for i = 3, #ARGV do redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[i]) end redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1`,
+  },
+  palisadeCreateRun: {
+    numberOfKeys: 1,
+    lua: `if redis.call('HSETNX', KEYS[1], 'id', ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'agent', ARGV[2], 'status', 'running', 'principal', ARGV[3], 'createdAt', ARGV[4], 'updatedAt', ARGV[4], 'inputTokens', 0, 'outputTokens', 0)
+redis.call('PEXPIRE', KEYS[1], ARGV[5]) return 1`,
+  },
+  palisadeClaimForRun: {
+    numberOfKeys: 2,
+    lua: `local claim = 'replay'
+if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then claim = 'new' elseif redis.call('GET', KEYS[1]) == ARGV[1] then claim = 'redelivery' end
+return {claim, redis.call('HGETALL', KEYS[2])}`,
+  },
   palisadeClaim: {
     numberOfKeys: 1,
     lua: `if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then return 'new' end
@@ -56,12 +73,29 @@ type ScriptedRedis = Redis & {
   [K in keyof typeof SCRIPTS]: (key: string, ...args: Array<string | number>) => Promise<unknown>;
 };
 
+/** A run record from its hash's fields; undefined when there is none. */
+function runRecord(h: Record<string, string>): RunRecord | undefined {
+  if (!h.id) return undefined;
+  return {
+    id: h.id,
+    agent: h.agent ?? '',
+    status: (h.status ?? 'running') as RunStatus,
+    principal: JSON.parse(h.principal ?? '{}'),
+    createdAt: Number(h.createdAt),
+    updatedAt: Number(h.updatedAt),
+    output: h.output,
+    error: h.error,
+    usage: { inputTokens: Number(h.inputTokens ?? 0), outputTokens: Number(h.outputTokens ?? 0) },
+  };
+}
+
 export class RedisRunStore implements RunStore {
   private readonly prefix: string;
   private readonly retentionMs: number;
   private readonly maxEvents: number;
 
   private readonly scripts: ScriptedRedis;
+  private readonly ends: EndWatcher;
 
   constructor(
     private readonly redis: Redis,
@@ -69,6 +103,7 @@ export class RedisRunStore implements RunStore {
   ) {
     for (const [name, script] of Object.entries(SCRIPTS)) if (!(name in redis)) redis.defineCommand(name, script);
     this.scripts = redis as ScriptedRedis;
+    this.ends = new EndWatcher(redis);
     this.prefix = options.prefix;
     this.retentionMs = options.retentionMs ?? 7 * 24 * 3600_000;
     this.maxEvents = options.maxEvents ?? 10_000;
@@ -79,35 +114,20 @@ export class RedisRunStore implements RunStore {
   }
 
   async createRun(record: Omit<RunRecord, 'updatedAt' | 'usage' | 'status'>): Promise<void> {
-    const created = await this.redis.hsetnx(this.key(record.id), 'id', record.id);
-    if (created === 0) throw new Error(`run ${record.id} already exists`);
     // Retention from the start: a run that never ends (its producer died) must not stay forever.
-    await this.redis.pexpire(this.key(record.id), this.retentionMs);
-    await this.redis.hset(this.key(record.id), {
-      agent: record.agent,
-      status: 'running',
-      principal: JSON.stringify(record.principal),
-      createdAt: record.createdAt,
-      updatedAt: record.createdAt,
-      inputTokens: 0,
-      outputTokens: 0,
-    });
+    const created = await this.scripts.palisadeCreateRun(this.key(record.id), record.id, record.agent, JSON.stringify(record.principal), record.createdAt, this.retentionMs);
+    if (created === 0) throw new Error(`run ${record.id} already exists`);
   }
 
   async getRun(runId: string): Promise<RunRecord | undefined> {
-    const h = await this.redis.hgetall(this.key(runId));
-    if (!h.id) return undefined;
-    return {
-      id: h.id,
-      agent: h.agent ?? '',
-      status: (h.status ?? 'running') as RunStatus,
-      principal: JSON.parse(h.principal ?? '{}'),
-      createdAt: Number(h.createdAt),
-      updatedAt: Number(h.updatedAt),
-      output: h.output,
-      error: h.error,
-      usage: { inputTokens: Number(h.inputTokens ?? 0), outputTokens: Number(h.outputTokens ?? 0) },
-    };
+    return runRecord(await this.redis.hgetall(this.key(runId)));
+  }
+
+  async claimForRun(receiver: string, messageId: string, jobId: string, runId: string): Promise<{ claim: MessageClaim; run: RunRecord | undefined }> {
+    const [claim, flat] = (await this.scripts.palisadeClaimForRun(`${this.prefix}:seen:${receiver}:${messageId}`, this.key(runId), jobId, this.retentionMs)) as [MessageClaim, string[]];
+    const h: Record<string, string> = {};
+    for (let i = 0; i + 1 < flat.length; i += 2) h[flat[i]!] = flat[i + 1]!;
+    return { claim, run: runRecord(h) };
   }
 
   async addUsage(runId: string, usage: TokenUsage): Promise<void> {
@@ -127,18 +147,14 @@ export class RedisRunStore implements RunStore {
     await this.scripts.palisadeAppend(key, this.maxEvents, JSON.stringify(stamped), this.retentionMs);
   }
 
+  async appendEvents(runId: string, events: ReadonlyArray<{ event: RunEventInput; at: number }>): Promise<void> {
+    if (events.length === 0) return;
+    const key = this.key(runId, 'events');
+    await this.scripts.palisadeAppendMany(key, this.maxEvents, this.retentionMs, ...events.map(({ event, at }) => JSON.stringify({ ...event, at })));
+  }
+
   async waitForEnd(runId: string, blockMs: number): Promise<boolean> {
-    // A blocking read holds its connection, so each wait gets its own (as an event reader does).
-    const conn = this.redis.duplicate();
-    conn.on('error', () => {
-      // The read below rejects with the cause.
-    });
-    try {
-      const reply = await conn.xread('COUNT', 1, 'BLOCK', Math.max(1, blockMs), 'STREAMS', this.key(runId, 'end'), '0');
-      return reply !== null;
-    } finally {
-      conn.disconnect();
-    }
+    return this.ends.wait(this.key(runId, 'end'), Math.max(1, blockMs));
   }
 
   async listEvents(runId: string): Promise<StoredEvent[]> {
@@ -170,9 +186,9 @@ export class RedisRunStore implements RunStore {
     };
   }
 
-  async claimMessage(receiver: string, messageId: string, jobId: string): Promise<'new' | 'redelivery' | 'replay'> {
+  async claimMessage(receiver: string, messageId: string, jobId: string): Promise<MessageClaim> {
     const key = `${this.prefix}:seen:${receiver}:${messageId}`;
-    return (await this.scripts.palisadeClaim(key, jobId, this.retentionMs)) as 'new' | 'redelivery' | 'replay';
+    return (await this.scripts.palisadeClaim(key, jobId, this.retentionMs)) as MessageClaim;
   }
 
   async completeMessage(receiver: string, messageId: string): Promise<void> {
@@ -242,6 +258,7 @@ export class RedisRunStore implements RunStore {
   }
 
   async close(): Promise<void> {
-    // The connection belongs to the transport, which closes it.
+    // The shared connection belongs to the transport, which closes it; the watcher's is this store's.
+    this.ends.close();
   }
 }

@@ -221,6 +221,7 @@ export class BullMQTransport implements Transport {
     this.queues.clear();
     await this.flows?.close();
     this.flows = undefined;
+    await this.store.close();
     await this.redis.quit().catch(() => this.redis.disconnect());
   }
 }
