@@ -181,9 +181,8 @@ const TURN_IDLE_MS = 5000;
 // ---------------------------------------------------------------------------------------------
 // Canonical JSON and hashing
 
-const LONE_SURROGATE = /\p{Cs}/gu;
-/** Lone surrogates cannot survive UTF-8 storage; replace them as Redis would, so hashes stay stable. */
-const wellFormed = (s: string): string => s.replace(LONE_SURROGATE, '\uFFFD');
+/** Lone surrogates cannot survive UTF-8 storage; replace them (with U+FFFD) as Redis would, so hashes stay stable. */
+const wellFormed = (s: string): string => (s.isWellFormed() ? s : s.toWellFormed());
 
 /**
  * Canonical JSON (RFC 8785 / JCS for JSON values): object keys sorted by UTF-16 code units, no
