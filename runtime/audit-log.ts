@@ -673,6 +673,8 @@ type Prepared = Omit<StoredRecord, 'seq' | 'prev' | 'hash' | 'mac'>;
 interface PreparedEntry {
   entry: Prepared;
   json: { chain: string; reasons?: string; detail?: string };
+  /** The writer's key, for the record's MAC. */
+  secret?: Buffer;
 }
 interface Pending {
   entry: PreparedEntry;
@@ -680,6 +682,16 @@ interface Pending {
   reject: (error: unknown) => void;
 }
 
+
+function checkSigner(writer: string, key: AuditLogOptions['key']): void {
+  if (!writer) throw new AuditError('an audit writer needs a non-empty id');
+  if (key) {
+    if (!key.kid) throw new AuditError('an audit key needs a non-empty kid');
+    if (key.secret.length < 16) throw new AuditError('an audit key secret needs at least 16 bytes');
+  }
+}
+
+const signingKey = (key: AuditLogOptions['key']): { kid: string; secret: Buffer } | undefined => (key ? { kid: wellFormed(key.kid), secret: Buffer.from(key.secret) } : undefined);
 
 export class AuditLog {
   readonly streamKey: string;
@@ -701,11 +713,7 @@ export class AuditLog {
   private readonly waiting = new Map<string, { head?: AuditHead; wake?: () => void }>();
 
   constructor(options: AuditLogOptions) {
-    if (!options.writer) throw new AuditError('an audit writer needs a non-empty id');
-    if (options.key) {
-      if (!options.key.kid) throw new AuditError('an audit key needs a non-empty kid');
-      if (options.key.secret.length < 16) throw new AuditError('an audit key secret needs at least 16 bytes');
-    }
+    checkSigner(options.writer, options.key);
     this.redis = options.redis;
     this.streamKey = `${options.prefix}:audit`;
     this.headKey = `${options.prefix}:audit:head`;
@@ -713,7 +721,7 @@ export class AuditLog {
     this.aliveKey = `${options.prefix}:audit:line:alive`;
     this.turnChannel = `${options.prefix}:audit:turn`;
     this.writer = wellFormed(options.writer);
-    this.key = options.key ? { kid: wellFormed(options.key.kid), secret: Buffer.from(options.key.secret) } : undefined;
+    this.key = signingKey(options.key);
     this.timeoutMs = options.timeoutMs ?? 10_000;
     this.maxDetailBytes = options.maxDetailBytes ?? 8192;
   }
@@ -729,9 +737,25 @@ export class AuditLog {
    * itself after 5 s without contention, or call `close()` on shutdown.
    */
   append(entry: AuditEntryInput): Promise<AuditRecord> {
+    return this.enqueue(entry, this.writer, this.key);
+  }
+
+  /**
+   * Appends as another writer, with that writer's key, through this instance: the writers of one process
+   * (the edge and each agent it serves) then share one batch and one view of the head, instead of taking
+   * turns on the head against each other.
+   */
+  as(writer: string, key?: AuditLogOptions['key']): { append(entry: AuditEntryInput): Promise<AuditRecord> } {
+    checkSigner(writer, key);
+    const name = wellFormed(writer);
+    const signing = signingKey(key);
+    return { append: (entry) => this.enqueue(entry, name, signing) };
+  }
+
+  private enqueue(entry: AuditEntryInput, writer: string, key: { kid: string; secret: Buffer } | undefined): Promise<AuditRecord> {
     let prepared: PreparedEntry;
     try {
-      prepared = this.prepare(entry);
+      prepared = this.prepare(entry, writer, key);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -742,7 +766,7 @@ export class AuditLog {
     });
   }
 
-  private prepare(entry: AuditEntryInput): PreparedEntry {
+  private prepare(entry: AuditEntryInput, writer: string, key: { kid: string; secret: Buffer } | undefined): PreparedEntry {
     const parsed = InputSchema.safeParse(entry);
     if (!parsed.success) throw new AuditError(`invalid audit entry: ${parsed.error.issues.map((i) => `${i.path.join('.') || '(entry)'}: ${i.message}`).join('; ')}`);
     const input = parsed.data;
@@ -762,7 +786,7 @@ export class AuditLog {
     const text = (s: string | undefined): string | undefined => (s === undefined ? undefined : wellFormed(s));
     const out: Prepared = {
       at: Date.now(),
-      writer: this.writer,
+      writer,
       runId: wellFormed(input.runId),
       principal: wellFormed(input.principal),
       tenant: text(input.tenant),
@@ -774,13 +798,13 @@ export class AuditLog {
       reasons: input.reasons?.map(wellFormed),
       risk: input.risk === undefined ? undefined : input.risk === 0 ? 0 : input.risk, // -0 prints as 0
       detail,
-      kid: this.key?.kid,
+      kid: key?.kid,
     };
     for (const k of Object.keys(out) as (keyof Prepared)[]) if (out[k] === undefined) delete out[k];
     const json: PreparedEntry['json'] = { chain: canonicalJson(out.chain) };
     if (out.reasons) json.reasons = canonicalJson(out.reasons);
     if (detailJson !== undefined) json.detail = detailJson;
-    return { entry: out, json };
+    return { entry: out, json, ...(key ? { secret: key.secret } : {}) };
   }
 
   private async drain(): Promise<void> {
@@ -803,11 +827,11 @@ export class AuditLog {
 
   private chainFrom(head: AuditHead, entries: PreparedEntry[]): AuditRecord[] {
     let { seq, hash } = head;
-    return entries.map(({ entry, json }) => {
+    return entries.map(({ entry, json, secret }) => {
       seq += 1;
       const body = { ...entry, seq, prev: hash };
       const record: AuditRecord = { ...body, hash: sha256(`${hash}\n${canonicalBody(body, json)}`), streamId: `${seq}-0` };
-      if (this.key) record.mac = hmac(this.key.secret, record.hash);
+      if (secret) record.mac = hmac(secret, record.hash);
       hash = record.hash;
       return record;
     });

@@ -18,7 +18,7 @@ import { InvalidRunInputError, isRedisUnavailable, TransportUnavailableError, Un
 import { PrincipalSchema, type PrincipalInput } from './principal.js';
 import { Run } from './run.js';
 import { AuditLog } from './audit-log.js';
-import { auditEntryFor, recordRunEvent } from './audit-trail.js';
+import { auditEntryFor, recordRunEvent, type AuditSink } from './audit-trail.js';
 import { EnvelopeAuth } from './envelope-auth.js';
 import { EDGE, type Keyring } from './keyring.js';
 import { BullMQTransport } from './transports/bullmq-transport.js';
@@ -78,8 +78,10 @@ export class Runtime {
   private readonly maxMessageBytes: number;
   private readonly policy: Policy | undefined;
   private readonly auth: EnvelopeAuth | undefined;
-  private readonly auditLogs = new Map<string, AuditLog>();
-  private readonly auditFor: (writer: string) => AuditLog | undefined;
+  /** One log per process: its writers (the edge, each agent served) share its batches and its view of the head. */
+  private auditLog: AuditLog | undefined;
+  private readonly auditSinks = new Map<string, AuditSink>();
+  private readonly auditFor: (writer: string) => AuditSink | undefined;
   private approvalDesk: Approvals | undefined;
 
   constructor(options: RuntimeOptions = {}) {
@@ -102,13 +104,13 @@ export class Runtime {
     // The audit log lives in Redis; the embedded transport keeps none.
     this.auditFor = (writer: string) => {
       if (!(transport instanceof BullMQTransport)) return undefined;
-      let log = this.auditLogs.get(writer);
-      if (!log) {
-        const key = options.keys?.audit.get(writer);
-        log = new AuditLog({ redis: transport.connection, prefix: transport.prefix, writer, ...(key ? { key } : {}) });
-        this.auditLogs.set(writer, log);
+      let sink = this.auditSinks.get(writer);
+      if (!sink) {
+        this.auditLog ??= new AuditLog({ redis: transport.connection, prefix: transport.prefix, writer });
+        sink = this.auditLog.as(writer, options.keys?.audit.get(writer));
+        this.auditSinks.set(writer, sink);
       }
-      return log;
+      return sink;
     };
     const policy = this.policy;
     const approvals: ApprovalSettings | undefined = policy && {
@@ -303,8 +305,9 @@ export class Runtime {
   /** Stops workers (waiting up to `timeoutMs` for jobs in hand) and closes the transport. */
   async close(options: { timeoutMs?: number } = {}): Promise<void> {
     await Promise.all(this.consumers.splice(0).map((c) => c.close(options.timeoutMs ?? 10_000)));
-    await Promise.all([...this.auditLogs.values()].map((log) => log.close()));
-    this.auditLogs.clear();
+    await this.auditLog?.close();
+    this.auditLog = undefined;
+    this.auditSinks.clear();
     await this.transport.close();
   }
 }

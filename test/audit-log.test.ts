@@ -133,6 +133,22 @@ describe('AuditLog', () => {
     expect(await log.lastSeq()).toBe(6);
   });
 
+  it('appends as several writers through one log, each record MAC-ed with its own writer’s key, in one batch', async () => {
+    const shared = new AuditLog({ redis, prefix, writer: 'process' });
+    const billing = shared.as('agent:billing', BILLING);
+    const edge = shared.as('edge', EDGE);
+    const written = await Promise.all([billing.append(entry(1)), edge.append(entry(2)), billing.append(entry(3))]);
+    expect(written.map((r) => [r.seq, r.writer, r.kid])).toEqual([
+      [1, 'agent:billing', BILLING.kid],
+      [2, 'edge', EDGE.kid],
+      [3, 'agent:billing', BILLING.kid],
+    ]);
+    expect(written[1]!.mac).toBe(computeMac(EDGE.secret, written[1]!.hash));
+    expect(await shared.verify({ keys: KEYS, requireMac: true })).toMatchObject({ ok: true, entries: 3, macsVerified: 3 });
+    expect(() => shared.as('', BILLING)).toThrow(AuditError);
+    expect(() => shared.as('agent:x', { kid: 'k', secret: Buffer.alloc(4) })).toThrow(/at least 16 bytes/);
+  });
+
   it('hashes what it stores: any entry reads back with the hash its fields give', async () => {
     const log = billingLog();
     const text = fc.string({ unit: 'grapheme', maxLength: 12 });
