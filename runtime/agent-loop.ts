@@ -163,7 +163,8 @@ export class AgentLoop {
       return this.done(envelope, { type: 'done', result: { status: 'cancelled', error: `run is ${run.status}` } });
     }
     const activation = new Activation(this.options, task, envelope, agent);
-    return this.done(envelope, await activation.resume(data.progress));
+    // The activation marks its message done itself, with its last events.
+    return activation.resume(data.progress);
   }
 
   /** The first worker to see a cancelled run undoes its side effects, when the policy says so. */
@@ -316,7 +317,12 @@ class Activation {
   }
 
   /** Waits until every event emitted so far is in the run's stream; throws what kept one out. */
-  private async flushEvents(): Promise<void> {
+  private async flushEvents(finished = false): Promise<void> {
+    if (finished) {
+      // Whatever is being written goes first; the rest goes with the mark, in order.
+      while (this.eventsWritten) await this.eventsWritten;
+      if (this.eventFailure === undefined) await this.store.finishMessage(this.runId, this.events.splice(0), this.envelope.receiver, this.envelope.messageId);
+    }
     this.sendEvents();
     while (this.eventsWritten) await this.eventsWritten;
     if (this.eventFailure !== undefined) throw this.eventFailure;
@@ -420,7 +426,8 @@ class Activation {
     this.ctx = trace.setSpan(parent, this.span);
     try {
       const outcome = await this.activate(saved);
-      await this.flushEvents();
+      // A finished activation's last events and the mark that its message is done go in one write.
+      await this.flushEvents(outcome.type === 'done');
       await this.flushAudit();
       if (outcome.type === 'park' && this.span.isRecording()) this.span.addEvent('palisade.approval.waiting', { 'palisade.approval.until': new Date(outcome.until).toISOString() });
       if (this.span.isRecording()) {

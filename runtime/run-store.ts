@@ -92,6 +92,8 @@ export interface RunStore {
   claimForRun(receiver: string, messageId: string, jobId: string, runId: string): Promise<{ claim: MessageClaim; run: RunRecord | undefined }>;
   /** Marks a message finished: any later delivery of it is a replay. */
   completeMessage(receiver: string, messageId: string): Promise<void>;
+  /** `appendEvents` and `completeMessage` in one write: an activation's last events and the end of its message. */
+  finishMessage(runId: string, events: ReadonlyArray<{ event: RunEventInput; at: number }>, receiver: string, messageId: string): Promise<void>;
   getToolCall(runId: string, key: string): Promise<ToolCallRecord | undefined>;
   putToolCall(runId: string, key: string, record: ToolCallRecord): Promise<void>;
   /** Appends to the run's action log; a redelivery may append the same key again (readers keep the first). */

@@ -128,6 +128,11 @@ export class MemoryRunStore implements RunStore {
     return current === jobId ? 'redelivery' : 'replay';
   }
 
+  async finishMessage(runId: string, events: ReadonlyArray<{ event: RunEventInput; at: number }>, receiver: string, messageId: string): Promise<void> {
+    await this.appendEvents(runId, events);
+    await this.completeMessage(receiver, messageId);
+  }
+
   async completeMessage(receiver: string, messageId: string): Promise<void> {
     this.seen.set(`${receiver}:${messageId}`, '\0done');
   }

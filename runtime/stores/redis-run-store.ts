@@ -37,6 +37,12 @@ const SCRIPTS = {
     numberOfKeys: 1,
     lua: `for i = 3, #ARGV do redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[i]) end redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1`,
   },
+  palisadeFinishMessage: {
+    numberOfKeys: 2,
+    lua: `for i = 4, #ARGV do redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[i]) end
+if #ARGV >= 4 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2]) return 1`,
+  },
   palisadeCreateRun: {
     numberOfKeys: 1,
     lua: `if redis.call('HSETNX', KEYS[1], 'id', ARGV[1]) == 0 then return 0 end
@@ -72,6 +78,9 @@ return 'replay'`,
 type ScriptedRedis = Redis & {
   [K in keyof typeof SCRIPTS]: (key: string, ...args: Array<string | number>) => Promise<unknown>;
 };
+
+/** What a finished message's claim holds: no job id equals it, so any later delivery is a replay. */
+const DONE = '\0done';
 
 /** A run record from its hash's fields; undefined when there is none. */
 function runRecord(h: Record<string, string>): RunRecord | undefined {
@@ -192,7 +201,11 @@ export class RedisRunStore implements RunStore {
   }
 
   async completeMessage(receiver: string, messageId: string): Promise<void> {
-    await this.redis.set(`${this.prefix}:seen:${receiver}:${messageId}`, '\0done', 'PX', this.retentionMs);
+    await this.redis.set(`${this.prefix}:seen:${receiver}:${messageId}`, DONE, 'PX', this.retentionMs);
+  }
+
+  async finishMessage(runId: string, events: ReadonlyArray<{ event: RunEventInput; at: number }>, receiver: string, messageId: string): Promise<void> {
+    await this.scripts.palisadeFinishMessage(this.key(runId, 'events'), `${this.prefix}:seen:${receiver}:${messageId}`, this.maxEvents, this.retentionMs, DONE, ...events.map(({ event, at }) => JSON.stringify({ ...event, at })));
   }
 
   async getToolCall(runId: string, key: string): Promise<ToolCallRecord | undefined> {
