@@ -160,7 +160,8 @@ export class AgentLoop {
     if (!run) return this.reject(task, `no run ${envelope.runId} exists`);
     if (run.status !== 'running') {
       if (run.status === 'cancelled') await this.rollBackCancelled(envelope);
-      return this.done(envelope, { type: 'done', result: { status: 'cancelled', error: `run is ${run.status}` } });
+      await this.store.completeMessage(envelope.receiver, envelope.messageId);
+      return { type: 'done', result: { status: 'cancelled', error: `run is ${run.status}` } };
     }
     const activation = new Activation(this.options, task, envelope, agent);
     // The activation marks its message done itself, with its last events.
@@ -173,11 +174,6 @@ export class AgentLoop {
     const ctx = { runId: envelope.runId, principal: envelope.principal, chain: envelope.chain, agent: envelope.receiver };
     const emit = (event: RunEventInput) => recordRunEvent(this.store, this.options.audit?.(envelope.receiver), event, ctx);
     await startRollback({ transport: this.options.transport, runId: envelope.runId, trigger: 'cancel', reason: 'the run was cancelled', trace: envelope.trace, emit });
-  }
-
-  private async done(envelope: Envelope, outcome: TaskOutcome): Promise<TaskOutcome> {
-    if (outcome.type === 'done') await this.store.completeMessage(envelope.receiver, envelope.messageId);
-    return outcome;
   }
 
   /** Why the job's envelope and checkpoint cannot be believed, if they cannot. */

@@ -33,6 +33,25 @@ describe('EndWatcher: many waits over one connection', () => {
     }
   });
 
+  it('works where the server refuses CLIENT commands (some managed Redis), with short blocking reads', async () => {
+    const user = `palisade-test-${prefix.slice(-8)}`;
+    await redis.acl('SETUSER', user, 'on', '>watcher-test-password', '~*', '&*', '+@all', '-client');
+    const limited = new Redis(REDIS_URL, { username: user, password: 'watcher-test-password', maxRetriesPerRequest: 1 });
+    const watcher = new EndWatcher(limited);
+    try {
+      const first = watcher.wait(`${prefix}:end:acl-1`, 30_000);
+      const second = watcher.wait(`${prefix}:end:acl-2`, 30_000);
+      await redis.xadd(`${prefix}:end:acl-2`, '*', 's', 'completed');
+      await expect(second).resolves.toBe(true);
+      await redis.xadd(`${prefix}:end:acl-1`, '*', 's', 'completed');
+      await expect(first).resolves.toBe(true);
+    } finally {
+      watcher.close();
+      limited.disconnect();
+      await redis.acl('DELUSER', user);
+    }
+  });
+
   it('ends pending waits as not ended when closed, and answers none after', async () => {
     const watcher = new EndWatcher(redis);
     const pending = watcher.wait(`${prefix}:end:closing`, 30_000);

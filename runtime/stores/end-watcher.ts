@@ -1,7 +1,11 @@
-import type { Redis } from 'ioredis';
+import { ReplyError, type Redis } from 'ioredis';
 
 /** How long one blocking read waits before it is issued again; a wait that starts meanwhile interrupts it. */
 const BLOCK_MS = 1000;
+/** After a failed read (Redis away, loading its data), the next one waits this long. */
+const RETRY_MS = 200;
+/** Where CLIENT is not allowed (some managed Redis), reads block this briefly instead, so a new wait is soon included. */
+const SHORT_BLOCK_MS = 20;
 
 /**
  * Waits for the ends of many runs over one connection: one blocking XREAD on every awaited end stream.
@@ -9,9 +13,20 @@ const BLOCK_MS = 1000;
  * follows. A wait that starts while the read is blocked interrupts it (CLIENT UNBLOCK from the shared
  * connection), so the next read includes it at once.
  */
+/** The connection's client id, or null when the server refuses the command (an error reply, not a lost connection). */
+async function clientId(conn: Redis): Promise<number | null> {
+  try {
+    return (await conn.client('ID')) as number;
+  } catch (error) {
+    if (error instanceof ReplyError) return null;
+    throw error;
+  }
+}
+
 export class EndWatcher {
   private conn: Redis | undefined;
-  private connId: Promise<number> | undefined;
+  /** The reader's client id; null where the server refuses CLIENT commands. */
+  private connId: number | null | undefined;
   private readonly waiters = new Map<string, Set<(ended: boolean) => void>>();
   private reading: Promise<void> | undefined;
   private blocked = false;
@@ -40,23 +55,27 @@ export class EndWatcher {
   }
 
   private async read(): Promise<void> {
-    try {
-      while (this.waiters.size > 0 && !this.closed) {
+    while (this.waiters.size > 0 && !this.closed) {
+      try {
         const conn = this.connection();
-        await this.connId;
+        // The id changes with every reconnection; CLIENT UNBLOCK needs the current one.
+        this.connId ??= await clientId(conn);
         const keys = [...this.waiters.keys()];
         this.blocked = true;
         let reply: Array<[string, unknown]> | null;
         try {
-          reply = (await conn.xread('COUNT', 1, 'BLOCK', BLOCK_MS, 'STREAMS', ...keys, ...keys.map(() => '0'))) as Array<[string, unknown]> | null;
+          const block = this.connId === null ? SHORT_BLOCK_MS : BLOCK_MS;
+          reply = (await conn.xread('COUNT', 1, 'BLOCK', block, 'STREAMS', ...keys, ...keys.map(() => '0'))) as Array<[string, unknown]> | null;
         } finally {
           this.blocked = false;
         }
         for (const [key] of reply ?? []) for (const done of [...(this.waiters.get(key) ?? [])]) done(true);
+      } catch {
+        // Redis is away or not ready: the waits stay until their own time is up (their callers then read
+        // the run record, which says why), and reading starts again shortly, not at once.
+        this.connId = undefined;
+        await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
       }
-    } catch {
-      // Redis failed: every wait ends as "not yet", and its caller reads the run record, which says why.
-      for (const set of this.waiters.values()) for (const done of [...set]) done(false);
     }
   }
 
@@ -66,18 +85,14 @@ export class EndWatcher {
       conn.on('error', () => {
         // The blocked read rejects with the cause.
       });
-      // The id changes with every reconnection; CLIENT UNBLOCK needs the current one.
-      const id = (): Promise<number> => conn.client('ID') as Promise<number>;
-      this.connId = id();
-      conn.on('ready', () => void (this.connId = id()));
+      conn.on('ready', () => (this.connId = undefined));
       this.conn = conn;
     }
     return this.conn;
   }
 
   private async interrupt(): Promise<void> {
-    const id = await this.connId?.catch(() => undefined);
-    if (id !== undefined) await this.redis.client('UNBLOCK', id).catch(() => undefined);
+    if (typeof this.connId === 'number') await this.redis.client('UNBLOCK', this.connId).catch(() => undefined);
   }
 
   close(): void {
