@@ -306,13 +306,16 @@ class Activation {
     }
   }
 
-  /** Records an event and waits until it is written: for what other workers act on next (a rollback's steps). */
+  /** Records an event and waits until it is written: for what others read at once (a run's last event, a rollback's start). */
   private async emitNow(event: RunEventInput): Promise<void> {
     this.emit(event);
     await this.flushEvents();
   }
 
-  /** Waits until every event emitted so far is in the run's stream; throws what kept one out. */
+  /**
+   * Waits until every event emitted so far is in the run's stream; throws what kept one out. With
+   * `finished`, the last of them go in one write with the mark that the activation's message is done.
+   */
   private async flushEvents(finished = false): Promise<void> {
     if (finished) {
       // Whatever is being written goes first; the rest goes with the mark, in order.
