@@ -291,18 +291,22 @@ class Activation {
 
   /** Starts writing the buffered events and audit entries without waiting: before the model or a tool takes its time, so followers see progress. */
   private sendEvents(): void {
-    if (this.events.length > 0) this.eventsWritten ??= this.writeEvents();
+    if (this.events.length > 0 && this.eventFailure === undefined && !this.eventsWritten) {
+      // Cleared once settled (never before it is set: a write that fails at once must not leave a settled promise behind).
+      const written: Promise<void> = this.writeEvents().finally(() => {
+        if (this.eventsWritten === written) this.eventsWritten = undefined;
+      });
+      this.eventsWritten = written;
+    }
     // Appended in one tick, they go to the log as one batch.
     for (const { sink, entry } of this.unaudited.splice(0)) this.auditing.push(sink.append(entry).then(() => undefined, (error: unknown) => void (this.auditFailure ??= error)));
   }
 
   private async writeEvents(): Promise<void> {
     try {
-      while (this.events.length > 0 && this.eventFailure === undefined) await this.store.appendEvents(this.runId, this.events.splice(0));
+      while (this.events.length > 0) await this.store.appendEvents(this.runId, this.events.splice(0));
     } catch (error) {
       this.eventFailure = error;
-    } finally {
-      this.eventsWritten = undefined;
     }
   }
 

@@ -265,6 +265,26 @@ describe.each(transports)('runtime conformance on the $name transport', ({ make 
     await expect(after.result()).resolves.toMatchObject({ output: 'fine' });
   });
 
+  it('an activation whose event writes fail (Redis going away) ends its attempt and is retried, instead of waiting forever', async () => {
+    const rt = await boot([
+      defineAgent({ name: 'solo', instructions: 'x', tools: [defineTool({ name: 'slow', description: 's', input: z.object({}), effect: 'read', run: () => 'ok' })], model: scripted((c) => (c.called('slow') ? 'fine' : { calls: [{ name: 'slow' }] })) }),
+    ]);
+    const store = rt.transport.store;
+    const append = store.appendEvents.bind(store);
+    let failures = 2;
+    // The activation's first writes fail the way a lost connection does; later ones go through.
+    store.appendEvents = async (runId, events) => {
+      if (failures > 0 && events.some(({ event }) => event.type === 'agent.started')) {
+        failures -= 1;
+        throw new Error('Connection is closed.');
+      }
+      return append(runId, events);
+    };
+    const run = await rt.start('solo', 'go', { principal });
+    await expect(run.result({ timeoutMs: 20_000 })).resolves.toMatchObject({ output: 'fine' });
+    expect(failures).toBe(0);
+  });
+
   it('lists a run’s events as its event reader reads them', async () => {
     const rt = await boot([defineAgent({ name: 'solo', instructions: 'x', model: scripted(() => 'fine') })]);
     const run = await rt.start('solo', 'list me', { principal });
