@@ -341,13 +341,18 @@ function readsEntity(text: string, variable: 'principal' | 'resource'): boolean 
  * attribute (`context == {...}`) may read them all.
  */
 function contextKeysRead(texts: readonly string[]): ReadonlySet<string> | undefined {
-  const keys = new Set<string>();
-  for (const text of texts) {
-    const uses = text.match(/\bcontext\b\s*(\.|\[|has\b)?/g) ?? [];
-    if (uses.some((use) => !/(\.|\[|has)$/.test(use))) return undefined;
-    for (const key of CONTEXT_KEYS) if (new RegExp(`\\b${key}\\b`).test(text)) keys.add(key);
-  }
-  return keys;
+  const all = texts.join('\n');
+  if (readsWhole(all, 'context')) return undefined;
+  return new Set([...CONTEXT_KEYS].filter((key) => new RegExp(`\\b${key}\\b`).test(all)));
+}
+
+/**
+ * Whether a record named `name` is used other than through one of its attributes (`.x`, `["x"]`,
+ * `has x`) or a presence test (`has name`): such a use may read every attribute.
+ */
+function readsWhole(text: string, name: string): boolean {
+  for (const use of text.matchAll(new RegExp(`(has\\s+)?\\b${name}\\b\\s*(\\.|\\[|has\\b)?`, 'g'))) if (!use[1] && !use[2]) return true;
+  return false;
 }
 
 /**
@@ -357,8 +362,7 @@ function contextKeysRead(texts: readonly string[]): ReadonlySet<string> | undefi
  */
 function argumentsRead(texts: readonly string[]): ((name: string) => boolean) | undefined {
   const all = texts.join('\n');
-  // `context has args` tests presence; any other use of `args` but through an attribute reads them whole.
-  for (const use of all.matchAll(/(has\s+)?\bargs\b\s*(\.|\[|has\b)?/g)) if (!use[1] && !use[2]) return undefined;
+  if (readsWhole(all, 'args')) return undefined;
   const known = new Map<string, boolean>();
   return (name) => {
     let reads = known.get(name);

@@ -118,7 +118,7 @@ export class MemoryRunStore implements RunStore {
     return { claim, run: await this.getRun(runId) };
   }
 
-  async claimMessage(receiver: string, messageId: string, jobId: string): Promise<'new' | 'redelivery' | 'replay'> {
+  async claimMessage(receiver: string, messageId: string, jobId: string): Promise<MessageClaim> {
     const key = `${receiver}:${messageId}`;
     const current = this.seen.get(key);
     if (current === undefined) {

@@ -29,10 +29,6 @@ return 1`;
  * rest of a hop's bookkeeping.
  */
 const SCRIPTS = {
-  palisadeAppend: {
-    numberOfKeys: 1,
-    lua: `redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[2]) redis.call('PEXPIRE', KEYS[1], ARGV[3]) return 1`,
-  },
   palisadeAppendMany: {
     numberOfKeys: 1,
     lua: `for i = 3, #ARGV do redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[i]) end redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1`,
@@ -151,9 +147,7 @@ export class RedisRunStore implements RunStore {
   }
 
   async appendEvent(runId: string, event: RunEventInput): Promise<void> {
-    const stamped = { ...event, at: Date.now() };
-    const key = this.key(runId, 'events');
-    await this.scripts.palisadeAppend(key, this.maxEvents, JSON.stringify(stamped), this.retentionMs);
+    await this.appendEvents(runId, [{ event, at: Date.now() }]);
   }
 
   async appendEvents(runId: string, events: ReadonlyArray<{ event: RunEventInput; at: number }>): Promise<void> {

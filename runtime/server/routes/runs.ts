@@ -1,4 +1,6 @@
-import { EDGE_PERMISSIONS } from '../access.js';
+import type { Principal } from '../../principal.js';
+import type { RunRecord } from '../../run-store.js';
+import { EDGE_PERMISSIONS, type EdgePermission } from '../access.js';
 import { visibleRun, type ServerContext } from '../context.js';
 import { forbidden } from '../errors.js';
 import { defineRoute, type Route } from '../route.js';
@@ -8,6 +10,12 @@ import { CancelBody, CancelledOut, ListRunsQuery, RollbackBody, RollbackOut, Run
 
 export function runRoutes(ctx: ServerContext): Route[] {
   const { access } = ctx;
+  /** The run, when the caller may act on it under `permission`: 404 when it may not see it, 403 when it sees it but may not act. */
+  const runToActOn = async (principal: Principal, runId: string, permission: EdgePermission, what: string): Promise<RunRecord> => {
+    const { run } = await visibleRun(ctx, principal, runId, permission);
+    if (!access.reaches(principal, run.principal, permission)) throw forbidden(`'${principal.id}' may not ${what}: that needs ${permission}`);
+    return run;
+  };
   return [
     defineRoute({
       method: 'POST',
@@ -80,8 +88,7 @@ export function runRoutes(ctx: ServerContext): Route[] {
       ok: { status: 200, description: 'whether this request ended the run', schema: CancelledOut },
       errors: [403, 404],
       handler: async ({ principal, params, body }) => {
-        const { run } = await visibleRun(ctx, principal, params.id, EDGE_PERMISSIONS.cancelRuns);
-        if (!access.reaches(principal, run.principal, EDGE_PERMISSIONS.cancelRuns)) throw forbidden(`'${principal.id}' may not cancel runs of others: that needs ${EDGE_PERMISSIONS.cancelRuns}`);
+        const run = await runToActOn(principal, params.id, EDGE_PERMISSIONS.cancelRuns, 'cancel runs of others');
         const cancelled = await ctx.runtime.run(run.id).cancel(body.reason ?? `cancelled by ${principal.id}`);
         const now = await ctx.store.getRun(run.id);
         return { runId: run.id, cancelled, status: now?.status ?? run.status };
@@ -98,8 +105,7 @@ export function runRoutes(ctx: ServerContext): Route[] {
       ok: { status: 202, description: 'the compensations are queued; rollback.completed in the run events reports the outcome', schema: RollbackOut },
       errors: [403, 404],
       handler: async ({ principal, params, body }) => {
-        const { run } = await visibleRun(ctx, principal, params.id, EDGE_PERMISSIONS.rollbackRuns);
-        if (!access.reaches(principal, run.principal, EDGE_PERMISSIONS.rollbackRuns)) throw forbidden(`'${principal.id}' may not roll back runs: that needs ${EDGE_PERMISSIONS.rollbackRuns}`);
+        const run = await runToActOn(principal, params.id, EDGE_PERMISSIONS.rollbackRuns, 'roll back runs');
         const started = await ctx.runtime.rollback(run.id, { by: principal.id, ...(body.reason !== undefined ? { reason: body.reason } : {}) });
         return { runId: run.id, rollbackId: started.rollbackId, actions: started.actions };
       },
