@@ -154,14 +154,17 @@ export class AgentLoop {
     // Authentic but too old (a long outage): the run cannot go on, and says so.
     const stale = this.options.auth?.staleness(envelope, data.progress === undefined);
     if (stale) return this.reject(task, stale, true);
-    const { claim, run } = await this.store.claimForRun(envelope.receiver, envelope.messageId, task.id, envelope.runId);
+    const { claim, run, result } = await this.store.claimForRun(envelope.receiver, envelope.messageId, task.id, envelope.runId);
+    // Finished, but the worker stopped before the queue heard: the same job gets the same result, and nothing runs again.
+    if (claim === 'finished' && result) return { type: 'done', result };
     if (claim === 'replay') return this.refuse(task, envelope, `message ${envelope.messageId} was already accepted: a replay`);
     const agent = this.options.agents.get(envelope.receiver)!;
     if (!run) return this.reject(task, `no run ${envelope.runId} exists`);
     if (run.status !== 'running') {
       if (run.status === 'cancelled') await this.rollBackCancelled(envelope);
-      await this.store.completeMessage(envelope.receiver, envelope.messageId);
-      return { type: 'done', result: { status: 'cancelled', error: `run is ${run.status}` } };
+      const cancelled: TaskResult = { status: 'cancelled', error: `run is ${run.status}` };
+      await this.store.completeMessage(envelope.receiver, envelope.messageId, task.id, cancelled);
+      return { type: 'done', result: cancelled };
     }
     const activation = new Activation(this.options, task, envelope, agent);
     // The activation marks its message done itself, with its last events.
@@ -318,13 +321,14 @@ class Activation {
 
   /**
    * Waits until every event emitted so far is in the run's stream; throws what kept one out. With
-   * `finished`, the last of them go in one write with the mark that the activation's message is done.
+   * `finished`, the last of them go in one write with the mark that the activation's message is done
+   * and the result its job returns.
    */
-  private async flushEvents(finished = false): Promise<void> {
+  private async flushEvents(finished?: TaskResult): Promise<void> {
     if (finished) {
       // Whatever is being written goes first; the rest goes with the mark, in order.
       while (this.eventsWritten) await this.eventsWritten;
-      if (this.eventFailure === undefined) await this.store.finishMessage(this.runId, this.events.splice(0), this.envelope.receiver, this.envelope.messageId);
+      if (this.eventFailure === undefined) await this.store.finishMessage(this.runId, this.events.splice(0), this.envelope.receiver, this.envelope.messageId, this.task.id, finished);
     }
     this.sendEvents();
     while (this.eventsWritten) await this.eventsWritten;
@@ -430,7 +434,7 @@ class Activation {
     try {
       const outcome = await this.activate(saved);
       // A finished activation's last events and the mark that its message is done go in one write.
-      await this.flushEvents(outcome.type === 'done');
+      await this.flushEvents(outcome.type === 'done' ? outcome.result : undefined);
       await this.flushAudit();
       if (outcome.type === 'park' && this.span.isRecording()) this.span.addEvent('palisade.approval.waiting', { 'palisade.approval.until': new Date(outcome.until).toISOString() });
       if (this.span.isRecording()) {

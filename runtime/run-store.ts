@@ -3,6 +3,7 @@ import type { Label } from '../guards/label.js';
 import type { ApprovalDecision, ApprovalRequest, ApprovalState } from './approval.js';
 import type { RunEvent, RunEventInput } from './events.js';
 import type { Principal } from './principal.js';
+import type { TaskResult } from './transport.js';
 
 export type RunStatus = 'running' | 'completed' | 'failed' | 'cancelled';
 
@@ -65,7 +66,29 @@ export interface EventCursor {
   close(): Promise<void>;
 }
 
-export type MessageClaim = 'new' | 'redelivery' | 'replay';
+/**
+ * `new` the first time a worker takes a message; `redelivery` when the same job comes back
+ * unfinished (a crash, a delegation resuming); `finished` when the same job comes back after its
+ * message was finished but before the queue heard (a crash in between); `replay` when another job carries it.
+ */
+export type MessageClaim = 'new' | 'redelivery' | 'finished' | 'replay';
+
+/** How a message's claim is held once finished: no job id starts with NUL, so no other job's claim equals it. */
+export function finishedClaim(jobId: string, result: TaskResult): string {
+  return `${finishedPrefix(jobId)}${JSON.stringify(result)}`;
+}
+
+/** What every finished claim of this job starts with. */
+export function finishedPrefix(jobId: string): string {
+  return `\0done\0${jobId}\0`;
+}
+
+/** What a worker learns first of every job: its claim, the run, and for a `finished` claim the result it gave. */
+export interface RunClaim {
+  claim: MessageClaim;
+  run: RunRecord | undefined;
+  result?: TaskResult;
+}
 
 /** Durable run state: the run record, its event stream and its tool-call results. */
 export interface RunStore {
@@ -83,17 +106,14 @@ export interface RunStore {
   openEvents(runId: string): EventCursor;
   /** Every event the run has so far, oldest first, without waiting and without a connection of its own. */
   listEvents(runId: string): Promise<StoredEvent[]>;
-  /**
-   * Records that a worker took a message: `new` the first time, `redelivery` when the same job
-   * comes back (a crash, a delegation resuming), `replay` when it was finished or another job carries it.
-   */
-  claimMessage(receiver: string, messageId: string, jobId: string): Promise<MessageClaim>;
-  /** `claimMessage` and `getRun` together, in one round trip: what a worker asks first of every job. */
-  claimForRun(receiver: string, messageId: string, jobId: string, runId: string): Promise<{ claim: MessageClaim; run: RunRecord | undefined }>;
-  /** Marks a message finished: any later delivery of it is a replay. */
-  completeMessage(receiver: string, messageId: string): Promise<void>;
+  /** Records that something took a one-time step (`new`), took it again with the same id (`redelivery`), or another did (`replay`). */
+  claimMessage(receiver: string, messageId: string, jobId: string): Promise<Exclude<MessageClaim, 'finished'>>;
+  /** Claims the job's message and reads the run, in one round trip. */
+  claimForRun(receiver: string, messageId: string, jobId: string, runId: string): Promise<RunClaim>;
+  /** Marks a message finished with the result its job gave: that job gets it again, any other delivery is a replay. */
+  completeMessage(receiver: string, messageId: string, jobId: string, result: TaskResult): Promise<void>;
   /** `appendEvents` and `completeMessage` in one write: an activation's last events and the end of its message. */
-  finishMessage(runId: string, events: ReadonlyArray<{ event: RunEventInput; at: number }>, receiver: string, messageId: string): Promise<void>;
+  finishMessage(runId: string, events: ReadonlyArray<{ event: RunEventInput; at: number }>, receiver: string, messageId: string, jobId: string, result: TaskResult): Promise<void>;
   getToolCall(runId: string, key: string): Promise<ToolCallRecord | undefined>;
   putToolCall(runId: string, key: string, record: ToolCallRecord): Promise<void>;
   /** Appends to the run's action log; a redelivery may append the same key again (readers keep the first). */

@@ -121,6 +121,22 @@ describe('durability across worker crashes (real Redis, separate processes)', ()
     for (const run of runs) await expect(run.result({ timeoutMs: 20_000 })).resolves.toMatchObject({ output: 'boss got: slow answer' });
   });
 
+  it('a worker killed after it finished a message but before the queue heard: the redelivery returns the same answer, nothing runs again', async () => {
+    await redis.set(`${prefix}:gate`, 'open');
+    await startWorker('boss');
+    const first = await startWorker('slowpoke', 'after-finish');
+    const run = await producer.start('boss', 'one', { principal });
+    await exited(first);
+    expect(first.signalCode).toBe('SIGKILL');
+    await startWorker('slowpoke');
+    await expect(run.result({ timeoutMs: 20_000 })).resolves.toMatchObject({ output: 'boss got: slow answer' });
+    const events: RunEvent[] = [];
+    for await (const e of run.events()) events.push(e);
+    expect(events.filter((e) => e.type === 'envelope.rejected')).toEqual([]);
+    // The delegate ran once: its redelivery was answered from the finished mark.
+    expect(events.filter((e) => e.type === 'agent.started' && e.agent === 'slowpoke')).toHaveLength(1);
+  });
+
   it('approval after a worker restart: the paused run waits in Redis (no worker), resumes in a new process, and the effect happens once even if that one dies mid-call', async () => {
     const first = await startWorker('refunder');
     const run = await producer.start('refunder', 'refund please', { principal });

@@ -2,7 +2,8 @@ import { EventEmitter } from 'node:events';
 import type { TokenUsage } from '../../agents/model.js';
 import type { RunEventInput } from '../events.js';
 import type { ApprovalDecision, ApprovalRequest, ApprovalState } from '../approval.js';
-import { firstOfEachKey, type ActionRecord, type CompensationRecord, type EventCursor, type MessageClaim, type RunRecord, type RunStatus, type RunStore, type StoredEvent, type ToolCallRecord } from '../run-store.js';
+import type { TaskResult } from '../transport.js';
+import { finishedClaim, finishedPrefix, firstOfEachKey, type ActionRecord, type CompensationRecord, type EventCursor, type MessageClaim, type RunClaim, type RunRecord, type RunStatus, type RunStore, type StoredEvent, type ToolCallRecord } from '../run-store.js';
 
 interface MemoryRun {
   record: RunRecord;
@@ -113,12 +114,15 @@ export class MemoryRunStore implements RunStore {
     };
   }
 
-  async claimForRun(receiver: string, messageId: string, jobId: string, runId: string): Promise<{ claim: MessageClaim; run: RunRecord | undefined }> {
-    const claim = await this.claimMessage(receiver, messageId, jobId);
-    return { claim, run: await this.getRun(runId) };
+  async claimForRun(receiver: string, messageId: string, jobId: string, runId: string): Promise<RunClaim> {
+    const run = await this.getRun(runId);
+    const held = this.seen.get(`${receiver}:${messageId}`);
+    const prefix = finishedPrefix(jobId);
+    if (held?.startsWith(prefix)) return { claim: 'finished', run, result: JSON.parse(held.slice(prefix.length)) as TaskResult };
+    return { claim: await this.claimMessage(receiver, messageId, jobId), run };
   }
 
-  async claimMessage(receiver: string, messageId: string, jobId: string): Promise<MessageClaim> {
+  async claimMessage(receiver: string, messageId: string, jobId: string): Promise<Exclude<MessageClaim, 'finished'>> {
     const key = `${receiver}:${messageId}`;
     const current = this.seen.get(key);
     if (current === undefined) {
@@ -128,13 +132,13 @@ export class MemoryRunStore implements RunStore {
     return current === jobId ? 'redelivery' : 'replay';
   }
 
-  async finishMessage(runId: string, events: ReadonlyArray<{ event: RunEventInput; at: number }>, receiver: string, messageId: string): Promise<void> {
+  async finishMessage(runId: string, events: ReadonlyArray<{ event: RunEventInput; at: number }>, receiver: string, messageId: string, jobId: string, result: TaskResult): Promise<void> {
     await this.appendEvents(runId, events);
-    await this.completeMessage(receiver, messageId);
+    await this.completeMessage(receiver, messageId, jobId, result);
   }
 
-  async completeMessage(receiver: string, messageId: string): Promise<void> {
-    this.seen.set(`${receiver}:${messageId}`, '\0done');
+  async completeMessage(receiver: string, messageId: string, jobId: string, result: TaskResult): Promise<void> {
+    this.seen.set(`${receiver}:${messageId}`, finishedClaim(jobId, result));
   }
 
   async getToolCall(runId: string, key: string): Promise<ToolCallRecord | undefined> {

@@ -3,7 +3,8 @@ import { EndWatcher } from './end-watcher.js';
 import type { TokenUsage } from '../../agents/model.js';
 import type { RunEvent, RunEventInput } from '../events.js';
 import type { ApprovalDecision, ApprovalRequest, ApprovalState } from '../approval.js';
-import { firstOfEachKey, type ActionRecord, type CompensationRecord, type EventCursor, type MessageClaim, type RunRecord, type RunStatus, type RunStore, type StoredEvent, type ToolCallRecord } from '../run-store.js';
+import type { TaskResult } from '../transport.js';
+import { finishedClaim, finishedPrefix, firstOfEachKey, type ActionRecord, type CompensationRecord, type EventCursor, type MessageClaim, type RunClaim, type RunRecord, type RunStatus, type RunStore, type StoredEvent, type ToolCallRecord } from '../run-store.js';
 
 export interface RedisRunStoreOptions {
   /** Key prefix shared with the queues; wrap it in braces (`{palisade}`) for Redis Cluster. */
@@ -47,9 +48,12 @@ redis.call('PEXPIRE', KEYS[1], ARGV[5]) return 1`,
   },
   palisadeClaimForRun: {
     numberOfKeys: 2,
-    lua: `local claim = 'replay'
-if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then claim = 'new' elseif redis.call('GET', KEYS[1]) == ARGV[1] then claim = 'redelivery' end
-return {claim, redis.call('HGETALL', KEYS[2])}`,
+    lua: `local claim, held = 'replay', false
+if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then claim = 'new' else
+  held = redis.call('GET', KEYS[1])
+  if held == ARGV[1] then claim = 'redelivery' elseif held and string.sub(held, 1, #ARGV[3]) == ARGV[3] then claim = 'finished' else held = false end
+end
+return {claim, redis.call('HGETALL', KEYS[2]), held}`,
   },
   palisadeClaim: {
     numberOfKeys: 1,
@@ -74,9 +78,6 @@ return 'replay'`,
 type ScriptedRedis = Redis & {
   [K in keyof typeof SCRIPTS]: (key: string, ...args: Array<string | number>) => Promise<unknown>;
 };
-
-/** What a finished message's claim holds: no job id equals it, so any later delivery is a replay. */
-const DONE = '\0done';
 
 /** A run record from its hash's fields; undefined when there is none. */
 function runRecord(h: Record<string, string>): RunRecord | undefined {
@@ -128,10 +129,12 @@ export class RedisRunStore implements RunStore {
     return runRecord(await this.redis.hgetall(this.key(runId)));
   }
 
-  async claimForRun(receiver: string, messageId: string, jobId: string, runId: string): Promise<{ claim: MessageClaim; run: RunRecord | undefined }> {
-    const [claim, flat] = (await this.scripts.palisadeClaimForRun(`${this.prefix}:seen:${receiver}:${messageId}`, this.key(runId), jobId, this.retentionMs)) as [MessageClaim, string[]];
+  async claimForRun(receiver: string, messageId: string, jobId: string, runId: string): Promise<RunClaim> {
+    const prefix = finishedPrefix(jobId);
+    const [claim, flat, held] = (await this.scripts.palisadeClaimForRun(`${this.prefix}:seen:${receiver}:${messageId}`, this.key(runId), jobId, this.retentionMs, prefix)) as [MessageClaim, string[], string | null];
     const h: Record<string, string> = {};
     for (let i = 0; i + 1 < flat.length; i += 2) h[flat[i]!] = flat[i + 1]!;
+    if (claim === 'finished' && held) return { claim, run: runRecord(h), result: JSON.parse(held.slice(prefix.length)) as TaskResult };
     return { claim, run: runRecord(h) };
   }
 
@@ -189,17 +192,17 @@ export class RedisRunStore implements RunStore {
     };
   }
 
-  async claimMessage(receiver: string, messageId: string, jobId: string): Promise<MessageClaim> {
+  async claimMessage(receiver: string, messageId: string, jobId: string): Promise<Exclude<MessageClaim, 'finished'>> {
     const key = `${this.prefix}:seen:${receiver}:${messageId}`;
-    return (await this.scripts.palisadeClaim(key, jobId, this.retentionMs)) as MessageClaim;
+    return (await this.scripts.palisadeClaim(key, jobId, this.retentionMs)) as Exclude<MessageClaim, 'finished'>;
   }
 
-  async completeMessage(receiver: string, messageId: string): Promise<void> {
-    await this.redis.set(`${this.prefix}:seen:${receiver}:${messageId}`, DONE, 'PX', this.retentionMs);
+  async completeMessage(receiver: string, messageId: string, jobId: string, result: TaskResult): Promise<void> {
+    await this.redis.set(`${this.prefix}:seen:${receiver}:${messageId}`, finishedClaim(jobId, result), 'PX', this.retentionMs);
   }
 
-  async finishMessage(runId: string, events: ReadonlyArray<{ event: RunEventInput; at: number }>, receiver: string, messageId: string): Promise<void> {
-    await this.scripts.palisadeFinishMessage(this.key(runId, 'events'), `${this.prefix}:seen:${receiver}:${messageId}`, this.maxEvents, this.retentionMs, DONE, ...events.map(({ event, at }) => JSON.stringify({ ...event, at })));
+  async finishMessage(runId: string, events: ReadonlyArray<{ event: RunEventInput; at: number }>, receiver: string, messageId: string, jobId: string, result: TaskResult): Promise<void> {
+    await this.scripts.palisadeFinishMessage(this.key(runId, 'events'), `${this.prefix}:seen:${receiver}:${messageId}`, this.maxEvents, this.retentionMs, finishedClaim(jobId, result), ...events.map(({ event, at }) => JSON.stringify({ ...event, at })));
   }
 
   async getToolCall(runId: string, key: string): Promise<ToolCallRecord | undefined> {
