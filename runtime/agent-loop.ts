@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { SpanKind, SpanStatusCode, trace, type Context, type Span } from '@opentelemetry/api';
 import { z } from 'zod';
 import { delegateToolName, handoffToolName, type Agent } from '../agents/agent.js';
-import { ChatMessageSchema, ModelCallError, type AssistantMessage, type ChatMessage, type ToolCall, type ToolSpec } from '../agents/model.js';
+import { ChatMessageSchema, ModelCallError, type AssistantMessage, type ChatMessage, type TokenUsage, type ToolCall, type ToolSpec } from '../agents/model.js';
 import type { AnyTool } from '../agents/tool.js';
 import type { Decision } from '../guards/decision.js';
 import type { ContextItem, GuardEvent, GuardPipeline } from '../guards/guard-event.js';
@@ -16,6 +16,7 @@ import { AuthSchema, EnvelopeSchema, type Envelope } from './envelope.js';
 import type { EnvelopeAuth } from './envelope-auth.js';
 import { auditEntryFor, recordRunEvent, type AuditSink } from './audit-trail.js';
 import type { RunEventInput } from './events.js';
+import type { RunStatus } from './run-store.js';
 import { ATTR, GUARD_DECISION_EVENT, OPERATION } from '../tracing/attributes.js';
 import { extractTrace, injectTrace } from '../tracing/propagation.js';
 import { inSpan, labelAttributes, recordError, setContent, tracer } from '../tracing/spans.js';
@@ -120,6 +121,9 @@ function wellFormedCalls(calls: unknown, turn: number): ToolCall[] {
 
 /** A worker's saved activation (the envelope plus the conversation since) may grow past one message, up to this. */
 const checkpointLimit = (maxMessageBytes: number): number => 16 * maxMessageBytes;
+
+/** How long a model call or tool may run before the events buffered ahead of it are written on their own. */
+const EVENTS_DUE_MS = 20;
 
 const byteSize = (value: unknown): number => Buffer.byteLength(JSON.stringify(value) ?? '');
 
@@ -257,7 +261,11 @@ class Activation {
   /** Run events not yet written, the batch being written, and what stopped writing them. */
   private readonly events: Array<{ event: RunEventInput; at: number }> = [];
   private eventsWritten: Promise<void> | undefined;
+  /** A write of the buffered events set for later, while the activation waits on a model or a tool. */
+  private eventsDue: NodeJS.Timeout | undefined;
   private eventFailure: unknown;
+  /** The run's status as the last model turn's write saw it: the next cancellation check need not ask again. */
+  private statusSeen: RunStatus | undefined;
   private auditFailure: unknown;
   private progress!: Progress;
   private readonly runId: string;
@@ -292,8 +300,19 @@ class Activation {
     this.events.push({ event: { ...event, agent: this.agent.name } as RunEventInput, at: Date.now() });
   }
 
-  /** Starts writing the buffered events and audit entries without waiting: before the model or a tool takes its time, so followers see progress. */
+  /**
+   * Writes the buffered events and audit entries if the model or tool about to be awaited is still
+   * busy after {@link EVENTS_DUE_MS}: followers see a slow step's progress while it runs, and a quick
+   * step's events go with the next write instead of in one of their own.
+   */
+  private sendEventsSoon(): void {
+    this.eventsDue ??= setTimeout(() => this.sendEvents(), EVENTS_DUE_MS).unref();
+  }
+
+  /** Starts writing the buffered events and audit entries without waiting. */
   private sendEvents(): void {
+    clearTimeout(this.eventsDue);
+    this.eventsDue = undefined;
     if (this.events.length > 0 && this.eventFailure === undefined && !this.eventsWritten) {
       // Cleared once settled (never before it is set: a write that fails at once must not leave a settled promise behind).
       const written: Promise<void> = this.writeEvents().finally(() => {
@@ -301,6 +320,10 @@ class Activation {
       });
       this.eventsWritten = written;
     }
+    this.sendAudit();
+  }
+
+  private sendAudit(): void {
     // Appended in one tick, they go to the log as one batch.
     for (const { sink, entry } of this.unaudited.splice(0)) this.auditing.push(sink.append(entry).then(() => undefined, (error: unknown) => void (this.auditFailure ??= error)));
   }
@@ -333,6 +356,16 @@ class Activation {
     this.sendEvents();
     while (this.eventsWritten) await this.eventsWritten;
     if (this.eventFailure !== undefined) throw this.eventFailure;
+  }
+
+  /** The turn's usage with every event buffered so far, in one write, after any write in progress (events stay in order). */
+  private async recordTurn(usage: TokenUsage): Promise<void> {
+    clearTimeout(this.eventsDue);
+    this.eventsDue = undefined;
+    while (this.eventsWritten) await this.eventsWritten;
+    if (this.eventFailure !== undefined) throw this.eventFailure;
+    this.sendAudit();
+    this.statusSeen = await this.store.recordTurn(this.runId, usage, this.events.splice(0));
   }
 
   private async flushAudit(): Promise<void> {
@@ -510,12 +543,13 @@ class Activation {
 
   /** The outcome when the run has ended meanwhile (a cancel): this activation stops. */
   private async stopped(): Promise<TaskOutcome | undefined> {
-    const run = await this.store.getRun(this.runId);
-    if (run?.status === 'running') return undefined;
-    if (run?.status === 'cancelled' && this.options.rollbackOn?.has('cancel')) {
+    const status = this.statusSeen ?? (await this.store.getRun(this.runId))?.status;
+    this.statusSeen = undefined;
+    if (status === 'running') return undefined;
+    if (status === 'cancelled' && this.options.rollbackOn?.has('cancel')) {
       await startRollback({ transport: this.options.transport, runId: this.runId, trigger: 'cancel', reason: 'the run was cancelled', trace: injectTrace(this.ctx), emit: (event) => this.emitNow(event) });
     }
-    return { type: 'done', result: { status: 'cancelled', error: `run is ${run?.status ?? 'gone'}` } };
+    return { type: 'done', result: { status: 'cancelled', error: `run is ${status ?? 'gone'}` } };
   }
 
   private toolSpecs(): ToolSpec[] {
@@ -559,7 +593,7 @@ class Activation {
     );
     try {
       setContent(span, 'gen_ai.input.messages', JSON.stringify(this.progress.messages));
-      this.sendEvents();
+      this.sendEventsSoon();
       response = await model.generate({ system: this.agent.instructions, messages: this.progress.messages, tools: this.toolSpecs(), runId: this.runId });
       setContent(span, 'gen_ai.output.messages', JSON.stringify([{ role: 'assistant', content: response.content, toolCalls: response.toolCalls }]));
       if (span.isRecording()) {
@@ -585,7 +619,6 @@ class Activation {
     const content = typeof response.content === 'string' ? response.content : null;
     const message: AssistantMessage = { role: 'assistant', content, ...(toolCalls.length ? { toolCalls } : {}) };
     this.progress.messages = [...this.progress.messages, message];
-    await this.store.addUsage(this.runId, response.usage);
     this.emit({
       type: 'model.response',
       model: response.model,
@@ -594,6 +627,7 @@ class Activation {
       inputTokens: response.usage.inputTokens,
       outputTokens: response.usage.outputTokens,
     });
+    await this.recordTurn(response.usage);
     // From here a redelivery replays this reply instead of asking the model again.
     await this.task.checkpoint(this.checkpointData());
   }
@@ -737,7 +771,7 @@ class Activation {
         }, tool.timeoutMs);
       });
       const ctx = { runId: this.runId, agent: this.agent.name, principal: this.envelope.principal, callId: call.id, idempotencyKey, signal: controller.signal };
-      this.sendEvents();
+      this.sendEventsSoon();
       output = await Promise.race([Promise.resolve().then(() => tool.run(args, ctx)), timeout]);
     } catch (error) {
       // The error text may come from the outside world (an HTTP body): it carries the tool's labels.

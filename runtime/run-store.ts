@@ -92,9 +92,14 @@ export interface RunClaim {
 
 /** Durable run state: the run record, its event stream and its tool-call results. */
 export interface RunStore {
-  createRun(record: Omit<RunRecord, 'updatedAt' | 'usage' | 'status'>): Promise<void>;
+  /** Creates a running run; its first event, when given, goes in the same write. */
+  createRun(record: Omit<RunRecord, 'updatedAt' | 'usage' | 'status'>, first?: RunEventInput): Promise<void>;
   getRun(runId: string): Promise<RunRecord | undefined>;
-  addUsage(runId: string, usage: TokenUsage): Promise<void>;
+  /**
+   * A model turn, in one write: the tokens it used, added to the run's, and the events emitted so far
+   * (each keeps its `at`). Returns the run's status as of that write; undefined when the run is gone.
+   */
+  recordTurn(runId: string, usage: TokenUsage, events: ReadonlyArray<{ event: RunEventInput; at: number }>): Promise<RunStatus | undefined>;
   /** Moves a running run to a terminal status; false when it had already ended (first writer wins). */
   finishRun(runId: string, status: Exclude<RunStatus, 'running'>, detail: { output?: string; error?: string }): Promise<boolean>;
   appendEvent(runId: string, event: RunEventInput): Promise<void>;

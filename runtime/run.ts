@@ -13,6 +13,8 @@ export class Run {
   constructor(
     readonly id: string,
     private readonly store: RunStore,
+    /** Made by `start` in this process: the run exists, so `result` may wait for its end before reading it. */
+    private readonly started = false,
   ) {}
 
   async record(): Promise<RunRecord | undefined> {
@@ -47,14 +49,16 @@ export class Run {
   /** Waits for the run to end: resolves with its output, or rejects with RunFailedError. */
   async result(options: { timeoutMs?: number } = {}): Promise<RunResult> {
     const deadline = options.timeoutMs !== undefined ? Date.now() + options.timeoutMs : Infinity;
-    // The record is read first and again once the run's end is signalled (or the wait times out).
+    // The record is read first (unless this process just started the run) and again once the run's end is signalled or the wait times out.
+    let wait = this.started;
     for (;;) {
+      if (wait) await this.store.waitForEnd(this.id, Math.min(5000, Math.max(1, deadline - Date.now())));
+      wait = true;
       const record = await this.store.getRun(this.id);
       if (!record) throw new Error(`run ${this.id} does not exist (or has expired)`);
       if (record.status === 'completed') return { runId: this.id, output: record.output ?? '', usage: record.usage };
       if (record.status !== 'running') throw new RunFailedError(this.id, record.status, record.error ?? record.status);
       if (Date.now() > deadline) throw new Error(`run ${this.id} still running after ${options.timeoutMs} ms`);
-      await this.store.waitForEnd(this.id, Math.min(5000, Math.max(1, deadline - Date.now())));
     }
   }
 

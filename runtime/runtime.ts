@@ -197,14 +197,13 @@ export class Runtime {
     const size = Buffer.byteLength(JSON.stringify(payload));
     if (size > this.maxMessageBytes) throw new InvalidRunInputError(`input of ${size} bytes exceeds the message limit of ${this.maxMessageBytes}`);
     const store = this.transport.store;
+    const started = { type: 'run.started', agent: name, input, principal: principal.id } as const;
     try {
-      await store.createRun({ id: runId, agent: name, principal, createdAt: now });
+      await store.createRun({ id: runId, agent: name, principal, createdAt: now }, started);
     } catch (error) {
       throw unavailable(error);
     }
     try {
-      const started = { type: 'run.started', agent: name, input, principal: principal.id } as const;
-      await store.appendEvent(runId, started);
       await this.auditFor(EDGE)?.append(auditEntryFor(started, { runId, principal, chain: [name] })!);
       await this.transport.enqueue(name, runId, payload);
     } catch (error) {
@@ -212,7 +211,7 @@ export class Runtime {
       await store.finishRun(runId, 'failed', { error: 'the run could not be queued' }).catch(() => undefined);
       throw unavailable(error);
     }
-    return new Run(runId, store);
+    return new Run(runId, store, true);
   }
 
   /** The edge vouches for the principal and budget to every agent it has a key for, and signs the first hop. */

@@ -1,3 +1,4 @@
+import { setTimeout as delay } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { defineAgent, type Agent } from '../agents/agent.js';
@@ -265,10 +266,34 @@ describe.each(transports)('runtime conformance on the $name transport', ({ make 
     await expect(after.result()).resolves.toMatchObject({ output: 'fine' });
   });
 
+  it('while a model works, the events before it are readable; the usage of every turn adds up on the run', async () => {
+    let seen: string[] = [];
+    let rt: Runtime | undefined;
+    const watching: ModelProvider = {
+      provider: 'test',
+      model: 'watching',
+      generate: async (request) => {
+        // Answers once it can read its own activation's start from the run's events (or gives up after 3 s).
+        for (let i = 0; i < 150 && !seen.includes('agent.started'); i++) {
+          await delay(20);
+          seen = (await rt!.transport.store.listEvents(request.runId!)).map((e) => e.event.type);
+        }
+        return { content: seen.includes('agent.started') ? 'seen' : 'not seen', toolCalls: [], usage: { inputTokens: 7, outputTokens: 3 }, model: 'watching' };
+      },
+    };
+    rt = await boot([defineAgent({ name: 'solo', instructions: 'x', model: watching })]);
+    const run = await rt.start('solo', 'go', { principal });
+    await expect(run.result({ timeoutMs: 20_000 })).resolves.toMatchObject({ output: 'seen', usage: { inputTokens: 7, outputTokens: 3 } });
+    const types = (await rt.transport.store.listEvents(run.id)).map((e) => e.event.type);
+    expect(types.filter((t) => t === 'agent.started')).toHaveLength(1);
+    expect(types.indexOf('agent.started')).toBeLessThan(types.indexOf('model.response'));
+  });
+
   it('an activation whose event writes fail (Redis going away) ends its attempt and is retried, instead of waiting forever', async () => {
-    const rt = await boot([
-      defineAgent({ name: 'solo', instructions: 'x', tools: [defineTool({ name: 'slow', description: 's', input: z.object({}), effect: 'read', run: () => 'ok' })], model: scripted((c) => (c.called('slow') ? 'fine' : { calls: [{ name: 'slow' }] })) }),
-    ]);
+    const model = scripted((c) => (c.called('slow') ? 'fine' : { calls: [{ name: 'slow' }] }));
+    // A model slow enough that the events buffered ahead of it are written while it works.
+    const slowModel: ModelProvider = { provider: 'test', model: 'slow', generate: async (request) => (await delay(60), model.generate(request)) };
+    const rt = await boot([defineAgent({ name: 'solo', instructions: 'x', tools: [defineTool({ name: 'slow', description: 's', input: z.object({}), effect: 'read', run: () => 'ok' })], model: slowModel })]);
     const store = rt.transport.store;
     const append = store.appendEvents.bind(store);
     let failures = 2;

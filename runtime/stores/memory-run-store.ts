@@ -27,7 +27,7 @@ export class MemoryRunStore implements RunStore {
     return run;
   }
 
-  async createRun(record: Omit<RunRecord, 'updatedAt' | 'usage' | 'status'>): Promise<void> {
+  async createRun(record: Omit<RunRecord, 'updatedAt' | 'usage' | 'status'>, first?: RunEventInput): Promise<void> {
     if (this.runs.has(record.id)) throw new Error(`run ${record.id} already exists`);
     this.runs.set(record.id, {
       record: { ...record, status: 'running', updatedAt: record.createdAt, usage: { inputTokens: 0, outputTokens: 0 } },
@@ -36,6 +36,7 @@ export class MemoryRunStore implements RunStore {
       actions: [],
       compensations: new Map(),
     });
+    if (first) await this.appendEvents(record.id, [{ event: first, at: record.createdAt }]);
   }
 
   async getRun(runId: string): Promise<RunRecord | undefined> {
@@ -43,9 +44,12 @@ export class MemoryRunStore implements RunStore {
     return run ? structuredClone(run.record) : undefined;
   }
 
-  async addUsage(runId: string, usage: TokenUsage): Promise<void> {
-    const r = this.run(runId).record;
+  async recordTurn(runId: string, usage: TokenUsage, events: ReadonlyArray<{ event: RunEventInput; at: number }>): Promise<RunStatus | undefined> {
+    const r = this.runs.get(runId)?.record;
+    if (!r) return undefined;
     r.usage = { inputTokens: r.usage.inputTokens + usage.inputTokens, outputTokens: r.usage.outputTokens + usage.outputTokens };
+    await this.appendEvents(runId, events);
+    return r.status;
   }
 
   async finishRun(runId: string, status: Exclude<RunStatus, 'running'>, detail: { output?: string; error?: string }): Promise<boolean> {

@@ -41,10 +41,12 @@ if #ARGV >= 4 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2]) return 1`,
   },
   palisadeCreateRun: {
-    numberOfKeys: 1,
+    numberOfKeys: 2,
     lua: `if redis.call('HSETNX', KEYS[1], 'id', ARGV[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'agent', ARGV[2], 'status', 'running', 'principal', ARGV[3], 'createdAt', ARGV[4], 'updatedAt', ARGV[4], 'inputTokens', 0, 'outputTokens', 0)
-redis.call('PEXPIRE', KEYS[1], ARGV[5]) return 1`,
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+if ARGV[7] then redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'e', ARGV[7]) redis.call('PEXPIRE', KEYS[2], ARGV[5]) end
+return 1`,
   },
   palisadeClaimForRun: {
     numberOfKeys: 2,
@@ -61,9 +63,13 @@ return {claim, redis.call('HGETALL', KEYS[2]), held}`,
 if redis.call('GET', KEYS[1]) == ARGV[1] then return 'redelivery' end
 return 'replay'`,
   },
-  palisadeUsage: {
-    numberOfKeys: 1,
-    lua: `redis.call('HINCRBY', KEYS[1], 'inputTokens', ARGV[1]) redis.call('HINCRBY', KEYS[1], 'outputTokens', ARGV[2]) return 1`,
+  palisadeTurn: {
+    numberOfKeys: 2,
+    lua: `for i = 5, #ARGV do redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[i]) end
+if #ARGV >= 5 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if redis.call('EXISTS', KEYS[2]) == 0 then return false end
+redis.call('HINCRBY', KEYS[2], 'inputTokens', ARGV[3]) redis.call('HINCRBY', KEYS[2], 'outputTokens', ARGV[4])
+return redis.call('HGET', KEYS[2], 'status')`,
   },
   palisadeHashPut: {
     numberOfKeys: 1,
@@ -78,6 +84,11 @@ return 'replay'`,
 type ScriptedRedis = Redis & {
   [K in keyof typeof SCRIPTS]: (key: string, ...args: Array<string | number>) => Promise<unknown>;
 };
+
+/** Events as the stream stores them: each with the time it happened. */
+function serialized(events: ReadonlyArray<{ event: RunEventInput; at: number }>): string[] {
+  return events.map(({ event, at }) => JSON.stringify({ ...event, at }));
+}
 
 /** A run record from its hash's fields; undefined when there is none. */
 function runRecord(h: Record<string, string>): RunRecord | undefined {
@@ -119,9 +130,10 @@ export class RedisRunStore implements RunStore {
     return part ? `${this.prefix}:run:${runId}:${part}` : `${this.prefix}:run:${runId}`;
   }
 
-  async createRun(record: Omit<RunRecord, 'updatedAt' | 'usage' | 'status'>): Promise<void> {
+  async createRun(record: Omit<RunRecord, 'updatedAt' | 'usage' | 'status'>, first?: RunEventInput): Promise<void> {
+    const event = first ? [JSON.stringify({ ...first, at: record.createdAt })] : [];
     // Retention from the start: a run that never ends (its producer died) must not stay forever.
-    const created = await this.scripts.palisadeCreateRun(this.key(record.id), record.id, record.agent, JSON.stringify(record.principal), record.createdAt, this.retentionMs);
+    const created = await this.scripts.palisadeCreateRun(this.key(record.id), this.key(record.id, 'events'), record.id, record.agent, JSON.stringify(record.principal), record.createdAt, this.retentionMs, this.maxEvents, ...event);
     if (created === 0) throw new Error(`run ${record.id} already exists`);
   }
 
@@ -138,8 +150,9 @@ export class RedisRunStore implements RunStore {
     return { claim, run: runRecord(h) };
   }
 
-  async addUsage(runId: string, usage: TokenUsage): Promise<void> {
-    await this.scripts.palisadeUsage(this.key(runId), usage.inputTokens, usage.outputTokens);
+  async recordTurn(runId: string, usage: TokenUsage, events: ReadonlyArray<{ event: RunEventInput; at: number }>): Promise<RunStatus | undefined> {
+    const status = await this.scripts.palisadeTurn(this.key(runId, 'events'), this.key(runId), this.maxEvents, this.retentionMs, usage.inputTokens, usage.outputTokens, ...serialized(events));
+    return (status ?? undefined) as RunStatus | undefined;
   }
 
   async finishRun(runId: string, status: Exclude<RunStatus, 'running'>, detail: { output?: string; error?: string }): Promise<boolean> {
@@ -156,7 +169,7 @@ export class RedisRunStore implements RunStore {
   async appendEvents(runId: string, events: ReadonlyArray<{ event: RunEventInput; at: number }>): Promise<void> {
     if (events.length === 0) return;
     const key = this.key(runId, 'events');
-    await this.scripts.palisadeAppendMany(key, this.maxEvents, this.retentionMs, ...events.map(({ event, at }) => JSON.stringify({ ...event, at })));
+    await this.scripts.palisadeAppendMany(key, this.maxEvents, this.retentionMs, ...serialized(events));
   }
 
   async waitForEnd(runId: string, blockMs: number): Promise<boolean> {
@@ -202,7 +215,7 @@ export class RedisRunStore implements RunStore {
   }
 
   async finishMessage(runId: string, events: ReadonlyArray<{ event: RunEventInput; at: number }>, receiver: string, messageId: string, jobId: string, result: TaskResult): Promise<void> {
-    await this.scripts.palisadeFinishMessage(this.key(runId, 'events'), `${this.prefix}:seen:${receiver}:${messageId}`, this.maxEvents, this.retentionMs, finishedClaim(jobId, result), ...events.map(({ event, at }) => JSON.stringify({ ...event, at })));
+    await this.scripts.palisadeFinishMessage(this.key(runId, 'events'), `${this.prefix}:seen:${receiver}:${messageId}`, this.maxEvents, this.retentionMs, finishedClaim(jobId, result), ...serialized(events));
   }
 
   async getToolCall(runId: string, key: string): Promise<ToolCallRecord | undefined> {
