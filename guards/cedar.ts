@@ -75,6 +75,7 @@
  * process (or worker thread).
  */
 import { createHash } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
 import {
   policySetTextToParts,
   policyToJson,
@@ -187,6 +188,12 @@ const CONTEXT_KEYS: ReadonlySet<string> = new Set([
   'agent', 'args', 'label', 'chain', 'chainLength', 'depth', 'hops', 'riskPercent', 'stage', 'effect', 'toolRisk', 'toolRiskRank', 'instructed',
 ]);
 
+/** Answers kept per policy set, and the largest request (serialized) worth keeping one for. */
+const ANSWERS_CACHED = 2000;
+const MAX_CACHED_REQUEST = 4096;
+
+type Answered = Readonly<{ decision: CedarDecision['decision']; determining: readonly string[]; errors: readonly string[] }>;
+
 export class CedarPolicies {
   readonly size: number;
   readonly policyIds: readonly string[];
@@ -199,6 +206,11 @@ export class CedarPolicies {
   readonly #readsArg: ((name: string) => boolean) | undefined;
   /** Whether any policy reads the principal's or the resource's entity data (attributes, parents). */
   readonly #reads: { principal: boolean; resource: boolean };
+  /**
+   * Recent answers by the exact request Cedar was sent: a decision depends on nothing else (the
+   * policies never change), and the same user asking the same thing in the same context is common.
+   */
+  readonly #answers = new LRUCache<string, Answered>({ max: ANSWERS_CACHED });
 
   /** @internal Use {@link loadCedarPolicies}. */
   constructor(setId: string, policies: readonly LoadedPolicy[]) {
@@ -275,29 +287,41 @@ export class CedarPolicies {
     const keys = this.#contextKeys;
     const sent = keys ? Object.fromEntries(Object.entries(cedarContext).filter(([key]) => keys.has(key))) : cedarContext;
 
-    let answer: AuthorizationAnswer;
-    try {
-      answer = statefulIsAuthorized({
-        principal: { type: T.user, id: principal.id },
-        action: { type: T.action, id: ACTION_IDS[action.kind] },
-        resource,
-        context: sent,
-        entities,
-        preparsedPolicySetId: this.#setId,
-      });
-    } catch (error) {
-      return { decision: 'deny', determining: [], errors: [...problems, `cedar: ${(error as Error).message}`] };
+    const call = {
+      principal: { type: T.user, id: principal.id },
+      action: { type: T.action, id: ACTION_IDS[action.kind] },
+      resource,
+      context: sent,
+      entities,
+      preparsedPolicySetId: this.#setId,
+    };
+    const key = JSON.stringify(call);
+    const cacheable = key.length <= MAX_CACHED_REQUEST;
+    let answered = cacheable ? this.#answers.get(key) : undefined;
+    if (!answered) {
+      let answer: AuthorizationAnswer;
+      try {
+        answer = statefulIsAuthorized(call);
+      } catch (error) {
+        return { decision: 'deny', determining: [], errors: [...problems, `cedar: ${(error as Error).message}`] };
+      }
+      answered = this.#answered(answer);
+      if (cacheable) this.#answers.set(key, answered);
     }
-    if (answer.type === 'failure') {
-      return { decision: 'deny', determining: [], errors: [...problems, ...answer.errors.map((e) => `request: ${describe(e)}`)] };
-    }
+    // Copies: a caller may keep or change what it is given without touching the cached answer.
+    return { decision: answered.decision, determining: [...answered.determining], errors: [...problems, ...answered.errors] };
+  }
+
+  /** Cedar's answer as a decision: a failed request denies; policies that determined it or failed are in file order. */
+  #answered(answer: AuthorizationAnswer): Answered {
+    if (answer.type === 'failure') return { decision: 'deny', determining: [], errors: answer.errors.map((e) => `request: ${describe(e)}`) };
     const { decision, diagnostics } = answer.response;
     const rank = (id: string) => this.#order.get(id) ?? Number.MAX_SAFE_INTEGER;
     const failed = [...diagnostics.errors].sort((a, b) => rank(a.policyId) - rank(b.policyId));
     return {
       decision,
       determining: [...diagnostics.reason].sort((a, b) => rank(a) - rank(b)),
-      errors: [...problems, ...failed.map(({ policyId, error }) => this.#describeEvalError(policyId, error))],
+      errors: failed.map(({ policyId, error }) => this.#describeEvalError(policyId, error)),
     };
   }
 

@@ -173,8 +173,9 @@ describe('Cedar policies: the support example', () => {
     const parsing = ['policySetTextToParts', 'policyToJson', 'preparsePolicySet', 'checkParsePolicySet', 'isAuthorized'];
     const before = Object.fromEntries(parsing.map((name) => [name, spies[name]!.mock.calls.length]));
     const stateful = spies.statefulIsAuthorized!.mock.calls.length;
+    // Amounts no other test asks about: every request is new, so none is answered from the kept answers.
     for (let i = 0; i < 1000; i++) {
-      const amount = i * 100;
+      const amount = i * 100 + 37;
       expect(policies.authorize(refund(amount, ['finance'])).decision).toBe(amount > 50_000 ? 'deny' : 'allow');
     }
     expect(Object.fromEntries(parsing.map((name) => [name, spies[name]!.mock.calls.length]))).toEqual(before);
@@ -234,6 +235,66 @@ describe('Cedar policies: only what the rules read is sent', () => {
     const call = spy.mock.calls[0]![0];
     expect(Object.keys(call.context as object)).toEqual(['label']);
     expect(call.entities).toEqual([]);
+  });
+});
+
+describe('Cedar policies: recent answers are kept', () => {
+  const TEXT = [
+    `@id("label") forbid (principal, action == Palisade::Action::"handoff", resource) when { context.label.levelRank >= 2 };`,
+    `@id("role") permit (principal in Palisade::Role::"support", action, resource);`,
+    `@id("amount") forbid (principal, action, resource == Palisade::Tool::"issue_refund") when { context has args && context.args has amountCents && context.args.amountCents > 100 };`,
+  ].join('\n');
+  const ask = (o: { roles?: string[]; level?: string; amount?: number; note?: string; kind?: 'tool' | 'handoff' }) =>
+    request({
+      principal: { roles: o.roles ?? ['support'] },
+      action: o.kind === 'handoff' ? { kind: 'handoff', name: 'billing' } : { kind: 'tool', name: 'issue_refund' },
+      context: { label: { level: o.level ?? 'public', categories: [], integrity: 'trusted' }, args: { ...(o.amount === undefined ? {} : { amountCents: o.amount }), ...(o.note ? { note: o.note } : {}) } },
+    });
+
+  it('a repeated request is answered without Cedar; any difference a rule reads is asked again', () => {
+    const spy = vi.mocked(cedarWasm.statefulIsAuthorized);
+    const policies = loadCedarPolicies([{ path: 'cache.cedar', text: TEXT }]);
+    spy.mockClear();
+    expect(policies.authorize(ask({ amount: 50 })).decision).toBe('allow');
+    expect(policies.authorize(ask({ amount: 50 })).decision).toBe('allow');
+    // A note no rule reads is left out of the request: the same request as far as Cedar can tell.
+    expect(policies.authorize(ask({ amount: 50, note: 'x' })).decision).toBe('allow');
+    expect(spy).toHaveBeenCalledTimes(1);
+    expect(policies.authorize(ask({ amount: 500 }))).toMatchObject({ decision: 'deny', determining: ['amount'] });
+    expect(policies.authorize(ask({ amount: 50, roles: ['customer'] })).decision).toBe('deny');
+    expect(policies.authorize(ask({ kind: 'handoff', level: 'confidential' }))).toMatchObject({ decision: 'deny', determining: ['label'] });
+    expect(policies.authorize(ask({ kind: 'handoff', level: 'public' })).decision).toBe('allow');
+    expect(spy).toHaveBeenCalledTimes(5);
+  });
+
+  it('hands out copies: changing an answer does not change the next one', () => {
+    const policies = loadCedarPolicies([{ path: 'copies.cedar', text: TEXT }]);
+    const first = policies.authorize(ask({ amount: 500 }));
+    first.determining.push('forged');
+    first.errors.push('forged');
+    expect(policies.authorize(ask({ amount: 500 }))).toEqual({ decision: 'deny', determining: ['amount'], errors: [] });
+  });
+
+  it('answers a request it has seen as it answered it the first time, whatever came between', () => {
+    const req = fc.record({
+      roles: fc.subarray(['support', 'customer']),
+      level: fc.constantFrom('public', 'internal', 'confidential', 'restricted'),
+      amount: fc.option(fc.constantFrom(0, 100, 101, 500), { nil: undefined }),
+      kind: fc.constantFrom('tool' as const, 'handoff' as const),
+    });
+    fc.assert(
+      fc.property(fc.array(req, { minLength: 1, maxLength: 8 }), fc.array(fc.nat(), { minLength: 1, maxLength: 40 }), (pool, picks) => {
+        const cached = loadCedarPolicies([{ path: 'seq.cedar', text: TEXT }]);
+        const firstTime = new Map<number, unknown>();
+        for (const pick of picks) {
+          const i = pick % pool.length;
+          const answer = cached.authorize(ask(pool[i]!));
+          if (!firstTime.has(i)) firstTime.set(i, loadCedarPolicies([{ path: `fresh-${i}.cedar`, text: TEXT }]).authorize(ask(pool[i]!)));
+          expect(answer).toEqual(firstTime.get(i));
+        }
+      }),
+      { numRuns: 40 },
+    );
   });
 });
 

@@ -21,7 +21,27 @@ const isSpacedCode = (s: string): boolean => /^[A-Za-z0-9 ]{8,64}$/.test(s) && /
 const looksLikeIdentifier = (s: string): boolean => s.length >= 3 && s.length <= MAX_IDENTIFIER && (s.split(/\s+/).length <= 3 || isSpacedCode(s));
 
 // Identifiers inside free text: a link or an address in a message body is where it sends someone.
-const EMBEDDED = /\b(?:https?:\/\/)?(?:www\.)?[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}(?:\/[^\s"'<>)]*)?|[\w.+-]+@[\w-]+(?:\.[\w-]+)+|\b[A-Z]{2}\d{2}[A-Z0-9]{10,30}\b/gi;
+export const EMBEDDED = /\b(?:https?:\/\/)?(?:www\.)?[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}(?:\/[^\s"'<>)]*)?|[\w.+-]+@[\w-]+(?:\.[\w-]+)+|\b[A-Z]{2}\d{2}[A-Z0-9]{10,30}\b/gi;
+
+/**
+ * The identifiers {@link EMBEDDED} finds in free text, in order. None spans whitespace, and each has a
+ * dot, an `@` or a digit, so only the words that could hold one are searched: on long prose the
+ * expression tried at every position cost milliseconds.
+ */
+export function* embeddedIdentifiers(text: string): Generator<string> {
+  const special = /[.@\d]/g;
+  for (let m = special.exec(text); m; m = special.exec(text)) {
+    let start = m.index;
+    while (start > 0 && !SPACE.test(text[start - 1]!)) start--;
+    let end = m.index + 1;
+    while (end < text.length && !SPACE.test(text[end]!)) end++;
+    special.lastIndex = end;
+    if (end - start < 6) continue;
+    for (const found of text.slice(start, end).matchAll(EMBEDDED)) if (found[0].length >= 6) yield found[0];
+  }
+}
+
+const SPACE = /\s/;
 
 /** A URL as written, without scheme, `www.` or trailing punctuation: `http://www.a.com/x/` and `a.com/x` are one place. */
 const canonicalUrl = (s: string): string => s.replace(/^https?:\/\//i, '').replace(/^www\./i, '').replace(/[/.,;:]+$/, '');
@@ -31,7 +51,7 @@ function* leaves(value: unknown, path: string): Generator<[string, string]> {
     const v = value.trim();
     // Ids are often short numbers ("13"); a single digit says nothing about where it came from.
     if (looksLikeIdentifier(v) || /^\d{2,}$/.test(v)) yield [path, v];
-    else for (const m of v.matchAll(EMBEDDED)) if (m[0].length >= 6) yield [path, m[0]];
+    else for (const found of embeddedIdentifiers(v)) yield [path, found];
   } else if (typeof value === 'number' && Number.isFinite(value)) {
     // Small numbers (counts, flags) are everywhere and say nothing about where a value came from.
     if (Math.abs(value) >= 10) yield [path, String(value)];
@@ -65,21 +85,22 @@ const normalise = (s: string): string => s.toLowerCase().replace(/(?<=\d)[ ,](?=
  */
 export function traceArguments(args: Record<string, unknown> | undefined, history: readonly ContextItem[]): TracedValue[] {
   if (!args) return [];
-  const trusted: Array<{ text: string; compact: string }> = [];
+  const trusted: Array<{ text: string; compact?: string }> = [];
   const untrusted: typeof trusted = [];
   const instructed: typeof trusted = [];
   for (const item of history) {
-    const text = normalise(item.content);
     const bucket = item.label.integrity !== 'untrusted' ? trusted : item.flags?.includes('instructions') ? instructed : untrusted;
-    bucket.push({ text, compact: text.replace(/\s+/g, '') });
+    bucket.push({ text: normalise(item.content) });
   }
+  // Spaces taken out only when a spaced code is looked for.
+  const compact = (t: { text: string; compact?: string }) => (t.compact ??= t.text.replace(/\s+/g, ''));
   const traced: TracedValue[] = [];
   for (const [path, raw] of leaves(args, '')) {
     const value = normalise(/^(https?:\/\/|www\.)/i.test(raw) ? canonicalUrl(raw) : raw);
     const alt = value.replace(/\.0+$/, '');
     const code = isSpacedCode(raw) ? value.replace(/\s+/g, '') : undefined;
     const seen = (texts: typeof trusted) =>
-      texts.some(({ text, compact }) => contains(text, value) || (alt !== value && contains(text, alt)) || (code !== undefined && compact.includes(code)));
+      texts.some((t) => contains(t.text, value) || (alt !== value && contains(t.text, alt)) || (code !== undefined && compact(t).includes(code)));
     const provenance: Provenance = seen(trusted) ? 'trusted' : seen(untrusted) ? 'untrusted' : seen(instructed) ? 'instructed' : 'unseen';
     traced.push({ path, value: raw, provenance });
   }
