@@ -10,7 +10,10 @@
  * action other than the three below, are rejected at load time (a misspelt action in a `forbid`
  * would otherwise silently never apply).
  *
- * - **principal** `Palisade::User::"<principal.id>"`
+ * - **principal** `Palisade::User::"<principal.id>"`. When no policy names a user
+ *   (`Palisade::User::"…"`), a decision cannot depend on who the user is, only on their roles and
+ *   attributes: every principal is then sent as `Palisade::User::"principal"`, so the same roles
+ *   asking the same thing share one kept answer, and no user's id appears in Cedar's messages.
  *   - parents: `Palisade::Role::"<role>"` for each of the principal's roles, so
  *     `principal in Palisade::Role::"finance"` tests role membership. Roles have no hierarchy.
  *   - attributes: the principal's `attrs` (converted as below), plus `roles: Set<String>` and,
@@ -168,6 +171,8 @@ export interface CedarPolicySource {
 
 interface LoadedPolicy extends CedarPolicySource {
   text: string;
+  /** Whether the policy names a user entity: only then can the principal's id change a decision. */
+  namesUser: boolean;
   fileText: string;
   /** Byte offset of the policy's text in its file (Cedar's spans are byte offsets). */
   byteOffset: number;
@@ -191,6 +196,8 @@ const CONTEXT_KEYS: ReadonlySet<string> = new Set([
 /** Answers kept per policy set, and the largest request (serialized) worth keeping one for. */
 const ANSWERS_CACHED = 2000;
 const MAX_CACHED_REQUEST = 4096;
+/** The id every principal is sent under when no policy names a user. */
+const ANY_PRINCIPAL = 'principal';
 
 type Answered = Readonly<{ decision: CedarDecision['decision']; determining: readonly string[]; errors: readonly string[] }>;
 
@@ -206,6 +213,8 @@ export class CedarPolicies {
   readonly #readsArg: ((name: string) => boolean) | undefined;
   /** Whether any policy reads the principal's or the resource's entity data (attributes, parents). */
   readonly #reads: { principal: boolean; resource: boolean };
+  /** Whether the principal is sent under its own id; otherwise as {@link ANY_PRINCIPAL}. */
+  readonly #namesUsers: boolean;
   /**
    * Recent answers by the exact request Cedar was sent: a decision depends on nothing else (the
    * policies never change), and the same user asking the same thing in the same context is common.
@@ -219,6 +228,7 @@ export class CedarPolicies {
     this.#contextKeys = contextKeysRead(texts);
     this.#readsArg = argumentsRead(texts);
     this.#reads = { principal: policies.some((p) => readsEntity(p.text, 'principal')), resource: policies.some((p) => readsEntity(p.text, 'resource')) };
+    this.#namesUsers = policies.some((p) => p.namesUser);
     this.#policies = new Map(policies.map((p) => [p.id, p]));
     this.#order = new Map(policies.map((p, i) => [p.id, i]));
     this.policyIds = Object.freeze(policies.map((p) => p.id));
@@ -245,10 +255,11 @@ export class CedarPolicies {
     if (principal.tenant !== undefined) principalAttrs.tenant = principal.tenant;
     else delete principalAttrs.tenant;
 
+    const principalId = this.#namesUsers ? principal.id : ANY_PRINCIPAL;
     const isTool = action.kind === 'tool';
     const resource = { type: isTool ? T.tool : T.agent, id: action.name };
     const entities: EntityJson[] = [
-      ...(this.#reads.principal ? [{ uid: { type: T.user, id: principal.id }, attrs: principalAttrs, parents: roles.map((id) => ({ type: T.role, id })) }] : []),
+      ...(this.#reads.principal ? [{ uid: { type: T.user, id: principalId }, attrs: principalAttrs, parents: roles.map((id) => ({ type: T.role, id })) }] : []),
       ...(this.#reads.resource ? [{ uid: resource, attrs: isTool ? { agent: request.agent } : {}, parents: [] }] : []),
     ];
 
@@ -288,7 +299,7 @@ export class CedarPolicies {
     const sent = keys ? Object.fromEntries(Object.entries(cedarContext).filter(([key]) => keys.has(key))) : cedarContext;
 
     const call = {
-      principal: { type: T.user, id: principal.id },
+      principal: { type: T.user, id: principalId },
       action: { type: T.action, id: ACTION_IDS[action.kind] },
       resource,
       context: sent,
@@ -442,7 +453,9 @@ export function loadCedarPolicies(files: ReadonlyArray<{ path: string; text: str
       const id = annotated || `${file}:${index}`;
       const escalate = json.json.annotations !== undefined && 'escalate' in json.json.annotations;
       if (escalate && json.json.effect !== 'forbid') here('@escalate applies to forbid policies only: it turns their deny into a request for approval', '@escalate');
-      const policy: LoadedPolicy = { id, file, line: pos.line, column: pos.column, effect: json.json.effect, escalate, text: part, fileText: text, byteOffset: Math.max(0, byteOffset) };
+      // Entity literals, in scopes and in conditions alike, carry their type next to their id in Cedar's JSON form.
+      const namesUser = JSON.stringify(json.json).includes(`"type":${JSON.stringify(T.user)}`);
+      const policy: LoadedPolicy = { id, file, line: pos.line, column: pos.column, effect: json.json.effect, escalate, namesUser, text: part, fileText: text, byteOffset: Math.max(0, byteOffset) };
       const clash = ids.get(id);
       if (clash) here(`duplicate policy id '${id}' (also at ${clash.file}:${clash.line}:${clash.column})`, annotated ? `"${id}"` : undefined);
       else ids.set(id, policy);

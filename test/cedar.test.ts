@@ -185,7 +185,8 @@ describe('Cedar policies: the support example', () => {
 
 describe('Cedar policies: only what the rules read is sent', () => {
   // A rule that never matches but reads the context, the arguments and both entities whole makes a set send everything.
-  const READS_ALL = '\n@id("reads-all") forbid (principal, action, resource) when { context == {} && context.args == {} && principal == resource };\n';
+  // It also names a user, so the principal keeps its own id.
+  const READS_ALL = '\n@id("reads-all") forbid (principal, action, resource) when { context == {} && context.args == {} && principal == resource && principal != Palisade::User::"nobody" };\n';
   const RULES = [
     `@id("label-only") forbid (principal, action == Palisade::Action::"handoff", resource) when { context.label.levelRank >= 2 };`,
     `@id("role") permit (principal in Palisade::Role::"support", action == Palisade::Action::"call_tool", resource);`,
@@ -201,6 +202,7 @@ describe('Cedar policies: only what the rules read is sent', () => {
       loadCedarPolicies([{ path: `full-${i}.cedar`, text: text + READS_ALL }]),
     ]);
     const req = fc.record({
+      id: fc.constantFrom('alice', 'bob', 'principal'),
       roles: fc.subarray(['support', 'customer', 'finance']),
       action: fc.oneof(
         fc.record({ kind: fc.constant('tool' as const), name: fc.constantFrom('issue_refund', 'lookup_order') }),
@@ -216,7 +218,7 @@ describe('Cedar policies: only what the rules read is sent', () => {
       fc.property(req, fc.nat({ max: pairs.length - 1 }), (r, which) => {
         const [pruned, full] = pairs[which]!;
         const q = request({
-          principal: { roles: r.roles },
+          principal: { id: r.id, roles: r.roles },
           action: r.action,
           agent: r.agent,
           context: { label: { level: r.level, categories: [], integrity: 'trusted' }, chain: r.chain, args: { ...r.extra, ...(r.amount === null ? {} : { amountCents: r.amount }) } },
@@ -265,6 +267,25 @@ describe('Cedar policies: recent answers are kept', () => {
     expect(policies.authorize(ask({ kind: 'handoff', level: 'confidential' }))).toMatchObject({ decision: 'deny', determining: ['label'] });
     expect(policies.authorize(ask({ kind: 'handoff', level: 'public' })).decision).toBe('allow');
     expect(spy).toHaveBeenCalledTimes(5);
+  });
+
+  it('where no policy names a user, users with the same roles share answers; where one does, each is asked about', () => {
+    const spy = vi.mocked(cedarWasm.statefulIsAuthorized);
+    const anyone = loadCedarPolicies([{ path: 'roles.cedar', text: TEXT }]);
+    spy.mockClear();
+    const of = (id: string) => ({ ...ask({ amount: 500 }), principal: { id, roles: ['support'], attrs: {} } });
+    expect(anyone.authorize(of('alice'))).toMatchObject({ decision: 'deny', determining: ['amount'] });
+    expect(anyone.authorize(of('bob'))).toMatchObject({ decision: 'deny', determining: ['amount'] });
+    expect(spy).toHaveBeenCalledTimes(1);
+    expect(JSON.stringify(spy.mock.calls[0]![0])).not.toContain('alice');
+
+    const named = loadCedarPolicies([{ path: 'named.cedar', text: `${TEXT}\n@id("alice-may") permit (principal == Palisade::User::"alice", action, resource);` }]);
+    spy.mockClear();
+    // No role permits it, and nothing forbids it: only the permit for alice can allow it.
+    const other = { ...ask({ amount: 50 }), principal: { id: 'bob', roles: [], attrs: {} } };
+    expect(named.authorize({ ...other, principal: { ...other.principal, id: 'alice' } })).toMatchObject({ decision: 'allow', determining: ['alice-may'] });
+    expect(named.authorize(other).decision).toBe('deny');
+    expect(spy).toHaveBeenCalledTimes(2);
   });
 
   it('hands out copies: changing an answer does not change the next one', () => {
