@@ -10,7 +10,7 @@ import os from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { Redis } from 'ioredis';
 import { deleteKeys, diffStats, info, installCommandCounter, serverStats, startCounting, stopCounting, type CommandCounts, type ServerStats } from './redis-probe.js';
-import { HOPS, palisadeBullMQ, palisadeEmbedded, palisadeGuarded, rawBullMQ, writeChainKeys, type Harness, type ScenarioConfig } from './scenarios.js';
+import { HOPS, palisadeBullMQ, palisadeEmbedded, palisadeGuarded, palisadeWithOnly, rawBullMQ, writeChainKeys, type Harness, type ScenarioConfig } from './scenarios.js';
 import { benchScale } from './scale.js';
 import { fmt, median, percentile, round, table } from './stats.js';
 import { benchPipeline } from './pipeline.js';
@@ -46,11 +46,13 @@ const config = {
   totalTimeoutMs: num('BENCH_TIMEOUT_MS', 600_000),
 };
 
-type SystemId = 'raw' | 'palisade' | 'guarded' | 'embedded';
-const SYSTEMS: readonly SystemId[] = ['raw', 'palisade', 'guarded', 'embedded'];
+type SystemId = 'raw' | 'palisade' | 'keys' | 'policy' | 'guarded' | 'embedded';
+const SYSTEMS: readonly SystemId[] = ['raw', 'palisade', 'keys', 'policy', 'guarded', 'embedded'];
 const NAMES: Record<SystemId, string> = {
   raw: 'raw BullMQ (baseline)',
   palisade: 'Palisade, no guards',
+  keys: 'Palisade, link keys only',
+  policy: 'Palisade, policy only',
   guarded: 'Palisade guarded (keys, policy, audit)',
   embedded: 'Palisade embedded (no Redis)',
 };
@@ -85,7 +87,9 @@ async function open(system: SystemId, prefix: string | undefined): Promise<Harne
         ? await palisadeBullMQ(scenario, prefix!)
         : system === 'guarded'
           ? await palisadeGuarded(scenario, prefix!, keysDir!)
-          : await palisadeEmbedded(scenario);
+          : system === 'keys' || system === 'policy'
+            ? await palisadeWithOnly(system, scenario, prefix!, keysDir!)
+            : await palisadeEmbedded(scenario);
   openHarnesses.add(harness);
   // Opened while cleanup ran: close it here, as cleanup no longer will.
   if (stopping) {
@@ -314,7 +318,6 @@ function report(summary: Summary): string {
   const raw = sys('raw');
   const pal = sys('palisade');
   const grd = sys('guarded');
-  const emb = sys('embedded');
   const out: string[] = [];
   out.push(
     `Throughput — median of ${config.rounds} rounds × ${config.chains} chains of ${HOPS} hops, ${config.inflight} chains in flight, concurrency ${config.concurrency} per queue, ${config.payloadBytes} B payload`,
@@ -336,7 +339,7 @@ function report(summary: Summary): string {
     table(
       ['system', 'load p50', 'load p99', 'serial p50', 'serial p99'],
       [
-        ...[raw, pal, grd, emb].map((s) => [NAMES[s.system], fmt(s.hopLatencyMs.load.p50, 2), fmt(s.hopLatencyMs.load.p99, 2), fmt(s.hopLatencyMs.serial.p50, 2), fmt(s.hopLatencyMs.serial.p99, 2)]),
+        ...summary.systems.map((s) => [NAMES[s.system], fmt(s.hopLatencyMs.load.p50, 2), fmt(s.hopLatencyMs.load.p99, 2), fmt(s.hopLatencyMs.serial.p50, 2), fmt(s.hopLatencyMs.serial.p99, 2)]),
         ...[pal, grd].map((s) => [`${NAMES[s.system]} − raw`, ...(['load', 'serial'] as const).flatMap((m) => (['p50', 'p99'] as const).map((q) => signed(s.hopLatencyMs[m][q] - raw.hopLatencyMs[m][q])))]),
       ],
       ['l', 'r', 'r', 'r', 'r'],
@@ -352,7 +355,7 @@ function report(summary: Summary): string {
     '',
     table(
       ['system', 'Node CPU ms/hop', 'Redis CPU ms/hop', 'event loop busy', 'Redis commands/hop', 'round trips/hop', 'new connections/chain'],
-      [raw, pal, grd, emb].map((s) => {
+      summary.systems.map((s) => {
         const p = load(s.system);
         return [
           NAMES[s.system],
@@ -365,6 +368,22 @@ function report(summary: Summary): string {
         ];
       }),
       ['l', 'r', 'r', 'r', 'r', 'r', 'r'],
+    ),
+    '',
+    'What each protection adds to Palisade with no guards (the audit log is on in all of them), per hop under load',
+    '',
+    table(
+      ['protection', 'Node CPU ms/hop added', 'Redis CPU ms/hop added', 'chains/s vs no guards'],
+      (['keys', 'policy', 'guarded'] as const).map((id) => {
+        const s = sys(id);
+        return [
+          id === 'guarded' ? 'link keys and policy (guarded)' : id === 'keys' ? 'link keys (MACs on envelopes, checkpoints, audit records)' : 'policy (every guard, Cedar, content scanners)',
+          signed(s.nodeCpuMsPerHop - pal.nodeCpuMsPerHop),
+          s.redisCpuMsPerHop === undefined || pal.redisCpuMsPerHop === undefined ? '—' : signed(s.redisCpuMsPerHop - pal.redisCpuMsPerHop),
+          `${fmt(s.chainsPerSec / pal.chainsPerSec, 2)}×`,
+        ];
+      }),
+      ['l', 'r', 'r', 'r'],
     ),
   );
   if (rawProbe && palProbe && grdProbe) {
@@ -454,7 +473,7 @@ async function main(admin: Redis): Promise<void> {
 
   for (let r = 1; r <= config.rounds; r++) {
     // Alternate which system goes first, so drift on a shared machine does not favour one.
-    const order: SystemId[] = r % 2 === 1 ? ['raw', 'palisade', 'guarded', 'embedded'] : ['guarded', 'palisade', 'raw', 'embedded'];
+    const order: SystemId[] = r % 2 === 1 ? ['raw', 'palisade', 'keys', 'policy', 'guarded', 'embedded'] : ['guarded', 'policy', 'keys', 'palisade', 'raw', 'embedded'];
     for (const system of order) await runSystem(system, r);
   }
 

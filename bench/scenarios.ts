@@ -202,6 +202,17 @@ export async function palisadeGuarded(config: ScenarioConfig, prefix: string, ke
   return palisadeHarness('Palisade guarded', runtime, config);
 }
 
+/** One protection of the guarded system on its own, to see what each costs: the link keys, or the policy's guards. */
+export async function palisadeWithOnly(protection: 'keys' | 'policy', config: ScenarioConfig, prefix: string, keysDir: string): Promise<Harness> {
+  const runtime = new Runtime({
+    agents: chainAgents(),
+    ...(protection === 'keys' ? { keys: await loadKeyring(keysDir, CHAIN_COMPONENTS) } : { policy: await loadPolicy(GUARDED_POLICY) }),
+    transport: new BullMQTransport({ connection: config.redisUrl, prefix }),
+  });
+  await runtime.startWorkers({ concurrency: config.concurrency });
+  return palisadeHarness(`Palisade with ${protection} only`, runtime, config);
+}
+
 /** Palisade on the in-process transport: no Redis at all, for scale. */
 export async function palisadeEmbedded(config: ScenarioConfig): Promise<Harness> {
   const runtime = new Runtime({ agents: chainAgents(), transport: new EmbeddedTransport() });

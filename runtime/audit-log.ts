@@ -214,16 +214,36 @@ function canon(value: unknown): string | undefined {
       throw new TypeError('canonicalJson: bigint is not JSON');
     default: {
       if (value === null) return 'null';
-      if (Array.isArray(value)) return `[${value.map((v) => canon(v) ?? 'null').join(',')}]`;
+      // Appending to one string: every envelope and checkpoint is canonicalised on the hot path.
+      if (Array.isArray(value)) {
+        let out = '[';
+        for (let i = 0; i < value.length; i++) out += (i === 0 ? '' : ',') + (canon(value[i]) ?? 'null');
+        return `${out}]`;
+      }
       const obj = value as Record<string, unknown>;
-      const parts: string[] = [];
+      let out = '{';
+      let first = true;
       for (const k of Object.keys(obj).sort()) {
         const v = canon(obj[k]);
-        if (v !== undefined) parts.push(`${JSON.stringify(wellFormed(k))}:${v}`);
+        if (v === undefined) continue;
+        out += (first ? '' : ',') + quotedKey(k) + ':' + v;
+        first = false;
       }
-      return `{${parts.join(',')}}`;
+      return `${out}}`;
     }
   }
+}
+
+/** Object keys are few and repeat (the same field names in every envelope): each is quoted once. */
+const quotedKeys = new Map<string, string>();
+function quotedKey(k: string): string {
+  let quoted = quotedKeys.get(k);
+  if (quoted === undefined) {
+    quoted = JSON.stringify(wellFormed(k));
+    // Bounded: keys from data (arguments, attributes) must not grow it without limit.
+    if (k.length <= 64 && quotedKeys.size < 4096) quotedKeys.set(k, quoted);
+  }
+  return quoted;
 }
 
 const sha256 = (text: string): string => createHash('sha256').update(text, 'utf8').digest('hex');

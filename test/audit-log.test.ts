@@ -100,6 +100,26 @@ describe('canonicalJson', () => {
     expect(() => canonicalJson(Number.NaN)).toThrow();
     expect(() => canonicalJson(1n)).toThrow();
   });
+
+  it('prints any JSON value with every object\'s keys sorted, the same each time', () => {
+    // The plainest statement of the format, as an oracle.
+    const oracle = (v: unknown): string =>
+      v === null || typeof v !== 'object'
+        ? JSON.stringify(v)
+        : Array.isArray(v)
+          ? `[${v.map(oracle).join(',')}]`
+          : `{${Object.keys(v)
+              .sort()
+              .map((k) => `${JSON.stringify(k)}:${oracle((v as Record<string, unknown>)[k])}`)
+              .join(',')}}`;
+    fc.assert(
+      fc.property(fc.jsonValue(), (v) => {
+        expect(canonicalJson(v)).toBe(oracle(v));
+        expect(canonicalJson(v)).toBe(canonicalJson(structuredClone(v)));
+      }),
+      { numRuns: 500 },
+    );
+  });
 });
 
 describe('AuditLog', () => {
