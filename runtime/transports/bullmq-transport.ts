@@ -25,6 +25,9 @@ export interface BullMQTransportOptions {
 
 const queueName = (agent: string): string => `agent.${agent}`;
 
+/** How many of a queue's latest failed jobs each worker checks were reported. */
+const FAILURES_SWEPT = 100;
+
 /** Agents as BullMQ queues on one Redis: a queue per agent, delegation as parent and child jobs. */
 export class BullMQTransport implements Transport {
   readonly kind = 'redis' as const;
@@ -34,8 +37,8 @@ export class BullMQTransport implements Transport {
   private readonly connectionSpec: string | RedisOptions;
   private readonly queues = new Map<string, Queue>();
   private flows: FlowProducer | undefined;
-  /** Each worker with the connection made for it, which BullMQ does not close. */
-  private readonly workers = new Map<Worker, Redis>();
+  /** Each worker with the connection made for it (which BullMQ does not close) and its sweep of failed jobs. */
+  private readonly workers = new Map<Worker, { connection: Redis; sweeping: NodeJS.Timeout }>();
   private readonly jobOptions: JobsOptions;
   private readonly lockDurationMs: number;
   private readonly maxStalledCount: number;
@@ -169,24 +172,37 @@ export class BullMQTransport implements Transport {
         maxStalledCount: this.maxStalledCount,
       },
     );
+    const reported = new Set<string>();
+    const report = (job: Job, message: string) => {
+      if (!job.id || reported.has(job.id)) return;
+      reported.add(job.id);
+      options.onFailed?.(job.id, job.data, new Error(failureReason(job, message)));
+    };
     worker.on('failed', (job, error) => {
       if (!job) return;
       // Final when it is in the failed set: attempts used up, or stalled too often (a worker died with it each time).
       void job.getState().then(
-        (state) => {
-          if (state !== 'failed') return;
-          const reason = /stalled more than allowable limit/.test(error.message) ? new Error(`its worker died while running it ${job.stalledCounter} times (${error.message})`) : error;
-          options.onFailed?.(job.id ?? '', job.data, reason);
-        },
+        (state) => state === 'failed' && report(job, error.message),
         () => undefined,
       );
     });
+    // The 'failed' event reaches only the process that failed the job; if that one dies before it is
+    // handled, the run would wait forever. Every worker therefore also reports the queue's latest
+    // failures when it starts and then every lock period (reporting is idempotent: a run ends once).
+    const sweep = async () => {
+      const jobs = await this.queue(queue).getFailed(0, FAILURES_SWEPT - 1);
+      for (const id of reported) if (!jobs.some((j) => j?.id === id)) reported.delete(id);
+      for (const job of jobs) if (job) report(job, job.failedReason);
+    };
+    const sweeping = setInterval(() => void sweep().catch(() => undefined), this.lockDurationMs).unref();
+    void sweep().catch(() => undefined);
     worker.on('error', () => {
       // Connection errors: the worker reconnects and redelivery covers lost work.
     });
-    this.workers.set(worker, connection);
+    this.workers.set(worker, { connection, sweeping });
     return {
       close: async (timeoutMs = 10_000) => {
+        clearInterval(sweeping);
         if (!this.workers.delete(worker)) return;
         let timer: NodeJS.Timeout | undefined;
         const graceful = worker.close().then(() => true);
@@ -211,7 +227,8 @@ export class BullMQTransport implements Transport {
 
   async close(): Promise<void> {
     await Promise.all(
-      [...this.workers].map(async ([worker, connection]) => {
+      [...this.workers].map(async ([worker, { connection, sweeping }]) => {
+        clearInterval(sweeping);
         await worker.close(true);
         connection.disconnect();
       }),
@@ -224,6 +241,11 @@ export class BullMQTransport implements Transport {
     await this.store.close();
     await this.redis.quit().catch(() => this.redis.disconnect());
   }
+}
+
+/** Why a job failed for good, as its run reports it. */
+function failureReason(job: Job, message: string): string {
+  return /stalled more than allowable limit/.test(message) ? `its worker died while running it ${job.stalledCounter} times (${message})` : message;
 }
 
 async function childResults(job: Job): Promise<Map<string, TaskResult | undefined>> {

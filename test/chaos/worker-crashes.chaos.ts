@@ -27,6 +27,11 @@ describe('worker crashes at random points (real processes, SIGKILL, restarted)',
       await new Promise((r) => setTimeout(r, 1000));
     }
     const stuck = records.filter((r) => !r || r.status === 'running');
+    // A stuck run says where it stopped: its last events, in order.
+    for (const r of stuck) {
+      const events = r ? await producer.transport.store.listEvents(r.id) : [];
+      process.stdout.write(`\nstuck run ${r?.id ?? '(no record)'}: ${events.slice(-12).map(({ event }) => `${event.agent ?? '-'}:${event.type}${'reason' in event ? `(${String(event.reason)})` : ''}`).join(' → ')}\n`);
+    }
     expect(stuck.map((r) => r?.id)).toEqual([]);
     const failed = records.filter((r) => r!.status === 'failed');
     // A failure says why: a policy decision, or a job that died too often.
