@@ -288,9 +288,10 @@ class Activation {
 
   /**
    * Records a run event and its audit entry. Neither is awaited here: events of one activation are
-   * buffered and go to Redis in order, in one write each time the activation is about to wait (a model
-   * call, a tool) or end, and audit appends together (the log batches concurrent appends). The
-   * activation writes them all before the run ends and before it returns, and fails if one cannot be.
+   * buffered and go to Redis in order, in one write with each model turn's usage, when a model call or
+   * tool is still busy after {@link EVENTS_DUE_MS}, or at the end; audit appends go together (the log
+   * batches concurrent appends). The activation writes them all before the run ends and before it
+   * returns, and fails if one cannot be.
    */
   private emit(event: RunEventInput): void {
     const e = this.envelope;
