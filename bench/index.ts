@@ -10,7 +10,7 @@ import os from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { Redis } from 'ioredis';
 import { deleteKeys, diffStats, info, installCommandCounter, serverStats, startCounting, stopCounting, type CommandCounts, type ServerStats } from './redis-probe.js';
-import { HOPS, palisadeBullMQ, palisadeEmbedded, palisadeGuarded, palisadeWithOnly, rawBullMQ, writeChainKeys, type Harness, type ScenarioConfig } from './scenarios.js';
+import { HOPS, palisadeBullMQ, palisadeEmbedded, palisadeGuarded, rawBullMQ, writeChainKeys, type Harness, type ScenarioConfig } from './scenarios.js';
 import { benchScale } from './scale.js';
 import { fmt, median, percentile, round, table } from './stats.js';
 import { benchPipeline } from './pipeline.js';
@@ -88,7 +88,7 @@ async function open(system: SystemId, prefix: string | undefined): Promise<Harne
         : system === 'guarded'
           ? await palisadeGuarded(scenario, prefix!, keysDir!)
           : system === 'keys' || system === 'policy'
-            ? await palisadeWithOnly(system, scenario, prefix!, keysDir!)
+            ? await palisadeGuarded(scenario, prefix!, keysDir!, [system])
             : await palisadeEmbedded(scenario);
   openHarnesses.add(harness);
   // Opened while cleanup ran: close it here, as cleanup no longer will.

@@ -178,13 +178,26 @@ export async function palisadeBullMQ(config: ScenarioConfig, prefix: string): Pr
 
 export const GUARDED_POLICY = fileURLToPath(new URL('./policy.yaml', import.meta.url));
 
+/** What the guarded system turns on; the bench also runs each on its own, to see what it costs. */
+export type Protection = 'keys' | 'policy';
+const ALL_PROTECTIONS: readonly Protection[] = ['keys', 'policy'];
+
 /**
- * Palisade with every protection on: link keys (each envelope MAC'd and checked), the bench policy's
- * full guard pipeline, and the audit log (on whenever the transport is Redis). `keysDir` holds the
- * keys of the edge and of a, b, c (`writeChainKeys`).
+ * Palisade with every protection on (or those given): link keys (each envelope MAC'd and checked), the
+ * bench policy's full guard pipeline, and the audit log (on whenever the transport is Redis). `keysDir`
+ * holds the keys of the edge and of a, b, c (`writeChainKeys`).
  */
-export async function guardedRuntime(config: Pick<ScenarioConfig, 'redisUrl'>, prefix: string, keysDir: string, components: readonly string[]): Promise<Runtime> {
-  const [policy, keys] = await Promise.all([loadPolicy(GUARDED_POLICY), loadKeyring(keysDir, components)]);
+export async function guardedRuntime(
+  config: Pick<ScenarioConfig, 'redisUrl'>,
+  prefix: string,
+  keysDir: string,
+  components: readonly string[],
+  protections: readonly Protection[] = ALL_PROTECTIONS,
+): Promise<Runtime> {
+  const [policy, keys] = await Promise.all([
+    protections.includes('policy') ? loadPolicy(GUARDED_POLICY) : undefined,
+    protections.includes('keys') ? loadKeyring(keysDir, components) : undefined,
+  ]);
   return new Runtime({ agents: chainAgents(), policy, keys, transport: new BullMQTransport({ connection: config.redisUrl, prefix }) });
 }
 
@@ -196,21 +209,10 @@ export async function writeChainKeys(dir: string): Promise<void> {
 export const CHAIN_COMPONENTS = [EDGE, 'a', 'b', 'c'] as const;
 
 /** Palisade guarded, workers in this process (the producer and the workers share one runtime, as in `palisadeBullMQ`). */
-export async function palisadeGuarded(config: ScenarioConfig, prefix: string, keysDir: string): Promise<Harness> {
-  const runtime = await guardedRuntime(config, prefix, keysDir, CHAIN_COMPONENTS);
+export async function palisadeGuarded(config: ScenarioConfig, prefix: string, keysDir: string, protections: readonly Protection[] = ALL_PROTECTIONS): Promise<Harness> {
+  const runtime = await guardedRuntime(config, prefix, keysDir, CHAIN_COMPONENTS, protections);
   await runtime.startWorkers({ concurrency: config.concurrency });
-  return palisadeHarness('Palisade guarded', runtime, config);
-}
-
-/** One protection of the guarded system on its own, to see what each costs: the link keys, or the policy's guards. */
-export async function palisadeWithOnly(protection: 'keys' | 'policy', config: ScenarioConfig, prefix: string, keysDir: string): Promise<Harness> {
-  const runtime = new Runtime({
-    agents: chainAgents(),
-    ...(protection === 'keys' ? { keys: await loadKeyring(keysDir, CHAIN_COMPONENTS) } : { policy: await loadPolicy(GUARDED_POLICY) }),
-    transport: new BullMQTransport({ connection: config.redisUrl, prefix }),
-  });
-  await runtime.startWorkers({ concurrency: config.concurrency });
-  return palisadeHarness(`Palisade with ${protection} only`, runtime, config);
+  return palisadeHarness(`Palisade with ${protections.join(' and ')}`, runtime, config);
 }
 
 /** Palisade on the in-process transport: no Redis at all, for scale. */

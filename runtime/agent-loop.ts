@@ -349,24 +349,29 @@ class Activation {
    * and the result its job returns.
    */
   private async flushEvents(finished?: TaskResult): Promise<void> {
-    if (finished) {
-      // Whatever is being written goes first; the rest goes with the mark, in order.
-      while (this.eventsWritten) await this.eventsWritten;
-      if (this.eventFailure === undefined) await this.store.finishMessage(this.runId, this.events.splice(0), this.envelope.receiver, this.envelope.messageId, this.task.id, finished);
-    }
+    if (finished) await this.store.finishMessage(this.runId, await this.unwritten(), this.envelope.receiver, this.envelope.messageId, this.task.id, finished);
     this.sendEvents();
     while (this.eventsWritten) await this.eventsWritten;
     if (this.eventFailure !== undefined) throw this.eventFailure;
   }
 
-  /** The turn's usage with every event buffered so far, in one write, after any write in progress (events stay in order). */
+  /** The turn's usage with every event buffered so far, in one write. */
   private async recordTurn(usage: TokenUsage): Promise<void> {
+    const events = await this.unwritten();
+    this.sendAudit();
+    this.statusSeen = await this.store.recordTurn(this.runId, usage, events);
+  }
+
+  /**
+   * Takes the buffered events for a write of the caller's own, once any write in progress is done (so
+   * events stay in order) and instead of a write set for later; throws what kept an earlier one out.
+   */
+  private async unwritten(): Promise<Array<{ event: RunEventInput; at: number }>> {
     clearTimeout(this.eventsDue);
     this.eventsDue = undefined;
     while (this.eventsWritten) await this.eventsWritten;
     if (this.eventFailure !== undefined) throw this.eventFailure;
-    this.sendAudit();
-    this.statusSeen = await this.store.recordTurn(this.runId, usage, this.events.splice(0));
+    return this.events.splice(0);
   }
 
   private async flushAudit(): Promise<void> {

@@ -83,6 +83,12 @@ export function finishedPrefix(jobId: string): string {
   return `\0done\0${jobId}\0`;
 }
 
+/** The result a claim holds when it is this job's finished claim. */
+export function finishedResult(held: string | null | undefined, jobId: string): TaskResult | undefined {
+  const prefix = finishedPrefix(jobId);
+  return held?.startsWith(prefix) ? (JSON.parse(held.slice(prefix.length)) as TaskResult) : undefined;
+}
+
 /** What a worker learns first of every job: its claim, the run, and for a `finished` claim the result it gave. */
 export interface RunClaim {
   claim: MessageClaim;

@@ -45,6 +45,16 @@ describe('durability across worker crashes (real Redis, separate processes)', ()
 
   const exited = (child: ChildProcess) => new Promise((resolve) => (child.exitCode !== null || child.signalCode !== null ? resolve(undefined) : child.once('exit', resolve)));
 
+  /** Starts the run with a worker of `agent` that kills itself at `crash`, waits for the kill, then starts a healthy worker. */
+  async function killedOnceAt<T>(agent: string, crash: string, startRun: () => Promise<T>): Promise<T> {
+    const first = await startWorker(agent, crash);
+    const run = await startRun();
+    await exited(first);
+    expect(first.signalCode).toBe('SIGKILL');
+    await startWorker(agent);
+    return run;
+  }
+
   let keysDir: string;
   beforeAll(async () => {
     keysDir = await mkdtemp(join(tmpdir(), 'palisade-durable-keys-'));
@@ -80,11 +90,7 @@ describe('durability across worker crashes (real Redis, separate processes)', ()
   });
 
   it('a worker killed right after a side effect: the redelivered call reuses the idempotency key, the effect happens once', async () => {
-    const first = await startWorker('payer', 'after-effect');
-    const run = await producer.start('payer', 'pay', { principal });
-    await exited(first);
-    expect(first.signalCode).toBe('SIGKILL');
-    await startWorker('payer');
+    const run = await killedOnceAt('payer', 'after-effect', () => producer.start('payer', 'pay', { principal }));
     await expect(run.result({ timeoutMs: 20_000 })).resolves.toMatchObject({ output: 'paid' });
 
     const executions = await redis.lrange(`${prefix}:executions`, 0, -1);
@@ -124,11 +130,7 @@ describe('durability across worker crashes (real Redis, separate processes)', ()
   it('a worker killed after it finished a message but before the queue heard: the redelivery returns the same answer, nothing runs again', async () => {
     await redis.set(`${prefix}:gate`, 'open');
     await startWorker('boss');
-    const first = await startWorker('slowpoke', 'after-finish');
-    const run = await producer.start('boss', 'one', { principal });
-    await exited(first);
-    expect(first.signalCode).toBe('SIGKILL');
-    await startWorker('slowpoke');
+    const run = await killedOnceAt('slowpoke', 'after-finish', () => producer.start('boss', 'one', { principal }));
     await expect(run.result({ timeoutMs: 20_000 })).resolves.toMatchObject({ output: 'boss got: slow answer' });
     const events: RunEvent[] = [];
     for await (const e of run.events()) events.push(e);

@@ -3,7 +3,7 @@ import type { TokenUsage } from '../../agents/model.js';
 import type { RunEventInput } from '../events.js';
 import type { ApprovalDecision, ApprovalRequest, ApprovalState } from '../approval.js';
 import type { TaskResult } from '../transport.js';
-import { finishedClaim, finishedPrefix, firstOfEachKey, type ActionRecord, type CompensationRecord, type EventCursor, type MessageClaim, type RunClaim, type RunRecord, type RunStatus, type RunStore, type StoredEvent, type ToolCallRecord } from '../run-store.js';
+import { finishedClaim, finishedResult, firstOfEachKey, type ActionRecord, type CompensationRecord, type EventCursor, type MessageClaim, type RunClaim, type RunRecord, type RunStatus, type RunStore, type StoredEvent, type ToolCallRecord } from '../run-store.js';
 
 interface MemoryRun {
   record: RunRecord;
@@ -120,9 +120,8 @@ export class MemoryRunStore implements RunStore {
 
   async claimForRun(receiver: string, messageId: string, jobId: string, runId: string): Promise<RunClaim> {
     const run = await this.getRun(runId);
-    const held = this.seen.get(`${receiver}:${messageId}`);
-    const prefix = finishedPrefix(jobId);
-    if (held?.startsWith(prefix)) return { claim: 'finished', run, result: JSON.parse(held.slice(prefix.length)) as TaskResult };
+    const result = finishedResult(this.seen.get(`${receiver}:${messageId}`), jobId);
+    if (result) return { claim: 'finished', run, result };
     return { claim: await this.claimMessage(receiver, messageId, jobId), run };
   }
 

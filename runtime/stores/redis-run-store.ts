@@ -4,7 +4,7 @@ import type { TokenUsage } from '../../agents/model.js';
 import type { RunEvent, RunEventInput } from '../events.js';
 import type { ApprovalDecision, ApprovalRequest, ApprovalState } from '../approval.js';
 import type { TaskResult } from '../transport.js';
-import { finishedClaim, finishedPrefix, firstOfEachKey, type ActionRecord, type CompensationRecord, type EventCursor, type MessageClaim, type RunClaim, type RunRecord, type RunStatus, type RunStore, type StoredEvent, type ToolCallRecord } from '../run-store.js';
+import { finishedClaim, finishedPrefix, finishedResult, firstOfEachKey, type ActionRecord, type CompensationRecord, type EventCursor, type MessageClaim, type RunClaim, type RunRecord, type RunStatus, type RunStore, type StoredEvent, type ToolCallRecord } from '../run-store.js';
 
 export interface RedisRunStoreOptions {
   /** Key prefix shared with the queues; wrap it in braces (`{palisade}`) for Redis Cluster. */
@@ -24,6 +24,12 @@ redis.call('XADD', KEYS[#KEYS], '*', 's', ARGV[1])
 for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ARGV[5]) end
 return 1`;
 
+/** Lua: appends ARGV[from], ARGV[from + 1], … to the event stream KEYS[1] (capped at ARGV[1]) and renews its expiry (ARGV[2]). */
+function appendEventsFrom(from: number): string {
+  return `for i = ${from}, #ARGV do redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[i]) end
+if #ARGV >= ${from} then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end`;
+}
+
 /**
  * The store's multi-command writes as server-side scripts: one command each on the wire. An ioredis
  * MULTI builds a pipeline object per call, which profiling showed to cost more Node CPU than the
@@ -32,12 +38,11 @@ return 1`;
 const SCRIPTS = {
   palisadeAppendMany: {
     numberOfKeys: 1,
-    lua: `for i = 3, #ARGV do redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[i]) end redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1`,
+    lua: `${appendEventsFrom(3)} return 1`,
   },
   palisadeFinishMessage: {
     numberOfKeys: 2,
-    lua: `for i = 4, #ARGV do redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[i]) end
-if #ARGV >= 4 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+    lua: `${appendEventsFrom(4)}
 redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2]) return 1`,
   },
   palisadeCreateRun: {
@@ -65,8 +70,7 @@ return 'replay'`,
   },
   palisadeTurn: {
     numberOfKeys: 2,
-    lua: `for i = 5, #ARGV do redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[i]) end
-if #ARGV >= 5 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+    lua: `${appendEventsFrom(5)}
 if redis.call('EXISTS', KEYS[2]) == 0 then return false end
 redis.call('HINCRBY', KEYS[2], 'inputTokens', ARGV[3]) redis.call('HINCRBY', KEYS[2], 'outputTokens', ARGV[4])
 return redis.call('HGET', KEYS[2], 'status')`,
@@ -142,12 +146,11 @@ export class RedisRunStore implements RunStore {
   }
 
   async claimForRun(receiver: string, messageId: string, jobId: string, runId: string): Promise<RunClaim> {
-    const prefix = finishedPrefix(jobId);
-    const [claim, flat, held] = (await this.scripts.palisadeClaimForRun(`${this.prefix}:seen:${receiver}:${messageId}`, this.key(runId), jobId, this.retentionMs, prefix)) as [MessageClaim, string[], string | null];
+    const [claim, flat, held] = (await this.scripts.palisadeClaimForRun(`${this.prefix}:seen:${receiver}:${messageId}`, this.key(runId), jobId, this.retentionMs, finishedPrefix(jobId))) as [MessageClaim, string[], string | null];
     const h: Record<string, string> = {};
     for (let i = 0; i + 1 < flat.length; i += 2) h[flat[i]!] = flat[i + 1]!;
-    if (claim === 'finished' && held) return { claim, run: runRecord(h), result: JSON.parse(held.slice(prefix.length)) as TaskResult };
-    return { claim, run: runRecord(h) };
+    const result = finishedResult(held, jobId);
+    return result ? { claim, run: runRecord(h), result } : { claim, run: runRecord(h) };
   }
 
   async recordTurn(runId: string, usage: TokenUsage, events: ReadonlyArray<{ event: RunEventInput; at: number }>): Promise<RunStatus | undefined> {

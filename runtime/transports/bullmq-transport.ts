@@ -190,9 +190,13 @@ export class BullMQTransport implements Transport {
     // handled, the run would wait forever. Every worker therefore also reports the queue's latest
     // failures when it starts and then every lock period (reporting is idempotent: a run ends once).
     const sweep = async () => {
-      const jobs = await this.queue(queue).getFailed(0, FAILURES_SWEPT - 1);
-      for (const id of reported) if (!jobs.some((j) => j?.id === id)) reported.delete(id);
-      for (const job of jobs) if (job) report(job, job.failedReason);
+      const ids = new Set(await this.queue(queue).getRanges(['failed'], 0, FAILURES_SWEPT - 1));
+      for (const id of reported) if (!ids.has(id)) reported.delete(id);
+      for (const id of ids) {
+        if (reported.has(id)) continue;
+        const job = await Job.fromId(this.queue(queue), id);
+        if (job) report(job, job.failedReason);
+      }
     };
     const sweeping = setInterval(() => void sweep().catch(() => undefined), this.lockDurationMs).unref();
     void sweep().catch(() => undefined);
