@@ -16,14 +16,14 @@ import { AuthSchema, EnvelopeSchema, type Envelope } from './envelope.js';
 import type { EnvelopeAuth } from './envelope-auth.js';
 import { auditEntryFor, recordRunEvent, type AuditSink } from './audit-trail.js';
 import type { RunEventInput } from './events.js';
-import type { RunStatus } from './run-store.js';
+import type { RunStatus, SavedProgress } from './run-store.js';
 import { ATTR, GUARD_DECISION_EVENT, OPERATION } from '../tracing/attributes.js';
 import { extractTrace, injectTrace } from '../tracing/propagation.js';
 import { inSpan, labelAttributes, recordError, setContent, tracer } from '../tracing/spans.js';
 import { isRedisUnavailable } from './errors.js';
 import { RetryableError, type ChildJob, type Task, type TaskOutcome, type TaskResult, type Transport } from './transport.js';
 
-/** The worker's own progress through one activation, saved in the job so a redelivery resumes it. */
+/** The worker's own progress through one activation, saved so a redelivery resumes it. */
 const ProgressSchema = z.object({
   messages: z.array(ChatMessageSchema),
   turns: z.number().int().nonnegative(),
@@ -37,6 +37,11 @@ const ProgressSchema = z.object({
    * already carries (and which are authenticated with it); saving them twice would double every checkpoint.
    */
   from: z.number().int().nonnegative().optional(),
+  /**
+   * Counts saves. Progress is saved in the run store with each model turn and after tool calls, and in
+   * the job when the activation waits (delegations, approvals): a redelivery resumes from the newer.
+   */
+  version: z.number().int().nonnegative().default(0),
 });
 type Progress = z.infer<typeof ProgressSchema>;
 
@@ -55,6 +60,8 @@ function restored(saved: Progress, envelope: Envelope): Progress {
   return { ...progress, messages: [...envelope.messages.slice(0, from), ...saved.messages] };
 }
 
+const SavedSchema = z.object({ progress: ProgressSchema, progressAuth: AuthSchema.optional() }).strict();
+type Saved = z.infer<typeof SavedSchema>;
 const JobDataSchema = z.object({ envelope: EnvelopeSchema, progress: ProgressSchema.optional(), progressAuth: AuthSchema.optional() }).strict();
 export type JobData = z.infer<typeof JobDataSchema>;
 
@@ -150,15 +157,13 @@ export class AgentLoop {
   async handle(task: Task): Promise<TaskOutcome> {
     const compensation = this.options.compensator?.accepts(task);
     if (compensation) return this.options.compensator!.handle(task);
-    const data = this.admit(task);
-    if ('rejected' in data) return this.reject(task, data.rejected);
+    const admitted = this.admit(task);
+    if ('rejected' in admitted) return this.reject(task, admitted.rejected);
+    const { data, messageBytes } = admitted;
     const { envelope } = data;
     const refused = this.authenticate(task, data);
     if (refused) return this.refuse(task, envelope, refused);
-    // Authentic but too old (a long outage): the run cannot go on, and says so.
-    const stale = this.options.auth?.staleness(envelope, data.progress === undefined);
-    if (stale) return this.reject(task, stale, true);
-    const { claim, run, result } = await this.store.claimForRun(envelope.receiver, envelope.messageId, task.id, envelope.runId);
+    const { claim, run, result, saved } = await this.store.claimForRun(envelope.receiver, envelope.messageId, task.id, envelope.runId);
     // Finished, but the worker stopped before the queue heard: the same job gets the same result, and nothing runs again.
     if (claim === 'finished' && result) return { type: 'done', result };
     if (claim === 'replay') return this.refuse(task, envelope, `message ${envelope.messageId} was already accepted: a replay`);
@@ -170,9 +175,34 @@ export class AgentLoop {
       await this.store.completeMessage(envelope.receiver, envelope.messageId, task.id, cancelled);
       return { type: 'done', result: cancelled };
     }
-    const activation = new Activation(this.options, task, envelope, agent);
+    const stored = saved === undefined ? undefined : this.readSaved(envelope, saved, messageBytes);
+    if (typeof stored === 'string') return this.refuse(task, envelope, stored);
+    const progress = stored && (!data.progress || stored.version > data.progress.version) ? stored : data.progress;
+    // Authentic but too old (a long outage): the run cannot go on, and says so.
+    const stale = this.options.auth?.staleness(envelope, progress === undefined);
+    if (stale) return this.reject(task, stale, true);
+    const activation = new Activation(this.options, task, envelope, agent, messageBytes);
     // The activation marks its message done itself, with its last events.
-    return activation.resume(data.progress);
+    return activation.resume(progress);
+  }
+
+  /** Progress a worker saved in the run store, or why it cannot be believed. */
+  private readSaved(envelope: Envelope, saved: string, messageBytes: number): Progress | string {
+    const size = messageBytes + Buffer.byteLength(saved);
+    if (size > checkpointLimit(this.options.maxMessageBytes)) return `saved progress of ${size} bytes exceeds the limit of ${checkpointLimit(this.options.maxMessageBytes)}`;
+    let raw: unknown;
+    try {
+      raw = JSON.parse(saved);
+    } catch {
+      return 'the saved progress is not JSON';
+    }
+    const parsed = SavedSchema.safeParse(raw);
+    if (!parsed.success) return `malformed saved progress: ${parsed.error.issues[0]?.path.join('.') || '(root)'}: ${parsed.error.issues[0]?.message ?? 'invalid'}`;
+    const forged = this.options.auth?.checkCheckpoint(envelope.receiver, envelope.messageId, (raw as { progress: unknown }).progress, parsed.data.progressAuth);
+    if (forged) return forged;
+    const { from } = parsed.data.progress;
+    if (from !== undefined && from > envelope.messages.length) return `malformed saved progress: it builds on ${from} messages, the envelope has ${envelope.messages.length}`;
+    return parsed.data.progress;
   }
 
   /** The first worker to see a cancelled run undoes its side effects, when the policy says so. */
@@ -205,7 +235,7 @@ export class AgentLoop {
   }
 
   /** Checks size and shape, and that the envelope is for the agent this queue serves. */
-  private admit(task: Task): JobData | { rejected: string } {
+  private admit(task: Task): { data: JobData; messageBytes: number } | { rejected: string } {
     let size: number;
     let messageSize: number;
     try {
@@ -231,7 +261,7 @@ export class AgentLoop {
     if (envelope.chain[envelope.chain.length - 1] !== envelope.receiver) return { rejected: 'chain does not end with the receiver' };
     const from = parsed.data.progress?.from;
     if (from !== undefined && from > envelope.messages.length) return { rejected: `malformed job data: the checkpoint builds on ${from} messages, the envelope has ${envelope.messages.length}` };
-    return parsed.data;
+    return { data: parsed.data, messageBytes: messageSize };
   }
 
   /** Refuses a job without running anything; the run, if one can be named, fails and says why. */
@@ -278,6 +308,8 @@ class Activation {
     private readonly task: Task,
     private readonly envelope: Envelope,
     private readonly agent: Agent,
+    /** The envelope's serialised size: a saved activation is it plus the progress since. */
+    private readonly messageBytes: number,
   ) {
     this.runId = envelope.runId;
   }
@@ -355,11 +387,20 @@ class Activation {
     if (this.eventFailure !== undefined) throw this.eventFailure;
   }
 
-  /** The turn's usage with every event buffered so far, in one write. */
+  /** The turn's usage, every event buffered so far and the progress that holds the reply, in one write. */
   private async recordTurn(usage: TokenUsage): Promise<void> {
+    let saved: SavedProgress | undefined;
+    let tooLarge: unknown;
+    try {
+      saved = this.savedProgress();
+    } catch (error) {
+      // The turn's usage and events are still recorded; the activation then fails.
+      tooLarge = error;
+    }
     const events = await this.unwritten();
     this.sendAudit();
-    this.statusSeen = await this.store.recordTurn(this.runId, usage, events);
+    this.statusSeen = await this.store.recordTurn(this.runId, usage, events, saved);
+    if (tooLarge !== undefined) throw tooLarge;
   }
 
   /**
@@ -495,7 +536,7 @@ class Activation {
   private async activate(saved: Progress | undefined): Promise<TaskOutcome> {
     const e = this.envelope;
     const resumed = saved !== undefined;
-    this.progress = saved ? restored(saved, e) : { messages: e.messages, turns: 0, label: e.label, usage: { inputTokens: 0, outputTokens: 0 }, awaiting: [], sent: 0 };
+    this.progress = saved ? restored(saved, e) : { messages: e.messages, turns: 0, label: e.label, usage: { inputTokens: 0, outputTokens: 0 }, awaiting: [], sent: 0, version: 0 };
     try {
       this.emit({ type: 'agent.started', kind: e.kind, chain: e.chain, resumed });
       if (!resumed) {
@@ -633,25 +674,41 @@ class Activation {
       inputTokens: response.usage.inputTokens,
       outputTokens: response.usage.outputTokens,
     });
+    // Saved with the turn: from here a redelivery replays this reply instead of asking the model again.
     await this.recordTurn(response.usage);
-    // From here a redelivery replays this reply instead of asking the model again.
-    await this.task.checkpoint(this.checkpointData());
   }
 
-  /** The job's data to save, refused when it outgrows the message limit (a redelivery could not read it back). */
-  private checkpointData(): JobData {
-    const data = this.jobData();
-    const size = byteSize(data);
+  /** Refuses a saved activation that outgrows the message limit (a redelivery could not read it back). */
+  private checkSize(size: number): void {
     const limit = checkpointLimit(this.options.maxMessageBytes);
     if (size > limit) throw new Error(`the conversation grew to ${size} bytes, over the limit of ${limit} for a saved activation`);
-    return data;
   }
 
-  /** The job's data as saved for a redelivery: the envelope as received and this worker's authenticated progress. */
-  private jobData(): JobData {
+  /** This worker's progress as saved, a newer version each time: authenticated, without the messages the envelope carries. */
+  private saved(): Saved {
+    this.progress.version += 1;
     const progress = compacted(this.progress, this.envelope);
     const auth = this.options.auth?.sealCheckpoint(this.agent.name, this.envelope.messageId, progress);
-    return { envelope: this.envelope, progress, ...(auth ? { progressAuth: auth } : {}) };
+    return { progress, ...(auth ? { progressAuth: auth } : {}) };
+  }
+
+  /** The progress to keep in the run store; the job itself is not rewritten, so the envelope is not saved again. */
+  private savedProgress(): SavedProgress {
+    const data = JSON.stringify(this.saved());
+    this.checkSize(this.messageBytes + Buffer.byteLength(data));
+    return { receiver: this.agent.name, messageId: this.envelope.messageId, data };
+  }
+
+  /** The job's data for an activation that waits: the envelope as received and this worker's progress. */
+  private jobData(): JobData {
+    return { envelope: this.envelope, ...this.saved() };
+  }
+
+  /** {@link jobData}, refused when it outgrows the message limit. */
+  private checkpointData(): JobData {
+    const data = this.jobData();
+    this.checkSize(byteSize(data));
+    return data;
   }
 
   /** Answers every call of one assistant message; returns an outcome when the activation ends or waits. */
@@ -679,7 +736,7 @@ class Activation {
       }
     }
     if (children.length > 0) return { type: 'await', children, checkpoint: this.checkpointData() };
-    await this.task.checkpoint(this.checkpointData());
+    await this.store.saveProgress(this.savedProgress());
     return undefined;
   }
 

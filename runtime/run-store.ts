@@ -94,6 +94,18 @@ export interface RunClaim {
   claim: MessageClaim;
   run: RunRecord | undefined;
   result?: TaskResult;
+  /** For a `redelivery`, the progress its worker last saved ({@link SavedProgress}), if any. */
+  saved?: string;
+}
+
+/**
+ * A worker's progress through one message, saved so a redelivery of its job resumes there. The store
+ * keeps it as given (the worker authenticates it) until the message is finished.
+ */
+export interface SavedProgress {
+  receiver: string;
+  messageId: string;
+  data: string;
 }
 
 /** Durable run state: the run record, its event stream and its tool-call results. */
@@ -102,10 +114,13 @@ export interface RunStore {
   createRun(record: Omit<RunRecord, 'updatedAt' | 'usage' | 'status'>, first?: RunEventInput): Promise<void>;
   getRun(runId: string): Promise<RunRecord | undefined>;
   /**
-   * A model turn, in one write: the tokens it used, added to the run's, and the events emitted so far
-   * (each keeps its `at`). Returns the run's status as of that write; undefined when the run is gone.
+   * A model turn, in one write: the tokens it used, added to the run's, the events emitted so far
+   * (each keeps its `at`) and the progress that holds its reply. Returns the run's status as of that
+   * write; undefined when the run is gone.
    */
-  recordTurn(runId: string, usage: TokenUsage, events: ReadonlyArray<{ event: RunEventInput; at: number }>): Promise<RunStatus | undefined>;
+  recordTurn(runId: string, usage: TokenUsage, events: ReadonlyArray<{ event: RunEventInput; at: number }>, saved?: SavedProgress): Promise<RunStatus | undefined>;
+  /** Saves a worker's progress through a message, replacing what it saved before. */
+  saveProgress(saved: SavedProgress): Promise<void>;
   /** Moves a running run to a terminal status; false when it had already ended (first writer wins). */
   finishRun(runId: string, status: Exclude<RunStatus, 'running'>, detail: { output?: string; error?: string }): Promise<boolean>;
   appendEvent(runId: string, event: RunEventInput): Promise<void>;
@@ -119,9 +134,9 @@ export interface RunStore {
   listEvents(runId: string): Promise<StoredEvent[]>;
   /** Records that something took a one-time step (`new`), took it again with the same id (`redelivery`), or another did (`replay`). */
   claimMessage(receiver: string, messageId: string, jobId: string): Promise<Exclude<MessageClaim, 'finished'>>;
-  /** Claims the job's message and reads the run, in one round trip. */
+  /** Claims the job's message and reads the run (and for a redelivery its saved progress), in one round trip. */
   claimForRun(receiver: string, messageId: string, jobId: string, runId: string): Promise<RunClaim>;
-  /** Marks a message finished with the result its job gave: that job gets it again, any other delivery is a replay. */
+  /** Marks a message finished with the result its job gave (its saved progress is dropped): that job gets it again, any other delivery is a replay. */
   completeMessage(receiver: string, messageId: string, jobId: string, result: TaskResult): Promise<void>;
   /** `appendEvents` and `completeMessage` in one write: an activation's last events and the end of its message. */
   finishMessage(runId: string, events: ReadonlyArray<{ event: RunEventInput; at: number }>, receiver: string, messageId: string, jobId: string, result: TaskResult): Promise<void>;

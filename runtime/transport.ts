@@ -30,8 +30,6 @@ export interface Task {
   /** 1 on first delivery; higher after a retry or a crash. */
   readonly attempt: number;
   readonly maxAttempts: number;
-  /** Replaces the job's data, so a redelivery resumes from here. */
-  checkpoint(data: unknown): Promise<void>;
   /** Results of children this job awaited, by child job id; `undefined` for a child that failed outright. */
   childResults(): Promise<Map<string, TaskResult | undefined>>;
 }

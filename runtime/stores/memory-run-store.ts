@@ -3,7 +3,7 @@ import type { TokenUsage } from '../../agents/model.js';
 import type { RunEventInput } from '../events.js';
 import type { ApprovalDecision, ApprovalRequest, ApprovalState } from '../approval.js';
 import type { TaskResult } from '../transport.js';
-import { finishedClaim, finishedResult, firstOfEachKey, type ActionRecord, type CompensationRecord, type EventCursor, type MessageClaim, type RunClaim, type RunRecord, type RunStatus, type RunStore, type StoredEvent, type ToolCallRecord } from '../run-store.js';
+import { finishedClaim, finishedResult, firstOfEachKey, type ActionRecord, type CompensationRecord, type EventCursor, type MessageClaim, type RunClaim, type RunRecord, type RunStatus, type RunStore, type SavedProgress, type StoredEvent, type ToolCallRecord } from '../run-store.js';
 
 interface MemoryRun {
   record: RunRecord;
@@ -19,6 +19,7 @@ export class MemoryRunStore implements RunStore {
   private readonly appended = new EventEmitter().setMaxListeners(0);
   private seq = 0;
   private readonly seen = new Map<string, string>();
+  private readonly progress = new Map<string, string>();
   private readonly approvals = new Map<string, ApprovalState>();
 
   private run(runId: string): MemoryRun {
@@ -44,7 +45,8 @@ export class MemoryRunStore implements RunStore {
     return run ? structuredClone(run.record) : undefined;
   }
 
-  async recordTurn(runId: string, usage: TokenUsage, events: ReadonlyArray<{ event: RunEventInput; at: number }>): Promise<RunStatus | undefined> {
+  async recordTurn(runId: string, usage: TokenUsage, events: ReadonlyArray<{ event: RunEventInput; at: number }>, saved?: SavedProgress): Promise<RunStatus | undefined> {
+    if (saved) await this.saveProgress(saved);
     const r = this.runs.get(runId)?.record;
     if (!r) return undefined;
     r.usage = { inputTokens: r.usage.inputTokens + usage.inputTokens, outputTokens: r.usage.outputTokens + usage.outputTokens };
@@ -118,11 +120,18 @@ export class MemoryRunStore implements RunStore {
     };
   }
 
+  async saveProgress(saved: SavedProgress): Promise<void> {
+    this.progress.set(`${saved.receiver}:${saved.messageId}`, saved.data);
+  }
+
   async claimForRun(receiver: string, messageId: string, jobId: string, runId: string): Promise<RunClaim> {
     const run = await this.getRun(runId);
-    const result = finishedResult(this.seen.get(`${receiver}:${messageId}`), jobId);
+    const key = `${receiver}:${messageId}`;
+    const result = finishedResult(this.seen.get(key), jobId);
     if (result) return { claim: 'finished', run, result };
-    return { claim: await this.claimMessage(receiver, messageId, jobId), run };
+    const claim = await this.claimMessage(receiver, messageId, jobId);
+    const saved = claim === 'redelivery' ? this.progress.get(key) : undefined;
+    return { claim, run, ...(saved !== undefined ? { saved } : {}) };
   }
 
   async claimMessage(receiver: string, messageId: string, jobId: string): Promise<Exclude<MessageClaim, 'finished'>> {
@@ -142,6 +151,7 @@ export class MemoryRunStore implements RunStore {
 
   async completeMessage(receiver: string, messageId: string, jobId: string, result: TaskResult): Promise<void> {
     this.seen.set(`${receiver}:${messageId}`, finishedClaim(jobId, result));
+    this.progress.delete(`${receiver}:${messageId}`);
   }
 
   async getToolCall(runId: string, key: string): Promise<ToolCallRecord | undefined> {

@@ -4,7 +4,7 @@ import type { TokenUsage } from '../../agents/model.js';
 import type { RunEvent, RunEventInput } from '../events.js';
 import type { ApprovalDecision, ApprovalRequest, ApprovalState } from '../approval.js';
 import type { TaskResult } from '../transport.js';
-import { finishedClaim, finishedPrefix, finishedResult, firstOfEachKey, type ActionRecord, type CompensationRecord, type EventCursor, type MessageClaim, type RunClaim, type RunRecord, type RunStatus, type RunStore, type StoredEvent, type ToolCallRecord } from '../run-store.js';
+import { finishedClaim, finishedPrefix, finishedResult, firstOfEachKey, type ActionRecord, type CompensationRecord, type EventCursor, type MessageClaim, type RunClaim, type RunRecord, type RunStatus, type RunStore, type SavedProgress, type StoredEvent, type ToolCallRecord } from '../run-store.js';
 
 export interface RedisRunStoreOptions {
   /** Key prefix shared with the queues; wrap it in braces (`{palisade}`) for Redis Cluster. */
@@ -41,9 +41,13 @@ const SCRIPTS = {
     lua: `${appendEventsFrom(3)} return 1`,
   },
   palisadeFinishMessage: {
-    numberOfKeys: 2,
+    numberOfKeys: 3,
     lua: `${appendEventsFrom(4)}
-redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2]) return 1`,
+redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2]) redis.call('DEL', KEYS[3]) return 1`,
+  },
+  palisadeCompleteMessage: {
+    numberOfKeys: 2,
+    lua: `redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) redis.call('DEL', KEYS[2]) return 1`,
   },
   palisadeCreateRun: {
     numberOfKeys: 2,
@@ -54,13 +58,13 @@ if ARGV[7] then redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'e', AR
 return 1`,
   },
   palisadeClaimForRun: {
-    numberOfKeys: 2,
-    lua: `local claim, held = 'replay', false
+    numberOfKeys: 3,
+    lua: `local claim, held, saved = 'replay', false, false
 if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then claim = 'new' else
   held = redis.call('GET', KEYS[1])
-  if held == ARGV[1] then claim = 'redelivery' elseif held and string.sub(held, 1, #ARGV[3]) == ARGV[3] then claim = 'finished' else held = false end
+  if held == ARGV[1] then claim = 'redelivery' saved = redis.call('GET', KEYS[3]) elseif held and string.sub(held, 1, #ARGV[3]) == ARGV[3] then claim = 'finished' else held = false end
 end
-return {claim, redis.call('HGETALL', KEYS[2]), held}`,
+return {claim, redis.call('HGETALL', KEYS[2]), held, saved}`,
   },
   palisadeClaim: {
     numberOfKeys: 1,
@@ -69,8 +73,9 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return 'redelivery' end
 return 'replay'`,
   },
   palisadeTurn: {
-    numberOfKeys: 2,
-    lua: `${appendEventsFrom(5)}
+    numberOfKeys: 3,
+    lua: `${appendEventsFrom(6)}
+if ARGV[5] ~= '' then redis.call('SET', KEYS[3], ARGV[5], 'PX', ARGV[2]) end
 if redis.call('EXISTS', KEYS[2]) == 0 then return false end
 redis.call('HINCRBY', KEYS[2], 'inputTokens', ARGV[3]) redis.call('HINCRBY', KEYS[2], 'outputTokens', ARGV[4])
 return redis.call('HGET', KEYS[2], 'status')`,
@@ -134,6 +139,14 @@ export class RedisRunStore implements RunStore {
     return part ? `${this.prefix}:run:${runId}:${part}` : `${this.prefix}:run:${runId}`;
   }
 
+  private seenKey(receiver: string, messageId: string): string {
+    return `${this.prefix}:seen:${receiver}:${messageId}`;
+  }
+
+  private progressKey(receiver: string, messageId: string): string {
+    return `${this.prefix}:progress:${receiver}:${messageId}`;
+  }
+
   async createRun(record: Omit<RunRecord, 'updatedAt' | 'usage' | 'status'>, first?: RunEventInput): Promise<void> {
     const event = first ? [JSON.stringify({ ...first, at: record.createdAt })] : [];
     // Retention from the start: a run that never ends (its producer died) must not stay forever.
@@ -146,16 +159,29 @@ export class RedisRunStore implements RunStore {
   }
 
   async claimForRun(receiver: string, messageId: string, jobId: string, runId: string): Promise<RunClaim> {
-    const [claim, flat, held] = (await this.scripts.palisadeClaimForRun(`${this.prefix}:seen:${receiver}:${messageId}`, this.key(runId), jobId, this.retentionMs, finishedPrefix(jobId))) as [MessageClaim, string[], string | null];
+    const [claim, flat, held, saved] = (await this.scripts.palisadeClaimForRun(
+      this.seenKey(receiver, messageId),
+      this.key(runId),
+      this.progressKey(receiver, messageId),
+      jobId,
+      this.retentionMs,
+      finishedPrefix(jobId),
+    )) as [MessageClaim, string[], string | null, string | null];
     const h: Record<string, string> = {};
     for (let i = 0; i + 1 < flat.length; i += 2) h[flat[i]!] = flat[i + 1]!;
     const result = finishedResult(held, jobId);
-    return result ? { claim, run: runRecord(h), result } : { claim, run: runRecord(h) };
+    return { claim, run: runRecord(h), ...(result ? { result } : {}), ...(saved ? { saved } : {}) };
   }
 
-  async recordTurn(runId: string, usage: TokenUsage, events: ReadonlyArray<{ event: RunEventInput; at: number }>): Promise<RunStatus | undefined> {
-    const status = await this.scripts.palisadeTurn(this.key(runId, 'events'), this.key(runId), this.maxEvents, this.retentionMs, usage.inputTokens, usage.outputTokens, ...serialized(events));
+  async recordTurn(runId: string, usage: TokenUsage, events: ReadonlyArray<{ event: RunEventInput; at: number }>, saved?: SavedProgress): Promise<RunStatus | undefined> {
+    // Without progress to save, its key is still named (a script's keys are fixed) and left alone.
+    const progressKey = saved ? this.progressKey(saved.receiver, saved.messageId) : this.key(runId, 'progress');
+    const status = await this.scripts.palisadeTurn(this.key(runId, 'events'), this.key(runId), progressKey, this.maxEvents, this.retentionMs, usage.inputTokens, usage.outputTokens, saved?.data ?? '', ...serialized(events));
     return (status ?? undefined) as RunStatus | undefined;
+  }
+
+  async saveProgress(saved: SavedProgress): Promise<void> {
+    await this.redis.set(this.progressKey(saved.receiver, saved.messageId), saved.data, 'PX', this.retentionMs);
   }
 
   async finishRun(runId: string, status: Exclude<RunStatus, 'running'>, detail: { output?: string; error?: string }): Promise<boolean> {
@@ -209,16 +235,23 @@ export class RedisRunStore implements RunStore {
   }
 
   async claimMessage(receiver: string, messageId: string, jobId: string): Promise<Exclude<MessageClaim, 'finished'>> {
-    const key = `${this.prefix}:seen:${receiver}:${messageId}`;
-    return (await this.scripts.palisadeClaim(key, jobId, this.retentionMs)) as Exclude<MessageClaim, 'finished'>;
+    return (await this.scripts.palisadeClaim(this.seenKey(receiver, messageId), jobId, this.retentionMs)) as Exclude<MessageClaim, 'finished'>;
   }
 
   async completeMessage(receiver: string, messageId: string, jobId: string, result: TaskResult): Promise<void> {
-    await this.redis.set(`${this.prefix}:seen:${receiver}:${messageId}`, finishedClaim(jobId, result), 'PX', this.retentionMs);
+    await this.scripts.palisadeCompleteMessage(this.seenKey(receiver, messageId), this.progressKey(receiver, messageId), finishedClaim(jobId, result), this.retentionMs);
   }
 
   async finishMessage(runId: string, events: ReadonlyArray<{ event: RunEventInput; at: number }>, receiver: string, messageId: string, jobId: string, result: TaskResult): Promise<void> {
-    await this.scripts.palisadeFinishMessage(this.key(runId, 'events'), `${this.prefix}:seen:${receiver}:${messageId}`, this.maxEvents, this.retentionMs, finishedClaim(jobId, result), ...serialized(events));
+    await this.scripts.palisadeFinishMessage(
+      this.key(runId, 'events'),
+      this.seenKey(receiver, messageId),
+      this.progressKey(receiver, messageId),
+      this.maxEvents,
+      this.retentionMs,
+      finishedClaim(jobId, result),
+      ...serialized(events),
+    );
   }
 
   async getToolCall(runId: string, key: string): Promise<ToolCallRecord | undefined> {

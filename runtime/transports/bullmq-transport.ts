@@ -135,7 +135,6 @@ export class BullMQTransport implements Transport {
           },
           attempt: job.attemptsMade + 1,
           maxAttempts,
-          checkpoint: (data) => job.updateData(data),
           childResults: () => childResults(job),
         };
         for (;;) {

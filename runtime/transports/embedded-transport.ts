@@ -138,9 +138,6 @@ export class EmbeddedTransport implements Transport {
       },
       attempt: job.attemptsMade + 1,
       maxAttempts: this.attempts,
-      checkpoint: async (data) => {
-        job.data = structuredClone(data);
-      },
       childResults: async () => new Map(job.childValues),
     };
     try {
