@@ -385,6 +385,26 @@ function report(summary: Summary): string {
       }),
       ['l', 'r', 'r', 'r'],
     ),
+    '',
+    "What bounds the ratio. Raw BullMQ keeps both Node and Redis busy on this machine, so a system reaches a ratio r only if its Node CPU and its Redis CPU per hop are each at most 1/r of raw's. The ceilings are the hops/s one whole core of each would allow at the measured cost per hop, over raw's measured hops/s: the measured ratio is at most the smaller",
+    '',
+    table(
+      ['system', 'Node CPU per hop ÷ raw', 'Redis CPU per hop ÷ raw', 'ceiling from Node (1 core)', 'ceiling from Redis (1 core)', 'measured'],
+      summary.systems
+        .filter((s) => s.system !== 'raw' && s.system !== 'embedded')
+        .map((s) => {
+          const ceiling = (msPerHop: number | undefined) => (msPerHop === undefined || !(msPerHop > 0) ? '—' : `${fmt(1000 / msPerHop / raw.hopsPerSec, 2)}×`);
+          return [
+            NAMES[s.system],
+            `${fmt(s.nodeCpuMsPerHop / raw.nodeCpuMsPerHop, 1)}×`,
+            s.redisCpuMsPerHop === undefined || raw.redisCpuMsPerHop === undefined ? '—' : `${fmt(s.redisCpuMsPerHop / raw.redisCpuMsPerHop, 1)}×`,
+            ceiling(s.nodeCpuMsPerHop),
+            ceiling(s.redisCpuMsPerHop),
+            `${fmt(s.ratioVsRaw, 2)}×`,
+          ];
+        }),
+      ['l', 'r', 'r', 'r', 'r', 'r'],
+    ),
   );
   if (rawProbe && palProbe && grdProbe) {
     const names = [...new Set([...Object.keys(grdProbe.client.perHop), ...Object.keys(palProbe.client.perHop), ...Object.keys(rawProbe.client.perHop)])];

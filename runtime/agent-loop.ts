@@ -326,11 +326,16 @@ class Activation {
    * returns, and fails if one cannot be.
    */
   private emit(event: RunEventInput): void {
+    this.audit(event);
+    this.events.push({ event: { ...event, agent: this.agent.name } as RunEventInput, at: Date.now() });
+  }
+
+  /** Buffers the event's audit entry, when it has one, for the log's next batch. */
+  private audit(event: RunEventInput): void {
     const e = this.envelope;
     const entry = auditEntryFor(event, { runId: this.runId, principal: e.principal, chain: e.chain, agent: this.agent.name });
     const sink = entry && this.options.audit?.(this.agent.name);
     if (sink) this.unaudited.push({ sink, entry: entry! });
-    this.events.push({ event: { ...event, agent: this.agent.name } as RunEventInput, at: Date.now() });
   }
 
   /**
@@ -417,6 +422,11 @@ class Activation {
 
   private async flushAudit(): Promise<void> {
     this.sendEvents();
+    await this.awaitAudit();
+  }
+
+  /** Waits for the audit entries handed to the log so far; throws what kept one out. */
+  private async awaitAudit(): Promise<void> {
     await Promise.all(this.auditing.splice(0));
     if (this.auditFailure !== undefined) throw new Error(`the audit log could not be written: ${this.auditFailure instanceof Error ? this.auditFailure.message : String(this.auditFailure)}`);
   }
@@ -1129,19 +1139,27 @@ class Activation {
     const output = decision.verdict === 'redact' && decision.content !== undefined ? decision.content : text;
     const result: TaskResult = { status: 'completed', output, label: this.progress.label, usage: this.progress.usage };
     if (this.envelope.kind === 'delegate') return { type: 'done', result: this.answerToCaller(result) };
-    // What the run did is in its stream and its audit trail before it ends, for anyone who reads them once it is over.
-    await this.flushEvents();
-    await this.flushAudit();
-    if (await this.store.finishRun(this.runId, 'completed', { output })) await this.emitNow({ type: 'run.completed', output });
+    await this.endRun('completed', { output }, { type: 'run.completed', output });
     return { type: 'done', result };
+  }
+
+  /**
+   * Ends the run unless it has ended already. What the run did is in its audit trail before it ends,
+   * and in its stream in the same write as the end, for anyone who reads them once it is over.
+   */
+  private async endRun(status: 'completed' | 'failed', detail: { output?: string; error?: string }, ended: RunEventInput): Promise<boolean> {
+    this.sendAudit();
+    await this.awaitAudit();
+    const events = await this.unwritten();
+    const event = { ...ended, agent: this.agent.name } as RunEventInput;
+    if (!(await this.store.finishRun(this.runId, status, detail, { events, ended: event }))) return false;
+    this.audit(ended);
+    return true;
   }
 
   private async fail(error: string): Promise<TaskOutcome> {
     // A delegated agent's failure is its caller's tool error, not the run's end.
-    await this.flushEvents();
-    await this.flushAudit();
-    if (this.envelope.kind !== 'delegate' && (await this.store.finishRun(this.runId, 'failed', { error }))) {
-      await this.emitNow({ type: 'run.failed', error });
+    if (this.envelope.kind !== 'delegate' && (await this.endRun('failed', { error }, { type: 'run.failed', error }))) {
       if (this.options.rollbackOn?.has('failure')) {
         await startRollback({ transport: this.options.transport, runId: this.runId, trigger: 'failure', reason: error, trace: injectTrace(this.ctx), emit: (event) => this.emitNow(event) });
       }

@@ -108,6 +108,12 @@ export interface SavedProgress {
   data: string;
 }
 
+/** The events that go with a run's end ({@link RunStore.finishRun}). */
+export interface EndRecord {
+  events?: ReadonlyArray<{ event: RunEventInput; at: number }>;
+  ended?: RunEventInput;
+}
+
 /** Durable run state: the run record, its event stream and its tool-call results. */
 export interface RunStore {
   /** Creates a running run; its first event, when given, goes in the same write. */
@@ -121,8 +127,12 @@ export interface RunStore {
   recordTurn(runId: string, usage: TokenUsage, events: ReadonlyArray<{ event: RunEventInput; at: number }>, saved?: SavedProgress): Promise<RunStatus | undefined>;
   /** Saves a worker's progress through a message, replacing what it saved before. */
   saveProgress(saved: SavedProgress): Promise<void>;
-  /** Moves a running run to a terminal status; false when it had already ended (first writer wins). */
-  finishRun(runId: string, status: Exclude<RunStatus, 'running'>, detail: { output?: string; error?: string }): Promise<boolean>;
+  /**
+   * Moves a running run to a terminal status; false when it had already ended (first writer wins).
+   * In the same write: `events` (what happened before, appended either way) and `ended` (the event
+   * that says how it ended, appended only by the writer that ends it).
+   */
+  finishRun(runId: string, status: Exclude<RunStatus, 'running'>, detail: { output?: string; error?: string }, record?: EndRecord): Promise<boolean>;
   appendEvent(runId: string, event: RunEventInput): Promise<void>;
   /** Appends several events in order in one write; each keeps the time it happened (`at`). */
   appendEvents(runId: string, events: ReadonlyArray<{ event: RunEventInput; at: number }>): Promise<void>;

@@ -64,8 +64,6 @@ export class Run {
 
   /** Stops the run at its next step; work already done stays done. */
   async cancel(reason = 'cancelled by request'): Promise<boolean> {
-    const cancelled = await this.store.finishRun(this.id, 'cancelled', { error: reason });
-    if (cancelled) await this.store.appendEvent(this.id, { type: 'run.cancelled', reason });
-    return cancelled;
+    return this.store.finishRun(this.id, 'cancelled', { error: reason }, { ended: { type: 'run.cancelled', reason } });
   }
 }

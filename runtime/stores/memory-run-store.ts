@@ -3,7 +3,7 @@ import type { TokenUsage } from '../../agents/model.js';
 import type { RunEventInput } from '../events.js';
 import type { ApprovalDecision, ApprovalRequest, ApprovalState } from '../approval.js';
 import type { TaskResult } from '../transport.js';
-import { finishedClaim, finishedResult, firstOfEachKey, type ActionRecord, type CompensationRecord, type EventCursor, type MessageClaim, type RunClaim, type RunRecord, type RunStatus, type RunStore, type SavedProgress, type StoredEvent, type ToolCallRecord } from '../run-store.js';
+import { finishedClaim, finishedResult, firstOfEachKey, type ActionRecord, type CompensationRecord, type EndRecord, type EventCursor, type MessageClaim, type RunClaim, type RunRecord, type RunStatus, type RunStore, type SavedProgress, type StoredEvent, type ToolCallRecord } from '../run-store.js';
 
 interface MemoryRun {
   record: RunRecord;
@@ -54,10 +54,13 @@ export class MemoryRunStore implements RunStore {
     return r.status;
   }
 
-  async finishRun(runId: string, status: Exclude<RunStatus, 'running'>, detail: { output?: string; error?: string }): Promise<boolean> {
+  async finishRun(runId: string, status: Exclude<RunStatus, 'running'>, detail: { output?: string; error?: string }, record: EndRecord = {}): Promise<boolean> {
     const r = this.run(runId).record;
+    if (record.events?.length) await this.appendEvents(runId, record.events);
     if (r.status !== 'running') return false;
-    Object.assign(r, { status, updatedAt: Date.now() }, detail);
+    const now = Date.now();
+    Object.assign(r, { status, updatedAt: now }, detail);
+    if (record.ended) await this.appendEvents(runId, [{ event: record.ended, at: now }]);
     this.appended.emit(`${runId}:end`);
     return true;
   }

@@ -4,7 +4,7 @@ import type { TokenUsage } from '../../agents/model.js';
 import type { RunEvent, RunEventInput } from '../events.js';
 import type { ApprovalDecision, ApprovalRequest, ApprovalState } from '../approval.js';
 import type { TaskResult } from '../transport.js';
-import { finishedClaim, finishedPrefix, finishedResult, firstOfEachKey, type ActionRecord, type CompensationRecord, type EventCursor, type MessageClaim, type RunClaim, type RunRecord, type RunStatus, type RunStore, type SavedProgress, type StoredEvent, type ToolCallRecord } from '../run-store.js';
+import { finishedClaim, finishedPrefix, finishedResult, firstOfEachKey, type ActionRecord, type CompensationRecord, type EndRecord, type EventCursor, type MessageClaim, type RunClaim, type RunRecord, type RunStatus, type RunStore, type SavedProgress, type StoredEvent, type ToolCallRecord } from '../run-store.js';
 
 export interface RedisRunStoreOptions {
   /** Key prefix shared with the queues; wrap it in braces (`{palisade}`) for Redis Cluster. */
@@ -16,10 +16,16 @@ export interface RedisRunStoreOptions {
 }
 
 // Terminal transitions are compare-and-set so that a cancel racing a completion has one winner.
+// The events before the end are appended either way, the one that says how it ended only by the winner.
 // The end is also written to a one-entry stream that waiters block on (it is the last key).
 const FINISH = `
-if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+for i = 8, #ARGV do redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'e', ARGV[i]) end
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then
+  if #ARGV >= 8 then redis.call('PEXPIRE', KEYS[2], ARGV[5]) end
+  return 0
+end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'updatedAt', ARGV[2], ARGV[3], ARGV[4])
+if ARGV[7] ~= '' then redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'e', ARGV[7]) end
 redis.call('XADD', KEYS[#KEYS], '*', 's', ARGV[1])
 for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ARGV[5]) end
 return 1`;
@@ -184,10 +190,12 @@ export class RedisRunStore implements RunStore {
     await this.redis.set(this.progressKey(saved.receiver, saved.messageId), saved.data, 'PX', this.retentionMs);
   }
 
-  async finishRun(runId: string, status: Exclude<RunStatus, 'running'>, detail: { output?: string; error?: string }): Promise<boolean> {
+  async finishRun(runId: string, status: Exclude<RunStatus, 'running'>, detail: { output?: string; error?: string }, record: EndRecord = {}): Promise<boolean> {
     const [field, value] = detail.output !== undefined ? ['output', detail.output] : ['error', detail.error ?? ''];
     const keys = [this.key(runId), this.key(runId, 'events'), this.key(runId, 'calls'), this.key(runId, 'actions'), this.key(runId, 'compensations'), this.key(runId, 'end')];
-    const done = await this.redis.eval(FINISH, keys.length, ...keys, status, Date.now(), field, value, this.retentionMs);
+    const now = Date.now();
+    const ended = record.ended ? serialized([{ event: record.ended, at: now }])[0]! : '';
+    const done = await this.redis.eval(FINISH, keys.length, ...keys, status, now, field, value, this.retentionMs, this.maxEvents, ended, ...serialized(record.events ?? []));
     return done === 1;
   }
 
