@@ -709,9 +709,9 @@ class Activation {
     return { receiver: this.agent.name, messageId: this.envelope.messageId, data };
   }
 
-  /** The job's data for an activation that waits: the envelope as received and this worker's progress. */
+  /** The job's data for an activation that waits: the envelope exactly as received (its MAC covers it as sent) and this worker's progress. */
   private jobData(): JobData {
-    return { envelope: this.envelope, ...this.saved() };
+    return { envelope: (this.task.data as { envelope: Envelope }).envelope, ...this.saved() };
   }
 
   /** {@link jobData}, refused when it outgrows the message limit. */

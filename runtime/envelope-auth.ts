@@ -18,6 +18,16 @@ export interface EnvelopeAuthOptions {
 
 /** The data a MAC covers: the object minus its own MAC, canonical (sorted keys), so no copy or parse can change it. */
 const covered = (value: object): string => canonicalJson({ ...value, auth: undefined });
+
+/**
+ * The data an envelope's or a checkpoint's MAC covers: the object minus its own MAC as JSON.stringify
+ * writes it, for these are checked on every hop and canonical JSON cost far more. It holds because
+ * both travel only as JSON text and are checked as JSON.parse read them back, and
+ * JSON.stringify(JSON.parse(JSON.stringify(x))) is JSON.stringify(x) for any x (V8 keeps the order
+ * keys were written in, integer-like keys first either way). A copy with its keys in another order
+ * (a parsed and re-validated one) no longer matches: it is refused, never wrongly believed.
+ */
+const asSent = (value: object): string => JSON.stringify({ ...value, auth: undefined });
 const claimOf = (g: Pick<Grant, 'runId' | 'principal' | 'budget' | 'issuedAt'>): string =>
   canonicalJson({ runId: g.runId, principal: g.principal, budget: g.budget, issuedAt: g.issuedAt });
 
@@ -48,18 +58,19 @@ export class EnvelopeAuth {
 
   seal(envelope: Envelope): Envelope {
     const { auth: _drop, ...rest } = envelope;
-    return { ...rest, auth: this.keyring.mac(envelope.sender, envelope.receiver, covered(rest)) };
+    return { ...rest, auth: this.keyring.mac(envelope.sender, envelope.receiver, asSent(rest)) };
   }
 
   /**
    * Why an envelope must be refused, or undefined when it is authentic: sent by the previous agent
    * in its chain over that link, for the principal and within the budget the edge granted, fresh.
+   * `raw` is the envelope as read from the job (the MAC covers it as it was sent), `envelope` it validated.
    */
   check(raw: Record<string, unknown>, envelope: Envelope): string | undefined {
     const expectedSender = envelope.chain.length > 1 ? envelope.chain[envelope.chain.length - 2] : EDGE;
     if (envelope.sender !== expectedSender) return `sender '${envelope.sender}' is not the previous agent of the chain ('${expectedSender}')`;
     if (envelope.kind === 'start' ? envelope.sender !== EDGE : envelope.sender === EDGE) return `a '${envelope.kind}' envelope cannot come from '${envelope.sender}'`;
-    const bad = this.keyring.verify(envelope.sender, envelope.receiver, covered(raw), envelope.auth);
+    const bad = this.keyring.verify(envelope.sender, envelope.receiver, asSent(raw), envelope.auth);
     if (bad) return `the envelope is not authentic: ${bad}`;
     const grant = envelope.grant;
     if (!grant) return 'the envelope carries no grant from the edge';
@@ -87,11 +98,12 @@ export class EnvelopeAuth {
 
   /** A worker's checkpoint of its own progress, readable back only by the same agent. */
   sealCheckpoint(agent: string, messageId: string, progress: object) {
-    return this.keyring.mac(agent, agent, `${messageId}\0${canonicalJson(progress)}`);
+    return this.keyring.mac(agent, agent, `${messageId}\0${JSON.stringify(progress)}`);
   }
 
+  /** `rawProgress` as JSON.parse read it back. */
   checkCheckpoint(agent: string, messageId: string, rawProgress: unknown, auth: { kid: string; mac: string } | undefined): string | undefined {
-    const bad = this.keyring.verify(agent, agent, `${messageId}\0${canonicalJson(rawProgress)}`, auth);
+    const bad = this.keyring.verify(agent, agent, `${messageId}\0${JSON.stringify(rawProgress)}`, auth);
     return bad && `the checkpoint is not authentic: ${bad}`;
   }
 

@@ -15,20 +15,6 @@ export interface RedisRunStoreOptions {
   maxEvents?: number;
 }
 
-// Terminal transitions are compare-and-set so that a cancel racing a completion has one winner.
-// The events before the end are appended either way, the one that says how it ended only by the winner.
-// The end is also written to a one-entry stream that waiters block on (it is the last key).
-const FINISH = `
-for i = 8, #ARGV do redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'e', ARGV[i]) end
-if redis.call('HGET', KEYS[1], 'status') ~= 'running' then
-  if #ARGV >= 8 then redis.call('PEXPIRE', KEYS[2], ARGV[5]) end
-  return 0
-end
-redis.call('HSET', KEYS[1], 'status', ARGV[1], 'updatedAt', ARGV[2], ARGV[3], ARGV[4])
-if ARGV[7] ~= '' then redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'e', ARGV[7]) end
-redis.call('XADD', KEYS[#KEYS], '*', 's', ARGV[1])
-for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ARGV[5]) end
-return 1`;
 
 /** Lua: appends ARGV[from], ARGV[from + 1], … to the event stream KEYS[1] (capped at ARGV[1]) and renews its expiry (ARGV[2]). */
 function appendEventsFrom(from: number): string {
@@ -42,6 +28,23 @@ if #ARGV >= ${from} then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end`;
  * rest of a hop's bookkeeping.
  */
 const SCRIPTS = {
+  // Terminal transitions are compare-and-set so that a cancel racing a completion has one winner.
+  // The events before the end are appended either way, the one that says how it ended only by the winner.
+  // The end is also written to a one-entry stream that waiters block on (it is the last key).
+  palisadeFinishRun: {
+    numberOfKeys: 6,
+    lua: `
+for i = 8, #ARGV do redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'e', ARGV[i]) end
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then
+  if #ARGV >= 8 then redis.call('PEXPIRE', KEYS[2], ARGV[5]) end
+  return 0
+end
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'updatedAt', ARGV[2], ARGV[3], ARGV[4])
+if ARGV[7] ~= '' then redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'e', ARGV[7]) end
+redis.call('XADD', KEYS[#KEYS], '*', 's', ARGV[1])
+for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ARGV[5]) end
+return 1`,
+  },
   palisadeAppendMany: {
     numberOfKeys: 1,
     lua: `${appendEventsFrom(3)} return 1`,
@@ -195,7 +198,7 @@ export class RedisRunStore implements RunStore {
     const keys = [this.key(runId), this.key(runId, 'events'), this.key(runId, 'calls'), this.key(runId, 'actions'), this.key(runId, 'compensations'), this.key(runId, 'end')];
     const now = Date.now();
     const ended = record.ended ? serialized([{ event: record.ended, at: now }])[0]! : '';
-    const done = await this.redis.eval(FINISH, keys.length, ...keys, status, now, field, value, this.retentionMs, this.maxEvents, ended, ...serialized(record.events ?? []));
+    const done = await this.scripts.palisadeFinishRun(...(keys as [string, ...string[]]), status, now, field, value, this.retentionMs, this.maxEvents, ended, ...serialized(record.events ?? []));
     return done === 1;
   }
 
