@@ -19,7 +19,9 @@
  *
  * canonicalJson is RFC 8785 (JCS) for the values a record holds: object keys sorted by UTF-16 code
  * units, no whitespace, ECMAScript number formatting. The hash covers `prev`, so a MAC binds its record
- * to its place in the chain: rewriting the chain after a keyed record breaks that record's MAC.
+ * to its place in the chain: rewriting the chain after a keyed record breaks that record's MAC. The
+ * stream entry is `r` (that canonical JSON, exactly as hashed), `hash` and `mac`; a reader recomputes
+ * the hash from the record it parses, not from the text.
  *
  * What it protects against: anyone who can write to Redis can rewrite the whole chain and the head,
  * so without keys the chain proves integrity only against partial tampering (an edit, a deletion, an
@@ -286,7 +288,9 @@ function canonicalBody(body: Omit<StoredRecord, 'hash' | 'mac'>, json: { chain: 
 export const computeMac = (secret: Buffer, hash: string): string => hmac(secret, hash);
 
 // ---------------------------------------------------------------------------------------------
-// Records in the stream: flat fields, arrays and `detail` as canonical JSON
+// Records in the stream: `r` (the hashed body, canonical JSON), `hash` and `mac`. Entries written
+// before December 2026 hold one field per record field instead (arrays and `detail` as canonical
+// JSON); both are read.
 
 const HEX64 = /^[0-9a-f]{64}$/;
 
@@ -325,13 +329,45 @@ const FIELD_SET = new Set<string>(FIELDS);
 
 type StoredRecord = Omit<AuditRecord, 'streamId'>;
 
-/** A record as the flat field list of its stream entry (without the stream id); `json` holds JSON-valued fields already canonical. */
-export function toFields(record: Omit<AuditRecord, 'streamId'> & { streamId?: string }, json: Partial<Record<'chain' | 'reasons' | 'detail', string>> = {}): string[] {
+/**
+ * A record as the field list of its stream entry (without the stream id): the hashed body as one field,
+ * which Redis stores and the writer sends far more cheaply than a field per member. `body` is
+ * `canonicalJson(hashedBody(record))` when the caller has it already.
+ */
+export function toFields(record: Omit<AuditRecord, 'streamId'> & { streamId?: string }, body: string = canonicalJson(hashedBody(record))): string[] {
+  return record.mac === undefined ? ['r', body, 'hash', record.hash] : ['r', body, 'hash', record.hash, 'mac', record.mac];
+}
+
+/** A JSON object's members, or none. */
+function parsedObject(text: string): Record<string, unknown> {
+  try {
+    const v: unknown = JSON.parse(text);
+    return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
+  } catch {
+    return {};
+  }
+}
+
+/** The older layout's fields (one per record field, as strings) for an entry written as `r`, `hash`, `mac`; or why they cannot be had. */
+function expanded(flat: string[]): string[] | string {
   const out: string[] = [];
-  for (const f of FIELDS) {
-    const v = record[f];
-    if (v === undefined) continue;
-    out.push(f, JSON_FIELDS.has(f) ? (json[f as 'chain' | 'reasons' | 'detail'] ?? canonicalJson(v)) : String(v));
+  let body: string | undefined;
+  for (let i = 0; i + 1 < flat.length; i += 2) {
+    if (flat[i] === 'r') body = flat[i + 1];
+    else out.push(flat[i]!, flat[i + 1]!);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(body!);
+  } catch {
+    return 'its body (r) is not JSON';
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return 'its body (r) is not a JSON object';
+  for (const [k, v] of Object.entries(parsed as Record<string, unknown>)) {
+    const numeric = k === 'seq' || k === 'at' || k === 'risk';
+    if (JSON_FIELDS.has(k as Field)) out.push(k, JSON.stringify(v));
+    else if (numeric ? typeof v === 'number' : typeof v === 'string') out.push(k, String(v));
+    else return `its body's '${k}' is not a ${numeric ? 'number' : 'string'}`;
   }
   return out;
 }
@@ -341,9 +377,22 @@ export type VerifyItem = { streamId: string; record: AuditRecord } | { streamId:
 const INT = /^(0|[1-9][0-9]*)$/;
 
 /** Parses a stream entry strictly: any field it cannot account for makes it malformed. */
-export function fromFields(streamId: string, flat: string[]): VerifyItem {
+export function fromFields(streamId: string, entry: string[]): VerifyItem {
   const fields: Record<string, string> = {};
   const fail = (error: string): VerifyItem => ({ streamId, error, fields });
+  let flat = entry;
+  if (entry.some((f, i) => i % 2 === 0 && f === 'r')) {
+    const out = expanded(entry);
+    if (typeof out === 'string') {
+      // What can be read of it still places it in the chain (seq, prev, hash), as for the older layout.
+      for (let i = 0; i + 1 < entry.length; i += 2) {
+        if (entry[i] !== 'r') fields[entry[i]!] = entry[i + 1]!;
+        else for (const [k, v] of Object.entries(parsedObject(entry[i + 1]!))) fields[k] = typeof v === 'string' ? v : (JSON.stringify(v) ?? '');
+      }
+      return fail(out);
+    }
+    flat = out;
+  }
   for (let i = 0; i + 1 < flat.length; i += 2) {
     const k = flat[i]!;
     if (Object.hasOwn(fields, k)) return fail(`field '${k}' appears twice`);
@@ -849,18 +898,23 @@ export class AuditLog {
     }
   }
 
-  private chainFrom(head: AuditHead, entries: PreparedEntry[]): AuditRecord[] {
+  /** The batch's records on `head`, and each one's hashed body as it is stored. */
+  private chainFrom(head: AuditHead, entries: PreparedEntry[]): { records: AuditRecord[]; bodies: string[] } {
     let { seq, hash } = head;
-    return entries.map(({ entry, json, secret }) => {
+    const bodies: string[] = [];
+    const records = entries.map(({ entry, json, secret }) => {
       seq += 1;
       // One copy per record: entries vary in shape, and each spread of one is a slow, generic copy.
       const record = { ...entry, seq, prev: hash } as AuditRecord;
-      record.hash = sha256(`${hash}\n${canonicalBody(record, json)}`);
+      const body = canonicalBody(record, json);
+      bodies.push(body);
+      record.hash = sha256(`${hash}\n${body}`);
       record.streamId = `${seq}-0`;
       if (secret) record.mac = hmac(secret, record.hash);
       hash = record.hash;
       return record;
     });
+    return { records, bodies };
   }
 
   private async commit(entries: PreparedEntry[]): Promise<AuditRecord[]> {
@@ -894,12 +948,11 @@ export class AuditLog {
   }
 
   private buildArgs(head: AuditHead, entries: PreparedEntry[], token: string): { head: AuditHead; records: AuditRecord[]; args: string[] } {
-    const records = this.chainFrom(head, entries);
+    const { records, bodies } = this.chainFrom(head, entries);
     const args: string[] = [GENESIS_HASH, String(head.seq), head.hash, token, String(WAITER_TTL_MS), String(records.length), this.turnChannel];
     records.forEach((r, i) => {
-      const { streamId, ...stored } = r;
-      const fields = toFields(stored, entries[i]!.json);
-      args.push(String(fields.length), streamId, ...fields);
+      const fields = toFields(r, bodies[i]);
+      args.push(String(fields.length), r.streamId, ...fields);
     });
     const last = records[records.length - 1]!;
     args.push(String(last.seq), last.hash);

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import fc from 'fast-check';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -69,13 +69,21 @@ async function rewrite(transform: (rows: Row[]) => Row[]): Promise<void> {
   for (const [id, fields] of next) await redis.xadd(stream, id, ...fields);
 }
 
+/** A field of a stored entry: `hash` and `mac` stand beside its body `r`, the rest inside it. */
 const get = (fields: string[], key: string): string | undefined => {
   for (let i = 0; i < fields.length; i += 2) if (fields[i] === key) return fields[i + 1];
   return undefined;
 };
+/** What an attacker with Redis access can do to one entry: change a field in place, hash left as it was. */
 const set = (fields: string[], key: string, value: string): string[] => {
   const out = [...fields];
-  for (let i = 0; i < out.length; i += 2) if (out[i] === key) out[i + 1] = value;
+  for (let i = 0; i < out.length; i += 2) {
+    if (out[i] === key) out[i + 1] = value;
+    else if (out[i] === 'r') {
+      const body = JSON.parse(out[i + 1]!) as Record<string, unknown>;
+      if (key in body) out[i + 1] = JSON.stringify({ ...body, [key]: value });
+    }
+  }
   return out;
 };
 const record = (row: Row): AuditRecord => {
@@ -200,6 +208,37 @@ describe('AuditLog', () => {
       { numRuns: 150 },
     );
     expect(await log.verify({ keys: KEYS })).toMatchObject({ ok: true, entries: 150, macsVerified: 150 });
+  });
+
+  it('stores a record as its hashed body and hash (and MAC), and still reads entries written a field per member', async () => {
+    const log = billingLog();
+    const [first, second] = await fill(log, 2);
+    const [row] = await rows();
+    expect(row![1].filter((_, i) => i % 2 === 0)).toEqual(['r', 'hash', 'mac']);
+    expect(createHash('sha256').update(`${first!.prev}\n${get(row![1], 'r')}`).digest('hex')).toBe(first!.hash);
+    // An entry of the older layout, a field per member, chained after them: read and verified alike.
+    const { streamId: _id, mac: _mac, kid: _kid, hash: _hash, ...body } = { ...second!, seq: 3, prev: second!.hash, outcome: 'older' };
+    const legacy = { ...body, hash: computeHash(body) };
+    const flat = Object.entries(legacy).flatMap(([k, v]) => [k, typeof v === 'string' ? v : k === 'seq' || k === 'at' || k === 'risk' ? String(v) : canonicalJson(v)]);
+    await redis.xadd(stream, '3-0', ...flat);
+    await redis.hset(`${prefix}:audit:head`, 'seq', 3, 'hash', legacy.hash);
+    expect(await log.verify()).toMatchObject({ ok: true, entries: 3 });
+    expect((await log.read({ from: 3 }))[0]).toMatchObject({ seq: 3, outcome: 'older', hash: legacy.hash });
+  });
+
+  it.each([
+    ['a body that is not JSON', (f: string[]) => set(f, 'r', '{"seq":'), /body \(r\) is not JSON/, false],
+    ['a body that is not an object', (f: string[]) => set(f, 'r', '[1,2]'), /not a JSON object/, false],
+    ['a number written as text', (f: string[]) => set(f, 'seq', '1'), /'seq' is not a number/, true],
+    ['a field beside the body', (f: string[]) => [...f, 'note', 'x'], /unexpected field 'note'/, true],
+  ])('refuses a stored entry with %s as malformed', async (_what, tamper, reason, placed) => {
+    const log = billingLog();
+    await fill(log, 2);
+    await rewrite((r) => r.map(([id, f]) => [id, id === '1-0' ? tamper(f) : f]));
+    const report = await log.verify();
+    expect(report.problems[0]).toMatchObject({ seq: 1, problem: 'malformed', detail: expect.stringMatching(reason) });
+    // Where its body still says where it stands, the chain goes on through it; else the next entry is out of place too.
+    expect(report.problems).toHaveLength(placed ? 1 : 2);
   });
 
   it('rejects entries that are not well formed, carry unknown fields or a large detail', async () => {
