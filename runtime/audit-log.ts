@@ -32,7 +32,7 @@
  * Records hold ids, names, verdicts, reasons and risk, never content or secrets: callers must not put
  * prompts, replies, tool arguments or results in `detail` (it is capped at 8 KiB to make misuse loud).
  */
-import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, hash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
 
@@ -248,8 +248,9 @@ function quotedKey(k: string): string {
   return quoted;
 }
 
-const sha256 = (text: string): string => createHash('sha256').update(text, 'utf8').digest('hex');
-const hmac = (secret: Buffer, hash: string): string => createHmac('sha256', secret).update(hash, 'utf8').digest('hex');
+// The one-shot hash: no Hash object per record (about half the cost for a record's few hundred bytes).
+const sha256 = (text: string): string => hash('sha256', text, 'hex');
+const hmac = (secret: Buffer, recordHash: string): string => createHmac('sha256', secret).update(recordHash, 'utf8').digest('hex');
 
 /** The fields the hash covers: everything but `hash`, `mac` and `streamId`. */
 export function hashedBody(record: Omit<AuditRecord, 'hash' | 'mac' | 'streamId'> & { hash?: string; mac?: string; streamId?: string }): Record<string, unknown> {
