@@ -14,7 +14,7 @@ import { startRollback, type Compensator } from './rollback.js';
 import type { RollbackTrigger } from './events.js';
 import { AuthSchema, EnvelopeSchema, type Envelope } from './envelope.js';
 import type { EnvelopeAuth } from './envelope-auth.js';
-import { auditEntryFor, recordRunEvent, type AuditSink } from './audit-trail.js';
+import { auditEntryFor, failRun, recordRunEvent, type AuditSink } from './audit-trail.js';
 import type { RunEventInput } from './events.js';
 import type { RunStatus, SavedProgress } from './run-store.js';
 import { ATTR, GUARD_DECISION_EVENT, OPERATION } from '../tracing/attributes.js';
@@ -175,8 +175,13 @@ export class AgentLoop {
       await this.store.completeMessage(envelope.receiver, envelope.messageId, task.id, cancelled);
       return { type: 'done', result: cancelled };
     }
-    const stored = saved === undefined ? undefined : this.readSaved(envelope, saved, messageBytes);
-    if (typeof stored === 'string') return this.refuse(task, envelope, stored);
+    let stored = saved === undefined ? undefined : this.readSaved(envelope, saved, messageBytes);
+    if (typeof stored === 'string') {
+      // The job itself is authentic: its run goes on as if nothing had been saved (what deleting the copy would give
+      // an attacker anyway), and the refusal is on record.
+      await this.recordRefusal(task, envelope, `its saved progress was not believed, so it starts again from the job: ${stored}`);
+      stored = undefined;
+    }
     const progress = stored && (!data.progress || stored.version > data.progress.version) ? stored : data.progress;
     // Authentic but too old (a long outage): the run cannot go on, and says so.
     const stale = this.options.auth?.staleness(envelope, progress === undefined);
@@ -226,12 +231,17 @@ export class AgentLoop {
 
   /** A security refusal: nothing runs, and the run is not ended (a forger must not be able to end it); it is on record. */
   private async refuse(task: Task, envelope: Envelope, reason: string): Promise<TaskOutcome> {
+    await this.recordRefusal(task, envelope, reason);
+    return { type: 'done', result: { status: 'rejected', error: reason } };
+  }
+
+  /** Puts a refusal on record: in the run's events (when the run exists) and in the audit log. */
+  private async recordRefusal(task: Task, envelope: Envelope, reason: string): Promise<void> {
     const event = { type: 'envelope.rejected', agent: task.queue, reason } as const;
     if (await this.store.getRun(envelope.runId)) await this.store.appendEvent(envelope.runId, event);
     // Attributed to the principal and chain the envelope claims: they are what the forger tried to use.
     const entry = auditEntryFor(event, { runId: envelope.runId, principal: envelope.principal, chain: envelope.chain, agent: task.queue });
     if (entry) await this.options.audit?.(task.queue)?.append({ ...entry, detail: { claimed: true, sender: envelope.sender, messageId: envelope.messageId } });
-    return { type: 'done', result: { status: 'rejected', error: reason } };
   }
 
   /** Checks size and shape, and that the envelope is for the agent this queue serves. */
@@ -275,9 +285,7 @@ export class AgentLoop {
       const record = (event: RunEventInput, detail?: Record<string, unknown>) => recordRunEvent(this.store, audit, event, ctx, detail);
       await record({ type: 'envelope.rejected', reason }, { claimed: !authentic });
       // With authentication on, unauthenticated junk must not be able to end someone's run.
-      if ((authentic || !this.options.auth) && (await this.store.finishRun(run.id, 'failed', { error: `message refused: ${reason}` }))) {
-        await record({ type: 'run.failed', error: `message refused: ${reason}` });
-      }
+      if (authentic || !this.options.auth) await failRun(this.store, audit, `message refused: ${reason}`, ctx);
     }
     return { type: 'done', result: { status: 'rejected', error: reason } };
   }

@@ -216,7 +216,7 @@ function canon(value: unknown): string | undefined {
       throw new TypeError('canonicalJson: bigint is not JSON');
     default: {
       if (value === null) return 'null';
-      // Appending to one string: every envelope and checkpoint is canonicalised on the hot path.
+      // Appending to one string: every audit record is canonicalised on the hot path.
       if (Array.isArray(value)) {
         let out = '[';
         for (let i = 0; i < value.length; i++) out += (i === 0 ? '' : ',') + (canon(value[i]) ?? 'null');
@@ -354,8 +354,9 @@ function expanded(flat: string[]): string[] | string {
   const out: string[] = [];
   let body: string | undefined;
   for (let i = 0; i + 1 < flat.length; i += 2) {
-    if (flat[i] === 'r') body = flat[i + 1];
-    else out.push(flat[i]!, flat[i + 1]!);
+    if (flat[i] !== 'r') out.push(flat[i]!, flat[i + 1]!);
+    else if (body === undefined) body = flat[i + 1];
+    else return "field 'r' appears twice";
   }
   let parsed: unknown;
   try {
@@ -379,7 +380,8 @@ const INT = /^(0|[1-9][0-9]*)$/;
 
 /** Parses a stream entry strictly: any field it cannot account for makes it malformed. */
 export function fromFields(streamId: string, entry: string[]): VerifyItem {
-  const fields: Record<string, string> = {};
+  // No prototype: a field named __proto__ is a field like any other (and an unexpected one).
+  const fields: Record<string, string> = Object.create(null) as Record<string, string>;
   const fail = (error: string): VerifyItem => ({ streamId, error, fields });
   let flat = entry;
   if (entry.some((f, i) => i % 2 === 0 && f === 'r')) {

@@ -81,7 +81,21 @@ export async function recordRunEvent(
   ctx: AuditContext,
   detail?: Record<string, unknown>,
 ): Promise<void> {
-  await store.appendEvent(ctx.runId, (ctx.agent ? { ...event, agent: ctx.agent } : event) as RunEventInput);
+  await store.appendEvent(ctx.runId, asAgents(event, ctx));
   const entry = auditEntryFor(event, ctx);
   if (entry && audit) await audit.append(detail ? { ...entry, detail: { ...entry.detail, ...detail } } : entry);
+}
+
+const asAgents = (event: RunEventInput, ctx: AuditContext): RunEventInput => (ctx.agent ? { ...event, agent: ctx.agent } : event) as RunEventInput;
+
+/**
+ * Fails a run outside an activation unless it has ended already: the end and its `run.failed` event
+ * in one write (a follower woken by the end finds the event), then the audit entry. False when it had ended.
+ */
+export async function failRun(store: Pick<RunStore, 'finishRun'>, audit: AuditSink | undefined, error: string, ctx: AuditContext): Promise<boolean> {
+  const event: RunEventInput = { type: 'run.failed', error };
+  if (!(await store.finishRun(ctx.runId, 'failed', { error }, { ended: asAgents(event, ctx) }))) return false;
+  const entry = auditEntryFor(event, ctx);
+  if (entry && audit) await audit.append(entry);
+  return true;
 }

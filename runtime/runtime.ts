@@ -18,7 +18,7 @@ import { InvalidRunInputError, isRedisUnavailable, TransportUnavailableError, Un
 import { PrincipalSchema, type PrincipalInput } from './principal.js';
 import { Run } from './run.js';
 import { AuditLog } from './audit-log.js';
-import { auditEntryFor, recordRunEvent, type AuditSink } from './audit-trail.js';
+import { auditEntryFor, failRun, recordRunEvent, type AuditSink } from './audit-trail.js';
 import { EnvelopeAuth } from './envelope-auth.js';
 import { EDGE, type Keyring } from './keyring.js';
 import { BullMQTransport } from './transports/bullmq-transport.js';
@@ -208,7 +208,7 @@ export class Runtime {
       await this.transport.enqueue(name, runId, payload);
     } catch (error) {
       // The record exists but no worker will see the run: end it, if Redis lets us, so it does not look alive.
-      await store.finishRun(runId, 'failed', { error: 'the run could not be queued' }).catch(() => undefined);
+      await failRun(store, this.auditFor(EDGE), 'the run could not be queued', { runId, principal, chain: [name] }).catch(() => undefined);
       throw unavailable(error);
     }
     return new Run(runId, store, true);
@@ -292,9 +292,8 @@ export class Runtime {
     if (this.auth?.check(raw as Record<string, unknown>, parsed.data)) return;
     const envelope = parsed.data;
     const reason = `${envelope.receiver} failed: ${error.message}`;
-    if (await this.transport.store.finishRun(envelope.runId, 'failed', { error: reason }).catch(() => false)) {
-      const ctx = { runId: envelope.runId, principal: envelope.principal, chain: envelope.chain, agent: envelope.receiver };
-      await recordRunEvent(this.transport.store, this.auditFor(envelope.receiver), { type: 'run.failed', error: reason }, ctx).catch(() => undefined);
+    const ctx = { runId: envelope.runId, principal: envelope.principal, chain: envelope.chain, agent: envelope.receiver };
+    if (await failRun(this.transport.store, this.auditFor(envelope.receiver), reason, ctx).catch(() => false)) {
       if (this.policy?.rollback.onFailure) {
         await startRollback({ transport: this.transport, runId: envelope.runId, trigger: 'failure', reason }).catch(() => undefined);
       }

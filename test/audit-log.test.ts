@@ -231,6 +231,8 @@ describe('AuditLog', () => {
     ['a body that is not an object', (f: string[]) => set(f, 'r', '[1,2]'), /not a JSON object/, false],
     ['a number written as text', (f: string[]) => set(f, 'seq', '1'), /'seq' is not a number/, true],
     ['a field beside the body', (f: string[]) => [...f, 'note', 'x'], /unexpected field 'note'/, true],
+    ['a field named __proto__', (f: string[]) => [...f, '__proto__', 'x'], /unexpected field '__proto__'/, true],
+    ['a second body', (f: string[]) => [...f, 'r', get(f, 'r')!], /'r' appears twice/, true],
   ])('refuses a stored entry with %s as malformed', async (_what, tamper, reason, placed) => {
     const log = billingLog();
     await fill(log, 2);

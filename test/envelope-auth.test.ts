@@ -292,7 +292,7 @@ describe('authenticated envelopes: no skeleton key (real Redis)', () => {
     ['progress without a MAC', (p: object) => JSON.stringify({ progress: p }), /checkpoint is not authentic/],
     ['progress that is not JSON', () => '{"progress": ', /saved progress is not JSON/],
     ['progress of the wrong shape', () => JSON.stringify({ progress: { messages: 'all of them' } }), /malformed saved progress/],
-  ])('refuses %s planted in the run store for a redelivered job: nothing executes', async (_what, plant, reason) => {
+  ])('does not believe %s planted in the run store for a redelivered job: the run starts again from its authentic job, on record', async (_what, plant, reason) => {
     const { runId, envelope } = await legitimateStart('payer', 'charge it');
     const before = payments;
     const jobId = `redelivered-${randomBytes(4).toString('hex')}`;
@@ -309,10 +309,13 @@ describe('authenticated envelopes: no skeleton key (real Redis)', () => {
     await redis.set(`${prefix}:seen:payer:${envelope.messageId}`, jobId);
     await redis.set(`${prefix}:progress:payer:${envelope.messageId}`, plant(progress));
     await edge.transport.enqueue('payer', jobId, { envelope } satisfies JobData);
-    await settle();
-    expect(payments).toBe(before);
-    expect((await events(runId)).find((e) => e.type === 'envelope.rejected')).toMatchObject({ reason: expect.stringMatching(reason) });
-    expect((await edge.transport.store.getRun(runId))!.status).toBe('running');
+    await expect(edge.run(runId).result({ timeoutMs: 10_000 })).resolves.toMatchObject({ output: 'charged' });
+    // The planted call (99,999 cents) was never made: only the model's own, once.
+    expect(payments).toBe(before + 1);
+    const seen = await events(runId);
+    expect(seen.filter((e) => e.type === 'tool.called').map((e) => (e as { callId: string }).callId)).not.toContain('c1');
+    expect(seen.find((e) => e.type === 'envelope.rejected')).toMatchObject({ reason: expect.stringMatching(reason) });
+    expect(seen.find((e) => e.type === 'envelope.rejected')).toMatchObject({ reason: expect.stringMatching(/starts again from the job/) });
   });
 
   it('refuses a tool result planted in Redis: it is neither believed nor is the tool run again', async () => {

@@ -15,7 +15,6 @@ export interface RedisRunStoreOptions {
   maxEvents?: number;
 }
 
-
 /** Lua: appends ARGV[from], ARGV[from + 1], … to the event stream KEYS[1] (capped at ARGV[1]) and renews its expiry (ARGV[2]). */
 function appendEventsFrom(from: number): string {
   return `for i = ${from}, #ARGV do redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[i]) end
