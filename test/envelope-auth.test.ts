@@ -19,6 +19,7 @@ import { EDGE, generateKeys, KeyError, loadKeyring } from '../runtime/keyring.js
 import { AuditLog, type AuditKeys } from '../runtime/audit-log.js';
 import { Runtime } from '../runtime/runtime.js';
 import { BullMQTransport } from '../runtime/transports/bullmq-transport.js';
+import { sealedStart } from './support/envelopes.js';
 import { deleteKeys, REDIS_URL, uniquePrefix } from './support/redis.js';
 
 const CANARY = `canary-${randomBytes(12).toString('hex')}`;
@@ -152,24 +153,7 @@ describe('authenticated envelopes: no skeleton key (real Redis)', () => {
     const runId = crypto.randomUUID();
     const now = Date.now();
     await edge.transport.store.createRun({ id: runId, agent: entry, principal, createdAt: now });
-    const base: Envelope = {
-      v: 1,
-      kind: 'start',
-      runId,
-      messageId: runId,
-      sender: EDGE,
-      receiver: entry,
-      principal,
-      chain: [entry],
-      depth: 0,
-      hops: 0,
-      budget: { tokens: 1000 },
-      label: label(),
-      messages: [{ role: 'user', content: input }],
-      issuedAt: now,
-    };
-    const grant = edgeAuth.grant(runId, principal, base.budget, now, edgeAuth.keyring.receiversOf(EDGE));
-    return { runId, envelope: edgeAuth.seal({ ...base, grant }), edgeAuth };
+    return { runId, envelope: sealedStart(edgeAuth, { runId, receiver: entry, principal, input, now }), edgeAuth };
   }
 
   const settle = () => new Promise((r) => setTimeout(r, 600));

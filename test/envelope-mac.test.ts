@@ -8,6 +8,7 @@ import { EnvelopeAuth } from '../runtime/envelope-auth.js';
 import { EnvelopeSchema, type Envelope } from '../runtime/envelope.js';
 import { EDGE, generateKeys, loadKeyring } from '../runtime/keyring.js';
 import { PrincipalSchema } from '../runtime/principal.js';
+import { sealedStart } from './support/envelopes.js';
 
 /** What a job's data goes through between two workers: BullMQ writes it as JSON text and parses it back. */
 const overRedis = <T>(value: T): T => JSON.parse(JSON.stringify(value)) as T;
@@ -45,23 +46,7 @@ describe('envelope and checkpoint MACs over the JSON as sent', () => {
     const now = Date.now();
     // As the edge does: the principal is validated before anything is sealed.
     const principal = PrincipalSchema.parse({ id: 'ada', roles: ['customer'], attrs: over.attrs });
-    const base: Envelope = {
-      v: 1,
-      kind: 'start',
-      runId,
-      messageId: runId,
-      sender: EDGE,
-      receiver: 'a',
-      principal,
-      chain: ['a'],
-      depth: 0,
-      hops: 0,
-      budget: { tokens: 1000 },
-      label: label(),
-      messages: [{ role: 'user', content: over.text }],
-      issuedAt: now,
-    };
-    return edge.seal({ ...base, grant: edge.grant(runId, principal, base.budget, now, ['a']) });
+    return sealedStart(edge, { runId, receiver: 'a', principal, input: over.text, now });
   };
   const attrs = fc.dictionary(key, fc.oneof(fc.string({ unit: 'binary', maxLength: 8 }), fc.integer(), fc.boolean()), { maxKeys: 4 });
   const text = fc.string({ unit: 'binary', maxLength: 64 });
