@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { LabelSchema, type Label } from '../guards/label.js';
+import { LabelSchema, type Label } from './label.js';
 import { InvalidDefinitionError, describeIssues } from './errors.js';
 import type { ModelProvider } from './model.js';
 import type { AnyTool } from './tool.js';

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { LabelSchema } from '../guards/label.js';
+import { LabelSchema } from './label.js';
 
 /** A tool call as the model produced it; `arguments` stays raw JSON text until the tool validates it. */
 export const ToolCallSchema = z.object({

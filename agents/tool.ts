@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { LabelSchema, type Label } from '../guards/label.js';
-import type { Principal } from '../runtime/principal.js';
+import { LabelSchema, type Label } from './label.js';
+import type { Principal } from './principal.js';
 import { InvalidDefinitionError, describeIssues } from './errors.js';
 import type { ToolSpec } from './model.js';
 

@@ -5,9 +5,9 @@
 import { fileURLToPath } from 'node:url';
 import { createSupportAgents } from '../examples/support/system.js';
 import type { GuardEvent } from '../guards/guard-event.js';
-import { label } from '../guards/label.js';
-import { loadPolicy } from '../guards/load-policy.js';
-import { createPolicyPipeline } from '../guards/policy-pipeline.js';
+import { label } from '../agents/label.js';
+import { loadPolicy } from '../guards/policy/load-policy.js';
+import { createPolicyPipeline } from '../guards/policy/policy-pipeline.js';
 import { fmt, percentile, table } from './stats.js';
 
 const PROSE =

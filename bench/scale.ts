@@ -7,7 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import type { Redis } from 'ioredis';
-import { EDGE } from '../runtime/keyring.js';
+import { EDGE } from '../runtime/identity/keyring.js';
 import { guardedRuntime, type ScenarioConfig } from './scenarios.js';
 import { deleteKeys, info } from './redis-probe.js';
 

@@ -8,8 +8,8 @@ import type { Run } from '../runtime/run.js';
 import { Runtime } from '../runtime/runtime.js';
 import { BullMQTransport } from '../runtime/transports/bullmq-transport.js';
 import { EmbeddedTransport } from '../runtime/transports/embedded-transport.js';
-import { loadPolicy } from '../guards/load-policy.js';
-import { EDGE, generateKeys, loadKeyring } from '../runtime/keyring.js';
+import { loadPolicy } from '../guards/policy/load-policy.js';
+import { EDGE, generateKeys, loadKeyring } from '../runtime/identity/keyring.js';
 
 export interface ScenarioConfig {
   redisUrl: string;

@@ -1,4 +1,4 @@
-import type { Label } from './label.js';
+import type { Label } from '../agents/label.js';
 
 export const STAGES = ['receive', 'handoff', 'tool_call', 'tool_result', 'output'] as const;
 export type Stage = (typeof STAGES)[number];

@@ -1,7 +1,7 @@
 import type { Effect, Risk } from '../agents/tool.js';
-import type { Principal } from '../runtime/principal.js';
+import type { Principal } from '../agents/principal.js';
 import type { Decision, Stage } from './decision.js';
-import type { Label } from './label.js';
+import type { Label } from '../agents/label.js';
 
 /** One piece of what is in the agent's context, with where it came from. */
 export interface ContextItem {

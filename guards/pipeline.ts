@@ -1,7 +1,7 @@
 import { VERDICTS, type Decision, type Verdict } from './decision.js';
 import type { Guard } from './guard.js';
 import type { GuardEvent, GuardPipeline } from './guard-event.js';
-import { join, type Label } from './label.js';
+import { join, type Label } from '../agents/label.js';
 
 export type PolicyMode = 'enforce' | 'monitor';
 

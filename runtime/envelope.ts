@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { ChatMessageSchema } from '../agents/model.js';
-import { LabelSchema } from '../guards/label.js';
-import { PrincipalSchema } from './principal.js';
+import { LabelSchema } from '../agents/label.js';
+import { PrincipalSchema } from '../agents/principal.js';
 
 export const ENVELOPE_VERSION = 1;
 

@@ -1,4 +1,4 @@
-import type { RunStatus } from './run-store.js';
+import type { RunStatus } from './stores/run-store.js';
 
 export class UnknownAgentError extends Error {
   override readonly name = 'UnknownAgentError';

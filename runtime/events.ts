@@ -1,4 +1,4 @@
-import type { Label } from '../guards/label.js';
+import type { Label } from '../agents/label.js';
 
 /** What a run reports as it goes; the CLI prints these live and `run.events()` yields them. */
 export type RunEvent = { at: number; agent?: string } & (

@@ -5,12 +5,13 @@ import type { Agent } from '../agents/agent.js';
 import { extractTrace } from '../tracing/propagation.js';
 import { inSpan, tracer } from '../tracing/spans.js';
 import { ATTR } from '../tracing/attributes.js';
-import { recordRunEvent, type AuditSink } from './audit-trail.js';
+import { recordRunEvent, type AuditSink } from './audit/audit-trail.js';
 import { AuthSchema, EnvelopeSchema } from './envelope.js';
-import type { EnvelopeAuth } from './envelope-auth.js';
+import type { EnvelopeAuth } from './identity/envelope-auth.js';
 import type { RollbackTrigger, RunEventInput } from './events.js';
-import type { ActionRecord, CompensationRecord } from './run-store.js';
-import type { ChildJob, Task, TaskOutcome, Transport } from './transport.js';
+import type { ActionRecord, CompensationRecord } from './stores/run-store.js';
+import type { Transport } from './transports/transport.js';
+import type { ChildJob, Task, TaskOutcome } from './transports/task.js';
 
 /** One step of a rollback: undo one action, in the worker of the agent that did it. */
 export const CompensationOrderSchema = z

@@ -1,6 +1,6 @@
 import { TERMINAL_EVENTS, type RunEvent } from './events.js';
 import { RunFailedError } from './errors.js';
-import type { RunRecord, RunStore } from './run-store.js';
+import type { RunRecord, RunStore } from './stores/run-store.js';
 
 export interface RunResult {
   runId: string;

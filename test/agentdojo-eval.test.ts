@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLASSIFICATION } from '../examples/agentdojo/suites.js';
-import { loadPolicy } from '../guards/load-policy.js';
+import { loadPolicy } from '../guards/policy/load-policy.js';
 import { computeFigures, type Replayed } from '../eval/agentdojo/figures.js';
 import { readRecords, readTasks, type LoadedRecord, type Tasks } from '../eval/agentdojo/records.js';
 import { Replayer, servesAttacker, type ReplayResult } from '../eval/agentdojo/replay.js';

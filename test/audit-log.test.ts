@@ -15,7 +15,7 @@ import {
   type AuditEntryInput,
   type AuditKeys,
   type AuditRecord,
-} from '../runtime/audit-log.js';
+} from '../runtime/audit/audit-log.js';
 import { deleteKeys, REDIS_URL, uniquePrefix } from './support/redis.js';
 
 const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 1 });

@@ -2,16 +2,16 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
-import { runDemo, type DemoResult } from '../runtime/demo.js';
+import { runDemo, type DemoResult } from '../runtime/cli/demo.js';
 import type { RunEvent } from '../runtime/events.js';
-import { formatEvent } from '../runtime/progress.js';
+import { formatEvent } from '../runtime/cli/progress.js';
 import { deleteKeys, REDIS_URL, uniquePrefix } from './support/redis.js';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createSupportAgents } from '../examples/support/system.js';
-import { loadPolicy } from '../guards/load-policy.js';
-import { EDGE, generateKeys, loadKeyring } from '../runtime/keyring.js';
+import { loadPolicy } from '../guards/policy/load-policy.js';
+import { EDGE, generateKeys, loadKeyring } from '../runtime/identity/keyring.js';
 import { Runtime } from '../runtime/runtime.js';
 import { BullMQTransport } from '../runtime/transports/bullmq-transport.js';
 
@@ -25,7 +25,7 @@ interface Finished {
 }
 
 function cli(args: string[]): { child: ChildProcess; finished: Promise<Finished> } {
-  const child = spawn(tsx, ['runtime/cli.ts', ...args], { cwd: root, env: { ...process.env, REDIS_URL, NO_COLOR: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(tsx, ['runtime/cli/main.ts', ...args], { cwd: root, env: { ...process.env, REDIS_URL, NO_COLOR: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout!.on('data', (d) => (stdout += String(d)));

@@ -11,7 +11,7 @@ import { RunFailedError, UnknownAgentError } from '../runtime/errors.js';
 import type { RunEvent } from '../runtime/events.js';
 import type { Run } from '../runtime/run.js';
 import { Runtime } from '../runtime/runtime.js';
-import type { Transport } from '../runtime/transport.js';
+import type { Transport } from '../runtime/transports/transport.js';
 import { BullMQTransport } from '../runtime/transports/bullmq-transport.js';
 import { EmbeddedTransport } from '../runtime/transports/embedded-transport.js';
 import { deleteKeys, REDIS_URL, uniquePrefix } from './support/redis.js';

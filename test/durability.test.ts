@@ -6,11 +6,11 @@ import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { EDGE, generateKeys, loadKeyring } from '../runtime/keyring.js';
+import { EDGE, generateKeys, loadKeyring } from '../runtime/identity/keyring.js';
 import type { RunEvent } from '../runtime/events.js';
 import { Runtime } from '../runtime/runtime.js';
 import { BullMQTransport } from '../runtime/transports/bullmq-transport.js';
-import { PolicySchema } from '../guards/policy.js';
+import { PolicySchema } from '../guards/policy/policy.js';
 import { deleteKeys, REDIS_URL, uniquePrefix } from './support/redis.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));

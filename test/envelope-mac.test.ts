@@ -3,11 +3,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { label } from '../guards/label.js';
-import { EnvelopeAuth } from '../runtime/envelope-auth.js';
+import { label } from '../agents/label.js';
+import { EnvelopeAuth } from '../runtime/identity/envelope-auth.js';
 import { EnvelopeSchema, type Envelope } from '../runtime/envelope.js';
-import { EDGE, generateKeys, loadKeyring } from '../runtime/keyring.js';
-import { PrincipalSchema } from '../runtime/principal.js';
+import { EDGE, generateKeys, loadKeyring } from '../runtime/identity/keyring.js';
+import { PrincipalSchema } from '../agents/principal.js';
 import { sealedStart } from './support/envelopes.js';
 
 /** What a job's data goes through between two workers: BullMQ writes it as JSON text and parses it back. */

@@ -9,8 +9,8 @@ import { EMBEDDED, embeddedIdentifiers, traceArguments } from '../guards/builtin
 import { assessRisk, riskGuard } from '../guards/builtin/risk.js';
 import { permits } from '../guards/builtin/context.js';
 import type { ContextItem, GuardEvent } from '../guards/guard-event.js';
-import { BOTTOM, label } from '../guards/label.js';
-import { PolicySchema, type PolicyInput } from '../guards/policy.js';
+import { BOTTOM, label } from '../agents/label.js';
+import { PolicySchema, type PolicyInput } from '../guards/policy/policy.js';
 
 const model = new ScriptedModel({ script: () => 'x' });
 const agents = new Map(

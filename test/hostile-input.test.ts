@@ -11,19 +11,19 @@ import { defineAgent, type Agent } from '../agents/agent.js';
 import type { ChatMessage, ModelProvider, ModelRequest, ModelResponse, ToolCall } from '../agents/model.js';
 import { ScriptedModel } from '../agents/providers/scripted.js';
 import { defineTool } from '../agents/tool.js';
-import { BOTTOM, LEVELS } from '../guards/label.js';
-import { parsePolicy, PolicyError } from '../guards/policy-file.js';
-import type { Policy } from '../guards/policy.js';
-import type { JobData } from '../runtime/agent-loop.js';
-import { AuditLog, type AuditKeys, type AuditRecord } from '../runtime/audit-log.js';
-import { EnvelopeAuth } from '../runtime/envelope-auth.js';
+import { BOTTOM, LEVELS } from '../agents/label.js';
+import { parsePolicy, PolicyError } from '../guards/policy/policy-file.js';
+import type { Policy } from '../guards/policy/policy.js';
+import type { JobData } from '../runtime/worker/agent-loop.js';
+import { AuditLog, type AuditKeys, type AuditRecord } from '../runtime/audit/audit-log.js';
+import { EnvelopeAuth } from '../runtime/identity/envelope-auth.js';
 import type { Envelope } from '../runtime/envelope.js';
 import { InvalidRunInputError, RunFailedError } from '../runtime/errors.js';
 import type { RunEvent } from '../runtime/events.js';
-import { EDGE, generateKeys, loadKeyring, type Keyring } from '../runtime/keyring.js';
+import { EDGE, generateKeys, loadKeyring, type Keyring } from '../runtime/identity/keyring.js';
 import type { Run } from '../runtime/run.js';
 import { Runtime } from '../runtime/runtime.js';
-import type { TaskResult } from '../runtime/transport.js';
+import type { TaskResult } from '../runtime/transports/task.js';
 import { BullMQTransport } from '../runtime/transports/bullmq-transport.js';
 import { deleteKeys, REDIS_URL, uniquePrefix } from './support/redis.js';
 
@@ -521,7 +521,7 @@ describe('fuzzed job data pushed straight onto an agent queue', () => {
 
   /*
    * BUG: with keys, unauthenticated junk can end any run. Job data nested deeper than JSON.stringify can
-   * recurse makes AgentLoop.admit (runtime/agent-loop.ts, `Buffer.byteLength(JSON.stringify(task.data) ?? '')`)
+   * recurse makes AgentLoop.admit (runtime/worker/agent-loop.ts, `Buffer.byteLength(JSON.stringify(task.data) ?? '')`)
    * throw RangeError outside any try, so the job fails instead of being refused; after its attempts
    * Runtime.onJobFailed (runtime/runtime.ts) trusts the unauthenticated `envelope.runId` in the data and
    * fails that run with "solo failed: Maximum call stack size exceeded": no envelope.rejected, nothing
@@ -544,7 +544,7 @@ describe('fuzzed job data pushed straight onto an agent queue', () => {
 
   /*
    * BUG: a job refused for its shape, size or address is not in the audit log. AgentLoop.reject
-   * (runtime/agent-loop.ts) appends `envelope.rejected` to the run's (unauthenticated) event stream only;
+   * (runtime/worker/agent-loop.ts) appends `envelope.rejected` to the run's (unauthenticated) event stream only;
    * AgentLoop.refuse, used after authentication fails, also appends to the audit log. The README lists
    * every refused envelope and every run ending as audited; without keys the same path also ends the
    * run with no `run.failed` audit record.
@@ -846,7 +846,7 @@ describe('model replies with malformed tool calls', () => {
 
   /*
    * BUG: model tool calls are not checked against ToolCallSchema (agents/model.ts: id and name 1-200
-   * characters) when they arrive (Activation.modelTurn in runtime/agent-loop.ts), but the next hop
+   * characters) when they arrive (Activation.modelTurn in runtime/worker/agent-loop.ts), but the next hop
    * checks the conversation against it. A call with an empty name gets a tool error and the agent
    * carries on, then its handoff is refused by the receiver as "malformed job data:
    * envelope.messages.1.toolCalls.0.name: Too small"; the run fails with that (no keys) or hangs forever

@@ -2,7 +2,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { base64url, exportJWK, exportSPKI, generateKeyPair, SignJWT, type CryptoKey, type JWK, type JWTPayload } from 'jose';
-import { createJwtVerifier, IdentityError, localDevelopmentPrincipal, type JwtVerifierOptions } from '../runtime/identity.js';
+import { createJwtVerifier, IdentityError, localDevelopmentPrincipal, type JwtVerifierOptions } from '../runtime/identity/jwt-verifier.js';
 
 const ISSUER = 'https://id.example.test/';
 const AUDIENCE = 'palisade-api';

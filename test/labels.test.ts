@@ -6,7 +6,7 @@ import { ScriptedModel } from '../agents/providers/scripted.js';
 import { defineTool } from '../agents/tool.js';
 import { ALLOW } from '../guards/decision.js';
 import type { GuardEvent } from '../guards/guard-event.js';
-import { BOTTOM, flowsTo, join, label, leq, LEVELS, meet, type Label } from '../guards/label.js';
+import { BOTTOM, flowsTo, join, label, leq, LEVELS, meet, type Label } from '../agents/label.js';
 import { Runtime } from '../runtime/runtime.js';
 import { EmbeddedTransport } from '../runtime/transports/embedded-transport.js';
 

@@ -7,11 +7,11 @@ import type { ModelProvider, ModelRequest, ModelResponse } from '../agents/model
 import { defineTool } from '../agents/tool.js';
 import { ALLOW } from '../guards/decision.js';
 import { defineGuard } from '../guards/guard.js';
-import { PolicySchema, type PolicyInput } from '../guards/policy.js';
+import { PolicySchema, type PolicyInput } from '../guards/policy/policy.js';
 import { RunFailedError } from '../runtime/errors.js';
 import { TERMINAL_EVENTS, type RunEvent } from '../runtime/events.js';
 import type { Run } from '../runtime/run.js';
-import type { RunRecord } from '../runtime/run-store.js';
+import type { RunRecord } from '../runtime/stores/run-store.js';
 import { Runtime } from '../runtime/runtime.js';
 import { BullMQTransport } from '../runtime/transports/bullmq-transport.js';
 import { deleteKeys, REDIS_URL, uniquePrefix } from './support/redis.js';

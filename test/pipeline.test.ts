@@ -7,7 +7,7 @@ import { defineTool } from '../agents/tool.js';
 import type { Decision } from '../guards/decision.js';
 import { defineGuard } from '../guards/guard.js';
 import type { GuardEvent } from '../guards/guard-event.js';
-import { BOTTOM, label } from '../guards/label.js';
+import { BOTTOM, label } from '../agents/label.js';
 import { Pipeline } from '../guards/pipeline.js';
 import type { RunEvent } from '../runtime/events.js';
 import { Runtime } from '../runtime/runtime.js';

@@ -2,8 +2,8 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parsePolicy, PolicyError, readPolicyFile } from '../guards/policy-file.js';
-import { policyJsonSchema } from '../guards/policy.js';
+import { parsePolicy, PolicyError, readPolicyFile } from '../guards/policy/policy-file.js';
+import { policyJsonSchema } from '../guards/policy/policy.js';
 
 const attempt = (text: string): PolicyError => {
   try {

@@ -6,15 +6,15 @@ import { z } from 'zod';
 import { defineAgent } from '../agents/agent.js';
 import { ScriptedModel } from '../agents/providers/scripted.js';
 import { defineTool } from '../agents/tool.js';
-import { PolicySchema, type PolicyInput } from '../guards/policy.js';
+import { PolicySchema, type PolicyInput } from '../guards/policy/policy.js';
 import type { RunEvent } from '../runtime/events.js';
-import { EDGE, generateKeys, loadKeyring } from '../runtime/keyring.js';
+import { EDGE, generateKeys, loadKeyring } from '../runtime/identity/keyring.js';
 import type { Run } from '../runtime/run.js';
 import { Runtime } from '../runtime/runtime.js';
 import { startRollback } from '../runtime/rollback.js';
 import { EmbeddedTransport } from '../runtime/transports/embedded-transport.js';
 import { BullMQTransport } from '../runtime/transports/bullmq-transport.js';
-import type { Transport } from '../runtime/transport.js';
+import type { Transport } from '../runtime/transports/transport.js';
 import { deleteKeys, REDIS_URL, uniquePrefix } from './support/redis.js';
 
 const principal = { id: 'ada', roles: [] };

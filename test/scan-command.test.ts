@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { describe, expect, it } from 'vitest';
-import { registerScanCommand, type ScanReportJson } from '../runtime/scan-command.js';
+import { registerScanCommand, type ScanReportJson } from '../runtime/cli/scan-command.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const GITLEAKS = fileURLToPath(new URL('../../shared/secrets/gitleaks.toml', import.meta.url));
@@ -121,7 +121,7 @@ describe('palisade scan', () => {
   });
 
   it('works as a process: stdin, stdout and exit code', async () => {
-    const script = `import { Command } from 'commander'; import { registerScanCommand } from './runtime/scan-command.ts';
+    const script = `import { Command } from 'commander'; import { registerScanCommand } from './runtime/cli/scan-command.ts';
 const program = new Command('palisade'); registerScanCommand(program); await program.parseAsync(process.argv);`;
     const result = await new Promise<Result>((resolve, reject) => {
       const child = spawn(join(root, 'node_modules/.bin/tsx'), ['--input-type=module', '-e', script, 'palisade', 'scan', '--json'], { cwd: root, stdio: ['pipe', 'pipe', 'pipe'] });

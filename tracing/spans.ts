@@ -1,5 +1,5 @@
 import { SpanStatusCode, trace, type Attributes, type Span, type Tracer } from '@opentelemetry/api';
-import type { Label } from '../guards/label.js';
+import type { Label } from '../agents/label.js';
 import { redact, scan } from '../guards/content/scanner.js';
 import { ATTR } from './attributes.js';
 import { capturesContent } from './setup.js';

@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { loadPolicy } from '../../guards/load-policy.js';
+import { loadPolicy } from '../../guards/policy/load-policy.js';
 import { EmbeddedTransport } from '../../runtime/transports/embedded-transport.js';
 import { readTasks, RunRecordSchema } from './records.js';
 import { recordingOf } from './replay.js';

@@ -2,7 +2,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError } from 'commander';
-import { loadPolicy } from '../../guards/load-policy.js';
+import { loadPolicy } from '../../guards/policy/load-policy.js';
 import { BullMQTransport } from '../../runtime/transports/bullmq-transport.js';
 import { EmbeddedTransport } from '../../runtime/transports/embedded-transport.js';
 import { deleteKeysUnder } from '../../runtime/redis-keys.js';

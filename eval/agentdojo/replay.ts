@@ -1,10 +1,10 @@
 import { defineAgent, type Agent } from '../../agents/agent.js';
 import type { ModelProvider, ModelRequest, ModelResponse, ToolCall } from '../../agents/model.js';
 import { suiteTools, type SuiteName } from '../../examples/agentdojo/suites.js';
-import type { CompiledPolicy } from '../../guards/policy-pipeline.js';
+import type { CompiledPolicy } from '../../guards/policy/policy-pipeline.js';
 import type { RunEvent } from '../../runtime/events.js';
 import { Runtime } from '../../runtime/runtime.js';
-import type { Transport } from '../../runtime/transport.js';
+import type { Transport } from '../../runtime/transports/transport.js';
 import { toolSpecs, type InjectionTask, type RunRecord, type Tasks } from './records.js';
 
 /** The outcome of one call the recorded agent made, as the pipeline decided it. */

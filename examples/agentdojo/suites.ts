@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { defineTool, type AnyTool, type Effect, type Risk, type ToolContext } from '../../agents/tool.js';
-import type { LabelInput } from '../../guards/label.js';
+import type { LabelInput } from '../../agents/label.js';
 
 /**
  * AgentDojo's four tool suites as Palisade tools. Names, descriptions and argument schemas come

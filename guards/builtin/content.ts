@@ -4,8 +4,8 @@ import type { SecretRule } from '../content/secrets.js';
 import type { Decision, Stage, Verdict } from '../decision.js';
 import { defineGuard, type Guard } from '../guard.js';
 import type { GuardEvent } from '../guard-event.js';
-import { join, label, type Label } from '../label.js';
-import type { Policy } from '../policy.js';
+import { join, label, type Label } from '../../agents/label.js';
+import type { Policy } from '../policy/policy.js';
 
 type Action = Policy['content']['pii']['action'];
 

@@ -1,6 +1,6 @@
 import type { Agent } from '../../agents/agent.js';
-import type { Label } from '../label.js';
-import type { Policy } from '../policy.js';
+import type { Label } from '../../agents/label.js';
+import type { Policy } from '../policy/policy.js';
 
 /** What the built-in guards know besides the event: the policy and the agents' declarations. */
 export interface GuardContext {

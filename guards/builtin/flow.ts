@@ -1,7 +1,7 @@
 import type { Decision } from '../decision.js';
 import { defineGuard, type Guard } from '../guard.js';
 import type { GuardEvent } from '../guard-event.js';
-import { flowsTo, levelRank, type Label } from '../label.js';
+import { flowsTo, levelRank, type Label } from '../../agents/label.js';
 import { describeLabel, type GuardContext } from './context.js';
 
 /** Rewrites content so that it may reach a sink below its label (the content guard knows how). */

@@ -1,7 +1,7 @@
 import type { Decision } from '../decision.js';
 import { defineGuard, type Guard } from '../guard.js';
 import type { GuardEvent } from '../guard-event.js';
-import { cedarRequestFor, type CedarPolicies } from '../cedar.js';
+import { cedarRequestFor, type CedarPolicies } from '../policy/cedar.js';
 import { permissionsOf, permits, type GuardContext } from './context.js';
 import { assessRisk } from './risk.js';
 

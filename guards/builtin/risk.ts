@@ -1,7 +1,7 @@
 import type { Decision } from '../decision.js';
 import { defineGuard, type Guard } from '../guard.js';
 import type { GuardEvent } from '../guard-event.js';
-import type { Policy } from '../policy.js';
+import type { Policy } from '../policy/policy.js';
 import { traceArguments, type TracedValue } from './provenance.js';
 import type { GuardContext } from './context.js';
 

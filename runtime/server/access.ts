@@ -1,6 +1,6 @@
 import { permissionsOf, permits } from '../../guards/builtin/context.js';
-import type { Policy } from '../../guards/policy.js';
-import type { Principal } from '../principal.js';
+import type { Policy } from '../../guards/policy/policy.js';
+import type { Principal } from '../../agents/principal.js';
 
 /**
  * The edge's own permissions, granted to roles in the policy's `roles` like any other. Everyone

@@ -18,8 +18,8 @@ import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { createJwtVerifier, IdentityError, type JwtVerifier } from '../identity.js';
-import { PrincipalSchema, type Principal } from '../principal.js';
+import { createJwtVerifier, IdentityError, type JwtVerifier } from '../identity/jwt-verifier.js';
+import { PrincipalSchema, type Principal } from '../../agents/principal.js';
 import { ApiError } from './errors.js';
 
 const ApiKeySchema = z

@@ -1,11 +1,11 @@
 import type { Redis } from 'ioredis';
-import type { AuditKeys } from '../audit-log.js';
-import type { Policy } from '../../guards/policy.js';
-import type { Principal } from '../principal.js';
-import type { RunRecord, RunStore } from '../run-store.js';
+import type { AuditKeys } from '../audit/audit-log.js';
+import type { Policy } from '../../guards/policy/policy.js';
+import type { Principal } from '../../agents/principal.js';
+import type { RunRecord, RunStore } from '../stores/run-store.js';
 import type { Runtime } from '../runtime.js';
-import type { ApprovalState } from '../approval.js';
-import { mayDecide } from '../approvals.js';
+import type { ApprovalState } from '../approvals/approval.js';
+import { mayDecide } from '../approvals/approvals.js';
 import { Access, EDGE_PERMISSIONS, type EdgePermission } from './access.js';
 import { notFound } from './errors.js';
 

@@ -1,6 +1,6 @@
 import type { FastifyError, FastifyInstance } from 'fastify';
 import { z } from 'zod';
-import { ApprovalError } from '../approvals.js';
+import { ApprovalError } from '../approvals/approvals.js';
 import { InvalidRunInputError, isRedisUnavailable, TransportUnavailableError, UnknownAgentError } from '../errors.js';
 
 /** Every code the API answers an error with: stable, for clients to branch on. */

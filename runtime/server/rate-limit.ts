@@ -3,7 +3,7 @@ import { isIP } from 'node:net';
 import rateLimit from '@fastify/rate-limit';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Redis } from 'ioredis';
-import type { Principal } from '../principal.js';
+import type { Principal } from '../../agents/principal.js';
 import { ApiError } from './errors.js';
 
 export interface RateLimitOptions {

@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { z } from 'zod';
-import type { Principal } from '../principal.js';
+import type { Principal } from '../../agents/principal.js';
 import { ApiError, invalidRequest } from './errors.js';
 
 declare module 'fastify' {

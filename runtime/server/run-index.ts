@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
-import { fromFields, type AuditRecord } from '../audit-log.js';
-import { EDGE } from '../keyring.js';
-import type { RunRecord, RunStore } from '../run-store.js';
+import { fromFields, type AuditRecord } from '../audit/audit-log.js';
+import { EDGE } from '../identity/keyring.js';
+import type { RunRecord, RunStore } from '../stores/run-store.js';
 
 /** How many audit records one listing reads at most, so a caller with few runs in a long log costs a bounded scan. */
 const MAX_SCAN = 20_000;

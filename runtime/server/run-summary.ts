@@ -1,7 +1,7 @@
 import type { z } from 'zod';
-import { BOTTOM, join, type Label } from '../../guards/label.js';
+import { BOTTOM, join, type Label } from '../../agents/label.js';
 import type { RunEvent } from '../events.js';
-import type { RunRecord } from '../run-store.js';
+import type { RunRecord } from '../stores/run-store.js';
 import type { RunDetailOut, RunRecordOut } from './schemas.js';
 
 export type RunOut = z.input<typeof RunRecordOut>;

@@ -1,7 +1,7 @@
 /** The API's request and response shapes: validation at run time and the OpenAPI document come from these. */
 import { z } from 'zod';
-import { AUDIT_ACTIONS } from '../audit-log.js';
-import { LabelSchema } from '../../guards/label.js';
+import { AUDIT_ACTIONS } from '../audit/audit-log.js';
+import { LabelSchema } from '../../agents/label.js';
 
 export const PrincipalOut = z
   .object({

@@ -1,8 +1,8 @@
 import Fastify, { type FastifyInstance, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import type { Agent } from '../../agents/agent.js';
-import type { CompiledPolicy } from '../../guards/policy-pipeline.js';
-import type { Policy } from '../../guards/policy.js';
-import { EDGE, type Keyring } from '../keyring.js';
+import type { CompiledPolicy } from '../../guards/policy/policy-pipeline.js';
+import type { Policy } from '../../guards/policy/policy.js';
+import { EDGE, type Keyring } from '../identity/keyring.js';
 import { Runtime } from '../runtime.js';
 import { BullMQTransport } from '../transports/bullmq-transport.js';
 import { Access } from './access.js';

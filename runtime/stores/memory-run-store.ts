@@ -1,9 +1,9 @@
 import { EventEmitter } from 'node:events';
 import type { TokenUsage } from '../../agents/model.js';
 import type { RunEventInput } from '../events.js';
-import type { ApprovalDecision, ApprovalRequest, ApprovalState } from '../approval.js';
-import type { TaskResult } from '../transport.js';
-import { finishedClaim, finishedResult, firstOfEachKey, type ActionRecord, type CompensationRecord, type EndRecord, type EventCursor, type MessageClaim, type RunClaim, type RunRecord, type RunStatus, type RunStore, type SavedProgress, type StoredEvent, type ToolCallRecord } from '../run-store.js';
+import type { ApprovalDecision, ApprovalRequest, ApprovalState } from '../approvals/approval.js';
+import type { TaskResult } from '../transports/task.js';
+import { finishedClaim, finishedResult, firstOfEachKey, type ActionRecord, type CompensationRecord, type EndRecord, type EventCursor, type MessageClaim, type RunClaim, type RunRecord, type RunStatus, type RunStore, type SavedProgress, type StoredEvent, type ToolCallRecord } from './run-store.js';
 
 interface MemoryRun {
   record: RunRecord;

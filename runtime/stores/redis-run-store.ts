@@ -2,9 +2,9 @@ import type { Redis } from 'ioredis';
 import { EndWatcher } from './end-watcher.js';
 import type { TokenUsage } from '../../agents/model.js';
 import type { RunEvent, RunEventInput } from '../events.js';
-import type { ApprovalDecision, ApprovalRequest, ApprovalState } from '../approval.js';
-import type { TaskResult } from '../transport.js';
-import { finishedClaim, finishedPrefix, finishedResult, firstOfEachKey, type ActionRecord, type CompensationRecord, type EndRecord, type EventCursor, type MessageClaim, type RunClaim, type RunRecord, type RunStatus, type RunStore, type SavedProgress, type StoredEvent, type ToolCallRecord } from '../run-store.js';
+import type { ApprovalDecision, ApprovalRequest, ApprovalState } from '../approvals/approval.js';
+import type { TaskResult } from '../transports/task.js';
+import { finishedClaim, finishedPrefix, finishedResult, firstOfEachKey, type ActionRecord, type CompensationRecord, type EndRecord, type EventCursor, type MessageClaim, type RunClaim, type RunRecord, type RunStatus, type RunStore, type SavedProgress, type StoredEvent, type ToolCallRecord } from './run-store.js';
 
 export interface RedisRunStoreOptions {
   /** Key prefix shared with the queues; wrap it in braces (`{palisade}`) for Redis Cluster. */

@@ -1,7 +1,8 @@
 import { DelayedError, FlowProducer, Job, Queue, Worker, WaitingChildrenError, type FlowJob, type JobsOptions } from 'bullmq';
 import { Redis, type RedisOptions } from 'ioredis';
 import { RedisRunStore } from '../stores/redis-run-store.js';
-import type { ChildJob, ConsumeOptions, Consumer, Task, TaskHandler, TaskResult, Transport } from '../transport.js';
+import type { ConsumeOptions, Consumer, Transport } from './transport.js';
+import type { ChildJob, Task, TaskHandler, TaskResult } from './task.js';
 
 export interface BullMQTransportOptions {
   /** A Redis URL (`redis://127.0.0.1:6379`) or ioredis options. */

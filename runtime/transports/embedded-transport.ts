@@ -1,5 +1,6 @@
 import { MemoryRunStore } from '../stores/memory-run-store.js';
-import type { ChildJob, ConsumeOptions, Consumer, Task, TaskHandler, TaskResult, Transport } from '../transport.js';
+import type { ConsumeOptions, Consumer, Transport } from './transport.js';
+import type { ChildJob, Task, TaskHandler, TaskResult } from './task.js';
 
 export interface EmbeddedTransportOptions {
   attempts?: number;

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { createSupportAgents } from '../../examples/support/system.js';
-import { EDGE, generateKeys, loadKeyring } from '../../runtime/keyring.js';
+import { EDGE, generateKeys, loadKeyring } from '../../runtime/identity/keyring.js';
 import { Runtime } from '../../runtime/runtime.js';
 import { BullMQTransport } from '../../runtime/transports/bullmq-transport.js';
 import { deleteKeys, REDIS_URL, uniquePrefix } from '../support/redis.js';

@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import type { RunRecord } from '../../runtime/run-store.js';
+import type { RunRecord } from '../../runtime/stores/run-store.js';
 import { COMPLETING_REQUESTS, startSupportCluster, type SupportCluster } from './supervisor.js';
 
 const RUNS = Number(process.env.CHAOS_RUNS ?? 200);

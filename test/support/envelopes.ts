@@ -1,8 +1,8 @@
-import { label } from '../../guards/label.js';
-import type { EnvelopeAuth } from '../../runtime/envelope-auth.js';
+import { label } from '../../agents/label.js';
+import type { EnvelopeAuth } from '../../runtime/identity/envelope-auth.js';
 import type { Envelope } from '../../runtime/envelope.js';
-import { EDGE } from '../../runtime/keyring.js';
-import type { Principal } from '../../runtime/principal.js';
+import { EDGE } from '../../runtime/identity/keyring.js';
+import type { Principal } from '../../agents/principal.js';
 
 /** A run's first envelope as the edge sends it: to `receiver`, with the edge's grant to every agent it has a key for, sealed. */
 export function sealedStart(edge: EnvelopeAuth, start: { runId: string; receiver: string; principal: Principal; input: string; now: number }): Envelope {

@@ -1,7 +1,7 @@
 import type { z } from 'zod';
-import type { ApprovalState } from '../../approval.js';
-import { ApprovalError, mayDecide } from '../../approvals.js';
-import type { Principal } from '../../principal.js';
+import type { ApprovalState } from '../../approvals/approval.js';
+import { ApprovalError, mayDecide } from '../../approvals/approvals.js';
+import type { Principal } from '../../../agents/principal.js';
 import { EDGE_PERMISSIONS } from '../access.js';
 import type { ServerContext } from '../context.js';
 import { forbidden, notFound } from '../errors.js';

@@ -1,5 +1,5 @@
-import { AuditLog, fromFields, type AuditRecord, type VerifyReport } from '../../audit-log.js';
-import { EDGE } from '../../keyring.js';
+import { AuditLog, fromFields, type AuditRecord, type VerifyReport } from '../../audit/audit-log.js';
+import { EDGE } from '../../identity/keyring.js';
 import { EDGE_PERMISSIONS } from '../access.js';
 import type { ServerContext } from '../context.js';
 import { forbidden } from '../errors.js';

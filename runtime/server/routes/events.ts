@@ -1,7 +1,7 @@
 import type { ServerResponse } from 'node:http';
 import { TERMINAL_EVENTS } from '../../events.js';
-import type { RunStore, StoredEvent } from '../../run-store.js';
-import type { Principal } from '../../principal.js';
+import type { RunStore, StoredEvent } from '../../stores/run-store.js';
+import type { Principal } from '../../../agents/principal.js';
 import { visibleRun, type ServerContext } from '../context.js';
 import { ApiError, notFound } from '../errors.js';
 import { principalKey } from '../rate-limit.js';

@@ -1,5 +1,5 @@
-import type { Principal } from '../../principal.js';
-import type { RunRecord } from '../../run-store.js';
+import type { Principal } from '../../../agents/principal.js';
+import type { RunRecord } from '../../stores/run-store.js';
 import { EDGE_PERMISSIONS, type EdgePermission } from '../access.js';
 import { visibleRun, type ServerContext } from '../context.js';
 import { forbidden } from '../errors.js';

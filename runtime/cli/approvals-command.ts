@@ -1,13 +1,13 @@
 import { Option, type Command } from 'commander';
-import { loadPolicy } from '../guards/load-policy.js';
-import type { ApprovalState } from './approval.js';
-import { ApprovalError } from './approvals.js';
-import { describeLabel } from '../guards/builtin/context.js';
-import { localDevelopmentPrincipal } from './identity.js';
-import { EDGE, loadKeyring } from './keyring.js';
-import { DEFAULT_REDIS_URL, pingRedis, redactUrl } from './redis-url.js';
-import { Runtime } from './runtime.js';
-import { BullMQTransport } from './transports/bullmq-transport.js';
+import { loadPolicy } from '../../guards/policy/load-policy.js';
+import type { ApprovalState } from '../approvals/approval.js';
+import { ApprovalError } from '../approvals/approvals.js';
+import { describeLabel } from '../../guards/builtin/context.js';
+import { localDevelopmentPrincipal } from '../identity/jwt-verifier.js';
+import { EDGE, loadKeyring } from '../identity/keyring.js';
+import { DEFAULT_REDIS_URL, pingRedis, redactUrl } from '../redis-url.js';
+import { Runtime } from '../runtime.js';
+import { BullMQTransport } from '../transports/bullmq-transport.js';
 
 export interface ApprovalCommandIo {
   out: (line: string) => void;

@@ -1,6 +1,6 @@
-import { contentGuard, contentRedactor } from './builtin/content.js';
+import { contentGuard, contentRedactor } from '../builtin/content.js';
 import { loadCedarPolicies, CedarPolicyError, type CedarPolicies } from './cedar.js';
-import { loadGitleaksRules } from './content/secrets.js';
+import { loadGitleaksRules } from '../content/secrets.js';
 import { PolicyError, readPolicyFile, type PolicySource } from './policy-file.js';
 import type { Policy } from './policy.js';
 import type { CompiledPolicy } from './policy-pipeline.js';

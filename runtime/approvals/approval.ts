@@ -1,7 +1,7 @@
 import { z } from 'zod';
-import { LabelSchema } from '../guards/label.js';
-import { AuthSchema } from './envelope.js';
-import { PrincipalSchema } from './principal.js';
+import { LabelSchema } from '../../agents/label.js';
+import { AuthSchema } from '../envelope.js';
+import { PrincipalSchema } from '../../agents/principal.js';
 
 /**
  * What an approver sees and decides on: written by the worker that paused on an `escalate`

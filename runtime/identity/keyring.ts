@@ -2,7 +2,7 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
-import type { Agent } from '../agents/agent.js';
+import type { Agent } from '../../agents/agent.js';
 
 /** The component that starts runs (CLI, HTTP API): the only one that can vouch for a principal. */
 export const EDGE = 'edge';

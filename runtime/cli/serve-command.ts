@@ -1,13 +1,13 @@
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import type { Agent } from '../../agents/agent.js';
-import { loadPolicy } from '../../guards/load-policy.js';
+import { loadPolicy } from '../../guards/policy/load-policy.js';
 import { setupTracing } from '../../tracing/setup.js';
-import { EDGE, loadKeyring } from '../keyring.js';
+import { EDGE, loadKeyring } from '../identity/keyring.js';
 import { DEFAULT_REDIS_URL, pingRedis, redactUrl } from '../redis-url.js';
 import { Runtime } from '../runtime.js';
 import { BullMQTransport } from '../transports/bullmq-transport.js';
-import { AuthConfigError, createAuthenticator, loadAuthConfig } from './auth.js';
-import { createServer } from './server.js';
+import { AuthConfigError, createAuthenticator, loadAuthConfig } from '../server/auth.js';
+import { createServer } from '../server/server.js';
 
 export interface ServeCommandIo {
   out(line: string): void;

@@ -1,12 +1,12 @@
-import { permissionsOf, permits } from '../guards/builtin/context.js';
-import type { Policy } from '../guards/policy.js';
+import { permissionsOf, permits } from '../../guards/builtin/context.js';
+import type { Policy } from '../../guards/policy/policy.js';
 import type { ApprovalDecision, ApprovalState } from './approval.js';
-import { recordRunEvent, type AuditSink } from './audit-trail.js';
-import type { EnvelopeAuth } from './envelope-auth.js';
-import type { RunEventInput } from './events.js';
-import { EDGE } from './keyring.js';
-import { PrincipalSchema, type Principal, type PrincipalInput } from './principal.js';
-import type { Transport } from './transport.js';
+import { recordRunEvent, type AuditSink } from '../audit/audit-trail.js';
+import type { EnvelopeAuth } from '../identity/envelope-auth.js';
+import type { RunEventInput } from '../events.js';
+import { EDGE } from '../identity/keyring.js';
+import { PrincipalSchema, type Principal, type PrincipalInput } from '../../agents/principal.js';
+import type { Transport } from '../transports/transport.js';
 
 /** A decision that cannot be made: unknown request, already decided or expired, or a decider without the permission. */
 export class ApprovalError extends Error {

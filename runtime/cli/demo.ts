@@ -8,15 +8,15 @@ import { once } from 'node:events';
 import { createRequire } from 'node:module';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Redis } from 'ioredis';
-import { createSupportAgents } from '../examples/support/system.js';
+import { createSupportAgents } from '../../examples/support/system.js';
 import { followRun, formatEvent, wantsColor } from './progress.js';
-import { Runtime } from './runtime.js';
-import { BullMQTransport } from './transports/bullmq-transport.js';
-import { EmbeddedTransport } from './transports/embedded-transport.js';
-import { deleteKeysUnder } from './redis-keys.js';
-import { DEFAULT_REDIS_URL, pingRedis, redactUrl } from './redis-url.js';
-import { loadPolicy } from '../guards/load-policy.js';
-import { EDGE, generateKeys, loadKeyring } from './keyring.js';
+import { Runtime } from '../runtime.js';
+import { BullMQTransport } from '../transports/bullmq-transport.js';
+import { EmbeddedTransport } from '../transports/embedded-transport.js';
+import { deleteKeysUnder } from '../redis-keys.js';
+import { DEFAULT_REDIS_URL, pingRedis, redactUrl } from '../redis-url.js';
+import { loadPolicy } from '../../guards/policy/load-policy.js';
+import { EDGE, generateKeys, loadKeyring } from '../identity/keyring.js';
 
 
 /** Deletes every key under `prefix:` (SCAN + UNLINK); returns how many. */
@@ -42,7 +42,7 @@ export const SUPPORT_AGENTS = ['triage', 'billing', 'tech_support', 'fraud_check
 
 const PRINCIPAL = { id: 'demo-user', roles: ['customer'] };
 /** The support desk's policy; the build copies it next to the compiled example. */
-const SUPPORT_POLICY = fileURLToPath(new URL('../examples/support/policy.yaml', import.meta.url));
+const SUPPORT_POLICY = fileURLToPath(new URL('../../examples/support/policy.yaml', import.meta.url));
 
 /** A finance approver, who decides on refunds above the approval threshold. */
 const FINANCE_APPROVER = { id: 'fin-lee', roles: ['finance'] };
@@ -122,7 +122,7 @@ export interface DemoOptions {
   out?: (line: string) => void;
 }
 
-/** Runs `name` next to this file: `cli.ts` under tsx, `cli.js` once built. */
+/** Runs `name` next to this file: `main.ts` under tsx, `main.js` once built. */
 function sibling(relative: string): string {
   const own = fileURLToPath(import.meta.url);
   const ext = own.endsWith('.ts') ? '.ts' : '.js';
@@ -162,8 +162,8 @@ interface WorkerProcess {
 }
 
 function spawnWorker(agent: string, redisUrl: string, prefix: string, keysDir: string): WorkerProcess {
-  const cli = sibling('./cli');
-  const system = sibling('../examples/support/system');
+  const cli = sibling('./main');
+  const system = sibling('../../examples/support/system');
   const child = spawn(process.execPath, [...childExecArgv(cli), cli, 'worker', system, '--agents', agent, '--policy', SUPPORT_POLICY, '--keys', keysDir, '--prefix', prefix, '--redis', redisUrl, '--stop-with-stdin'], {
     // The worker stops when this pipe closes: if the demo dies, its workers follow.
     stdio: ['pipe', 'pipe', 'pipe'],

@@ -90,9 +90,9 @@ import {
   type EntityJson,
   type PolicyJson,
 } from '@cedar-policy/cedar-wasm/nodejs';
-import { RISKS } from '../agents/tool.js';
-import type { GuardEvent } from './guard-event.js';
-import { LEVELS } from './label.js';
+import { RISKS } from '../../agents/tool.js';
+import type { GuardEvent } from '../guard-event.js';
+import { LEVELS } from '../../agents/label.js';
 
 export type CedarAttribute = string | number | boolean;
 

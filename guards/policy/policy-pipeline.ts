@@ -1,10 +1,10 @@
-import type { Agent } from '../agents/agent.js';
-import { flowGuard, type Redactor } from './builtin/flow.js';
-import { limitsGuard } from './builtin/limits.js';
-import { permissionsGuard, type Authorizer } from './builtin/permissions.js';
-import { riskGuard } from './builtin/risk.js';
-import { defineGuard, type Guard } from './guard.js';
-import { Pipeline } from './pipeline.js';
+import type { Agent } from '../../agents/agent.js';
+import { flowGuard, type Redactor } from '../builtin/flow.js';
+import { limitsGuard } from '../builtin/limits.js';
+import { permissionsGuard, type Authorizer } from '../builtin/permissions.js';
+import { riskGuard } from '../builtin/risk.js';
+import { defineGuard, type Guard } from '../guard.js';
+import { Pipeline } from '../pipeline.js';
 import type { Policy } from './policy.js';
 
 /** A policy with what its files compile to. */

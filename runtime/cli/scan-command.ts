@@ -56,9 +56,9 @@
  */
 import { readFile } from 'node:fs/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import type { Finding } from '../guards/content/finding.js';
-import { DEFAULT_MAX_BYTES, redact, scan, type ScanOptions } from '../guards/content/scanner.js';
-import { loadGitleaksRules, type SkippedRule } from '../guards/content/secrets.js';
+import type { Finding } from '../../guards/content/finding.js';
+import { DEFAULT_MAX_BYTES, redact, scan, type ScanOptions } from '../../guards/content/scanner.js';
+import { loadGitleaksRules, type SkippedRule } from '../../guards/content/secrets.js';
 
 export const SCAN_EXIT = { clean: 0, findings: 1, error: 2 } as const;
 
@@ -140,7 +140,7 @@ export function registerScanCommand(program: Command, io: ScanCommandIO | ((code
     .command('scan')
     .description('Find PII, secrets and prompt-injection signals in a file or stdin (exit 0: none, 1: found, 2: error)')
     .argument('[file]', "file to scan; '-' or nothing: stdin")
-    .option('--json', 'print a JSON report (format: version 1, see runtime/scan-command.ts)')
+    .option('--json', 'print a JSON report (format: version 1, see runtime/cli/scan-command.ts)')
     .option('--redact', 'print the text with each finding replaced by [REDACTED:<kind>]')
     .option('--secrets-rules <file>', 'secret rules in gitleaks TOML format (default: built-in rules)')
     .option('--no-pii', 'do not look for PII')

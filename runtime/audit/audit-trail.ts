@@ -1,7 +1,7 @@
 import type { AuditAction, AuditEntryInput } from './audit-log.js';
-import type { RunEventInput } from './events.js';
-import type { Principal } from './principal.js';
-import type { RunStore } from './run-store.js';
+import type { RunEventInput } from '../events.js';
+import type { Principal } from '../../agents/principal.js';
+import type { RunStore } from '../stores/run-store.js';
 
 /** Where audit entries go: the hash-chained log in Redis, or nowhere on the embedded transport. */
 export interface AuditSink {

@@ -3,23 +3,23 @@ import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { InvalidDefinitionError } from '../agents/errors.js';
-import type { Agent } from '../agents/agent.js';
+import { InvalidDefinitionError } from '../../agents/errors.js';
+import type { Agent } from '../../agents/agent.js';
 import { DemoInterruptedError, runDemo } from './demo.js';
-import { DEFAULT_REDIS_URL, pingRedis, redactUrl } from './redis-url.js';
-import { InvalidRunInputError, UnknownAgentError } from './errors.js';
+import { DEFAULT_REDIS_URL, pingRedis, redactUrl } from '../redis-url.js';
+import { InvalidRunInputError, UnknownAgentError } from '../errors.js';
 import { followRun, wantsColor } from './progress.js';
-import { Runtime } from './runtime.js';
-import { loadPolicy } from '../guards/load-policy.js';
-import { PolicyError } from '../guards/policy-file.js';
+import { Runtime } from '../runtime.js';
+import { loadPolicy } from '../../guards/policy/load-policy.js';
+import { PolicyError } from '../../guards/policy/policy-file.js';
 import { registerPolicyCommands } from './policy-command.js';
 import { registerScanCommand } from './scan-command.js';
 import { registerAuditCommands } from './audit-command.js';
 import { registerApprovalCommands } from './approvals-command.js';
-import { registerServeCommand } from './server/serve-command.js';
-import { setupTracing } from '../tracing/setup.js';
-import { EDGE, generateKeys, KeyError, loadKeyring } from './keyring.js';
-import { BullMQTransport } from './transports/bullmq-transport.js';
+import { registerServeCommand } from './serve-command.js';
+import { setupTracing } from '../../tracing/setup.js';
+import { EDGE, generateKeys, KeyError, loadKeyring } from '../identity/keyring.js';
+import { BullMQTransport } from '../transports/bullmq-transport.js';
 
 /** A problem with what the user asked for: printed as `palisade: <message>`, no stack trace. */
 class CliError extends Error {

@@ -1,14 +1,14 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { z } from 'zod';
-import type { Agent } from '../agents/agent.js';
-import { STAGES } from '../guards/decision.js';
-import type { GuardEvent } from '../guards/guard-event.js';
-import { LabelSchema } from '../guards/label.js';
-import { loadPolicy } from '../guards/load-policy.js';
-import { policyJsonSchema } from '../guards/policy.js';
-import { createPolicyPipeline } from '../guards/policy-pipeline.js';
-import { PrincipalSchema } from './principal.js';
+import type { Agent } from '../../agents/agent.js';
+import { STAGES } from '../../guards/decision.js';
+import type { GuardEvent } from '../../guards/guard-event.js';
+import { LabelSchema } from '../../agents/label.js';
+import { loadPolicy } from '../../guards/policy/load-policy.js';
+import { policyJsonSchema } from '../../guards/policy/policy.js';
+import { createPolicyPipeline } from '../../guards/policy/policy-pipeline.js';
+import { PrincipalSchema } from '../../agents/principal.js';
 
 /** An event to explain, as JSON: the fields a guard sees (see GuardEvent), with defaults for the rest. */
 const ExplainEventSchema = z

@@ -1,7 +1,7 @@
-import type { Label } from '../guards/label.js';
-import type { RunEvent } from './events.js';
-import type { Run } from './run.js';
-import type { RunStatus } from './run-store.js';
+import type { Label } from '../../agents/label.js';
+import type { RunEvent } from '../events.js';
+import type { Run } from '../run.js';
+import type { RunStatus } from '../stores/run-store.js';
 
 export interface FormatOptions {
   /** ANSI colours; off unless asked for (see `wantsColor`). */

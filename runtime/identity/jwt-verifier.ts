@@ -16,7 +16,7 @@ import {
   type JWTVerifyGetKey,
   type JWTVerifyOptions,
 } from 'jose';
-import { PrincipalSchema, type Principal } from './principal.js';
+import { PrincipalSchema, type Principal } from '../../agents/principal.js';
 
 export type IdentityErrorCode =
   | 'expired'

@@ -1,9 +1,9 @@
-import type { TokenUsage } from '../agents/model.js';
-import type { Label } from '../guards/label.js';
-import type { ApprovalDecision, ApprovalRequest, ApprovalState } from './approval.js';
-import type { RunEvent, RunEventInput } from './events.js';
-import type { Principal } from './principal.js';
-import type { TaskResult } from './transport.js';
+import type { TokenUsage } from '../../agents/model.js';
+import type { Label } from '../../agents/label.js';
+import type { ApprovalDecision, ApprovalRequest, ApprovalState } from '../approvals/approval.js';
+import type { RunEvent, RunEventInput } from '../events.js';
+import type { Principal } from '../../agents/principal.js';
+import type { TaskResult } from '../transports/task.js';
 
 export type RunStatus = 'running' | 'completed' | 'failed' | 'cancelled';
 

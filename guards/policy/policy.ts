@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { EFFECTS, RISKS } from '../agents/tool.js';
-import { label, LabelSchema } from './label.js';
+import { EFFECTS, RISKS } from '../../agents/tool.js';
+import { label, LabelSchema } from '../../agents/label.js';
 
 const Name = z.string().regex(/^[a-z][a-z0-9_-]{0,62}$/, 'must be a lowercase agent or tool name');
 const Permission = z.string().regex(/^[a-z0-9_.*-]+(:[a-z0-9_.*-]+)*$/, "must look like 'area:action' (a '*' matches any part)");

@@ -22,8 +22,8 @@ import { createInterface } from 'node:readline';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { Redis } from 'ioredis';
 import { z } from 'zod';
-import { AuditLog, verifyExport, type AuditKeys, type AuditRecord, type VerifyOptions, type VerifyReport } from './audit-log.js';
-import { DEFAULT_REDIS_URL, redactUrl } from './redis-url.js';
+import { AuditLog, verifyExport, type AuditKeys, type AuditRecord, type VerifyOptions, type VerifyReport } from '../audit/audit-log.js';
+import { DEFAULT_REDIS_URL, redactUrl } from '../redis-url.js';
 
 export interface AuditConnection {
   redis: Redis;

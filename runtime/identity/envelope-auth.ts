@@ -1,11 +1,11 @@
 import { isDeepStrictEqual } from 'node:util';
-import { canonicalJson } from './audit-log.js';
-import type { Budget, Envelope, Grant } from './envelope.js';
+import { canonicalJson } from '../audit/audit-log.js';
+import type { Budget, Envelope, Grant } from '../envelope.js';
 import { EDGE, type Keyring } from './keyring.js';
-import type { Principal } from './principal.js';
-import type { ApprovalDecision, ApprovalRequest } from './approval.js';
-import type { ActionRecord, ToolCallRecord } from './run-store.js';
-import type { TaskResult } from './transport.js';
+import type { Principal } from '../../agents/principal.js';
+import type { ApprovalDecision, ApprovalRequest } from '../approvals/approval.js';
+import type { ActionRecord, ToolCallRecord } from '../stores/run-store.js';
+import type { TaskResult } from '../transports/task.js';
 
 export interface EnvelopeAuthOptions {
   /** An envelope issued longer ago than this is refused on first delivery. */
