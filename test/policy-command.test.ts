@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
-const cli = (...args: string[]) => spawnSync(`${root}node_modules/.bin/tsx`, ['runtime/cli.ts', ...args], { cwd: root, encoding: 'utf8', timeout: 60_000 });
+const cli = (...args: string[]) => spawnSync(`${root}node_modules/.bin/tsx`, ['runtime/cli/main.ts', ...args], { cwd: root, encoding: 'utf8', timeout: 60_000 });
 
 describe('palisade policy', () => {
   let dir: string;
