@@ -6,7 +6,8 @@ import { Command } from 'commander';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { registerAuditCommands } from '../runtime/cli/audit-command.js';
-import { AuditLog, type AuditEntryInput } from '../runtime/audit/audit-log.js';
+import { AuditLog } from '../runtime/audit/audit-log.js';
+import type { AuditEntryInput } from '../runtime/audit/audit-record.js';
 import { deleteKeys, REDIS_URL, uniquePrefix } from './support/redis.js';
 
 const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 1 });

@@ -2,20 +2,12 @@ import { createHash, randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import fc from 'fast-check';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
-import {
-  AuditError,
-  AuditLog,
-  canonicalJson,
-  computeHash,
-  computeMac,
-  fromFields,
-  GENESIS_HASH,
-  toFields,
-  verifyExport,
-  type AuditEntryInput,
-  type AuditKeys,
-  type AuditRecord,
-} from '../runtime/audit/audit-log.js';
+import { AuditLog } from '../runtime/audit/audit-log.js';
+import { computeHash, computeMac, GENESIS_HASH, type AuditEntryInput, type AuditKeys, type AuditRecord } from '../runtime/audit/audit-record.js';
+import { AuditError } from '../runtime/audit/audit-writer.js';
+import { canonicalJson } from '../runtime/audit/canonical-json.js';
+import { verifyExport } from '../runtime/audit/chain-verifier.js';
+import { fromFields, toFields } from '../runtime/audit/record-fields.js';
 import { deleteKeys, REDIS_URL, uniquePrefix } from './support/redis.js';
 
 const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 1 });

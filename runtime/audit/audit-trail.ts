@@ -1,4 +1,4 @@
-import type { AuditAction, AuditEntryInput } from './audit-log.js';
+import type { AuditAction, AuditEntryInput } from './audit-record.js';
 import type { RunEventInput } from '../events.js';
 import type { Principal } from '../../agents/principal.js';
 import type { RunStore } from '../stores/run-store.js';

@@ -22,7 +22,9 @@ import { createInterface } from 'node:readline';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { Redis } from 'ioredis';
 import { z } from 'zod';
-import { AuditLog, verifyExport, type AuditKeys, type AuditRecord, type VerifyOptions, type VerifyReport } from '../audit/audit-log.js';
+import { AuditLog } from '../audit/audit-log.js';
+import type { AuditKeys, AuditRecord } from '../audit/audit-record.js';
+import { verifyExport, type VerifyOptions, type VerifyReport } from '../audit/chain-verifier.js';
 import { DEFAULT_REDIS_URL, redactUrl } from '../redis-url.js';
 
 export interface AuditConnection {

@@ -1,5 +1,5 @@
 import { isDeepStrictEqual } from 'node:util';
-import { canonicalJson } from '../audit/audit-log.js';
+import { canonicalJson } from '../audit/canonical-json.js';
 import type { Budget, Envelope, Grant } from '../envelope.js';
 import { EDGE, type Keyring } from './keyring.js';
 import type { Principal } from '../../agents/principal.js';

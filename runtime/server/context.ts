@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import type { AuditKeys } from '../audit/audit-log.js';
+import type { AuditKeys } from '../audit/audit-record.js';
 import type { Policy } from '../../guards/policy/policy.js';
 import type { Principal } from '../../agents/principal.js';
 import type { RunRecord, RunStore } from '../stores/run-store.js';

@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
-import { fromFields, type AuditRecord } from '../audit/audit-log.js';
+import type { AuditRecord } from '../audit/audit-record.js';
+import { fromFields } from '../audit/record-fields.js';
 import { EDGE } from '../identity/keyring.js';
 import type { RunRecord, RunStore } from '../stores/run-store.js';
 

@@ -1,6 +1,6 @@
 /** The API's request and response shapes: validation at run time and the OpenAPI document come from these. */
 import { z } from 'zod';
-import { AUDIT_ACTIONS } from '../audit/audit-log.js';
+import { AUDIT_ACTIONS } from '../audit/audit-record.js';
 import { LabelSchema } from '../../agents/label.js';
 
 export const PrincipalOut = z

@@ -1,4 +1,7 @@
-import { AuditLog, fromFields, type AuditRecord, type VerifyReport } from '../../audit/audit-log.js';
+import { AuditLog } from '../../audit/audit-log.js';
+import type { AuditRecord } from '../../audit/audit-record.js';
+import type { VerifyReport } from '../../audit/chain-verifier.js';
+import { fromFields } from '../../audit/record-fields.js';
 import { EDGE } from '../../identity/keyring.js';
 import { EDGE_PERMISSIONS } from '../access.js';
 import type { ServerContext } from '../context.js';
