@@ -15,7 +15,8 @@ import type { Finding } from '../guards/content/finding.js';
 import { detectInjection } from '../guards/content/injection.js';
 import { detectPii } from '../guards/content/pii.js';
 import { scan } from '../guards/content/scanner.js';
-import { builtinRules, detectSecrets, loadGitleaksRules, type SecretRule } from '../guards/content/secrets.js';
+import { builtinRules, loadGitleaksRules, type SecretRule } from '../guards/content/gitleaks-rules.js';
+import { detectSecrets } from '../guards/content/secrets.js';
 
 const MB = 1024 * 1024;
 const GITLEAKS = fileURLToPath(new URL('../../shared/secrets/gitleaks.toml', import.meta.url));

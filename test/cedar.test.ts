@@ -2,7 +2,9 @@ import { readFileSync } from 'node:fs';
 import * as cedarWasm from '@cedar-policy/cedar-wasm/nodejs';
 import fc from 'fast-check';
 import { beforeAll, describe, expect, it, vi } from 'vitest';
-import { CedarPolicyError, cedarRequestFor, loadCedarPolicies, type CedarPolicies, type CedarRequest } from '../guards/policy/cedar.js';
+import { loadCedarPolicies, type CedarPolicies } from '../guards/policy/cedar-policies.js';
+import { CedarPolicyError } from '../guards/policy/cedar-problems.js';
+import { cedarRequestFor, type CedarRequest } from '../guards/policy/cedar-request.js';
 import type { GuardEvent } from '../guards/guard-event.js';
 
 // Wrap the wasm entry points in spies (calling through) to prove authorize() never re-parses.

@@ -6,7 +6,9 @@ import { categoriesOf, type Finding } from '../guards/content/finding.js';
 import { decodeTagCharacters, detectInjection } from '../guards/content/injection.js';
 import { cardBrand, detectPii, ibanValid, luhnValid, ssnValid, type PiiKind } from '../guards/content/pii.js';
 import { cutAtBytes, mergeFindings, redact, scan } from '../guards/content/scanner.js';
-import { builtinRules, detectSecrets, loadGitleaksRules, maxMatchLength, SecretRulesError, shannonEntropy } from '../guards/content/secrets.js';
+import { builtinRules, loadGitleaksRules, SecretRulesError } from '../guards/content/gitleaks-rules.js';
+import { maxMatchLength } from '../guards/content/secret-locator.js';
+import { detectSecrets, shannonEntropy } from '../guards/content/secrets.js';
 import { RE2JS } from 're2js';
 
 const GITLEAKS = fileURLToPath(new URL('../../shared/secrets/gitleaks.toml', import.meta.url));

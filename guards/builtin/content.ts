@@ -1,6 +1,6 @@
 import { categoriesOf, type Finding } from '../content/finding.js';
 import { redact, scan } from '../content/scanner.js';
-import type { SecretRule } from '../content/secrets.js';
+import type { SecretRule } from '../content/gitleaks-rules.js';
 import type { Decision, Stage, Verdict } from '../decision.js';
 import { defineGuard, type Guard } from '../guard.js';
 import type { GuardEvent } from '../guard-event.js';

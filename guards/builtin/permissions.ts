@@ -1,11 +1,12 @@
 import type { Decision } from '../decision.js';
 import { defineGuard, type Guard } from '../guard.js';
 import type { GuardEvent } from '../guard-event.js';
-import { cedarRequestFor, type CedarPolicies } from '../policy/cedar.js';
+import type { CedarPolicies } from '../policy/cedar-policies.js';
+import { cedarRequestFor } from '../policy/cedar-request.js';
 import { permissionsOf, permits, type GuardContext } from './context.js';
 import { assessRisk } from './risk.js';
 
-/** The part of a Cedar policy set this guard uses (see `guards/cedar.ts`). */
+/** The part of a Cedar policy set this guard uses (see `guards/policy/cedar-request.ts`). */
 export type Authorizer = Pick<CedarPolicies, 'authorize' | 'escalates'>;
 
 const block = (reason: string): Decision => ({ verdict: 'block', reasons: [reason], risk: 1 });

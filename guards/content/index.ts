@@ -6,14 +6,12 @@ export { cutAtBytes, DEFAULT_MAX_BYTES, mergeFindings, redact, scan, type Redact
 export { DEFAULT_SECRET_RULES_TOML } from './secret-rules.js';
 export {
   builtinRules,
-  detectSecrets,
   loadGitleaksRules,
-  maxMatchLength,
   SecretRulesError,
-  shannonEntropy,
-  type DetectSecretsOptions,
   type SecretAllowlist,
   type SecretRule,
   type SecretRules,
   type SkippedRule,
-} from './secrets.js';
+} from './gitleaks-rules.js';
+export { maxMatchLength } from './secret-locator.js';
+export { detectSecrets, shannonEntropy, type DetectSecretsOptions } from './secrets.js';

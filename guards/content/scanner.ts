@@ -15,9 +15,10 @@
  * `maxBytes` has a fixed worst-case cost; bench/scanners.ts measures it.
  */
 import { compareFindings, type Finding } from './finding.js';
+import { builtinRules, type SecretRule } from './gitleaks-rules.js';
 import { detectInjection, type InjectionOptions } from './injection.js';
 import { detectPii, type PiiOptions } from './pii.js';
-import { builtinRules, detectSecrets, type SecretRule } from './secrets.js';
+import { detectSecrets } from './secrets.js';
 
 export interface ScanOptions {
   /** PII detection (default on); an object to set its options. */

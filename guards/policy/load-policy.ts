@@ -1,6 +1,7 @@
 import { contentGuard, contentRedactor } from '../builtin/content.js';
-import { loadCedarPolicies, CedarPolicyError, type CedarPolicies } from './cedar.js';
-import { loadGitleaksRules } from '../content/secrets.js';
+import { loadCedarPolicies, type CedarPolicies } from './cedar-policies.js';
+import { CedarPolicyError } from './cedar-problems.js';
+import { loadGitleaksRules } from '../content/gitleaks-rules.js';
 import { PolicyError, readPolicyFile, type PolicySource } from './policy-file.js';
 import type { Policy } from './policy.js';
 import type { CompiledPolicy } from './policy-pipeline.js';

@@ -58,7 +58,7 @@ import { readFile } from 'node:fs/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import type { Finding } from '../../guards/content/finding.js';
 import { DEFAULT_MAX_BYTES, redact, scan, type ScanOptions } from '../../guards/content/scanner.js';
-import { loadGitleaksRules, type SkippedRule } from '../../guards/content/secrets.js';
+import { loadGitleaksRules, type SkippedRule } from '../../guards/content/gitleaks-rules.js';
 
 export const SCAN_EXIT = { clean: 0, findings: 1, error: 2 } as const;
 

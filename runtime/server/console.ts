@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 
 /**
- * The operator console: a static page, one script and one stylesheet that talk to the `/v1` API
+ * The operator console: a static page, its script modules and one stylesheet that talk to the `/v1` API
  * with the operator's own credentials. The edge serves it; it holds no secrets and needs no auth
  * to load, since everything it shows comes from authenticated API calls made in the browser.
  */
@@ -11,6 +11,15 @@ import type { FastifyInstance, FastifyReply } from 'fastify';
 const FILES = {
   'index.html': 'text/html; charset=utf-8',
   'console.js': 'text/javascript; charset=utf-8',
+  'api.js': 'text/javascript; charset=utf-8',
+  'dom.js': 'text/javascript; charset=utf-8',
+  'format.js': 'text/javascript; charset=utf-8',
+  'refresh.js': 'text/javascript; charset=utf-8',
+  'approvals.js': 'text/javascript; charset=utf-8',
+  'runs.js': 'text/javascript; charset=utf-8',
+  'chain-picture.js': 'text/javascript; charset=utf-8',
+  'event-text.js': 'text/javascript; charset=utf-8',
+  'audit.js': 'text/javascript; charset=utf-8',
   'console.css': 'text/css; charset=utf-8',
 } as const;
 type FileName = keyof typeof FILES;
