@@ -14,8 +14,9 @@ import { defineTool } from '../agents/tool.js';
 import { BOTTOM, LEVELS } from '../agents/label.js';
 import { parsePolicy, PolicyError } from '../guards/policy/policy-file.js';
 import type { Policy } from '../guards/policy/policy.js';
-import type { JobData } from '../runtime/worker/agent-loop.js';
-import { AuditLog, type AuditKeys, type AuditRecord } from '../runtime/audit/audit-log.js';
+import type { JobData } from '../runtime/worker/progress.js';
+import { AuditLog } from '../runtime/audit/audit-log.js';
+import type { AuditKeys, AuditRecord } from '../runtime/audit/audit-record.js';
 import { EnvelopeAuth } from '../runtime/identity/envelope-auth.js';
 import type { Envelope } from '../runtime/envelope.js';
 import { InvalidRunInputError, RunFailedError } from '../runtime/errors.js';
@@ -846,7 +847,7 @@ describe('model replies with malformed tool calls', () => {
 
   /*
    * BUG: model tool calls are not checked against ToolCallSchema (agents/model.ts: id and name 1-200
-   * characters) when they arrive (Activation.modelTurn in runtime/worker/agent-loop.ts), but the next hop
+   * characters) when they arrive (modelTurn in runtime/worker/model-turn.ts), but the next hop
    * checks the conversation against it. A call with an empty name gets a tool error and the agent
    * carries on, then its handoff is refused by the receiver as "malformed job data:
    * envelope.messages.1.toolCalls.0.name: Too small"; the run fails with that (no keys) or hangs forever

@@ -258,7 +258,7 @@ describe('limits under racing delegations (BullMQ, real Redis)', () => {
           // The coordinator received the whole budget.
           expect(seen('n0').map((o) => o.tokensLeft)).toEqual([B]);
 
-          // What agent-loop.ts implements, computed independently.
+          // What the worker (runtime/worker/) implements, computed independently.
           let expectedTotal: number;
           if (tc >= B) {
             // Its first turn spent everything: no delegation starts, no second turn.
@@ -513,7 +513,7 @@ function classify(reason: string): string {
 const countBy = (xs: readonly string[]): Record<string, number> => xs.reduce<Record<string, number>>((acc, x) => ({ ...acc, [x]: (acc[x] ?? 0) + 1 }), {});
 
 /**
- * The limits as README and agent-loop.ts define them, for one activation and everything it asks:
+ * The limits as README and the worker (runtime/worker/) define them, for one activation and everything it asks:
  * a turn starts only while the activation's spending (its turns and its delegates' answers) is
  * under its budget; the delegations of one turn split what is left equally; the sender checks
  * budget, depth, hops (its envelope's plus its own and its answered delegates' sends), fan-out and cycles in that order, and
