@@ -2,17 +2,19 @@
  * `npm run bench`: what Palisade's runtime costs over raw BullMQ, measured in one run on one Redis and
  * reported as ratios against the baseline measured in the same run. See BENCHMARKS.md.
  */
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import os from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { Redis } from 'ioredis';
-import { deleteKeys, diffStats, info, installCommandCounter, serverStats, startCounting, stopCounting, type CommandCounts, type ServerStats } from './redis-probe.js';
+import { deleteKeys, diffStats, info, installCommandCounter, serverStats, startCounting, stopCounting, type CommandCounts } from './redis-probe.js';
 import { HOPS, palisadeBullMQ, palisadeEmbedded, palisadeGuarded, rawBullMQ, writeChainKeys, type Harness, type ScenarioConfig } from './scenarios.js';
+import { SYSTEMS, type Mode, type Probe, type ProbeMode, type Sample, type SystemId } from './measurements.js';
+import { machine } from './machine.js';
+import { report, scaleReport, scannersReport, summarize, tracingReport, type TracingRound } from './report.js';
 import { benchScale } from './scale.js';
-import { fmt, median, percentile, round, table } from './stats.js';
+import { fmt, latencyStats, median, percentile, round } from './stats.js';
 import { benchPipeline } from './pipeline.js';
 import { benchScanners } from './scanners.js';
 import { startOtlpReceiver } from './otlp-receiver.js';
@@ -45,18 +47,6 @@ const config = {
   chainTimeoutMs: 60_000,
   totalTimeoutMs: num('BENCH_TIMEOUT_MS', 600_000),
 };
-
-type SystemId = 'raw' | 'palisade' | 'keys' | 'policy' | 'guarded' | 'embedded';
-const SYSTEMS: readonly SystemId[] = ['raw', 'palisade', 'keys', 'policy', 'guarded', 'embedded'];
-const NAMES: Record<SystemId, string> = {
-  raw: 'raw BullMQ (baseline)',
-  palisade: 'Palisade, no guards',
-  keys: 'Palisade, link keys only',
-  policy: 'Palisade, policy only',
-  guarded: 'Palisade guarded (keys, policy, audit)',
-  embedded: 'Palisade embedded (no Redis)',
-};
-type Mode = 'load' | 'serial';
 
 const started = new Date();
 const basePrefix = `palisade-bench-${randomBytes(4).toString('hex')}`;
@@ -127,22 +117,6 @@ async function drive(harness: Harness, n: number, inflight: number): Promise<{ e
   return { elapsedMs: performance.now() - t0, latencies };
 }
 
-interface Sample {
-  system: SystemId;
-  round: number;
-  mode: Mode;
-  chains: number;
-  elapsedMs: number;
-  chainsPerSec: number;
-  hopsPerSec: number;
-  /** Per-chain latency ÷ hops, ms. */
-  hopLatencyMs: number[];
-  nodeCpuMsPerHop: number;
-  /** Of the whole Redis server (other clients of a shared Redis included). */
-  redisCpuMsPerHop?: number;
-  eventLoopUtilization: number;
-}
-
 async function measure(admin: Redis, harness: Harness, system: SystemId, roundNo: number, mode: Mode): Promise<Sample> {
   const n = mode === 'load' ? config.chains : config.serialChains;
   const inflight = mode === 'load' ? config.inflight : 1;
@@ -175,17 +149,6 @@ async function measure(admin: Redis, harness: Harness, system: SystemId, roundNo
   return sample;
 }
 
-type ProbeMode = Mode | 'attributed';
-
-interface Probe {
-  system: SystemId;
-  mode: ProbeMode;
-  chains: number;
-  hops: number;
-  client: CommandCounts;
-  server: ServerStats;
-}
-
 /** Counts Redis commands (client side, and INFO commandstats deltas server side) for `n` chains. */
 async function probe(admin: Redis, harness: Harness, system: SystemId, mode: ProbeMode, n: number): Promise<Probe> {
   const before = await serverStats(admin);
@@ -201,261 +164,11 @@ async function probe(admin: Redis, harness: Harness, system: SystemId, mode: Pro
   return { system, mode, chains: n, hops: n * harness.hops, client, server: diffStats(before, after) };
 }
 
-function gitDescription(): { commit?: string; dirtyFiles?: number } {
-  try {
-    const commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-    const dirty = execFileSync('git', ['status', '--porcelain'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).split('\n').filter(Boolean).length;
-    return { commit, dirtyFiles: dirty };
-  } catch {
-    return {};
-  }
-}
-
-async function packageVersion(name: string): Promise<string | undefined> {
-  try {
-    return (JSON.parse(await readFile(new URL(`../node_modules/${name}/package.json`, import.meta.url), 'utf8')) as { version?: string }).version;
-  } catch {
-    return undefined;
-  }
-}
-
-async function machine(admin: Redis) {
-  const server = await info(admin, 'server');
-  const cpus = os.cpus();
-  return {
-    cpuModel: cpus[0]?.model.trim() ?? 'unknown',
-    cores: cpus.length,
-    availableParallelism: os.availableParallelism(),
-    memoryGiB: round(os.totalmem() / 1024 ** 3, 1),
-    platform: `${os.platform()} ${os.release()} ${os.arch()}`,
-    node: process.version,
-    redis: { version: server.redis_version, mode: server.redis_mode, url: config.redisUrl.replace(/\/\/[^@/]*@/, '//***@') },
-    bullmq: await packageVersion('bullmq'),
-    ioredis: await packageVersion('ioredis'),
-    loadAverageAtStart: os.loadavg().map((l) => round(l, 2)),
-    git: gitDescription(),
-  };
-}
-
-const latencyStats = (values: number[]) => ({
-  n: values.length,
-  p50: round(percentile(values, 50), 3),
-  p90: round(percentile(values, 90), 3),
-  p99: round(percentile(values, 99), 3),
-  max: round(Math.max(...values), 3),
-});
-
-function summarize(samples: Sample[], probes: Probe[]) {
-  const of = (system: SystemId, mode: Mode) => samples.filter((s) => s.system === system && s.mode === mode);
-  const rounds = [...new Set(samples.map((s) => s.round))].sort((a, b) => a - b);
-  // Ratios pair the raw and Palisade samples of one round, measured back to back.
-  const ratio = (system: SystemId) =>
-    rounds.flatMap((r) => {
-      const raw = of('raw', 'load').find((s) => s.round === r);
-      const other = of(system, 'load').find((s) => s.round === r);
-      return raw && other ? [other.chainsPerSec / raw.chainsPerSec] : [];
-    });
-  const systems = SYSTEMS.map((system) => {
-    const load = of(system, 'load');
-    const serial = of(system, 'serial');
-    const ratios = ratio(system);
-    return {
-      system,
-      chainsPerSec: round(median(load.map((s) => s.chainsPerSec)), 1),
-      hopsPerSec: round(median(load.map((s) => s.hopsPerSec)), 1),
-      perRoundChainsPerSec: load.map((s) => round(s.chainsPerSec, 1)),
-      /** Median over rounds of (this system's chains/s ÷ raw chains/s in the same round). */
-      ratioVsRaw: round(median(ratios), 3),
-      perRoundRatioVsRaw: ratios.map((r) => round(r, 3)),
-      hopLatencyMs: {
-        load: latencyStats(load.flatMap((s) => s.hopLatencyMs)),
-        serial: latencyStats(serial.flatMap((s) => s.hopLatencyMs)),
-      },
-      nodeCpuMsPerHop: round(median(load.map((s) => s.nodeCpuMsPerHop)), 4),
-      redisCpuMsPerHop: system === 'embedded' ? undefined : round(median(load.map((s) => s.redisCpuMsPerHop ?? NaN)), 4),
-      eventLoopUtilization: round(median(load.map((s) => s.eventLoopUtilization)), 3),
-    };
-  });
-  const redis = probes.map((p) => ({
-    system: p.system,
-    mode: p.mode,
-    chains: p.chains,
-    hops: p.hops,
-    client: {
-      commandsPerHop: round(p.client.totalCommands / p.hops, 2),
-      roundTripsPerHop: round(p.client.roundTrips / p.hops, 2),
-      connectionsUsed: p.client.connections,
-      perHop: Object.fromEntries(Object.entries(p.client.commands).map(([k, v]) => [k, round(v / p.hops, 2)])),
-      totals: p.client.commands,
-      ...(p.client.sites
-        ? {
-            roundTripsPerHopBySite: Object.fromEntries(
-              Object.entries(p.client.sites).map(([site, byCommand]) => [
-                site,
-                Object.fromEntries(Object.entries(byCommand).map(([k, v]) => [k, round(v / p.hops, 2)])),
-              ]),
-            ),
-          }
-        : {}),
-    },
-    server: {
-      note: 'INFO commandstats / stats / cpu deltas: includes any other client of this Redis during the window',
-      callsPerHop: round(Object.values(p.server.calls).reduce((a, b) => a + b, 0) / p.hops, 2),
-      perHop: Object.fromEntries(Object.entries(p.server.calls).map(([k, v]) => [k, round(v / p.hops, 2)])),
-      newConnectionsPerChain: round(p.server.connectionsReceived / p.chains, 2),
-      redisCpuMsPerHop: round((p.server.cpuSeconds * 1000) / p.hops, 4),
-    },
-  }));
-  return { systems, redis };
-}
-
-type Summary = ReturnType<typeof summarize>;
-
-const signed = (n: number) => `${n >= 0 ? '+' : '−'}${fmt(Math.abs(n), 2)}`;
-
-function report(summary: Summary): string {
-  const sys = (id: SystemId) => summary.systems.find((s) => s.system === id)!;
-  const raw = sys('raw');
-  const pal = sys('palisade');
-  const grd = sys('guarded');
-  const out: string[] = [];
-  out.push(
-    `Throughput — median of ${config.rounds} rounds × ${config.chains} chains of ${HOPS} hops, ${config.inflight} chains in flight, concurrency ${config.concurrency} per queue, ${config.payloadBytes} B payload`,
-    '',
-    table(
-      ['system', 'chains/s', 'hops/s', 'vs raw (median of per-round ratios)', 'chains/s per round'],
-      summary.systems.map((s) => [
-        NAMES[s.system],
-        fmt(s.chainsPerSec),
-        fmt(s.hopsPerSec),
-        s.system === 'raw' ? '1.00×' : `${fmt(s.ratioVsRaw, 2)}×${s.system === 'embedded' ? ' (for scale)' : ` (${fmt(1 / s.ratioVsRaw, 1)}× slower)`}`,
-        s.perRoundChainsPerSec.map((v) => fmt(v)).join(' / '),
-      ]),
-      ['l', 'r', 'r', 'r', 'r'],
-    ),
-    '',
-    `Hop latency — per-chain end-to-end latency ÷ ${HOPS} hops, ms (all rounds pooled). "load": the throughput runs above; "serial": one chain at a time (${config.serialChains} per round)`,
-    '',
-    table(
-      ['system', 'load p50', 'load p99', 'serial p50', 'serial p99'],
-      [
-        ...summary.systems.map((s) => [NAMES[s.system], fmt(s.hopLatencyMs.load.p50, 2), fmt(s.hopLatencyMs.load.p99, 2), fmt(s.hopLatencyMs.serial.p50, 2), fmt(s.hopLatencyMs.serial.p99, 2)]),
-        ...[pal, grd].map((s) => [`${NAMES[s.system]} − raw`, ...(['load', 'serial'] as const).flatMap((m) => (['p50', 'p99'] as const).map((q) => signed(s.hopLatencyMs[m][q] - raw.hopLatencyMs[m][q])))]),
-      ],
-      ['l', 'r', 'r', 'r', 'r'],
-    ),
-  );
-  const load = (id: SystemId) => summary.redis.find((p) => p.system === id && p.mode === 'load');
-  const rawProbe = load('raw');
-  const palProbe = load('palisade');
-  const grdProbe = load('guarded');
-  out.push(
-    '',
-    'Cost per hop under load (Node CPU: this process, producer and workers; Redis CPU: the whole server)',
-    '',
-    table(
-      ['system', 'Node CPU ms/hop', 'Redis CPU ms/hop', 'event loop busy', 'Redis commands/hop', 'round trips/hop', 'new connections/chain'],
-      summary.systems.map((s) => {
-        const p = load(s.system);
-        return [
-          NAMES[s.system],
-          fmt(s.nodeCpuMsPerHop, 3),
-          s.redisCpuMsPerHop === undefined ? '—' : fmt(s.redisCpuMsPerHop, 3),
-          `${fmt(s.eventLoopUtilization * 100)}%`,
-          p ? fmt(p.client.commandsPerHop, 1) : '—',
-          p ? fmt(p.client.roundTripsPerHop, 1) : '—',
-          p ? fmt(p.server.newConnectionsPerChain, 2) : '—',
-        ];
-      }),
-      ['l', 'r', 'r', 'r', 'r', 'r', 'r'],
-    ),
-    '',
-    'What each protection adds to Palisade with no guards (the audit log is on in all of them), per hop under load',
-    '',
-    table(
-      ['protection', 'Node CPU ms/hop added', 'Redis CPU ms/hop added', 'chains/s vs no guards'],
-      (['keys', 'policy', 'guarded'] as const).map((id) => {
-        const s = sys(id);
-        return [
-          id === 'guarded' ? 'link keys and policy (guarded)' : id === 'keys' ? 'link keys (MACs on envelopes, checkpoints, audit records)' : 'policy (every guard, Cedar, content scanners)',
-          signed(s.nodeCpuMsPerHop - pal.nodeCpuMsPerHop),
-          s.redisCpuMsPerHop === undefined || pal.redisCpuMsPerHop === undefined ? '—' : signed(s.redisCpuMsPerHop - pal.redisCpuMsPerHop),
-          `${fmt(s.chainsPerSec / pal.chainsPerSec, 2)}×`,
-        ];
-      }),
-      ['l', 'r', 'r', 'r'],
-    ),
-    '',
-    "What bounds the ratio. Raw BullMQ keeps both Node and Redis busy on this machine, so a system reaches a ratio r only if its Node CPU and its Redis CPU per hop are each at most 1/r of raw's. The ceilings are the hops/s one whole core of each would allow at the measured cost per hop, over raw's measured hops/s: the measured ratio is at most the smaller",
-    '',
-    table(
-      ['system', 'Node CPU per hop ÷ raw', 'Redis CPU per hop ÷ raw', 'ceiling from Node (1 core)', 'ceiling from Redis (1 core)', 'measured'],
-      summary.systems
-        .filter((s) => s.system !== 'raw' && s.system !== 'embedded')
-        .map((s) => {
-          const ceiling = (msPerHop: number | undefined) => (msPerHop === undefined || !(msPerHop > 0) ? '—' : `${fmt(1000 / msPerHop / raw.hopsPerSec, 2)}×`);
-          return [
-            NAMES[s.system],
-            `${fmt(s.nodeCpuMsPerHop / raw.nodeCpuMsPerHop, 1)}×`,
-            s.redisCpuMsPerHop === undefined || raw.redisCpuMsPerHop === undefined ? '—' : `${fmt(s.redisCpuMsPerHop / raw.redisCpuMsPerHop, 1)}×`,
-            ceiling(s.nodeCpuMsPerHop),
-            ceiling(s.redisCpuMsPerHop),
-            `${fmt(s.ratioVsRaw, 2)}×`,
-          ];
-        }),
-      ['l', 'r', 'r', 'r', 'r', 'r'],
-    ),
-  );
-  if (rawProbe && palProbe && grdProbe) {
-    const names = [...new Set([...Object.keys(grdProbe.client.perHop), ...Object.keys(palProbe.client.perHop), ...Object.keys(rawProbe.client.perHop)])];
-    names.sort((a, b) => (grdProbe.client.perHop[b] ?? 0) - (grdProbe.client.perHop[a] ?? 0) || a.localeCompare(b));
-    out.push(
-      '',
-      `Redis commands per hop by command, under load (client-side count over ${palProbe.chains} chains; MULTI…EXEC and pipelines are one round trip)`,
-      '',
-      table(
-        ['command', 'raw BullMQ', 'Palisade', 'Palisade guarded'],
-        [
-          ...names.map((n) => [n, ...[rawProbe, palProbe, grdProbe].map((p) => fmt(p.client.perHop[n] ?? 0, 2))]),
-          ['**total commands**', ...[rawProbe, palProbe, grdProbe].map((p) => fmt(p.client.commandsPerHop, 2))],
-          ['**round trips**', ...[rawProbe, palProbe, grdProbe].map((p) => fmt(p.client.roundTripsPerHop, 2))],
-        ],
-        ['l', 'r', 'r', 'r'],
-      ),
-    );
-  }
-  const attributed = summary.redis.find((p) => p.system === 'guarded' && p.mode === 'attributed');
-  const sites = attributed?.client.roundTripsPerHopBySite;
-  if (attributed && sites) {
-    const sum = (o: Record<string, number>) => Object.values(o).reduce((a, b) => a + b, 0);
-    out.push(
-      '',
-      `Palisade guarded: round trips per hop by call site (stack of each command, ${attributed.chains} chains; a site's pipeline is named by its first command)`,
-      '',
-      table(
-        ['call site', 'round trips/hop', 'commands'],
-        [
-          ...Object.entries(sites).map(([site, byCommand]) => [
-            site,
-            fmt(sum(byCommand), 2),
-            Object.entries(byCommand)
-              .map(([c, v]) => `${c} ${fmt(v, 2)}`)
-              .join(', '),
-          ]),
-          ['**total**', fmt(attributed.client.roundTripsPerHop, 2), ''],
-        ],
-        ['l', 'r', 'l'],
-      ),
-    );
-  }
-  return out.join('\n');
-}
-
 async function main(admin: Redis): Promise<void> {
   installCommandCounter();
   keysDir = await mkdtemp(join(os.tmpdir(), 'palisade-bench-keys-'));
   await writeChainKeys(keysDir);
-  const description = await machine(admin);
+  const description = await machine(admin, config.redisUrl);
   log(`bench: ${description.cpuModel}, ${description.cores} cores, node ${description.node}, redis ${description.redis.version}; prefix ${basePrefix}`);
   const samples: Sample[] = [];
   const probes: Probe[] = [];
@@ -515,7 +228,7 @@ async function main(admin: Redis): Promise<void> {
   // Tracing on versus off, alternating in the same run; every span is sampled and exported to a local receiver.
   log('  tracing cost (Palisade guarded, tracing off vs on)…');
   const receiver = await startOtlpReceiver();
-  const tracingRounds: Array<{ round: number; offChainsPerSec: number; onChainsPerSec: number; spans: number }> = [];
+  const tracingRounds: TracingRound[] = [];
   try {
     for (let r = 1; r <= 3; r++) {
       const rates: Record<'off' | 'on', number> = { off: 0, on: 0 };
@@ -546,14 +259,11 @@ async function main(admin: Redis): Promise<void> {
     await receiver.close();
   }
   const tracingRatio = median(tracingRounds.map((t) => t.onChainsPerSec / t.offChainsPerSec));
-  const tracingTable = `Tracing cost — Palisade guarded, ${config.chains} chains per round, tracing off vs on (every span sampled, OTLP/HTTP to a local receiver)\n\n${table(
-    ['round', 'off chains/s', 'on chains/s', 'on / off', 'spans exported'],
-    tracingRounds.map((t) => [String(t.round), fmt(t.offChainsPerSec), fmt(t.onChainsPerSec), `${(t.onChainsPerSec / t.offChainsPerSec).toFixed(2)}×`, fmt(t.spans)]),
-    ['l', 'r', 'r', 'r', 'r'],
-  )}\n\nMedian on/off ratio: ${tracingRatio.toFixed(2)}×`;
+  const tracingTable = tracingReport(tracingRounds, config.chains, tracingRatio);
 
   log('  scale: guarded workers in 1 and 2 processes; Redis memory per run…');
   prefixes.push(`${basePrefix}-scale`);
+  const scaleRounds = Math.min(config.rounds, 3);
   const scale = await benchScale({
     admin,
     config: scenario,
@@ -561,25 +271,18 @@ async function main(admin: Redis): Promise<void> {
     prefix: `${basePrefix}-scale`,
     chains: config.chains,
     inflight: config.inflight,
-    rounds: Math.min(config.rounds, 3),
+    rounds: scaleRounds,
     warmup: config.warmup,
     log,
   });
-  const scaleOf = (processes: number) => median(scale.rounds.filter((r) => r.processes === processes).map((r) => r.chainsPerSec));
-  const scaleTable = `Scale — Palisade guarded, workers in separate processes (total concurrency ${config.concurrency} per agent, split between them), producer in the bench process; median of ${Math.min(config.rounds, 3)} rounds\n\n${table(
-    ['worker processes', 'chains/s', 'vs 1 process'],
-    [1, 2].map((p) => [String(p), fmt(scaleOf(p)), `${(scaleOf(p) / scaleOf(1)).toFixed(2)}×`]),
-    ['l', 'r', 'r'],
-  )}\n\nRedis memory (used_memory) per run, ${scale.memory.runs} runs: ${fmt(scale.memory.inFlightBytesPerRun / 1024, 1)} KiB while queued, ${fmt(scale.memory.finishedBytesPerRun / 1024, 1)} KiB once finished (default retention: run records, events and audit log 7 days, finished jobs 1 hour)`;
+  const scaleTable = scaleReport(scale, config.concurrency, scaleRounds);
 
   log('  guard pipeline cost per stage…');
   const guards = await benchPipeline();
   const summary = summarize(samples, probes);
   log('  content scanners (ordinary text, crafted 1 MB inputs)…');
   const scanners = await benchScanners();
-  const scannerRows = Object.keys(scanners.throughputMBps).map((name) => [name, fmt(scanners.throughputMBps[name]!, 1), fmt(scanners.worstMs[name]!, 0)]);
-  const scannerTable = `Content scanners — MB/s on ~1 MB of prose, and the slowest crafted 1 MB input (ms; goal: under 1000, linear)\n\n${table(['scanner', 'MB/s', 'worst 1 MB ms'], scannerRows, ['l', 'r', 'r'])}`;
-  const text = `${report(summary)}\n\n${tracingTable}\n\n${scaleTable}\n\n${guards.table}\n\n${scannerTable}`;
+  const text = `${report(summary, config)}\n\n${tracingTable}\n\n${scaleTable}\n\n${guards.table}\n\n${scannersReport(scanners)}`;
   process.stdout.write(`\n${text}\n\n`);
 
   const result = {

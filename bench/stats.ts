@@ -17,6 +17,15 @@ export function percentile(values: number[], p: number): number {
 
 export const round = (n: number, digits = 2): number => (Number.isFinite(n) ? Number(n.toFixed(digits)) : n);
 
+/** A latency distribution as reported: count, p50, p90, p99 and max, to the microsecond. */
+export const latencyStats = (values: number[]) => ({
+  n: values.length,
+  p50: round(percentile(values, 50), 3),
+  p90: round(percentile(values, 90), 3),
+  p99: round(percentile(values, 99), 3),
+  max: round(Math.max(...values), 3),
+});
+
 export function fmt(n: number, digits = 0): string {
   if (!Number.isFinite(n)) return '—';
   return n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
