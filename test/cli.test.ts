@@ -1,10 +1,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { runDemo, type DemoResult } from '../runtime/cli/demo.js';
 import type { RunEvent } from '../runtime/events.js';
 import { formatEvent } from '../runtime/cli/progress.js';
+import { startWorkerProcess, stopWorkerProcess, waitForWorkers, WORKER_STAGES, WorkerStartError, type WorkerProcess } from '../runtime/cli/worker-processes.js';
 import { deleteKeys, REDIS_URL, uniquePrefix } from './support/redis.js';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -170,6 +172,118 @@ describe('palisade CLI', () => {
     const stopped = await worker.finished;
     expect(stopped.code).toBe(0);
     expect(stopped.stdout).toMatch(/serving triage, billing, fraud_check, tech_support .*prefix '[^']+' \(pid \d+/);
+  });
+});
+
+describe('waiting for worker processes to start', () => {
+  const started: WorkerProcess[] = [];
+  const prefixes: string[] = [];
+  const dirs: string[] = [];
+  const waitOptions = { reportEveryMs: 5000, pollMs: 5, signal: new AbortController().signal };
+  /** The test's own clock: it decides when time passes, so nothing depends on the machine's speed. */
+  const clock = { at: 0, now: (): number => clock.at };
+
+  afterEach(async () => {
+    await Promise.all(started.splice(0).map((w) => stopWorkerProcess(w, 5000)));
+    for (const prefix of prefixes.splice(0)) await deleteKeys(prefix);
+    for (const dir of dirs.splice(0)) await rm(dir, { recursive: true, force: true });
+    clock.at = 0;
+  });
+
+  /** A stand-in worker that reports a stage (`stage <name>`) or prints to stderr (`say <text>`) when told on stdin. */
+  function fakeWorker(agent: string): WorkerProcess {
+    const script = `
+      const { reportStage } = await import(${JSON.stringify(`${root}runtime/cli/worker-processes.ts`)});
+      const { createInterface } = await import('node:readline');
+      createInterface({ input: process.stdin }).on('line', (line) => {
+        const [command, ...words] = line.split(' ');
+        if (command === 'stage') reportStage(words.join(' '));
+        if (command === 'say') console.error(words.join(' '));
+      });`;
+    const worker = startWorkerProcess(agent, process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], clock.now);
+    started.push(worker);
+    return worker;
+  }
+
+  async function reportStage(worker: WorkerProcess, stage: string): Promise<void> {
+    const received = once(worker.child, 'message');
+    worker.child.stdin!.write(`stage ${stage}\n`);
+    await received;
+  }
+
+  function realWorker(agent: string, prefix: string, keysDir: string): WorkerProcess {
+    const args = ['--import', 'tsx', `${root}runtime/cli/main.ts`, 'worker', `${root}examples/support/system.ts`, '--agents', agent];
+    const worker = startWorkerProcess(agent, process.execPath, [...args, '--keys', keysDir, '--prefix', prefix, '--redis', REDIS_URL, '--stop-with-stdin']);
+    started.push(worker);
+    return worker;
+  }
+
+  it('a worker that exits while starting is a clear error naming it, its stage and what it printed', { timeout: 60_000 }, async () => {
+    const prefix = uniquePrefix('cli-worker-exit');
+    prefixes.push(prefix);
+    const emptyKeys = await mkdtemp(join(tmpdir(), 'palisade-no-keys-'));
+    dirs.push(emptyKeys);
+    const worker = realWorker('billing', prefix, emptyKeys);
+    const error = await waitForWorkers([worker], { ...waitOptions, announced: async () => [], stallMs: 600_000, out: () => undefined }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(WorkerStartError);
+    expect((error as WorkerStartError).agent).toBe('billing');
+    expect((error as Error).message).toMatch(/^the billing worker \(pid \d+\) exited with code 2 while loading definitions:\n/);
+    expect((error as Error).message).toMatch(/\[billing\] palisade: cannot read the key file .*billing\.json/);
+  });
+
+  it('a real worker reports each start-up stage and is waited for until it announces itself on Redis', { timeout: 60_000 }, async () => {
+    const prefix = uniquePrefix('cli-worker-stages');
+    prefixes.push(prefix);
+    const keysDir = await mkdtemp(join(tmpdir(), 'palisade-worker-keys-'));
+    dirs.push(keysDir);
+    await generateKeys(keysDir, createSupportAgents());
+    const bull = new BullMQTransport({ connection: REDIS_URL, prefix });
+    try {
+      const worker = realWorker('fraud_check', prefix, keysDir);
+      const stages: unknown[] = [];
+      worker.child.on('message', (message: { palisadeWorkerStage?: string }) => stages.push(message.palisadeWorkerStage));
+      await waitForWorkers([worker], { ...waitOptions, announced: () => bull.knownAgents(), stallMs: 600_000, out: () => undefined });
+      // It announces itself, then reports that it serves.
+      await vi.waitFor(() => expect(stages).toEqual(WORKER_STAGES), { timeout: 20_000 });
+    } finally {
+      await bull.close();
+    }
+  });
+
+  it('waits for a slow worker for as long as it makes progress, and says what it waits for', async () => {
+    const worker = fakeWorker('slowpoke');
+    const announced = new Set<string>();
+    const lines: string[] = [];
+    const waited = waitForWorkers([worker], { ...waitOptions, announced: async () => announced, stallMs: 60_000, out: (line) => lines.push(line), now: clock.now });
+    for (const [i, stage] of WORKER_STAGES.entries()) {
+      // Each step is slow, none a stall; together they take far longer than the stall limit.
+      clock.at += 50_000;
+      await vi.waitFor(() => expect(lines).toHaveLength(i + 1), { timeout: 20_000 });
+      await reportStage(worker, stage);
+    }
+    announced.add('slowpoke');
+    await waited;
+    expect(lines).toEqual([
+      '   still waiting after 50 s for slowpoke (loading code)',
+      '   still waiting after 100 s for slowpoke (loading definitions)',
+      '   still waiting after 150 s for slowpoke (connecting to Redis)',
+      '   still waiting after 200 s for slowpoke (starting consumers)',
+    ]);
+  });
+
+  it('gives up on a worker that makes no progress, naming it with its stage and output', async () => {
+    const worker = fakeWorker('stuck');
+    const failed = waitForWorkers([worker], { ...waitOptions, announced: async () => [], stallMs: 60_000, out: () => undefined, now: clock.now }).catch((e: unknown) => e);
+    await reportStage(worker, 'connecting to Redis');
+    worker.child.stdin!.write('say still waiting for a lock\n');
+    // Printing is not progress: only a new stage (or the announcement) is.
+    await vi.waitFor(() => expect(worker.output).toContain('still waiting for a lock'), { timeout: 20_000 });
+    clock.at += 60_000;
+    const error = await failed;
+    expect(error).toBeInstanceOf(WorkerStartError);
+    expect((error as Error).message).toBe(
+      `the stuck worker (pid ${worker.child.pid}) made no progress for 60 s while connecting to Redis (started 60 s ago); stopped waiting for it:\n    [stuck] still waiting for a lock`,
+    );
   });
 });
 

@@ -1,10 +1,8 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { once } from 'node:events';
 import { createRequire } from 'node:module';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Redis } from 'ioredis';
@@ -17,6 +15,7 @@ import { deleteKeysUnder } from '../redis-keys.js';
 import { DEFAULT_REDIS_URL, pingRedis, redactUrl } from '../redis-url.js';
 import { loadPolicy } from '../../guards/policy/load-policy.js';
 import { EDGE, generateKeys, loadKeyring } from '../identity/keyring.js';
+import { describeExit, exited, startWorkerProcess, stopWorkerProcess, waitForWorkers, type WorkerProcess } from './worker-processes.js';
 
 
 /** Deletes every key under `prefix:` (SCAN + UNLINK); returns how many. */
@@ -155,74 +154,16 @@ function childExecArgv(script: string): string[] {
   return args;
 }
 
-interface WorkerProcess {
-  agent: string;
-  child: ChildProcess;
-  output: string[];
-}
+/**
+ * A worker that reports no new start-up stage for this long is stuck. Generous: loading the code of
+ * four workers at once on a busy 2-core machine has taken over 20 s, and a slow start is not a failure.
+ */
+const WORKER_STALL_MS = 120_000;
 
 function spawnWorker(agent: string, redisUrl: string, prefix: string, keysDir: string): WorkerProcess {
   const cli = sibling('./main');
   const system = sibling('../../examples/support/system');
-  const child = spawn(process.execPath, [...childExecArgv(cli), cli, 'worker', system, '--agents', agent, '--policy', SUPPORT_POLICY, '--keys', keysDir, '--prefix', prefix, '--redis', redisUrl, '--stop-with-stdin'], {
-    // The worker stops when this pipe closes: if the demo dies, its workers follow.
-    stdio: ['pipe', 'pipe', 'pipe'],
-    env: process.env,
-  });
-  const worker: WorkerProcess = { agent, child, output: [] };
-  const keep = (chunk: Buffer): void => {
-    for (const line of chunk.toString('utf8').split('\n')) {
-      if (line.trim()) worker.output.push(line);
-    }
-    worker.output.splice(0, Math.max(0, worker.output.length - 40));
-  };
-  child.stdout?.on('data', keep);
-  child.stderr?.on('data', keep);
-  child.on('error', (error) => worker.output.push(`spawn failed: ${error.message}`));
-  return worker;
-}
-
-const exited = (child: ChildProcess): boolean => child.exitCode !== null || child.signalCode !== null;
-
-function describeExit(worker: WorkerProcess): string {
-  const { child } = worker;
-  const how = child.signalCode ? `was killed by ${child.signalCode}` : `exited with code ${child.exitCode}`;
-  const output = worker.output.length ? `:\n${worker.output.map((l) => `    [${worker.agent}] ${l}`).join('\n')}` : ' (no output)';
-  return `the ${worker.agent} worker (pid ${child.pid}) ${how}${output}`;
-}
-
-async function stopWorker(worker: WorkerProcess, graceMs = 12_000): Promise<void> {
-  const { child } = worker;
-  if (exited(child) || child.pid === undefined) return;
-  const done = once(child, 'exit');
-  child.kill('SIGTERM');
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), graceMs)));
-  if ((await Promise.race([done, late])) === 'late') {
-    child.kill('SIGKILL');
-    await done;
-  }
-  clearTimeout(timer);
-}
-
-async function waitForAgents(transport: BullMQTransport, workers: WorkerProcess[], timeoutMs: number, signal: AbortSignal): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (signal.aborted) throw new DemoInterruptedError();
-    const dead = workers.find((w) => exited(w.child));
-    if (dead) throw new Error(`a worker stopped before it was ready: ${describeExit(dead)}`);
-    const known = new Set(await transport.knownAgents());
-    const missing = SUPPORT_AGENTS.filter((a) => !known.has(a));
-    if (missing.length === 0) return;
-    if (Date.now() > deadline) {
-      const output = workers
-        .filter((w) => missing.includes(w.agent as (typeof SUPPORT_AGENTS)[number]))
-        .map((w) => `  ${w.agent} (pid ${w.child.pid}): ${w.output.length ? `\n${w.output.map((l) => `    ${l}`).join('\n')}` : 'no output'}`)
-        .join('\n');
-      throw new Error(`workers for ${missing.join(', ')} did not announce themselves within ${timeoutMs / 1000} s:\n${output}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 150));
-  }
+  return startWorkerProcess(agent, process.execPath, [...childExecArgv(cli), cli, 'worker', system, '--agents', agent, '--policy', SUPPORT_POLICY, '--keys', keysDir, '--prefix', prefix, '--redis', redisUrl, '--stop-with-stdin']);
 }
 
 /** Plays the finance approver: waits for the run's request, shows what the approver sees, and decides. */
@@ -258,7 +199,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
   // Fresh link keys for this demo only: each worker reads its own file, the demo (the edge) edge.json.
   const keysDir = await mkdtemp(join(tmpdir(), 'palisade-demo-keys-'));
   const interrupt = new AbortController();
-  const onSignal = (): void => interrupt.abort();
+  const onSignal = (): void => interrupt.abort(new DemoInterruptedError());
   // `on`, not `once`: a second Ctrl-C (a terminal signals the whole group, and tsx relays) must not kill the cleanup.
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -275,7 +216,8 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
       // The edge holds the policy too: it checks an approver's permission before recording a decision.
       runtime = new Runtime({ transport: bull, keys: await loadKeyring(keysDir, [EDGE]), policy: await loadPolicy(SUPPORT_POLICY) });
       for (const agent of SUPPORT_AGENTS) workers.push(spawnWorker(agent, redisUrl, prefix, keysDir));
-      await waitForAgents(bull, workers, 20_000, interrupt.signal);
+      out(`Starting a worker process per agent (${SUPPORT_AGENTS.join(', ')}); waiting for each to announce itself on Redis…`);
+      await waitForWorkers(workers, { announced: () => bull.knownAgents(), stallMs: WORKER_STALL_MS, reportEveryMs: 5000, out, signal: interrupt.signal });
       out(`Redis at ${shownUrl} — ${workers.length} agent workers in separate processes (pids ${workers.map((w) => `${w.agent} ${w.child.pid}`).join(', ')})`);
       out(`Redis keys under the prefix '${prefix}', deleted at the end. Every hop is authenticated with per-link keys (each worker holds only its own).`);
     } else {
@@ -305,7 +247,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
           if (event.type.startsWith('rollback.') || event.type === 'action.compensated') out(formatEvent(event, { color }));
         }
       }
-      const dead = workers.find((w) => exited(w.child));
+      const dead = workers.find(exited);
       if (dead && result.status !== scenario.expect) out(`   ${describeExit(dead)}`);
       const answer = result.status === 'completed' ? result.output ?? '' : result.error ?? result.status;
       out(`   ${bold(`Result (${result.status}${result.status === scenario.expect ? ', as expected' : `, expected ${scenario.expect}`}):`)} ${answer}`);
@@ -326,7 +268,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
     process.off('SIGTERM', onSignal);
     const problems: string[] = [];
     await runtime?.close().catch((error: unknown) => problems.push(`closing the runtime: ${String(error)}`));
-    await Promise.all(workers.map((w) => stopWorker(w))).catch((error: unknown) => problems.push(`stopping workers: ${String(error)}`));
+    await Promise.all(workers.map((w) => stopWorkerProcess(w))).catch((error: unknown) => problems.push(`stopping workers: ${String(error)}`));
     if (prefix) {
       await deleteKeys(redisUrl, prefix).then(
         (n) => out(`Cleaned up: workers stopped, ${n} keys under '${prefix}' deleted.`),

@@ -5,21 +5,16 @@ import { pathToFileURL } from 'node:url';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { InvalidDefinitionError } from '../../agents/errors.js';
 import type { Agent } from '../../agents/agent.js';
-import { DemoInterruptedError, runDemo } from './demo.js';
 import { DEFAULT_REDIS_URL, pingRedis, redactUrl } from '../redis-url.js';
 import { InvalidRunInputError, UnknownAgentError } from '../errors.js';
 import { followRun, wantsColor } from './progress.js';
 import { Runtime } from '../runtime.js';
 import { loadPolicy } from '../../guards/policy/load-policy.js';
 import { PolicyError } from '../../guards/policy/policy-file.js';
-import { registerPolicyCommands } from './policy-command.js';
-import { registerScanCommand } from './scan-command.js';
-import { registerAuditCommands } from './audit-command.js';
-import { registerApprovalCommands } from './approvals-command.js';
-import { registerServeCommand } from './serve-command.js';
 import { setupTracing } from '../../tracing/setup.js';
 import { EDGE, generateKeys, KeyError, loadKeyring } from '../identity/keyring.js';
 import { BullMQTransport } from '../transports/bullmq-transport.js';
+import { reportStage } from './worker-processes.js';
 
 /** A problem with what the user asked for: printed as `palisade: <message>`, no stack trace. */
 class CliError extends Error {
@@ -111,6 +106,7 @@ interface WorkerFlags {
 }
 
 async function workerCommand(modulePath: string, flags: WorkerFlags): Promise<number> {
+  reportStage('loading definitions');
   // Off unless OTEL_EXPORTER_OTLP_ENDPOINT (or _TRACES_ENDPOINT) is set.
   const tracing = setupTracing();
   const agents = await loadAgents(modulePath);
@@ -123,7 +119,9 @@ async function workerCommand(modulePath: string, flags: WorkerFlags): Promise<nu
   const policy = flags.policy ? await loadPolicy(flags.policy) : undefined;
   const keys = flags.keys ? await loadKeyring(flags.keys, serve) : undefined;
   if (!keys) stderr('palisade worker: no --keys: envelopes are NOT authenticated (development only); see `palisade keys generate`');
+  reportStage('connecting to Redis');
   await requireRedis(flags.redis);
+  reportStage('starting consumers');
   let runtime: Runtime;
   try {
     runtime = new Runtime({ agents, policy, keys, transport: new BullMQTransport({ connection: flags.redis, prefix: flags.prefix }) });
@@ -169,6 +167,7 @@ async function workerCommand(modulePath: string, flags: WorkerFlags): Promise<nu
     if (error instanceof UnknownAgentError) throw new CliError(error.message);
     throw error;
   }
+  reportStage('serving');
   stdout(
     `palisade worker: serving ${serve.join(', ')}${flags.policy ? ` under policy ${flags.policy}` : ' with no policy (every step allowed)'} on Redis ${redactUrl(flags.redis)} with prefix '${flags.prefix}' ` +
       `(pid ${process.pid}, concurrency ${flags.concurrency}); Ctrl-C to stop`,
@@ -231,6 +230,7 @@ async function runCommand(agent: string, input: string, flags: RunFlags): Promis
 }
 
 async function demoCommand(flags: { embedded?: boolean }): Promise<number> {
+  const { DemoInterruptedError, runDemo } = await import('./demo.js');
   const tracing = setupTracing({ serviceName: process.env.OTEL_SERVICE_NAME ?? 'palisade-demo' });
   try {
     const result = await runDemo({ embedded: flags.embedded === true });
@@ -243,7 +243,11 @@ async function demoCommand(flags: { embedded?: boolean }): Promise<number> {
   }
 }
 
-function buildProgram(setExit: (code: number) => void): Command {
+/**
+ * The commands, or only `worker` when that is the one asked for: the demo starts four workers at once,
+ * and each then loads only what serving needs, not the HTTP server, the demo or the audit tools.
+ */
+async function buildProgram(command: string | undefined, setExit: (code: number) => void): Promise<Command> {
   const program = new Command('palisade')
     .description('Multi-agent AI runtime with guardrails at every hop: run agent workers, start runs, try the demo.')
     .exitOverride()
@@ -264,6 +268,14 @@ function buildProgram(setExit: (code: number) => void): Command {
     .addOption(new Option('--stop-with-stdin', 'stop when stdin closes (for a parent process)').hideHelp())
     .addHelpText('after', EXIT_CODES_HELP)
     .action(async (modulePath: string, flags: WorkerFlags) => setExit(await workerCommand(modulePath, flags)));
+  if (command === 'worker') return program;
+  const [{ registerPolicyCommands }, { registerScanCommand }, { registerAuditCommands }, { registerApprovalCommands }, { registerServeCommand }] = await Promise.all([
+    import('./policy-command.js'),
+    import('./scan-command.js'),
+    import('./audit-command.js'),
+    import('./approvals-command.js'),
+    import('./serve-command.js'),
+  ]);
 
   program
     .command('run')
@@ -354,8 +366,8 @@ function buildProgram(setExit: (code: number) => void): Command {
 
 async function main(argv: string[]): Promise<number> {
   let code: number = EXIT.ok;
-  const program = buildProgram((c) => (code = c));
   try {
+    const program = await buildProgram(argv[2], (c) => (code = c));
     await program.parseAsync(argv);
     return code;
   } catch (error) {
