@@ -2,54 +2,17 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Command } from 'commander';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { registerAuditCommands } from '../runtime/cli/audit-command.js';
 import { AuditLog } from '../runtime/audit/audit-log.js';
 import type { AuditEntryInput } from '../runtime/audit/audit-record.js';
+import { runAuditCli } from './support/audit-cli.js';
 import { deleteKeys, REDIS_URL, uniquePrefix } from './support/redis.js';
 
 const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 1 });
 afterAll(() => redis.quit());
 
-class Failure extends Error {}
-
-interface Result {
-  code: number | undefined;
-  out: string[];
-  error?: string;
-}
-
-/** Runs `palisade audit ...` in process, on a fresh commander program. */
-async function run(args: string[], options: { signal?: AbortSignal; onLine?: (line: string) => void } = {}): Promise<Result> {
-  const out: string[] = [];
-  let code: number | undefined;
-  const program = new Command('palisade').exitOverride().configureOutput({ writeOut: () => undefined, writeErr: () => undefined });
-  registerAuditCommands(
-    program,
-    {
-      out: (line) => {
-        out.push(line);
-        options.onLine?.(line);
-      },
-      fail: (message) => {
-        throw new Failure(message);
-      },
-      ...(options.signal ? { signal: options.signal } : {}),
-    },
-    (c) => (code = c),
-  );
-  try {
-    await program.parseAsync(['node', 'palisade', 'audit', ...args]);
-  } catch (error) {
-    if (error instanceof Failure) return { code: 2, out, error: error.message };
-    const exitCode = (error as { exitCode?: number }).exitCode;
-    if (exitCode !== undefined) return { code: exitCode === 0 ? 0 : 2, out, error: String(error) };
-    throw error;
-  }
-  return { code, out };
-}
+const run = runAuditCli;
 
 const KEY = { kid: 'billing-2025', secret: randomBytes(32) };
 const entry = (i: number): AuditEntryInput => ({
@@ -86,29 +49,34 @@ async function keyDir(files: Record<string, unknown>): Promise<string> {
 const keyFile = (secret: Buffer, kid = KEY.kid, writer = 'agent:billing') => ({ writer, audit: { kid, secret: secret.toString('base64') }, envelope: { note: 'other keys are ignored' } });
 
 describe('palisade audit verify', () => {
-  it('exits 0 when the log is intact, and checks MACs with --keys', async () => {
-    const r = await run(['verify', '--prefix', prefix]);
-    expect(r.code).toBe(0);
-    expect(r.out).toEqual([expect.stringMatching(new RegExp(`^audit log intact: 6 entries, head seq 6 \\([0-9a-f]{12}…\\) \\(redis://127\\.0\\.0\\.1:6379 prefix '${prefix}'\\)$`))]);
+  it('exits 0 when the log is intact and every record is signed by its writer, checked with --keys', async () => {
     const keys = await keyDir({ 'billing.json': keyFile(KEY.secret), 'old.json': keyFile(randomBytes(32), 'billing-2024'), 'README.md': 'not a key', 'other.json': { writer: 'edge' } });
-    const k = await run(['verify', '--prefix', prefix, '--keys', keys]);
+    const k = await run(['verify', '--prefix', prefix, '--keys', keys, '--unanchored']);
     expect(k.code).toBe(0);
-    expect(k.out[0]).toMatch(/intact: 6 entries.*6 MACs verified with 2 keys of 1 writer/);
-    const json = await run(['verify', '--prefix', prefix, '--keys', keys, '--json']);
-    expect(JSON.parse(json.out.join('\n'))).toMatchObject({ ok: true, entries: 6, problems: [], macsVerified: 6, head: { seq: 6 } });
+    expect(k.out).toEqual([
+      'WARNING: no anchors: records cut from the end of the log, with the head moved back, go unnoticed.',
+      expect.stringMatching(new RegExp(`^audit log intact: 6 entries, head seq 6 \\([0-9a-f]{12}…\\), 6 records authenticated with 2 keys of 1 writer, NOT anchored \\(redis://127\\.0\\.0\\.1:6379 prefix '${prefix}'\\)$`)),
+    ]);
+    const json = await run(['verify', '--prefix', prefix, '--keys', keys, '--unanchored', '--json']);
+    expect(JSON.parse(json.out.join('\n'))).toMatchObject({ ok: true, entries: 6, problems: [], macsVerified: 6, head: { seq: 6 }, warnings: [expect.stringMatching(/no anchors/)] });
+    // A development log's check of the chain alone says, loudly, that it proves nothing.
+    const bare = await run(['verify', '--prefix', prefix, '--allow-unsigned']);
+    expect(bare.code).toBe(0);
+    expect(bare.out[0]).toMatch(/^WARNING: --allow-unsigned: .*NOTHING IS PROVEN/);
+    expect(bare.out[2]).toMatch(/^audit log intact: 6 entries, .*0 records authenticated with no keys, NOT AUTHENTICATED: 6 records from writers without a key, NOT anchored/);
   });
 
   it('exits 1 and prints each problem with its seq and kind when tampered with', async () => {
     await redis.xdel(`${prefix}:audit`, '3-0');
     await redis.xdel(`${prefix}:audit`, '6-0');
-    const r = await run(['verify', '--prefix', prefix]);
+    const r = await run(['verify', '--prefix', prefix, '--allow-unsigned']);
     expect(r.code).toBe(1);
-    expect(r.out).toEqual([
-      expect.stringMatching(/^audit log TAMPERED: 2 problems in 4 entries, head seq 6/),
+    expect(r.out.filter((l) => !l.startsWith('WARNING'))).toEqual([
+      expect.stringMatching(/^audit log TAMPERED: 2 problems in 4 entries, head seq 6 .*NOT anchored/),
       '  seq 3 [4-0] deleted: seq 3 is missing',
       '  seq 6 truncated: the head records seq 6 but the chain ends at seq 5: seq 6 was removed from the end',
     ]);
-    const wrong = await run(['verify', '--prefix', prefix, '--keys', await keyDir({ 'k.json': keyFile(randomBytes(32)) })]);
+    const wrong = await run(['verify', '--prefix', prefix, '--unanchored', '--keys', await keyDir({ 'k.json': keyFile(randomBytes(32)) })]);
     expect(wrong.code).toBe(1);
     expect(wrong.out.filter((l) => l.includes('bad-mac'))).toHaveLength(4);
   });
@@ -125,8 +93,14 @@ describe('palisade audit verify', () => {
       error: expect.stringMatching(/defined twice with different secrets/),
     });
     expect(await run(['verify', '--prefix', prefix, '--keys', join(dir, 'missing')])).toMatchObject({ code: 2, error: expect.stringMatching(/cannot read the key directory/) });
-    expect(await run(['verify', '--redis', 'redis://127.0.0.1:1', '--prefix', prefix])).toMatchObject({ code: 2, error: expect.stringMatching(/^cannot reach Redis at redis:\/\/127\.0\.0\.1:1: .*ECONNREFUSED/) });
-    expect(await run(['verify', '--require-mac', '--prefix', prefix])).toMatchObject({ code: 2, error: '--require-mac needs --keys <dir>' });
+    expect(await run(['verify', '--redis', 'redis://127.0.0.1:1', '--prefix', prefix, '--allow-unsigned'])).toMatchObject({ code: 2, error: expect.stringMatching(/^cannot reach Redis at redis:\/\/127\.0\.0\.1:1: .*ECONNREFUSED/) });
+    // Without keys, or without anchors, verify does not claim the log is intact: it says what it needs.
+    expect(await run(['verify', '--require-mac', '--prefix', prefix])).toMatchObject({ code: 2, error: expect.stringMatching(/^verify needs the writers' keys: --keys <dir>/) });
+    expect(await run(['verify', '--prefix', prefix])).toMatchObject({ code: 2, error: expect.stringMatching(/^verify needs the writers' keys/) });
+    const keys = await keyDir({ 'billing.json': keyFile(KEY.secret) });
+    expect(await run(['verify', '--prefix', prefix, '--keys', keys])).toMatchObject({ code: 2, error: expect.stringMatching(/^verify needs the anchors .*--anchors <file>/) });
+    expect(await run(['verify', '--prefix', prefix, '--keys', keys, '--anchors', join(dir, 'anchors.jsonl')])).toMatchObject({ code: 2, error: expect.stringMatching(/--anchors needs the anchoring public key/) });
+    expect(await run(['verify', '--prefix', prefix, '--keys', await keyDir({ 'k.json': keyFile(KEY.secret, KEY.kid, 'Agent:billing') })])).toMatchObject({ code: 2, error: expect.stringMatching(/k\.json: writer: a writer name is lowercase ASCII/) });
   });
 });
 
@@ -185,7 +159,7 @@ describe('palisade audit export', () => {
     const r = await run(['export', '--prefix', prefix]);
     expect(r.code).toBe(0);
     expect(r.out.map((l) => JSON.parse(l).seq)).toEqual([1, 2, 3, 4, 5, 6]);
-    expect(JSON.parse(r.out[0]!)).toEqual(expect.objectContaining({ prev: '0'.repeat(64), hash: expect.stringMatching(/^[0-9a-f]{64}$/), mac: expect.stringMatching(/^[0-9a-f]{64}$/) }));
+    expect(JSON.parse(r.out[0]!)).toEqual(expect.objectContaining({ prev: '0'.repeat(64), hash: expect.stringMatching(/^[0-9a-f]{64}$/), sig: expect.stringMatching(/^[A-Za-z0-9_-]{86}$/), signs: 1 }));
 
     const file = join(dir, 'audit.jsonl');
     const f = await run(['export', '--run', 'run-b', '--out', file, '--prefix', prefix]);
@@ -195,15 +169,15 @@ describe('palisade audit export', () => {
     const full = join(dir, 'full.jsonl');
     await run(['export', '--out', full, '--prefix', prefix]);
     const keys = await keyDir({ 'billing.json': keyFile(KEY.secret) });
-    const ok = await run(['verify', '--file', full, '--keys', keys]);
+    const ok = await run(['verify', '--file', full, '--keys', keys, '--unanchored']);
     expect(ok.code).toBe(0);
-    expect(ok.out[0]).toMatch(/^audit log intact: 6 entries, head not known .* 6 MACs verified with 1 key of 1 writer/);
+    expect(ok.out[1]).toMatch(/^audit log intact: 6 entries, head not known \(an export\), 6 records authenticated with 1 key of 1 writer/);
     const lines = (await readFile(full, 'utf8')).trim().split('\n');
     await writeFile(full, `${lines.map((l, i) => (i === 1 ? l.replace('"outcome":"block"', '"outcome":"allow"') : l)).join('\n')}\n`);
-    const bad = await run(['verify', '--file', full]);
+    const bad = await run(['verify', '--file', full, '--keys', keys, '--unanchored']);
     expect(bad.code).toBe(1);
-    expect(bad.out[1]).toBe('  seq 2 [2-0] modified: its content does not match its hash: a field was changed after it was written');
-    expect(await run(['verify', '--file', join(dir, 'nope.jsonl')])).toMatchObject({ code: 2, error: expect.stringMatching(/cannot read .*nope\.jsonl: ENOENT/) });
+    expect(bad.out.filter((l) => l.startsWith('  '))).toEqual(['  seq 2 [2-0] modified: its content does not match its hash: a field was changed after it was written']);
+    expect(await run(['verify', '--file', join(dir, 'nope.jsonl'), '--keys', keys, '--unanchored'])).toMatchObject({ code: 2, error: expect.stringMatching(/cannot read .*nope\.jsonl: ENOENT/) });
     expect(await run(['export', '--out', join(dir, 'no/such/dir.jsonl'), '--prefix', prefix])).toMatchObject({ code: 2, error: expect.stringMatching(/cannot write .*ENOENT/) });
   });
 });

@@ -3,7 +3,7 @@ import { Redis } from 'ioredis';
 import fc from 'fast-check';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { AuditLog } from '../runtime/audit/audit-log.js';
-import { computeHash, computeMac, GENESIS_HASH, type AuditEntryInput, type AuditKeys, type AuditRecord } from '../runtime/audit/audit-record.js';
+import { computeHash, GENESIS_HASH, SIG64, type AuditEntryInput, type AuditKeys, type AuditRecord } from '../runtime/audit/audit-record.js';
 import { AuditError } from '../runtime/audit/audit-writer.js';
 import { canonicalJson } from '../runtime/audit/canonical-json.js';
 import { verifyExport } from '../runtime/audit/chain-verifier.js';
@@ -16,6 +16,8 @@ afterAll(() => redis.quit());
 const BILLING = { kid: 'billing-1', secret: randomBytes(32) };
 const EDGE = { kid: 'edge-1', secret: randomBytes(32) };
 const KEYS: AuditKeys = { 'agent:billing': { [BILLING.kid]: BILLING.secret }, edge: { [EDGE.kid]: EDGE.secret } };
+/** The chain alone, for the tests of its structure: who wrote what is not proven (a development log's check). */
+const CHAIN_ONLY = { allowUnsigned: true } as const;
 
 const entry = (i: number, over: Partial<AuditEntryInput> = {}): AuditEntryInput => ({
   runId: `run-${i % 3}`,
@@ -83,9 +85,9 @@ const record = (row: Row): AuditRecord => {
   if (!('record' in item)) throw new Error(item.error);
   return item.record;
 };
-/** An attacker's record: a correct hash (the algorithm is public), no valid MAC. */
+/** An attacker's record: a correct hash (the algorithm is public), no valid signature. */
 const forge = (fields: Omit<AuditRecord, 'hash' | 'streamId'>): string[] => {
-  const { mac: _mac, kid: _kid, ...body } = fields;
+  const { mac: _mac, kid: _kid, sig: _sig, signs: _signs, ...body } = fields;
   return toFields({ ...body, hash: computeHash(body) });
 };
 
@@ -137,13 +139,17 @@ describe('AuditLog', () => {
     expect(all[0]!.prev).toBe(GENESIS_HASH);
     for (let i = 1; i < all.length; i++) expect(all[i]!.prev).toBe(all[i - 1]!.hash);
     for (const r of all) expect(computeHash(r)).toBe(r.hash);
-    expect(all[0]).toMatchObject({ ...entry(1), writer: 'agent:billing', kid: BILLING.kid, mac: computeMac(BILLING.secret, all[0]!.hash) });
+    expect(all[0]).toMatchObject({ ...entry(1), writer: 'agent:billing', kid: BILLING.kid, sig: expect.stringMatching(SIG64), signs: 1 });
+    expect(all[0]!.mac).toBeUndefined();
     expect(await log.head()).toEqual({ seq: 6, hash: plain.hash });
 
-    expect(await log.verify()).toMatchObject({ ok: true, entries: 6, problems: [], head: { seq: 6 }, macsVerified: 0 });
-    expect(await log.verify({ keys: KEYS })).toMatchObject({ ok: true, macsVerified: 5 });
-    const strict = await log.verify({ keys: KEYS, requireMac: true });
-    expect(kinds(strict.problems)).toEqual([[6, 'bad-mac']]);
+    expect(await log.verify(CHAIN_ONLY)).toMatchObject({ ok: true, entries: 6, problems: [], head: { seq: 6 }, macsVerified: 0, unsigned: 6 });
+    // A writer without a key proves nothing: its record fails unless unsigned records are let pass.
+    const strict = await log.verify({ keys: KEYS });
+    expect(strict).toMatchObject({ ok: false, macsVerified: 5 });
+    expect(strict.problems).toEqual([{ seq: 6, streamId: '6-0', problem: 'unsigned', detail: "no key is configured for writer 'edge-unkeyed': nothing shows who wrote it" }]);
+    expect(await log.verify({ keys: KEYS, allowUnsigned: true })).toMatchObject({ ok: true, macsVerified: 5, unsigned: 1 });
+    await expect(log.verify({})).rejects.toThrow(/needs the writers' keys/);
 
     expect((await log.read({ from: 3, count: 2 })).map((r) => r.seq)).toEqual([3, 4]);
     expect((await log.read({ runId: 'run-1' })).map((r) => r.seq)).toEqual([1, 4]);
@@ -153,7 +159,7 @@ describe('AuditLog', () => {
     expect(await log.lastSeq()).toBe(6);
   });
 
-  it('appends as several writers through one log, each record MAC-ed with its own writer’s key, in one batch', async () => {
+  it('appends as several writers through one log, each record signed with its own writer’s key, in one batch', async () => {
     const shared = new AuditLog({ redis, prefix, writer: 'process' });
     const billing = shared.as('agent:billing', BILLING);
     const edge = shared.as('edge', EDGE);
@@ -163,7 +169,7 @@ describe('AuditLog', () => {
       [2, 'edge', EDGE.kid],
       [3, 'agent:billing', BILLING.kid],
     ]);
-    expect(written[1]!.mac).toBe(computeMac(EDGE.secret, written[1]!.hash));
+    expect(written.map((r) => r.signs)).toEqual([1, 1, 1]);
     expect(await shared.verify({ keys: KEYS, requireMac: true })).toMatchObject({ ok: true, entries: 3, macsVerified: 3 });
     expect(() => shared.as('', BILLING)).toThrow(AuditError);
     expect(() => shared.as('agent:x', { kid: 'k', secret: Buffer.alloc(4) })).toThrow(/at least 16 bytes/);
@@ -202,19 +208,19 @@ describe('AuditLog', () => {
     expect(await log.verify({ keys: KEYS })).toMatchObject({ ok: true, entries: 150, macsVerified: 150 });
   });
 
-  it('stores a record as its hashed body and hash (and MAC), and still reads entries written a field per member', async () => {
+  it('stores a record as its hashed body and hash (and signature), and still reads entries written a field per member', async () => {
     const log = billingLog();
     const [first, second] = await fill(log, 2);
     const [row] = await rows();
-    expect(row![1].filter((_, i) => i % 2 === 0)).toEqual(['r', 'hash', 'mac']);
+    expect(row![1].filter((_, i) => i % 2 === 0)).toEqual(['r', 'hash', 'sig', 'signs']);
     expect(createHash('sha256').update(`${first!.prev}\n${get(row![1], 'r')}`).digest('hex')).toBe(first!.hash);
     // An entry of the older layout, a field per member, chained after them: read and verified alike.
-    const { streamId: _id, mac: _mac, kid: _kid, hash: _hash, ...body } = { ...second!, seq: 3, prev: second!.hash, outcome: 'older' };
+    const { streamId: _id, sig: _sig, signs: _signs, kid: _kid, hash: _hash, ...body } = { ...second!, seq: 3, prev: second!.hash, outcome: 'older' };
     const legacy = { ...body, hash: computeHash(body) };
     const flat = Object.entries(legacy).flatMap(([k, v]) => [k, typeof v === 'string' ? v : k === 'seq' || k === 'at' || k === 'risk' ? String(v) : canonicalJson(v)]);
     await redis.xadd(stream, '3-0', ...flat);
     await redis.hset(`${prefix}:audit:head`, 'seq', 3, 'hash', legacy.hash);
-    expect(await log.verify()).toMatchObject({ ok: true, entries: 3 });
+    expect(await log.verify(CHAIN_ONLY)).toMatchObject({ ok: true, entries: 3 });
     expect((await log.read({ from: 3 }))[0]).toMatchObject({ seq: 3, outcome: 'older', hash: legacy.hash });
   });
 
@@ -229,7 +235,7 @@ describe('AuditLog', () => {
     const log = billingLog();
     await fill(log, 2);
     await rewrite((r) => r.map(([id, f]) => [id, id === '1-0' ? tamper(f) : f]));
-    const report = await log.verify();
+    const report = await log.verify(CHAIN_ONLY);
     expect(report.problems[0]).toMatchObject({ seq: 1, problem: 'malformed', detail: expect.stringMatching(reason) });
     // Where its body still says where it stands, the chain goes on through it; else the next entry is out of place too.
     expect(report.problems).toHaveLength(placed ? 1 : 2);
@@ -265,7 +271,7 @@ describe('AuditLog', () => {
       expect(burst.map((r) => r.seq)).toEqual(burst.map((_, i) => burst[0]!.seq + i));
 
       const total = 20 * perWriter + 30;
-      const report = await writers[0]!.verify({ keys: KEYS });
+      const report = await writers[0]!.verify({ keys: KEYS, allowUnsigned: true });
       expect(report).toMatchObject({ ok: true, entries: total, head: { seq: total } });
       expect(report.macsVerified).toBe(10 * perWriter);
       const all = await writers[0]!.read({ count: total + 10 });
@@ -295,7 +301,7 @@ describe('AuditLog', () => {
           }
         }),
       );
-      expect(await writers[0]!.verify()).toMatchObject({ ok: true, entries: 800 });
+      expect(await writers[0]!.verify(CHAIN_ONLY)).toMatchObject({ ok: true, entries: 800 });
       expect(Math.max(...latencies)).toBeLessThan(2000);
 
       // A waiter that crashed while first in line holds the others up only until its entry expires.
@@ -321,7 +327,7 @@ describe('AuditLog', () => {
     await redis.del(`${prefix}:audit:head`);
     const fresh = billingLog();
     await expect(fresh.append(entry(3))).rejects.toThrow(/head .* is missing but the stream exists/);
-    expect(kinds((await fresh.verify()).problems)).toEqual([[0, 'malformed']]);
+    expect(kinds((await fresh.verify(CHAIN_ONLY)).problems)).toEqual([[0, 'malformed']]);
   });
 });
 
@@ -345,7 +351,7 @@ describe('AuditLog.verify detects and classifies tampering', () => {
         return [id, toFields({ ...rec, outcome: 'forged', hash: computeHash({ ...rec, outcome: 'forged' }) })];
       }),
     );
-    expect(kinds((await log.verify()).problems)).toEqual([[3, 'modified']]);
+    expect(kinds((await log.verify(CHAIN_ONLY)).problems)).toEqual([[3, 'modified']]);
     expect(kinds((await log.verify({ keys: KEYS })).problems)).toEqual([
       [3, 'bad-mac'],
       [3, 'modified'],
@@ -362,7 +368,7 @@ describe('AuditLog.verify detects and classifies tampering', () => {
         return [id, toFields({ ...rec, outcome: 'forged', hash: computeHash({ ...rec, outcome: 'forged' }) })];
       }),
     );
-    expect(kinds((await log.verify()).problems)).toEqual([[4, 'modified']]);
+    expect(kinds((await log.verify(CHAIN_ONLY)).problems)).toEqual([[4, 'modified']]);
   });
 
   it('deleted entries', async () => {
@@ -372,12 +378,12 @@ describe('AuditLog.verify detects and classifies tampering', () => {
     const one = await log.verify({ keys: KEYS });
     expect(one.problems).toEqual([{ seq: 4, streamId: '5-0', problem: 'deleted', detail: 'seq 4 is missing' }]);
     await redis.xdel(stream, '7-0', '8-0');
-    expect((await log.verify()).problems.map((p) => [p.seq, p.problem, p.detail])).toEqual([
+    expect((await log.verify(CHAIN_ONLY)).problems.map((p) => [p.seq, p.problem, p.detail])).toEqual([
       [4, 'deleted', 'seq 4 is missing'],
       [7, 'deleted', 'seq 7..8 are missing (2 entries)'],
     ]);
     await redis.xdel(stream, '1-0');
-    expect(kinds((await log.verify()).problems)[0]).toEqual([1, 'deleted']);
+    expect(kinds((await log.verify(CHAIN_ONLY)).problems)[0]).toEqual([1, 'deleted']);
   });
 
   it('an inserted entry with a broken chain', async () => {
@@ -386,12 +392,12 @@ describe('AuditLog.verify detects and classifies tampering', () => {
     const clean = await rows();
     const forged = forge({ ...written[3]!, outcome: 'allow', prev: randomBytes(32).toString('hex'), writer: 'edge' });
     await rewrite((r) => [...r.slice(0, 3), ['3-1', forged], ...r.slice(3)]);
-    const report = await log.verify();
+    const report = await log.verify(CHAIN_ONLY);
     expect(report.problems).toEqual([{ seq: 4, streamId: '3-1', problem: 'inserted', detail: expect.stringMatching(/does not chain to seq 3, and the next entry does/) }]);
     // Claiming a seq far ahead makes no difference.
     const far = forge({ ...written[3]!, seq: 99, prev: randomBytes(32).toString('hex'), writer: 'edge' });
     await rewrite(() => [...clean.slice(0, 3), ['3-1', far], ...clean.slice(3)]);
-    expect(kinds((await log.verify()).problems)).toEqual([[99, 'inserted']]);
+    expect(kinds((await log.verify(CHAIN_ONLY)).problems)).toEqual([[99, 'inserted']]);
   });
 
   it('an inserted entry that chains to its predecessor (the next entry chains past it)', async () => {
@@ -399,11 +405,11 @@ describe('AuditLog.verify detects and classifies tampering', () => {
     const written = await fill(log, 6);
     const clean = await rows();
     await rewrite((r) => [...r.slice(0, 3), ['3-1', forge({ ...written[3]!, outcome: 'allow' })], ...r.slice(3)]);
-    const report = await log.verify();
+    const report = await log.verify(CHAIN_ONLY);
     expect(report.problems).toEqual([{ seq: 4, streamId: '3-1', problem: 'inserted', detail: expect.stringMatching(/chain continues from the other one \(stream id 4-0\)/) }]);
     // Just before the last entry: the head decides which one is real.
     await rewrite(() => [...clean.slice(0, 5), ['5-1', forge({ ...written[5]!, outcome: 'allow' })], ...clean.slice(5)]);
-    expect((await log.verify()).problems.map((p) => [p.seq, p.streamId, p.problem])).toEqual([[6, '5-1', 'inserted']]);
+    expect((await log.verify(CHAIN_ONLY)).problems.map((p) => [p.seq, p.streamId, p.problem])).toEqual([[6, '5-1', 'inserted']]);
   });
 
   it('a forged entry spliced into a rewritten chain: only the writers’ MACs catch it', async () => {
@@ -422,7 +428,7 @@ describe('AuditLog.verify detects and classifies tampering', () => {
     await rewrite((r) => [...r.slice(0, 3), ...forgedRows]);
     await redis.hset(`${prefix}:audit:head`, 'seq', 7, 'hash', prev);
 
-    expect((await log.verify()).ok).toBe(true); // a Redis-only attacker can rewrite an unkeyed chain
+    expect((await log.verify(CHAIN_ONLY)).ok).toBe(true); // a Redis-only attacker can rewrite an unkeyed chain
     const report = await log.verify({ keys: KEYS });
     expect(kinds(report.problems)).toEqual([
       [4, 'bad-mac'],
@@ -430,7 +436,7 @@ describe('AuditLog.verify detects and classifies tampering', () => {
       [6, 'bad-mac'],
       [7, 'bad-mac'],
     ]);
-    expect(report.problems[0]!.detail).toMatch(/no MAC, but writer 'agent:billing' has a key/);
+    expect(report.problems[0]!.detail).toMatch(/no signature, but writer 'agent:billing' has a key/);
   });
 
   it('a forged entry appended at the end, with and without moving the head', async () => {
@@ -438,10 +444,10 @@ describe('AuditLog.verify detects and classifies tampering', () => {
     const written = await fill(log, 4);
     const forged = forge({ ...written[3]!, seq: 5, prev: written[3]!.hash, action: 'approval.decided', outcome: 'approved' });
     await redis.xadd(stream, '5-0', ...forged);
-    expect(kinds((await log.verify()).problems)).toEqual([[5, 'inserted']]);
+    expect(kinds((await log.verify(CHAIN_ONLY)).problems)).toEqual([[5, 'inserted']]);
     await redis.hset(`${prefix}:audit:head`, 'seq', 5, 'hash', get(forged, 'hash')!);
-    expect((await log.verify()).ok).toBe(true);
-    expect((await log.verify({ keys: KEYS })).problems).toEqual([{ seq: 5, streamId: '5-0', problem: 'bad-mac', detail: expect.stringMatching(/no MAC/) }]);
+    expect((await log.verify(CHAIN_ONLY)).ok).toBe(true);
+    expect((await log.verify({ keys: KEYS })).problems).toEqual([{ seq: 5, streamId: '5-0', problem: 'bad-mac', detail: expect.stringMatching(/no signature/) }]);
   });
 
   it('two entries swapped', async () => {
@@ -459,10 +465,10 @@ describe('AuditLog.verify detects and classifies tampering', () => {
     // seq 3 after seq 7; ids stay increasing (the attacker renumbers the stream ids).
     const later = [0, 1, 3, 4, 5, 6, 2, 7, 8, 9].map((i, at) => [`${at + 1}-0`, original[i]![1]] as Row);
     await rewrite(() => later);
-    expect((await log.verify()).problems).toEqual([{ seq: 3, streamId: '7-0', problem: 'reordered', detail: 'seq 3 stands after seq 7 in the stream: it was moved later' }]);
+    expect((await log.verify(CHAIN_ONLY)).problems).toEqual([{ seq: 3, streamId: '7-0', problem: 'reordered', detail: 'seq 3 stands after seq 7 in the stream: it was moved later' }]);
     const earlier = [0, 7, 1, 2, 3, 4, 5, 6, 8, 9].map((i, at) => [`${at + 1}-0`, original[i]![1]] as Row);
     await rewrite(() => earlier);
-    expect(kinds((await log.verify()).problems)).toEqual([[8, 'reordered']]);
+    expect(kinds((await log.verify(CHAIN_ONLY)).problems)).toEqual([[8, 'reordered']]);
   });
 
   it('a truncated tail', async () => {
@@ -472,15 +478,15 @@ describe('AuditLog.verify detects and classifies tampering', () => {
     const report = await log.verify({ keys: KEYS });
     expect(report.problems).toEqual([{ seq: 9, streamId: '', problem: 'truncated', detail: expect.stringMatching(/head records seq 10 but the chain ends at seq 8/) }]);
     await redis.xdel(stream, '1-0', '2-0', '3-0', '4-0', '5-0', '6-0', '7-0', '8-0');
-    expect(kinds((await log.verify()).problems)).toEqual([[1, 'truncated']]);
+    expect(kinds((await log.verify(CHAIN_ONLY)).problems)).toEqual([[1, 'truncated']]);
   });
 
-  it('bad MACs: altered, wrong key, unknown key id', async () => {
+  it('bad signatures: altered, wrong key, unknown key id', async () => {
     const log = billingLog();
     await fill(log, 4);
-    await rewrite((r) => r.map(([id, f]) => [id, id === '2-0' ? set(f, 'mac', randomBytes(32).toString('hex')) : f]));
-    expect((await log.verify()).ok).toBe(true); // the MAC is outside the hash
-    expect((await log.verify({ keys: KEYS })).problems).toEqual([{ seq: 2, streamId: '2-0', problem: 'bad-mac', detail: "the MAC does not match key 'billing-1' of writer 'agent:billing'" }]);
+    await rewrite((r) => r.map(([id, f]) => [id, id === '2-0' ? set(f, 'sig', randomBytes(64).toString('base64url')) : f]));
+    expect((await log.verify(CHAIN_ONLY)).ok).toBe(true); // the signature is outside the hash
+    expect((await log.verify({ keys: KEYS })).problems).toEqual([{ seq: 2, streamId: '2-0', problem: 'bad-mac', detail: "the signature does not match key 'billing-1' of writer 'agent:billing'" }]);
     const wrong = await log.verify({ keys: { 'agent:billing': { [BILLING.kid]: randomBytes(32) } } });
     expect(kinds(wrong.problems)).toEqual([1, 2, 3, 4].map((s) => [s, 'bad-mac']));
     const rotated = await log.verify({ keys: { 'agent:billing': { 'billing-2': randomBytes(32) } } });
@@ -491,7 +497,7 @@ describe('AuditLog.verify detects and classifies tampering', () => {
     const log = billingLog();
     await fill(log, 3);
     await rewrite((r) => r.map(([id, f]) => [id, id === '2-0' ? [...f, 'content', 'the whole prompt'] : f]));
-    const report = await log.verify();
+    const report = await log.verify(CHAIN_ONLY);
     expect(report.problems).toEqual([{ seq: 2, streamId: '2-0', problem: 'malformed', detail: "unexpected field 'content'" }]);
   });
 });
@@ -504,13 +510,13 @@ describe('AuditLog export and follow', () => {
     expect(await log.export((l) => void lines.push(l))).toBe(7);
     const records = await log.read();
     expect(lines.map((l) => JSON.parse(l))).toEqual(records);
-    expect(Object.keys(JSON.parse(lines[0]!))).toEqual(['streamId', 'seq', 'at', 'writer', 'runId', 'principal', 'tenant', 'chain', 'agent', 'action', 'subject', 'outcome', 'reasons', 'risk', 'detail', 'prev', 'hash', 'kid', 'mac']);
+    expect(Object.keys(JSON.parse(lines[0]!))).toEqual(['streamId', 'seq', 'at', 'writer', 'runId', 'principal', 'tenant', 'chain', 'agent', 'action', 'subject', 'outcome', 'reasons', 'risk', 'detail', 'prev', 'hash', 'kid', 'sig', 'signs']);
     expect(await verifyExport(lines, { keys: KEYS })).toMatchObject({ ok: true, entries: 7, macsVerified: 7, head: undefined });
-    expect((await verifyExport(lines, { head: { seq: 9, hash: 'x' } })).problems.map((p) => p.problem)).toEqual(['truncated']);
+    expect((await verifyExport(lines, { ...CHAIN_ONLY, head: { seq: 9, hash: 'x' } })).problems.map((p) => p.problem)).toEqual(['truncated']);
 
     const tampered = lines.map((l, i) => (i === 2 ? l.replace('"outcome":"allow"', '"outcome":"block"') : l));
-    expect(kinds((await verifyExport(tampered)).problems)).toEqual([[3, 'modified']]);
-    expect(kinds((await verifyExport([...lines.slice(0, 4), ...lines.slice(5)])).problems)).toEqual([[5, 'deleted']]);
+    expect(kinds((await verifyExport(tampered, CHAIN_ONLY)).problems)).toEqual([[3, 'modified']]);
+    expect(kinds((await verifyExport([...lines.slice(0, 4), ...lines.slice(5)], CHAIN_ONLY)).problems)).toEqual([[5, 'deleted']]);
 
     const run1: string[] = [];
     await log.export((l) => void run1.push(l), { runId: 'run-1' });

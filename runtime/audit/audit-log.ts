@@ -12,11 +12,13 @@
  *
  * Records are described in audit-record.ts, their stream entries in record-fields.ts.
  *
- * What it protects against: anyone who can write to Redis can rewrite the whole chain and the head,
- * so without keys the chain proves integrity only against partial tampering (an edit, a deletion, an
- * insertion, a reordering, a cut tail) and, together with an exported copy or a recorded head hash,
- * against everything before that point. Writers with a key make their records unforgeable by a
- * Redis-only attacker: verify with the keys (`palisade audit verify --keys <dir>`).
+ * What it protects against: anyone who can write to Redis can rewrite the whole chain and the head.
+ * Each writer signs its records (Ed25519, a key derived from its key file's audit secret), so a Redis-only
+ * attacker cannot forge, alter or reattribute one, and verifying refuses records no configured writer
+ * signed. Cutting records from the end and moving the head back leaves a valid chain, so the head is also
+ * anchored outside Redis (anchors.ts): what was anchored must still be there. What the attacker can still
+ * do is cut the records written since the last anchor (and move the head back), or stop appends.
+ * Verify with `palisade audit verify --keys <dir> --anchors <file>`.
  *
  * Records hold ids, names, verdicts, reasons and risk, never content or secrets: callers must not put
  * prompts, replies, tool arguments or results in `detail` (it is capped at 8 KiB to make misuse loud).
@@ -206,10 +208,13 @@ export class AuditLog {
     return n;
   }
 
-  /** Reads the whole log in pages and checks every link, the head and, given keys, every MAC. */
-  async verify(options: VerifyOptions = {}): Promise<VerifyReport> {
+  /**
+   * Reads the log in pages (from the start, or after `options.from`) and checks every link, the head,
+   * every record's signature and the anchors. Throws AuditKeyError without keys unless `allowUnsigned`.
+   */
+  async verify(options: VerifyOptions): Promise<VerifyReport> {
     const v = new ChainVerifier(options);
-    let cursor = '-';
+    let cursor = options.from ? `(${options.from.seq}-0` : '-';
     let head: AuditHead | null = null;
     for (;;) {
       let page = await this.page(cursor);

@@ -1,16 +1,22 @@
 /**
- * An audit record: what a caller records, the chain fields its writer adds, and how it is hashed and MACed.
+ * An audit record: what a caller records, the chain fields its writer adds, and how it is hashed and signed.
  *
  * Each record holds `seq` (1, 2, 3 ...), `at` (the writer's clock, ms), `writer` (the component that
  * wrote it), the fields of {@link AuditEntryInput}, `prev` (the previous record's hash; 64 zeros for
- * seq 1), `hash`, and when the writer has a key, `kid` and `mac`:
+ * seq 1), `hash`, and when the writer has a key, `kid`; the last record of each run of a writer's records
+ * in one append also carries `sig` and `signs`:
  *
- *     hash = hex(SHA-256(prev + "\n" + canonicalJson(record without hash, mac and streamId)))
- *     mac  = hex(HMAC-SHA-256(writer's secret, hash))
+ *     hash = hex(SHA-256(prev + "\n" + canonicalJson(record without hash, mac, sig, signs and streamId)))
+ *     sig  = base64url(Ed25519(writer's record-signing key, "palisade audit run v1\n" + signs + "\n" + hash))
+ *
+ * `signs` is how many records the signature vouches for, ending with its own: consecutive seqs, one
+ * writer, one key, one run (audit-signing.ts). One signature per run keeps the cost of signing off each
+ * record; the hash covers `prev`, so it binds every record of the run, and all before, to their place.
+ * Records written by earlier versions, before records were signed, carry `mac` = hex(HMAC-SHA-256(secret,
+ * hash)) instead; they are still read and verified with the writer's secret, or vouched for by a verified anchor.
  *
  * canonicalJson is RFC 8785 (JCS) for the values a record holds: object keys sorted by UTF-16 code
- * units, no whitespace, ECMAScript number formatting. The hash covers `prev`, so a MAC binds its record
- * to its place in the chain: rewriting the chain after a keyed record breaks that record's MAC.
+ * units, no whitespace, ECMAScript number formatting.
  */
 import { createHmac, hash } from 'node:crypto';
 import { z } from 'zod';
@@ -71,10 +77,14 @@ export interface AuditRecord extends AuditEntryInput {
   /** The previous record's hash; 64 zeros for seq 1. */
   prev: string;
   hash: string;
-  /** The id of the writer's key that made `mac`. */
+  /** The id of the writer's key that signs its records. */
   kid?: string;
-  /** HMAC-SHA-256 of `hash` with the writer's key, hex. */
+  /** Records written before signatures: HMAC-SHA-256 of `hash` with the writer's secret, hex. */
   mac?: string;
+  /** The writer's Ed25519 signature over `signs` and `hash`, base64url; not covered by the hash. */
+  sig?: string;
+  /** How many records `sig` vouches for, ending with this one; not covered by the hash. */
+  signs?: number;
   /** The Redis stream id (`<seq>-0`); not covered by the hash. */
   streamId: string;
 }
@@ -87,11 +97,23 @@ export interface AuditHead {
   hash: string;
 }
 
-/** Writer → key id → secret. */
+/** Writer → key id → the audit secret of its key file (it also derives the writer's signing key). */
 export type AuditKeys = Record<string, Record<string, Buffer>>;
 
 export const GENESIS_HASH = '0'.repeat(64);
 export const HEX64 = /^[0-9a-f]{64}$/;
+/** An Ed25519 signature, base64url without padding. */
+export const SIG64 = /^[A-Za-z0-9_-]{86}$/;
+/** The most records one signature vouches for: an append sends at most this many. */
+export const MAX_SIGNED_RUN = 64;
+
+/**
+ * What a writer may be called: lowercase ASCII letters, digits, `_` and `-`, starting with a letter, with
+ * at most one `:` (`edge`, `billing`, `agent:billing`). Anything else (capitals, other scripts, zero-width
+ * or bidirectional controls, look-alikes) could pass for a real writer on screen, so it is refused when
+ * written, when keys are loaded and when the log is verified.
+ */
+export const WRITER_NAME = /^[a-z][a-z0-9_-]{0,62}(?::[a-z][a-z0-9_-]{0,62})?$/;
 
 export const AuditEntrySchema = z
   .object({
@@ -118,6 +140,8 @@ export const AuditRecordSchema = AuditEntrySchema.extend({
   hash: z.string().regex(HEX64),
   kid: z.string().min(1).optional(),
   mac: z.string().regex(HEX64).optional(),
+  sig: z.string().regex(SIG64).optional(),
+  signs: z.number().int().positive().optional(),
 }).strict();
 
 /**
@@ -126,14 +150,17 @@ export const AuditRecordSchema = AuditEntrySchema.extend({
  */
 export const chainHash = (prev: string, body: string): string => hash('sha256', `${prev}\n${body}`, 'hex');
 
-/** The fields the hash covers: everything but `hash`, `mac` and `streamId`. */
-export function hashedBody(record: Omit<AuditRecord, 'hash' | 'mac' | 'streamId'> & { hash?: string; mac?: string; streamId?: string }): Record<string, unknown> {
-  const { hash: _hash, mac: _mac, streamId: _streamId, ...body } = record;
+/** A record with or without the fields its hash does not cover. */
+export type HashedRecord = Omit<AuditRecord, 'hash' | 'mac' | 'sig' | 'signs' | 'streamId'> & { hash?: string; mac?: string; sig?: string; signs?: number; streamId?: string };
+
+/** The fields the hash covers: everything but `hash`, `mac`, `sig`, `signs` and `streamId`. */
+export function hashedBody(record: HashedRecord): Record<string, unknown> {
+  const { hash: _hash, mac: _mac, sig: _sig, signs: _signs, streamId: _streamId, ...body } = record;
   return body;
 }
 
 /** The hash a record should carry: SHA-256 of `prev + "\n" + canonicalJson(body)`, hex. */
-export function computeHash(record: Omit<AuditRecord, 'hash' | 'mac' | 'streamId'> & { hash?: string; mac?: string; streamId?: string }): string {
+export function computeHash(record: HashedRecord): string {
   return chainHash(record.prev, canonicalJson(hashedBody(record)));
 }
 
@@ -142,7 +169,7 @@ export function computeHash(record: Omit<AuditRecord, 'hash' | 'mac' | 'streamId
  * sorted key order with the JSON-valued ones already canonical: appending hashes every record once per
  * attempt, and contended appends retry.
  */
-export function canonicalBody(body: Omit<StoredRecord, 'hash' | 'mac'>, json: { chain: string; reasons?: string; detail?: string }): string {
+export function canonicalBody(body: Omit<StoredRecord, 'hash' | 'mac' | 'sig' | 'signs'>, json: { chain: string; reasons?: string; detail?: string }): string {
   const str = (v: string) => JSON.stringify(v);
   const parts: string[] = [`"action":${str(body.action)}`];
   if (body.agent !== undefined) parts.push(`"agent":${str(body.agent)}`);
@@ -159,5 +186,5 @@ export function canonicalBody(body: Omit<StoredRecord, 'hash' | 'mac'>, json: { 
   return `{${parts.join(',')}}`;
 }
 
-/** The MAC a writer with `secret` puts on a record with this hash. */
+/** The MAC a writer with `secret` put on a record with this hash, before records were signed. */
 export const computeMac = (secret: Buffer, recordHash: string): string => createHmac('sha256', secret).update(recordHash, 'utf8').digest('hex');

@@ -1,17 +1,19 @@
-import { randomBytes } from 'node:crypto';
+import { randomBytes, type KeyObject } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { APPEND_LUA, APPEND_SHA } from './append-script.js';
 import {
   AuditEntrySchema,
   canonicalBody,
   chainHash,
-  computeMac,
   GENESIS_HASH,
+  MAX_SIGNED_RUN,
+  WRITER_NAME,
   type AuditEntryInput,
   type AuditHead,
   type AuditRecord,
   type StoredRecord,
 } from './audit-record.js';
+import { recordSigningKey, signRun } from './audit-signing.js';
 import { canonicalJson, wellFormed } from './canonical-json.js';
 import { toFields } from './record-fields.js';
 
@@ -19,9 +21,9 @@ export interface AuditWriterOptions {
   redis: Redis;
   /** Key prefix shared with the queues; hash-tag it (`{palisade}`) for Redis Cluster. */
   prefix: string;
-  /** The component id written into every record, e.g. `agent:billing` or `edge`. */
+  /** The component id written into every record, e.g. `agent:billing` or `edge` (see WRITER_NAME). */
   writer: string;
-  /** The writer's own HMAC key (at least 16 bytes; 32 random bytes recommended). */
+  /** The writer's own audit secret from its key file (at least 16 bytes; 32 random bytes recommended): its records are signed with the key derived from it. */
   key?: { kid: string; secret: Buffer };
   /** How long `append` keeps trying while other writers go first, in ms; default 10 000. */
   timeoutMs?: number;
@@ -33,7 +35,7 @@ export class AuditError extends Error {
   override readonly name = 'AuditError';
 }
 
-const MAX_BATCH = 64;
+const MAX_BATCH = MAX_SIGNED_RUN;
 /** A waiting appender that has not asked again for this long drops out of the line. */
 const WAITER_TTL_MS = 2000;
 /** A waiter asks again this often even when not told its turn has come (a lost message, a dead front). */
@@ -41,7 +43,12 @@ const WAITER_POLL_MS = 25;
 /** The connection that hears about turns closes when no append has waited for this long. */
 const TURN_IDLE_MS = 5000;
 
-type Prepared = Omit<StoredRecord, 'seq' | 'prev' | 'hash' | 'mac'>;
+type Prepared = Omit<StoredRecord, 'seq' | 'prev' | 'hash' | 'mac' | 'sig' | 'signs'>;
+/** A writer's key as it signs: its id and the Ed25519 key derived from its secret. */
+interface Signer {
+  kid: string;
+  key: KeyObject;
+}
 
 /** A batch's place in the line of writers: unique across processes (a random prefix per process) without asking the OS each time. */
 const TOKEN_PREFIX = `${randomBytes(9).toString('base64url')}.`;
@@ -50,8 +57,8 @@ let tokens = 0;
 interface PreparedEntry {
   entry: Prepared;
   json: { chain: string; reasons?: string; detail?: string };
-  /** The writer's key, for the record's MAC. */
-  secret?: Buffer;
+  /** The writer's key: the last record of each of its runs in a batch is signed with it. */
+  signer?: Signer;
 }
 interface Pending {
   entry: PreparedEntry;
@@ -59,15 +66,15 @@ interface Pending {
   reject: (error: unknown) => void;
 }
 
-function checkSigner(writer: string, key: AuditWriterOptions['key']): void {
+/** The writer's signer, after checking its name and key: a writer that could pass for another must not write at all. */
+function signerOf(writer: string, key: AuditWriterOptions['key']): Signer | undefined {
   if (!writer) throw new AuditError('an audit writer needs a non-empty id');
-  if (key) {
-    if (!key.kid) throw new AuditError('an audit key needs a non-empty kid');
-    if (key.secret.length < 16) throw new AuditError('an audit key secret needs at least 16 bytes');
-  }
+  if (!WRITER_NAME.test(writer)) throw new AuditError(`audit writer ${JSON.stringify(writer)} is not a plain name: lowercase ASCII letters, digits, _ and -, starting with a letter, at most one ':'`);
+  if (!key) return undefined;
+  if (!key.kid) throw new AuditError('an audit key needs a non-empty kid');
+  if (key.secret.length < 16) throw new AuditError('an audit key secret needs at least 16 bytes');
+  return { kid: wellFormed(key.kid), key: recordSigningKey(key.secret) };
 }
-
-const signingKey = (key: AuditWriterOptions['key']): { kid: string; secret: Buffer } | undefined => (key ? { kid: wellFormed(key.kid), secret: Buffer.from(key.secret) } : undefined);
 
 /**
  * The writing side of the audit log: validates and prepares entries, sends those made in the same tick
@@ -82,7 +89,7 @@ export class AuditWriter {
   private readonly turnChannel: string;
   readonly writer: string;
   private readonly redis: Redis;
-  private readonly key: { kid: string; secret: Buffer } | undefined;
+  private readonly signer: Signer | undefined;
   private readonly timeoutMs: number;
   private readonly maxDetailBytes: number;
   private readonly pending: Pending[] = [];
@@ -94,36 +101,33 @@ export class AuditWriter {
   private readonly waiting = new Map<string, { head?: AuditHead; wake?: () => void }>();
 
   constructor(options: AuditWriterOptions) {
-    checkSigner(options.writer, options.key);
+    this.signer = signerOf(options.writer, options.key);
     this.redis = options.redis;
     this.streamKey = `${options.prefix}:audit`;
     this.headKey = `${options.prefix}:audit:head`;
     this.lineKey = `${options.prefix}:audit:line`;
     this.aliveKey = `${options.prefix}:audit:line:alive`;
     this.turnChannel = `${options.prefix}:audit:turn`;
-    this.writer = wellFormed(options.writer);
-    this.key = signingKey(options.key);
+    this.writer = options.writer;
     this.timeoutMs = options.timeoutMs ?? 10_000;
     this.maxDetailBytes = options.maxDetailBytes ?? 8192;
   }
 
   /** Appends one record as this writer (see `AuditLog.append`). */
   append(entry: AuditEntryInput): Promise<AuditRecord> {
-    return this.enqueue(entry, this.writer, this.key);
+    return this.enqueue(entry, this.writer, this.signer);
   }
 
   /** Appends as another writer, with that writer's key, through this instance (see `AuditLog.as`). */
   as(writer: string, key?: AuditWriterOptions['key']): { append(entry: AuditEntryInput): Promise<AuditRecord> } {
-    checkSigner(writer, key);
-    const name = wellFormed(writer);
-    const signing = signingKey(key);
-    return { append: (entry) => this.enqueue(entry, name, signing) };
+    const signer = signerOf(writer, key);
+    return { append: (entry) => this.enqueue(entry, writer, signer) };
   }
 
-  private enqueue(entry: AuditEntryInput, writer: string, key: { kid: string; secret: Buffer } | undefined): Promise<AuditRecord> {
+  private enqueue(entry: AuditEntryInput, writer: string, signer: Signer | undefined): Promise<AuditRecord> {
     let prepared: PreparedEntry;
     try {
-      prepared = this.prepare(entry, writer, key);
+      prepared = this.prepare(entry, writer, signer);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -134,7 +138,7 @@ export class AuditWriter {
     });
   }
 
-  private prepare(entry: AuditEntryInput, writer: string, key: { kid: string; secret: Buffer } | undefined): PreparedEntry {
+  private prepare(entry: AuditEntryInput, writer: string, signer: Signer | undefined): PreparedEntry {
     const parsed = AuditEntrySchema.safeParse(entry);
     if (!parsed.success) throw new AuditError(`invalid audit entry: ${parsed.error.issues.map((i) => `${i.path.join('.') || '(entry)'}: ${i.message}`).join('; ')}`);
     const input = parsed.data;
@@ -166,13 +170,13 @@ export class AuditWriter {
       reasons: input.reasons?.map(wellFormed),
       risk: input.risk === undefined ? undefined : input.risk === 0 ? 0 : input.risk, // -0 prints as 0
       detail,
-      kid: key?.kid,
+      kid: signer?.kid,
     };
     for (const k of Object.keys(out) as (keyof Prepared)[]) if (out[k] === undefined) delete out[k];
     const json: PreparedEntry['json'] = { chain: canonicalJson(out.chain) };
     if (out.reasons) json.reasons = canonicalJson(out.reasons);
     if (detailJson !== undefined) json.detail = detailJson;
-    return { entry: out, json, ...(key ? { secret: key.secret } : {}) };
+    return { entry: out, json, ...(signer ? { signer } : {}) };
   }
 
   private async drain(): Promise<void> {
@@ -193,11 +197,15 @@ export class AuditWriter {
     }
   }
 
-  /** The batch's records on `head`, and each one's hashed body as it is stored. */
+  /**
+   * The batch's records on `head`, and each one's hashed body as it is stored. The last record of each run
+   * (consecutive records of one signer and one run, at most MAX_SIGNED_RUN) signs for the run.
+   */
   private chainFrom(head: AuditHead, entries: PreparedEntry[]): { records: AuditRecord[]; bodies: string[] } {
     let { seq, hash } = head;
     const bodies: string[] = [];
-    const records = entries.map(({ entry, json, secret }) => {
+    let runStart = 0;
+    const records = entries.map(({ entry, json, signer }, i) => {
       seq += 1;
       // One copy per record: entries vary in shape, and each spread of one is a slow, generic copy.
       const record = { ...entry, seq, prev: hash } as AuditRecord;
@@ -205,8 +213,15 @@ export class AuditWriter {
       bodies.push(body);
       record.hash = chainHash(hash, body);
       record.streamId = `${seq}-0`;
-      if (secret) record.mac = computeMac(secret, record.hash);
       hash = record.hash;
+      const next = entries[i + 1];
+      if (next === undefined || next.signer !== signer || next.entry.runId !== entry.runId || i + 1 - runStart >= MAX_SIGNED_RUN) {
+        if (signer) {
+          record.signs = i + 1 - runStart;
+          record.sig = signRun(signer.key, record.hash, record.signs);
+        }
+        runStart = i + 1;
+      }
       return record;
     });
     return { records, bodies };

@@ -1,8 +1,15 @@
-import { timingSafeEqual } from 'node:crypto';
-import { computeHash, computeMac, GENESIS_HASH, HEX64, type AuditHead, type AuditKeys, type AuditRecord } from './audit-record.js';
+import { computeHash, GENESIS_HASH, HEX64, type AuditHead, type AuditRecord } from './audit-record.js';
+import { latestAnchor, type Anchor, type AnchorSet } from './anchors.js';
+import { AuditKeyError, RecordAuthenticator, type AuthOptions, type AuthProblemKind } from './record-auth.js';
 import { INT, parseExportLine, seqOfStreamId, type VerifyItem } from './record-fields.js';
 
-export type AuditProblemKind = 'modified' | 'deleted' | 'inserted' | 'reordered' | 'bad-mac' | 'truncated' | 'malformed';
+/**
+ * What can be wrong: the chain's own (modified ... malformed); who wrote a record (bad-mac: a signature or
+ * MAC that does not hold, or a keyed writer's record without one; unsigned: a writer without a configured
+ * key; unverifiable: an HMAC record and no secret to check it; bad-writer: a name that is not a plain one);
+ * bad-anchor: an anchor line that is not a valid, signed anchor of this log.
+ */
+export type AuditProblemKind = 'modified' | 'deleted' | 'inserted' | 'reordered' | 'truncated' | 'malformed' | AuthProblemKind | 'bad-anchor';
 
 export interface AuditProblem {
   seq: number;
@@ -18,15 +25,31 @@ export interface VerifyReport {
   problems: AuditProblem[];
   /** The head key as read at the end (null: missing; undefined: not known, e.g. for an export). */
   head: AuditHead | null | undefined;
-  /** Records whose MAC was checked and matched. */
+  /** Records whose signature (or, written before signatures, MAC) was checked and matched. */
   macsVerified: number;
+  /** Records of writers without a key, let pass by `allowUnsigned` (0 otherwise: they are problems). */
+  unsigned: number;
+  /** Records taken on a verified anchor's word (see AuthOptions). */
+  vouched: number;
+  /** Writers with a configured key. */
+  writers: number;
+  /** The latest valid anchor (null: anchors were given, none valid; undefined: none were given). */
+  anchor: Anchor | null | undefined;
+  /** Records after the latest anchor: they could be cut unnoticed. */
+  sinceAnchor?: number;
 }
 
-export interface VerifyOptions {
-  /** The writers' keys: a record from a writer listed here needs a valid MAC. */
-  keys?: AuditKeys;
-  /** Also fail records from writers that have no key in `keys`. */
-  requireMac?: boolean;
+/**
+ * Every record needs a valid signature (or MAC) from the key configured for exactly its writer, unless
+ * `allowUnsigned` is set; with neither keys nor `allowUnsigned`, verifying refuses to start.
+ */
+export interface VerifyOptions extends AuthOptions {
+  /** The default now; kept so that callers written before it was still compile. */
+  requireMac?: true;
+  /** Start after this place (a verified anchor): the records up to it are not read. */
+  from?: AuditHead;
+  /** Anchors to check the log against: every anchored record must be there, unchanged. */
+  anchors?: AnchorSet;
 }
 
 interface Place {
@@ -43,7 +66,6 @@ interface Place {
 export class ChainVerifier {
   private readonly problems: AuditProblem[] = [];
   private entries = 0;
-  private macsVerified = 0;
   private last: Place = { seq: 0, hash: GENESIS_HASH, streamId: '' };
   private beforeLast: Place = { seq: -1, hash: '', streamId: '' };
   private held: VerifyItem | undefined;
@@ -54,7 +76,26 @@ export class ChainVerifier {
   /** The last entry competes with the one before it for the same seq; the head decides. */
   private fork: { record: AuditRecord; previous: Place } | undefined;
 
-  constructor(private readonly options: VerifyOptions = {}) {}
+  private readonly auth: RecordAuthenticator;
+  private readonly anchorsAt = new Map<number, Anchor[]>();
+  private readonly matched = new Set<Anchor>();
+
+  constructor(private readonly options: VerifyOptions = {}) {
+    const anchors = options.anchors;
+    const vouchedThrough = options.vouchedThrough ?? (anchors?.anchors ?? []).reduce((most, a) => (a.verified && a.seq > most ? a.seq : most), 0);
+    this.auth = new RecordAuthenticator({ ...options, vouchedThrough }, (e, problem, detail) => this.add(e.seq, e.streamId, problem, detail));
+    if (this.auth.writers === 0 && !options.allowUnsigned) {
+      throw new AuditKeyError("verifying the audit log needs the writers' keys (keys or publicKeys); without them nothing shows who wrote a record (allowUnsigned: development logs only)");
+    }
+    if (options.from) this.last = { seq: options.from.seq, hash: options.from.hash, streamId: '' };
+    for (const problem of anchors?.problems ?? []) this.add(0, '', 'bad-anchor', problem);
+    for (const a of anchors?.anchors ?? []) {
+      if (options.from && a.seq <= options.from.seq) continue;
+      const list = this.anchorsAt.get(a.seq) ?? [];
+      list.push(a);
+      this.anchorsAt.set(a.seq, list);
+    }
+  }
 
   push(item: VerifyItem): void {
     if (this.held) this.process(this.held, item);
@@ -64,6 +105,7 @@ export class ChainVerifier {
   finish(head: AuditHead | null | undefined): VerifyReport {
     if (this.held) this.process(this.held, undefined);
     this.held = undefined;
+    this.auth.finish();
     if (this.fork) {
       const { record, previous } = this.fork;
       if (head && head.hash === record.hash) {
@@ -77,8 +119,9 @@ export class ChainVerifier {
       const count = g.to - g.from + 1;
       this.add(g.from, g.streamId, 'deleted', count === 1 ? `seq ${g.from} is missing` : `seq ${g.from}..${g.to} are missing (${count} entries)`);
     }
+    this.checkAnchors();
     if (head === null) {
-      if (this.entries > 0) this.add(0, '', 'malformed', 'the head key is missing although the stream has entries');
+      if (this.entries > 0 || this.options.from) this.add(0, '', 'malformed', 'the head key is missing although the stream has entries');
     } else if (head !== undefined) {
       const last = this.last;
       if (head.seq > last.seq) {
@@ -91,7 +134,38 @@ export class ChainVerifier {
       }
     }
     const problems = this.problems.map((p, i) => ({ p, i })).sort((a, b) => a.p.seq - b.p.seq || a.i - b.i).map(({ p }) => p);
-    return { ok: problems.length === 0, entries: this.entries, problems, head, macsVerified: this.macsVerified };
+    const anchor = this.options.anchors ? (latestAnchor(this.options.anchors.anchors) ?? null) : undefined;
+    return {
+      ok: problems.length === 0,
+      entries: this.entries,
+      problems,
+      head,
+      macsVerified: this.auth.verified,
+      unsigned: this.auth.unsigned,
+      vouched: this.auth.vouched,
+      writers: this.auth.writers,
+      anchor,
+      ...(anchor ? { sinceAnchor: Math.max(0, this.last.seq - anchor.seq) } : {}),
+    };
+  }
+
+  /** Every anchored record must be in the log as it was: one past the end was cut, one that differs was rewritten. */
+  private checkAnchors(): void {
+    let cut: Anchor | undefined;
+    for (const [seq, list] of this.anchorsAt) {
+      for (const a of list) {
+        if (this.matched.has(a)) continue;
+        if (seq > this.last.seq) {
+          if (!cut || seq > cut.seq) cut = a;
+          continue;
+        }
+        this.add(seq, '', 'modified', `seq ${seq} was anchored ${new Date(a.at).toISOString()} with hash ${a.hash.slice(0, 12)}…, and the log no longer holds that record: it was rewritten before the anchor`);
+      }
+    }
+    if (cut) {
+      const from = this.last.seq + 1;
+      this.add(from, '', 'truncated', `seq ${cut.seq} was anchored ${new Date(cut.at).toISOString()} but the log ends at seq ${this.last.seq}: ${from === cut.seq ? `seq ${from} was` : `seq ${from}..${cut.seq} were`} cut from the end (and the head moved back)`);
+    }
   }
 
   private add(seq: number, streamId: string, problem: AuditProblemKind, detail: string): AuditProblem {
@@ -103,28 +177,6 @@ export class ChainVerifier {
   private accept(record: AuditRecord, seq: number): void {
     this.beforeLast = this.last;
     this.last = { seq, hash: record.hash, streamId: record.streamId };
-  }
-
-  private checkMac(e: AuditRecord): void {
-    const known = this.options.keys?.[e.writer];
-    if (!known) {
-      if (this.options.requireMac) this.add(e.seq, e.streamId, 'bad-mac', `no key is known for writer '${e.writer}'`);
-      return;
-    }
-    if (e.mac === undefined || e.kid === undefined) {
-      this.add(e.seq, e.streamId, 'bad-mac', `no MAC, but writer '${e.writer}' has a key: not written by it`);
-      return;
-    }
-    const secret = known[e.kid];
-    if (!secret) {
-      this.add(e.seq, e.streamId, 'bad-mac', `writer '${e.writer}' has no key '${e.kid}'`);
-      return;
-    }
-    if (!timingSafeEqual(Buffer.from(computeMac(secret, e.hash), 'hex'), Buffer.from(e.mac, 'hex'))) {
-      this.add(e.seq, e.streamId, 'bad-mac', `the MAC does not match key '${e.kid}' of writer '${e.writer}'`);
-      return;
-    }
-    this.macsVerified++;
   }
 
   private process(item: VerifyItem, next: VerifyItem | undefined): void {
@@ -149,7 +201,8 @@ export class ChainVerifier {
       // not canonicalizable: counts as modified
     }
     if (!selfOk) this.add(e.seq, e.streamId, 'modified', 'its content does not match its hash: a field was changed after it was written');
-    this.checkMac(e);
+    this.auth.push(e);
+    for (const a of this.anchorsAt.get(e.seq) ?? []) if (a.hash === e.hash && selfOk) this.matched.add(a);
     const last = this.last;
 
     // In its place.
@@ -221,7 +274,7 @@ export class ChainVerifier {
   }
 }
 
-/** Verifies exported JSONL lines (an external copy). Without `head`, a cut end of the log goes unnoticed. */
+/** Verifies exported JSONL lines (an external copy). Without `head` or anchors, a cut end of the log goes unnoticed. */
 export async function verifyExport(lines: AsyncIterable<string> | Iterable<string>, options: VerifyOptions & { head?: AuditHead } = {}): Promise<VerifyReport> {
   const v = new ChainVerifier(options);
   for await (const line of lines) if (line.trim() !== '') v.push(parseExportLine(line));

@@ -1,6 +1,6 @@
 /**
- * Records in the stream: `r` (the hashed body, canonical JSON, exactly as hashed), `hash` and `mac`; a
- * reader recomputes the hash from the record it parses, not from the text. Entries written before
+ * Records in the stream: `r` (the hashed body, canonical JSON, exactly as hashed), `hash`, and on the
+ * record that signs for its run `sig` and `signs` (`mac` on records written before signatures); a reader recomputes the hash from the record it parses, not from the text. Entries written before
  * December 2026 hold one field per record field instead (arrays and `detail` as canonical JSON); both
  * are read. Exported lines hold every field of a record, or the raw fields of an entry that does not parse.
  */
@@ -8,7 +8,7 @@ import { canonicalJson } from './canonical-json.js';
 import { AuditRecordSchema, hashedBody, type AuditRecord, type StoredRecord } from './audit-record.js';
 
 /** Field order in the stream (and in exported lines). */
-const FIELDS = ['seq', 'at', 'writer', 'runId', 'principal', 'tenant', 'chain', 'agent', 'action', 'subject', 'outcome', 'reasons', 'risk', 'detail', 'prev', 'hash', 'kid', 'mac'] as const;
+const FIELDS = ['seq', 'at', 'writer', 'runId', 'principal', 'tenant', 'chain', 'agent', 'action', 'subject', 'outcome', 'reasons', 'risk', 'detail', 'prev', 'hash', 'kid', 'mac', 'sig', 'signs'] as const;
 type Field = (typeof FIELDS)[number];
 const JSON_FIELDS = new Set<Field>(['chain', 'reasons', 'detail']);
 const FIELD_SET = new Set<string>(FIELDS);
@@ -19,7 +19,11 @@ const FIELD_SET = new Set<string>(FIELDS);
  * `canonicalJson(hashedBody(record))` when the caller has it already.
  */
 export function toFields(record: Omit<AuditRecord, 'streamId'> & { streamId?: string }, body: string = canonicalJson(hashedBody(record))): string[] {
-  return record.mac === undefined ? ['r', body, 'hash', record.hash] : ['r', body, 'hash', record.hash, 'mac', record.mac];
+  const fields = ['r', body, 'hash', record.hash];
+  if (record.mac !== undefined) fields.push('mac', record.mac);
+  if (record.sig !== undefined) fields.push('sig', record.sig);
+  if (record.signs !== undefined) fields.push('signs', String(record.signs));
+  return fields;
 }
 
 /** A JSON object's members, or none. */
@@ -87,7 +91,7 @@ export function fromFields(streamId: string, entry: string[]): VerifyItem {
   const raw: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(fields)) {
     if (!FIELD_SET.has(k)) return fail(`unexpected field '${k}'`);
-    if (k === 'seq' || k === 'at') {
+    if (k === 'seq' || k === 'at' || k === 'signs') {
       if (!INT.test(v)) return fail(`${k} '${v}' is not a whole number`);
       raw[k] = Number(v);
     } else if (k === 'risk') {

@@ -1,29 +1,22 @@
 /**
- * `palisade audit tail | export | verify`.
+ * `palisade audit tail | export | verify | keys | anchor`.
  *
- * Key files for `audit verify --keys <dir>`: every `*.json` file in the directory that has an `audit`
- * member contributes one key:
- *
- *     { "writer": "agent:billing", "audit": { "kid": "2025-06-a", "secret": "<base64 of 32 random bytes>" } }
- *
- * - `writer` is the component id the writer's AuditLog was created with (`agent:<name>`, `edge` ...).
- * - `audit.kid` is the key id written into the writer's records; `audit.secret` is standard base64
- *   (with padding) of at least 16 bytes, 32 recommended.
- * - Other members are ignored, so a writer's key file may hold its other keys too; files without an
- *   `audit` member are skipped. Keep a retired key's file (another file, same writer, old kid) for as
- *   long as records it signed are kept: a record whose kid is unknown fails verification.
- * - A writer that has a key file must have signed every record attributed to it.
+ * `verify` proves who wrote every record and that none was cut, so by default it needs the writers' keys
+ * (`--keys`: a folder of key files or audit.pub.json, formats in runtime/audit/audit-keys.ts) and the
+ * anchors that pin the log's end outside Redis (`--anchors`). `--unanchored` and `--allow-unsigned` check
+ * less, and say so loudly. `keys` writes audit.pub.json and the anchoring key; `anchor` takes an anchor.
  */
 import { once } from 'node:events';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { readdir, readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { stat } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { Redis } from 'ioredis';
-import { z } from 'zod';
+import { AnchorRefusedError, takeAnchor } from '../audit/anchoring.js';
+import { FileAnchorStore, readAnchors, type AnchorSet } from '../audit/anchors.js';
+import { AuditKeyError, loadAuditKeysOr, NO_KEYS_HINT, writeAuditKeys, type LoadedAuditKeys } from '../audit/audit-keys.js';
 import { AuditLog } from '../audit/audit-log.js';
-import type { AuditKeys, AuditRecord } from '../audit/audit-record.js';
+import type { AuditRecord } from '../audit/audit-record.js';
 import { verifyExport, type VerifyOptions, type VerifyReport } from '../audit/chain-verifier.js';
 import { DEFAULT_REDIS_URL, redactUrl } from '../redis-url.js';
 
@@ -74,59 +67,11 @@ function count(value: string): number {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Keys
-
-const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
-
-const KeyFileSchema = z.looseObject({
-  writer: z.string().min(1),
-  audit: z.looseObject({ kid: z.string().min(1), secret: z.string().regex(BASE64, 'expected standard base64 with padding') }).optional(),
-});
-
-export class AuditKeyError extends Error {
-  override readonly name = 'AuditKeyError';
-}
-
-/** Reads the writers' audit keys from the `*.json` files of `dir` (format: see the top of this file). */
-export async function loadAuditKeys(dir: string): Promise<{ keys: AuditKeys; count: number; writers: number }> {
-  let names: string[];
-  try {
-    names = (await readdir(dir)).filter((n) => n.endsWith('.json')).sort();
-  } catch (error) {
-    throw new AuditKeyError(`cannot read the key directory ${dir}: ${(error as Error).message}`);
-  }
-  const keys: AuditKeys = {};
-  let n = 0;
-  for (const name of names) {
-    const file = join(dir, name);
-    let raw: unknown;
-    try {
-      raw = JSON.parse(await readFile(file, 'utf8'));
-    } catch (error) {
-      throw new AuditKeyError(`${file}: ${(error as Error).message}`);
-    }
-    const parsed = KeyFileSchema.safeParse(raw);
-    if (!parsed.success) throw new AuditKeyError(`${file}: ${parsed.error.issues.map((i) => `${i.path.join('.') || '(file)'}: ${i.message}`).join('; ')}`);
-    const { writer, audit } = parsed.data;
-    if (!audit) continue;
-    const secret = Buffer.from(audit.secret, 'base64');
-    if (secret.length < 16) throw new AuditKeyError(`${file}: audit.secret is ${secret.length} bytes; at least 16 are needed (32 recommended)`);
-    const mine = (keys[writer] ??= {});
-    const seen = mine[audit.kid];
-    if (seen && !seen.equals(secret)) throw new AuditKeyError(`${file}: writer '${writer}' key '${audit.kid}' is defined twice with different secrets`);
-    if (!seen) n++;
-    mine[audit.kid] = secret;
-  }
-  if (n === 0) throw new AuditKeyError(`no audit keys in ${dir}: expected *.json files like { "writer": "agent:billing", "audit": { "kid": "...", "secret": "<base64>" } }`);
-  return { keys, count: n, writers: Object.keys(keys).length };
-}
-
-// ---------------------------------------------------------------------------------------------
 // Output
 
 // eslint-disable-next-line no-control-regex
-const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g;
-/** Field values come from agents and models: never let them drive the terminal. */
+const CONTROL = /[\u0000-\u001f\u007f-\u009f\u00ad\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u2069\ufeff]/g;
+/** Field values come from agents and models: never let them drive the terminal, nor hide in it (zero-width, bidi controls). */
 const safe = (s: string): string => s.replace(CONTROL, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 
 /** One human-readable line: time, seq, run, writer, principal, chain, action, subject, outcome, risk, reasons. */
@@ -149,20 +94,25 @@ export function formatRecord(r: AuditRecord): string {
   return line;
 }
 
-function printReport(report: VerifyReport, io: AuditCommandIo, source: string, keysNote: string): void {
-  const head = report.head ? `, head seq ${report.head.seq} (${report.head.hash.slice(0, 12)}…)` : report.head === undefined ? ', head not known (an export: a cut end cannot be detected)' : '';
+const plural = (n: number, one: string): string => `${n} ${one}${n === 1 ? '' : 's'}`;
+
+function printReport(report: VerifyReport, io: AuditCommandIo, source: string, keysNote: string, unsignedAllowed: boolean): void {
+  const head = report.head ? `, head seq ${report.head.seq} (${report.head.hash.slice(0, 12)}…)` : report.head === undefined ? ', head not known (an export)' : '';
+  const anchor = report.anchor ? `, anchored at seq ${report.anchor.seq} ${new Date(report.anchor.at).toISOString()} (${plural(report.sinceAnchor ?? 0, 'record')} since)` : report.anchor === null ? ', no valid anchor yet' : ', NOT anchored';
   if (report.ok) {
-    io.out(`audit log intact: ${report.entries} entries${head}${keysNote ? `, ${report.macsVerified} MACs verified ${keysNote}` : ''} (${source})`);
+    const auth = unsignedAllowed ? `, NOT AUTHENTICATED: ${plural(report.unsigned, 'record')} from writers without a key` : '';
+    const vouched = report.vouched > 0 ? `, ${plural(report.vouched, 'record')} vouched for by a verified anchor` : '';
+    io.out(`audit log intact: ${report.entries} entries${head}, ${plural(report.macsVerified, 'record')} authenticated ${keysNote}${vouched}${auth}${anchor} (${source})`);
     return;
   }
-  io.out(`audit log TAMPERED: ${report.problems.length} problem${report.problems.length === 1 ? '' : 's'} in ${report.entries} entries${head} (${source})`);
+  io.out(`audit log TAMPERED: ${plural(report.problems.length, 'problem')} in ${report.entries} entries${head}${anchor} (${source})`);
   for (const p of report.problems) io.out(`  seq ${p.seq}${p.streamId ? ` [${p.streamId}]` : ''} ${p.problem}: ${safe(p.detail)}`);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Commands
 
-/** `palisade audit tail | export | verify`. Exit codes: 0 fine, 1 the log was tampered with, 2 bad usage or Redis unreachable. */
+/** `palisade audit tail | export | verify | keys | anchor`. Exit codes: 0 fine, 1 the log was tampered with (or is not proven intact), 2 bad usage or Redis unreachable. */
 export function registerAuditCommands(program: Command, io: AuditCommandIo, setExit: (code: number) => void): void {
   const redisOption = (): Option => new Option('--redis <url>', 'Redis URL').default(process.env.REDIS_URL ?? DEFAULT_REDIS_URL, '$REDIS_URL or redis://127.0.0.1:6379');
   const prefixOption = (): Option => new Option('--prefix <prefix>', 'key prefix shared by workers and producers').default('palisade');
@@ -212,7 +162,7 @@ export function registerAuditCommands(program: Command, io: AuditCommandIo, setE
 
   audit
     .command('export')
-    .description('Write the audit log as JSONL, one record per line with its hashes and MACs, for archiving or external verification')
+    .description('Write the audit log as JSONL, one record per line with its hashes and signatures, for archiving or external verification')
     .option('--run <id>', 'only the records of this run (their chain links cannot then be checked)')
     .option('--out <file>', 'write to this file instead of stdout')
     .addOption(redisOption())
@@ -243,39 +193,56 @@ export function registerAuditCommands(program: Command, io: AuditCommandIo, setE
       setExit(0);
     });
 
+  const keysFrom = (path: string): Promise<LoadedAuditKeys> => loadAuditKeysOr(path, io.fail);
+  const anchorsFrom = async (files: string[], keys: LoadedAuditKeys | undefined, prefix: string): Promise<AnchorSet> => {
+    if (!keys || keys.anchorKeys.size === 0) io.fail('--anchors needs the anchoring public key: --keys <dir or audit.pub.json> holding audit.pub.json or anchor.key.json (palisade audit keys writes them)');
+    for (const file of files) {
+      const info = await stat(file).catch((error: Error) => io.fail(`cannot read ${file}: ${error.message}`));
+      if (!info.isFile()) io.fail(`cannot read ${file}: not a file`);
+    }
+    return readAnchors(files.map((f) => new FileAnchorStore(f)), keys.anchorKeys, prefix);
+  };
+
   audit
     .command('verify')
-    .description('Check the chain, the head and (with --keys) every MAC; exit 0 when intact, 1 when tampered with')
-    .option('--keys <dir>', 'directory of writer key files (*.json: { "writer": ..., "audit": { "kid": ..., "secret": <base64> } })')
-    .option('--require-mac', 'with --keys: also fail records from writers that have no key file')
-    .option('--file <jsonl>', 'verify an export instead of Redis (a cut end of the log cannot be detected)')
+    .description("Check the chain, that the configured writer signed every record, and the anchors; exit 0 when intact, 1 when not")
+    .option('--keys <path>', 'the writers\' keys: a folder of key files, or audit.pub.json (from palisade audit keys)')
+    .option('--anchors <file>', 'anchor file (JSONL from palisade serve --anchor-file or palisade audit anchor); repeatable', (v: string, all: string[]) => [...all, v], [] as string[])
+    .option('--unanchored', 'check without anchors: records cut from the end with the head moved back then go unnoticed')
+    .option('--allow-unsigned', 'a development log written without keys: records of writers without a key pass, and NOTHING IS PROVEN about who wrote them')
+    .addOption(new Option('--require-mac', 'the default now').hideHelp())
+    .option('--file <jsonl>', 'verify an export instead of Redis (give --anchors: without them a cut end cannot be detected)')
     .option('--json', 'print the report as JSON')
     .addOption(redisOption())
     .addOption(prefixOption())
-    .action(async (flags: ConnFlags & { keys?: string; requireMac?: boolean; file?: string; json?: boolean }) => {
-      if (flags.requireMac && flags.keys === undefined) io.fail('--require-mac needs --keys <dir>');
-      let options: VerifyOptions = {};
-      let keysNote = '';
-      if (flags.keys !== undefined) {
-        try {
-          const loaded = await loadAuditKeys(flags.keys);
-          options = { keys: loaded.keys, requireMac: flags.requireMac === true };
-          keysNote = `with ${loaded.count} key${loaded.count === 1 ? '' : 's'} of ${loaded.writers} writer${loaded.writers === 1 ? '' : 's'}`;
-        } catch (error) {
-          if (error instanceof AuditKeyError) io.fail(error.message);
-          throw error;
-        }
+    .action(async (flags: ConnFlags & { keys?: string; anchors: string[]; unanchored?: boolean; allowUnsigned?: boolean; file?: string; json?: boolean }) => {
+      const unsignedOk = flags.allowUnsigned === true;
+      if (flags.keys === undefined && !unsignedOk) {
+        io.fail(`verify needs the writers' keys: --keys <dir> (${NO_KEYS_HINT}); a development log written without keys: --allow-unsigned, which proves nothing`);
       }
+      const keys = flags.keys !== undefined ? await keysFrom(flags.keys) : undefined;
+      if (keys && keys.count === 0 && !unsignedOk) io.fail(`no audit keys in ${flags.keys}: ${NO_KEYS_HINT}`);
+      if (flags.anchors.length === 0 && !flags.unanchored && !unsignedOk) {
+        io.fail('verify needs the anchors that pin the end of the log outside Redis: --anchors <file> (palisade serve --anchor-file, palisade audit anchor); --unanchored checks without them, and then records cut from the end go unnoticed');
+      }
+      const warnings: string[] = [];
+      if (unsignedOk) warnings.push('WARNING: --allow-unsigned: records of writers without a key pass unchecked. NOTHING IS PROVEN about who wrote them: anyone who can write Redis could have written or rewritten them.');
+      if (flags.anchors.length === 0) warnings.push('WARNING: no anchors: records cut from the end of the log, with the head moved back, go unnoticed.');
+      const options: VerifyOptions = {
+        ...(keys ? { keys: keys.secrets, publicKeys: keys.publicKeys } : {}),
+        ...(unsignedOk ? { allowUnsigned: true } : {}),
+        ...(flags.anchors.length > 0 ? { anchors: await anchorsFrom(flags.anchors, keys, flags.prefix) } : {}),
+      };
+      const keysNote = keys ? `with ${plural(keys.count, 'key')} of ${plural(keys.writers, 'writer')}` : 'with no keys';
       let report: VerifyReport;
       let source: string;
       if (flags.file !== undefined) {
         const path = flags.file;
         const input = createReadStream(path, 'utf8');
-        const opened = once(input, 'open').then(
+        const error = await once(input, 'open').then(
           () => undefined,
-          (error: Error) => error,
+          (e: Error) => e,
         );
-        const error = await opened;
         if (error) io.fail(`cannot read ${path}: ${error.message}`);
         report = await verifyExport(createInterface({ input, crlfDelay: Infinity }), options);
         source = path;
@@ -283,8 +250,62 @@ export function registerAuditCommands(program: Command, io: AuditCommandIo, setE
         report = await withLog(flags, (log) => log.verify(options));
         source = `${redactUrl(flags.redis)} prefix '${flags.prefix}'`;
       }
-      if (flags.json) io.out(JSON.stringify(report, null, 2));
-      else printReport(report, io, source, keysNote);
+      if (flags.json) io.out(JSON.stringify({ ...report, warnings }, null, 2));
+      else {
+        for (const w of warnings) io.out(w);
+        printReport(report, io, source, keysNote, unsignedOk);
+      }
       setExit(report.ok ? 0 : 1);
+    });
+
+  audit
+    .command('keys')
+    .description('Write <dir>/audit.pub.json (every writer\'s public key, for verifiers) and, if missing, <dir>/anchor.key.json (the anchoring key)')
+    .requiredOption('--keys <dir>', 'the folder of key files from palisade keys generate')
+    .option('--new-anchor-key', 'replace the anchoring key (the old public key stays listed, so its anchors still verify)')
+    .action(async (flags: { keys: string; newAnchorKey?: boolean }) => {
+      try {
+        const written = await writeAuditKeys(flags.keys, { newAnchorKey: flags.newAnchorKey === true });
+        io.out(`wrote ${written.publicFile}: ${plural(written.count, 'public key')} of ${plural(written.writers, 'writer')} and the anchoring keys`);
+        if (written.anchorCreated) io.out(`wrote ${written.anchorFile}: the anchoring key`);
+        io.out('Give audit.pub.json to whoever verifies (palisade serve --keys or --audit-keys, palisade audit verify --keys): it cannot sign anything.');
+        io.out('Give anchor.key.json only to whoever anchors (palisade serve --anchor-file, or palisade audit anchor run from cron).');
+      } catch (error) {
+        if (error instanceof AuditKeyError) io.fail(error.message);
+        throw error;
+      }
+      setExit(0);
+    });
+
+  audit
+    .command('anchor')
+    .description('Sign the head of the audit log and append it to an anchor file; exit 0 when anchored (or nothing new), 1 when the log is broken')
+    .requiredOption('--keys <path>', 'a folder (or file) holding anchor.key.json, and the writers\' keys to check the records with')
+    .requiredOption('--anchors <file>', 'the anchor file (JSONL) to append to')
+    .option('--full', 'check the whole log against every anchor, not only what came since the last one (starts a line of verified anchors)')
+    .addOption(redisOption())
+    .addOption(prefixOption())
+    .action(async (flags: ConnFlags & { keys: string; anchors: string; full?: boolean }) => {
+      const keys = await keysFrom(flags.keys);
+      const signer = keys.anchorSigner ?? io.fail(`no anchoring key in ${flags.keys}: palisade audit keys --keys <dir> creates anchor.key.json`);
+      const store = new FileAnchorStore(flags.anchors);
+      try {
+        const result = await withLog(flags, (log) =>
+          takeAnchor({ log, prefix: flags.prefix, store, signer, anchorKeys: keys.anchorKeys, keys: keys.secrets, publicKeys: keys.publicKeys, full: flags.full === true }),
+        );
+        if ('skipped' in result) io.out(`no anchor taken: ${result.skipped}`);
+        else {
+          const a = result.anchor;
+          const why = a.verified ? 'verified: every record up to it is authenticated' : `NOT verified: ${result.report.problems.length > 0 ? `${plural(result.report.problems.length, 'record')} not authenticated (palisade audit verify says which)` : result.report.unsigned > 0 ? `${plural(result.report.unsigned, 'record')} of writers without a key` : result.report.writers === 0 ? 'no writer keys' : 'the anchor before it was not verified (--full checks the whole log)'}`;
+          io.out(`anchored seq ${a.seq} (${a.hash.slice(0, 12)}…) at ${new Date(a.at).toISOString()} in ${flags.anchors}, having checked ${result.checked}: ${why}`);
+        }
+      } catch (error) {
+        if (!(error instanceof AnchorRefusedError)) throw error;
+        io.out(`no anchor taken: ${safe(error.message)}`);
+        for (const p of error.problems) io.out(`  seq ${p.seq}${p.streamId ? ` [${p.streamId}]` : ''} ${p.problem}: ${safe(p.detail)}`);
+        setExit(1);
+        return;
+      }
+      setExit(0);
     });
 }

@@ -1,7 +1,12 @@
+import { createPublicKey } from 'node:crypto';
+import { access } from 'node:fs/promises';
+import { join } from 'node:path';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import type { Agent } from '../../agents/agent.js';
 import { loadPolicy } from '../../guards/policy/load-policy.js';
 import { setupTracing } from '../../tracing/setup.js';
+import { FileAnchorStore } from '../audit/anchors.js';
+import { ANCHOR_KEY_FILE, loadAuditKeysOr, PUBLIC_KEYS_FILE, type LoadedAuditKeys } from '../audit/audit-keys.js';
 import { EDGE, loadKeyring } from '../identity/keyring.js';
 import { DEFAULT_REDIS_URL, pingRedis, redactUrl } from '../redis-url.js';
 import { Runtime } from '../runtime.js';
@@ -31,6 +36,41 @@ interface ServeFlags {
   jaegerUrl?: string;
   workers?: boolean;
   logLevel: string;
+  auditKeys?: string;
+  anchorFile?: string;
+  anchorKey?: string;
+  anchorEvery: number;
+}
+
+const exists = (path: string): Promise<boolean> => access(path).then(
+  () => true,
+  () => false,
+);
+
+/**
+ * The audit verification keys and anchoring of `serve`: `--audit-keys`, else `<keys>/audit.pub.json`; the
+ * anchoring key `--anchor-key`, else `<keys>/anchor.key.json`. Never the workers' own key files.
+ */
+async function auditSetup(flags: ServeFlags, io: ServeCommandIo): Promise<{ keys?: LoadedAuditKeys; anchors?: Parameters<typeof createServer>[0]['anchors'] }> {
+  const load = (path: string): Promise<LoadedAuditKeys> => loadAuditKeysOr(path, io.fail);
+  const fallback = async (name: string): Promise<string | undefined> => (flags.keys && (await exists(join(flags.keys, name))) ? join(flags.keys, name) : undefined);
+  const keysPath = flags.auditKeys ?? (await fallback(PUBLIC_KEYS_FILE));
+  const keys = keysPath !== undefined ? await load(keysPath) : undefined;
+  if (!keys || keys.count === 0) io.err(`palisade serve: no writers' audit keys (--audit-keys, or ${PUBLIC_KEYS_FILE} in --keys from palisade audit keys): the API and console call the audit log UNVERIFIED`);
+  const foreign = keys?.secretWriters.filter((w) => w !== EDGE) ?? [];
+  if (foreign.length > 0) io.err(`palisade serve: --audit-keys holds the audit secrets of ${foreign.join(', ')}: this process could sign as them; give it ${PUBLIC_KEYS_FILE} instead`);
+  const anchorKeyPath = flags.anchorKey ?? (await fallback(ANCHOR_KEY_FILE));
+  const signer = anchorKeyPath !== undefined ? ((await load(anchorKeyPath)).anchorSigner ?? io.fail(`${anchorKeyPath} holds no anchoring key`)) : undefined;
+  if (flags.anchorFile === undefined) {
+    io.err("palisade serve: no --anchor-file: the audit log's head is not anchored outside Redis, so whoever can write Redis can cut its end unnoticed; the API calls it unanchored");
+    return keys ? { keys } : {};
+  }
+  const anchorKeys = new Map(keys?.anchorKeys);
+  if (signer) anchorKeys.set(signer.kid, createPublicKey(signer.privateKey));
+  if (anchorKeys.size === 0) io.fail(`--anchor-file needs the anchoring public key (${PUBLIC_KEYS_FILE}) or key (${ANCHOR_KEY_FILE}): palisade audit keys writes both`);
+  if (!signer) io.err(`palisade serve: no anchoring key (--anchor-key or ${ANCHOR_KEY_FILE} in --keys): the anchors in ${flags.anchorFile} are checked but this server takes none (run palisade audit anchor periodically)`);
+  const anchors = { store: new FileAnchorStore(flags.anchorFile), keys: anchorKeys, everyMs: flags.anchorEvery * 1000, ...(signer ? { signer } : {}) };
+  return { ...(keys ? { keys } : {}), anchors };
 }
 
 function whole(min: number): (value: string) => number {
@@ -67,6 +107,7 @@ async function serve(modulePath: string | undefined, flags: ServeFlags, io: Serv
     if (error instanceof AuthConfigError) io.fail(error.message);
     throw error;
   }
+  const audit = await auditSetup(flags, io);
   const problem = await pingRedis(flags.redis);
   if (problem !== undefined) io.fail(`cannot reach Redis at ${redactUrl(flags.redis)}: ${problem}`);
 
@@ -93,6 +134,8 @@ async function serve(modulePath: string | undefined, flags: ServeFlags, io: Serv
     rateLimit: flags.rateLimit === 0 ? false : { max: flags.rateLimit, windowMs: flags.rateWindow * 1000 },
     bodyLimit: flags.bodyLimit,
     ...(flags.jaegerUrl ? { jaegerUrl: flags.jaegerUrl } : {}),
+    ...(audit.keys ? { auditKeys: audit.keys } : {}),
+    ...(audit.anchors ? { anchors: audit.anchors } : {}),
     logger: { level: flags.logLevel },
   });
   const address = await app.listen({ host: flags.host, port: flags.port });
@@ -139,6 +182,10 @@ export function registerServeCommand(program: Command, io: ServeCommandIo, setEx
     .option('--body-limit <bytes>', 'largest request body', whole(1024), 64 * 1024)
     .option('--jaeger-url <url>', 'base URL of the Jaeger UI, for trace links (e.g. http://localhost:16686)', httpUrl)
     .option('--workers', 'also run the module’s agents as workers in this process (development: it then holds their credentials)')
+    .option('--audit-keys <path>', `the writers' public audit keys, to verify every writer's records (default: ${PUBLIC_KEYS_FILE} in --keys, from palisade audit keys)`)
+    .option('--anchor-file <path>', "append-only JSONL file where the audit log's head is anchored outside Redis, and checked against")
+    .option('--anchor-key <file>', `the anchoring key, to take anchors (default: ${ANCHOR_KEY_FILE} in --keys)`)
+    .option('--anchor-every <seconds>', 'how often to anchor: records since the last anchor can be cut unnoticed', whole(1), 60)
     .addOption(new Option('--log-level <level>', 'request log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
     .action(async (modulePath: string | undefined, flags: ServeFlags) => setExit(await serve(modulePath, flags, io)));
 }

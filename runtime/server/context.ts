@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
-import type { AuditKeys } from '../audit/audit-record.js';
+import type { AnchorPublicKeys, AnchorStore } from '../audit/anchors.js';
+import type { AuditVerifyKeys } from '../audit/audit-keys.js';
 import type { Policy } from '../../guards/policy/policy.js';
 import type { Principal } from '../../agents/principal.js';
 import type { RunRecord, RunStore } from '../stores/run-store.js';
@@ -19,8 +20,8 @@ export interface ServerContext {
   access: Access;
   maxInputChars: number;
   jaeger?: { url: string; service: string };
-  /** The edge's own audit key, to check the MACs of the records it wrote. */
-  auditKeys?: AuditKeys;
+  /** What the audit log is verified with: the writers' keys (none: the API calls the log unverified), and the anchors' store and public keys (none: unanchored). */
+  audit: { keys?: AuditVerifyKeys; anchors?: { store: AnchorStore; keys: AnchorPublicKeys } };
   /** How long one wait for new run events blocks, in ms. */
   eventPollMs: number;
   /** An idle event stream sends a comment this often, so proxies keep it open. */

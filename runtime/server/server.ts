@@ -1,6 +1,11 @@
 import Fastify, { type FastifyInstance, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import type { Agent } from '../../agents/agent.js';
 import type { CompiledPolicy } from '../../guards/policy/policy-pipeline.js';
+import { PeriodicAnchoring } from '../audit/anchoring.js';
+import type { AnchorPublicKeys, AnchorSigner, AnchorStore } from '../audit/anchors.js';
+import type { AuditVerifyKeys } from '../audit/audit-keys.js';
+import { AuditLog } from '../audit/audit-log.js';
+import { checkAuditKeys } from '../audit/record-auth.js';
 import type { Policy } from '../../guards/policy/policy.js';
 import { EDGE, type Keyring } from '../identity/keyring.js';
 import { Runtime } from '../runtime.js';
@@ -54,6 +59,16 @@ export interface ServerOptions {
   streamLifetimeMs?: number;
   /** One verification of the whole audit log answers audit queries for this long (ms). Default 5000; 0 verifies every query. */
   auditVerifyReuseMs?: number;
+  /**
+   * The writers' public audit keys (audit.pub.json from `palisade audit keys`): every writer's records are
+   * verified with them. Without them the API calls the audit log unverified. The edge's own key file adds its own.
+   */
+  auditKeys?: AuditVerifyKeys;
+  /**
+   * Where the audit log's head is anchored outside Redis: the store, the anchoring public keys, and, for this
+   * server to take anchors itself every `everyMs` (default 60 s), the anchoring key. Without it the API calls the log unanchored.
+   */
+  anchors?: { store: AnchorStore; keys: AnchorPublicKeys; signer?: AnchorSigner; everyMs?: number };
   /** Fastify's logger settings; the Authorization header is always redacted. Default off. */
   logger?: boolean | { level: string };
 }
@@ -96,6 +111,13 @@ export async function createServer(options: ServerOptions): Promise<FastifyInsta
   app.addHook('onClose', () => runtime.close({ timeoutMs: 1000 }));
   const policy = options.policy && ('policy' in options.policy ? options.policy.policy : options.policy);
   const auditKey = options.keys?.audit.get(EDGE);
+  // The edge's own secret checks its own records from before signatures; it signs as nobody else.
+  const auditKeys: AuditVerifyKeys | undefined =
+    options.auditKeys || auditKey
+      ? { publicKeys: options.auditKeys?.publicKeys ?? {}, secrets: { ...options.auditKeys?.secrets, ...(auditKey ? { [EDGE]: { ...options.auditKeys?.secrets?.[EDGE], [auditKey.kid]: auditKey.secret } } : {}) } }
+      : undefined;
+  // Keys that contradict each other are a configuration error, said now rather than on every audit query.
+  if (auditKeys) checkAuditKeys(auditKeys);
   const jaegerUrl = options.jaegerUrl?.replace(/\/+$/, '');
   const ctx: ServerContext = {
     runtime,
@@ -106,7 +128,7 @@ export async function createServer(options: ServerOptions): Promise<FastifyInsta
     access: new Access(policy),
     maxInputChars: options.maxInputChars ?? 32_000,
     ...(jaegerUrl ? { jaeger: { url: jaegerUrl, service: options.jaegerService ?? process.env.OTEL_SERVICE_NAME ?? 'palisade' } } : {}),
-    ...(auditKey ? { auditKeys: { [EDGE]: { [auditKey.kid]: auditKey.secret } } } : {}),
+    audit: { ...(auditKeys ? { keys: auditKeys } : {}), ...(options.anchors ? { anchors: { store: options.anchors.store, keys: options.anchors.keys } } : {}) },
     eventPollMs: options.eventPollMs ?? 1000,
     heartbeatMs: options.heartbeatMs ?? 15_000,
     maxStreamsPerPrincipal: options.maxStreamsPerPrincipal ?? 8,
@@ -114,6 +136,22 @@ export async function createServer(options: ServerOptions): Promise<FastifyInsta
     auditVerifyReuseMs: options.auditVerifyReuseMs ?? 5000,
     streams: new Set(),
   };
+  const signer = options.anchors?.signer;
+  if (options.anchors && signer) {
+    const anchoring = new PeriodicAnchoring({
+      log: new AuditLog({ redis: ctx.redis, prefix, writer: EDGE }),
+      prefix,
+      store: options.anchors.store,
+      signer,
+      anchorKeys: options.anchors.keys,
+      ...(auditKeys ? { keys: auditKeys.secrets, publicKeys: auditKeys.publicKeys } : {}),
+      everyMs: options.anchors.everyMs ?? 60_000,
+      onError: (error) => app.log.error({ err: error }, 'audit anchoring: no anchor taken'),
+    });
+    anchoring.start();
+    // Before the runtime closes the connection it reads through.
+    app.addHook('preClose', () => anchoring.stop());
+  }
   // Open event streams would hold the close until their runs end.
   app.addHook('preClose', async () => {
     for (const stream of ctx.streams) stream.abort();

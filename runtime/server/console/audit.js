@@ -40,6 +40,7 @@ export function auditView(view, runId, limit, reload) {
       verification.replaceChildren(...verificationBanner(report));
       verification.className = `verification ${report.ok ? 'ok' : 'bad'}`;
       verification.setAttribute('data-ok', String(report.ok));
+      verification.setAttribute('data-status', report.status);
       body.replaceChildren(
         ...entries.map((e) =>
           h(
@@ -57,7 +58,7 @@ export function auditView(view, runId, limit, reload) {
             h('td', {}, h('span', { class: `verdict ${e.outcome}` }, e.outcome)),
             h('td', {}, (e.reasons ?? []).join('; ')),
             h('td', {}, e.risk === undefined ? '' : risk(e.risk)),
-            h('td', { title: e.kid ? `key ${e.kid}` : undefined }, e.mac ? 'MAC' : 'none'),
+            h('td', { title: e.kid ? `key ${e.kid}` : undefined }, e.mac ? 'MAC' : e.kid ? 'signed' : 'none'),
           ),
         ),
       );
@@ -70,7 +71,7 @@ export function auditView(view, runId, limit, reload) {
 
   view.replaceChildren(
     h('h2', {}, 'Audit log'),
-    h('p', {}, 'The append-only, hash-chained record of every decision and action. The server checks the chain as it reads it.'),
+    h('p', {}, 'The append-only, hash-chained record of every decision and action, each signed by its writer. The server checks the chain, the signatures and the anchors as it reads it.'),
     form,
     verification,
     h(
@@ -88,13 +89,21 @@ export function auditView(view, runId, limit, reload) {
   return () => {};
 }
 
-/** The verification comes first and loud: a log whose chain is broken cannot be taken at its word. */
+/** What each status means, first and loud: a log that is not proven intact cannot be taken at its word. */
+const HEADLINES = {
+  verified: ['audit-verified', '✓ Verified: every record is signed by its writer and the chain is intact up to the latest anchor. '],
+  unanchored: ['audit-unanchored', '⚠ Unanchored: every record is signed by its writer and the chain is intact, but no anchor outside Redis pins its end: records cut from the end would go unnoticed. '],
+  unverified: ['audit-unverified', '⚠ Unverified: the server was given no writers’ audit keys, so nothing here proves who wrote these records; only the chain was checked. '],
+};
+
 function verificationBanner(report) {
+  const anchor = report.anchor ? `, anchored at #${report.anchor.seq} ${dateTime(report.anchor.at)}${report.anchor.verified ? ' (verified)' : ''}, ${report.sinceAnchor ?? 0} since` : report.anchor === null ? ', no anchor taken yet' : '';
   const summary =
     report.entries === undefined
       ? 'The whole log was checked.'
-      : `The whole log was checked: ${report.entries} entries, ${report.macsVerified} of the edge's MACs verified${report.head ? `, head at #${report.head.seq}` : ''}.`;
-  if (report.ok) return [h('strong', { testid: 'audit-verified' }, '✓ Verified: the chain is intact. '), summary];
+      : `The whole log was checked: ${report.entries} entries, ${report.macsVerified} authenticated by their writer${report.unsigned ? `, ${report.unsigned} from writers without a key` : ''}${report.head ? `, head at #${report.head.seq}` : ''}${anchor}.`;
+  const headline = HEADLINES[report.status];
+  if (headline) return [h('strong', { testid: headline[0] }, headline[1]), summary];
   const { problems, problemCount } = report;
   const shown = problems.length < problemCount ? ` (the first ${problems.length} listed)` : '';
   return [

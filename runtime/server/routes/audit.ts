@@ -1,3 +1,4 @@
+import { readAnchors } from '../../audit/anchors.js';
 import { AuditLog } from '../../audit/audit-log.js';
 import type { AuditRecord } from '../../audit/audit-record.js';
 import type { VerifyReport } from '../../audit/chain-verifier.js';
@@ -14,14 +15,31 @@ const PAGE = 500;
 const MAX_SCAN = 20_000;
 const MAX_PROBLEMS = 100;
 
+type Status = 'verified' | 'unanchored' | 'unverified' | 'tampered';
+
 export function auditRoutes(ctx: ServerContext): Route[] {
   // Reading only: this instance never appends, so its writer name matters not.
   const log = new AuditLog({ redis: ctx.redis, prefix: ctx.prefix, writer: EDGE });
   // Verifying reads and hashes the whole log: concurrent queries share one pass, and a result serves for a short while.
-  let last: { at: number; report: Promise<VerifyReport> } | undefined;
-  const verified = (): Promise<VerifyReport> => {
+  let last: { at: number; report: Promise<{ report: VerifyReport; status: Status }> } | undefined;
+  const { keys, anchors } = ctx.audit;
+  // Without the writers' public keys only the edge's own records can be checked: the rest is unverified, not tampered.
+  const everyWriter = keys !== undefined && Object.keys(keys.publicKeys).length > 0;
+  const check = async (): Promise<{ report: VerifyReport; status: Status }> => {
+    const report = await log.verify({
+      ...(keys ? { keys: keys.secrets ?? {}, publicKeys: keys.publicKeys } : {}),
+      ...(everyWriter ? {} : { allowUnsigned: true }),
+      ...(anchors ? { anchors: await readAnchors([anchors.store], anchors.keys, ctx.prefix) } : {}),
+      // Signatures up to a verified anchor were checked by its anchorer; the chain must still lead to it.
+      trustVouched: true,
+    });
+    // A log that no anchor pins yet is no better than one without anchors.
+    const anchored = anchors !== undefined && (report.anchor || report.entries === 0);
+    return { report, status: !report.ok ? 'tampered' : !everyWriter ? 'unverified' : !anchored ? 'unanchored' : 'verified' };
+  };
+  const verified = (): Promise<{ report: VerifyReport; status: Status }> => {
     if (last && Date.now() - last.at < ctx.auditVerifyReuseMs) return last.report;
-    const report = log.verify(ctx.auditKeys ? { keys: ctx.auditKeys } : {});
+    const report = check();
     const entry = { at: Date.now(), report };
     last = entry;
     report.catch(() => {
@@ -36,7 +54,7 @@ export function auditRoutes(ctx: ServerContext): Route[] {
       tag: 'audit',
       summary: 'Audit records, newest first, and whether the hash chain is intact (needs read:audit)',
       query: AuditQuery,
-      ok: { status: 200, description: "records matching the filters, and the verification of the whole log (the edge's own MACs checked; at most a few seconds old)", schema: AuditOut },
+      ok: { status: 200, description: "records matching the filters, and the verification of the whole log (every writer's signatures with the keys the server was given, the anchors; at most a few seconds old)", schema: AuditOut },
       errors: [403],
       handler: async ({ principal, query }) => {
         if (!ctx.access.holds(principal, EDGE_PERMISSIONS.readAudit)) throw forbidden(`'${principal.id}' may not read the audit log: that needs ${EDGE_PERMISSIONS.readAudit}`);
@@ -66,16 +84,22 @@ export function auditRoutes(ctx: ServerContext): Route[] {
           }
           end = `(${rows[rows.length - 1]![0]}`;
         }
-        const report = await verified();
+        const { report, status } = await verified();
+        const ok = status === 'verified';
         // The whole log holds every tenant's records: a tenant's auditor learns whether it is intact, not what it holds.
         const verification =
           principal.tenant !== undefined
-            ? { ok: report.ok, problemCount: report.problems.length, problems: [] }
+            ? { ok, status, problemCount: report.problems.length, problems: [] }
             : {
-                ok: report.ok,
+                ok,
+                status,
                 entries: report.entries,
-                macsVerified: report.macsVerified,
+                // Checked here, or by whoever took the verified anchor that vouches for them.
+                macsVerified: report.macsVerified + report.vouched,
+                unsigned: report.unsigned,
                 head: report.head ?? null,
+                ...(report.anchor !== undefined ? { anchor: report.anchor && { seq: report.anchor.seq, at: report.anchor.at, verified: report.anchor.verified } } : {}),
+                ...(report.sinceAnchor !== undefined ? { sinceAnchor: report.sinceAnchor } : {}),
                 problemCount: report.problems.length,
                 problems: report.problems.slice(0, MAX_PROBLEMS).map((p) => ({ seq: p.seq, problem: p.problem, detail: p.detail })),
               };
