@@ -16,6 +16,7 @@ import { report, scaleReport, scannersReport, summarize, tracingReport, type Tra
 import { benchScale } from './scale.js';
 import { fmt, latencyStats, median, percentile, round } from './stats.js';
 import { benchPipeline } from './pipeline.js';
+import { benchSignatures } from './signatures.js';
 import { benchScanners } from './scanners.js';
 import { startOtlpReceiver } from './otlp-receiver.js';
 import { setupTracing } from '../tracing/setup.js';
@@ -279,10 +280,12 @@ async function main(admin: Redis): Promise<void> {
 
   log('  guard pipeline cost per stage…');
   const guards = await benchPipeline();
+  log("  the edge's signatures: per run, per hop…");
+  const signatures = await benchSignatures();
   const summary = summarize(samples, probes);
   log('  content scanners (ordinary text, crafted 1 MB inputs)…');
   const scanners = await benchScanners();
-  const text = `${report(summary, config)}\n\n${tracingTable}\n\n${scaleTable}\n\n${guards.table}\n\n${scannersReport(scanners)}`;
+  const text = `${report(summary, config)}\n\n${tracingTable}\n\n${scaleTable}\n\n${guards.table}\n\n${signatures.table}\n\n${scannersReport(scanners)}`;
   process.stdout.write(`\n${text}\n\n`);
 
   const result = {
@@ -297,6 +300,7 @@ async function main(admin: Redis): Promise<void> {
       memory: { ...scale.memory, inFlightBytesPerRun: Math.round(scale.memory.inFlightBytesPerRun), finishedBytesPerRun: Math.round(scale.memory.finishedBytesPerRun) },
     },
     guardPipeline: guards.stages,
+    signatures: signatures.costs.map((c) => ({ ...c, p50us: round(c.p50us, 1), p99us: round(c.p99us, 1) })),
     scanners,
     samples: samples.map(({ hopLatencyMs, ...s }) => ({
       ...s,

@@ -19,14 +19,37 @@ export type Budget = z.infer<typeof BudgetSchema>;
 export const AuthSchema = z.object({ kid: z.string().max(64), mac: z.string().max(128) }).strict();
 export type Auth = z.infer<typeof AuthSchema>;
 
-/** The edge vouching for who a run acts for, and with what budget: one MAC per agent, with the edge's key for it. */
-export const GrantSchema = z
+/**
+ * What the edge vouches for when it starts a run: who it acts for, with what budget, until when,
+ * and the run's first message exactly, so the grant cannot start any other.
+ */
+export const GrantClaimSchema = z
   .object({
     runId: z.string().uuid(),
     principal: PrincipalSchema,
     budget: BudgetSchema,
+    /** The agent the run starts at. */
+    agent: z.string().min(1).max(64),
+    /** The start envelope's message id and the SHA-256 (base64url) of its messages as sent. */
+    messageId: z.string().min(1).max(200),
+    input: z.string().length(43),
     issuedAt: z.number().int().positive(),
-    macs: z.record(z.string(), AuthSchema),
+    /** No agent acts on the grant after this: the run's deadline, or the edge's limit on a run's life. */
+    expiresAt: z.number().int().positive(),
+  })
+  .strict();
+export type GrantClaim = z.infer<typeof GrantClaimSchema>;
+
+/**
+ * The edge's grant: its claim as the JSON text it signed (carried as text, so nothing a copy or a
+ * parse does can change the signed bytes) and its Ed25519 signature, which every agent verifies
+ * with the edge's public key and no worker can make.
+ */
+export const GrantSchema = z
+  .object({
+    claim: z.string().min(2).max(64 * 1024),
+    kid: z.string().max(64),
+    sig: z.string().max(128),
   })
   .strict();
 export type Grant = z.infer<typeof GrantSchema>;

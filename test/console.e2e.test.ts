@@ -13,11 +13,14 @@ import * as scripts from '../examples/support/scripts.js';
 import { createSupportAgents } from '../examples/support/system.js';
 import { loadPolicy } from '../guards/policy/load-policy.js';
 import type { CompiledPolicy } from '../guards/policy/policy-pipeline.js';
+import { FileAnchorStore } from '../runtime/audit/anchors.js';
+import { loadAuditKeys } from '../runtime/audit/audit-keys.js';
 import { EDGE, generateKeys, loadKeyring } from '../runtime/identity/keyring.js';
 import { Runtime } from '../runtime/runtime.js';
 import { AuthConfigSchema, createAuthenticator, hashApiKey } from '../runtime/server/auth.js';
 import { createServer } from '../runtime/server/server.js';
 import { BullMQTransport } from '../runtime/transports/bullmq-transport.js';
+import { runAuditCli } from './support/audit-cli.js';
 import { deleteKeys, REDIS_URL, uniquePrefix } from './support/redis.js';
 
 /**
@@ -88,6 +91,8 @@ describe('operator console in a browser', () => {
     keysDir = await mkdtemp(join(tmpdir(), 'palisade-console-'));
     const agents = createSupportAgents({ model });
     await generateKeys(keysDir, agents);
+    expect((await runAuditCli(['keys', '--keys', keysDir])).code).toBe(0);
+    const publicKeys = await loadAuditKeys(join(keysDir, 'audit.pub.json'));
     const loaded = await loadPolicy('examples/support/policy.yaml');
     // The support policy plus an operations role that may read every run and the audit log.
     const policy: CompiledPolicy = { ...loaded, policy: { ...loaded.policy, roles: { ...loaded.policy.roles, auditor: ['read:runs', 'read:audit'] } } };
@@ -106,6 +111,8 @@ describe('operator console in a browser', () => {
       policy,
       agents: createSupportAgents(),
       keys: await loadKeyring(keysDir, [EDGE]),
+      auditKeys: publicKeys,
+      anchors: { store: new FileAnchorStore(join(keysDir, 'anchors.jsonl')), keys: publicKeys.anchorKeys },
       jaegerUrl: JAEGER,
       eventPollMs: 200,
       // The test tampers with the log and looks again at once.
@@ -237,6 +244,13 @@ describe('operator console in a browser', () => {
     expect(await field('approval-agent')).toBe('billing');
     expect(await field('approval-action')).toBe('tool issue_refund');
     expect(JSON.parse(await field('approval-arguments'))).toEqual({ orderId: 'ORD-5004', amountCents: 34900, reason: 'customer request' });
+    // Where each value came from, and that the server verified the request (no banner).
+    expect(await card.getByTestId('approval-source').allTextContents()).toEqual([
+      "orderId: ORD-5004 — from the user's request",
+      'amountCents: 34900 — from a trusted tool (lookup_order)',
+      'reason: customer request — from no source: the model wrote it',
+    ]);
+    expect(await card.getByTestId('approval-verification').isVisible()).toBe(false);
     expect(await field('approval-reasons')).toMatch(/refund-approval/);
     expect(await field('approval-risk')).toBe('0.70');
     expect(await field('approval-label')).toMatch(/confidential · .*pii/);
@@ -270,6 +284,29 @@ describe('operator console in a browser', () => {
     expect(await watcher.getByTestId('label-entry').count()).toBeGreaterThan(0);
     expect(await watcher.getByTestId('trace-link').getAttribute('href')).toMatch(new RegExp(`^${JAEGER}/search\\?service=`));
     expect(await watcher.getByTestId('timeline-event').last().getAttribute('data-type')).toBe('run.completed');
+  });
+
+  it('a request altered in Redis is flagged on the approver’s card, its content withheld, and cannot be decided', { timeout: 180_000 }, async () => {
+    const runId = await startRun(users.grace, 'Refund my standing desk, order ORD-5005. My e-mail is grace@example.com');
+    const approver = await signIn(users.finance);
+    const card = await cardFor(approver, runId);
+    const id = (await card.getAttribute('data-approval-id'))!;
+    // Someone with Redis access makes the refund look smaller.
+    const redis = new Redis(REDIS_URL);
+    const key = `${prefix}:approval:${id}`;
+    const original = (await redis.get(key))!;
+    await redis.set(key, JSON.stringify({ ...JSON.parse(original), arguments: '{"orderId":"ORD-5005","amountCents":100}', risk: 0.05 }), 'KEEPTTL');
+    const banner = card.getByTestId('approval-verification');
+    await eventually('the refresh to flag the request', async () => (await banner.getAttribute('data-status')) === 'refused');
+    expect(await banner.textContent()).toMatch(/^This request failed verification and cannot be decided: the approval request is not authentic/);
+    expect(await card.getByTestId('approval-arguments').textContent()).toBe('(withheld)');
+    expect(await card.getByRole('button', { name: 'Approve' }).isVisible()).toBe(false);
+    // Put back, it is the agent's again, and the approver denies it.
+    await redis.set(key, original, 'KEEPTTL');
+    redis.disconnect();
+    await eventually('the refresh to clear the flag', async () => (await banner.getAttribute('data-status')) === 'verified');
+    await card.getByRole('button', { name: 'Deny' }).click();
+    await approver.getByTestId('decision-result').waitFor();
   });
 
   it('a denial, with attacker-written text in the arguments and the input shown as text and never run', { timeout: 180_000 }, async () => {
@@ -306,11 +343,13 @@ describe('operator console in a browser', () => {
 
     await go(operator, `#/runs/${runId}`);
     await waitForStatus(operator, 'completed');
+    // The operator's periodic anchor (palisade audit anchor) pins the log's end outside Redis.
+    expect((await runAuditCli(['anchor', '--keys', keysDir, '--anchors', join(keysDir, 'anchors.jsonl'), '--prefix', prefix])).code).toBe(0);
     await operator.getByTestId('run-audit-link').click();
     const banner = operator.getByTestId('audit-verification');
     await eventually('the verification', async () => (await banner.getAttribute('data-ok')) !== null);
     expect(await banner.getAttribute('data-ok')).toBe('true');
-    expect(await banner.textContent()).toMatch(/✓ Verified: the chain is intact\. The whole log was checked: \d+ entries, \d+ of the edge's MACs verified/);
+    expect(await banner.textContent()).toMatch(/✓ Verified: every record is signed by its writer and the chain is intact up to the latest anchor\. The whole log was checked: \d+ entries, \d+ authenticated by their writer, head at #\d+, anchored at #\d+ .* \(verified\), \d+ since\./);
     const actions = await operator.getByTestId('audit-entry').locator('td:nth-child(8)').allTextContents();
     expect(actions).toEqual(expect.arrayContaining(['run.started', 'approval.requested', 'approval.decided', 'tool.executed', 'run.completed']));
     expect(await operator.getByTestId('audit-run').inputValue()).toBe(runId);

@@ -175,7 +175,7 @@ function startEnvelope(rig: Rig, runId: string, agent: string, content = 'hello'
   };
   const auth = rig.edgeAuth;
   if (!auth) return envelope;
-  return auth.seal({ ...envelope, grant: auth.grant(runId, principal, envelope.budget, envelope.issuedAt, auth.keyring.receiversOf(EDGE)) });
+  return auth.sealStart(envelope);
 }
 
 async function collect(run: Run): Promise<RunEvent[]> {

@@ -12,6 +12,8 @@ export interface TracedValue {
   path: string;
   value: string;
   provenance: Provenance;
+  /** The first context item of that provenance holding the value: where an approver is told it came from. */
+  from?: Pick<ContextItem, 'source' | 'name'>;
 }
 
 // Free text (bodies, reasons) is composed by the model; what matters is identifiers and amounts.
@@ -85,12 +87,12 @@ const normalise = (s: string): string => s.toLowerCase().replace(/(?<=\d)[ ,](?=
  */
 export function traceArguments(args: Record<string, unknown> | undefined, history: readonly ContextItem[]): TracedValue[] {
   if (!args) return [];
-  const trusted: Array<{ text: string; compact?: string }> = [];
+  const trusted: Array<{ text: string; compact?: string; item: ContextItem }> = [];
   const untrusted: typeof trusted = [];
   const instructed: typeof trusted = [];
   for (const item of history) {
     const bucket = item.label.integrity !== 'untrusted' ? trusted : item.flags?.includes('instructions') ? instructed : untrusted;
-    bucket.push({ text: normalise(item.content) });
+    bucket.push({ text: normalise(item.content), item });
   }
   // Spaces taken out only when a spaced code is looked for.
   const compact = (t: { text: string; compact?: string }) => (t.compact ??= t.text.replace(/\s+/g, ''));
@@ -100,9 +102,10 @@ export function traceArguments(args: Record<string, unknown> | undefined, histor
     const alt = value.replace(/\.0+$/, '');
     const code = isSpacedCode(raw) ? value.replace(/\s+/g, '') : undefined;
     const seen = (texts: typeof trusted) =>
-      texts.some((t) => contains(t.text, value) || (alt !== value && contains(t.text, alt)) || (code !== undefined && compact(t).includes(code)));
-    const provenance: Provenance = seen(trusted) ? 'trusted' : seen(untrusted) ? 'untrusted' : seen(instructed) ? 'instructed' : 'unseen';
-    traced.push({ path, value: raw, provenance });
+      texts.find((t) => contains(t.text, value) || (alt !== value && contains(t.text, alt)) || (code !== undefined && compact(t).includes(code)));
+    const found = seen(trusted) ?? seen(untrusted) ?? seen(instructed);
+    const provenance: Provenance = !found ? 'unseen' : found.item.label.integrity !== 'untrusted' ? 'trusted' : found.item.flags?.includes('instructions') ? 'instructed' : 'untrusted';
+    traced.push({ path, value: raw, provenance, ...(found ? { from: { source: found.item.source, ...(found.item.name ? { name: found.item.name } : {}) } } : {}) });
   }
   return traced;
 }

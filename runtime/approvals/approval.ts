@@ -1,11 +1,37 @@
+import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { LabelSchema } from '../../agents/label.js';
+import { canonicalJson } from '../audit/canonical-json.js';
 import { AuthSchema } from '../envelope.js';
+import { SignatureSchema } from '../identity/edge-keys.js';
 import { PrincipalSchema } from '../../agents/principal.js';
+
+/** Where a value in the arguments was found, as the approver is told. */
+export const ORIGINS = ['user', 'tool', 'agent', 'third_party', 'instructions', 'model'] as const;
+
+/**
+ * One identifying value of a tool call's arguments (a recipient, an account, an amount) and where it
+ * came from: `user` the principal's request, `tool` a trusted tool's result, `agent` a delegate's
+ * answer, `third_party` content anyone could write (`instructions`: such content that reads as orders
+ * to the agent), `model` none of these (the model wrote it).
+ */
+export const ValueSourceSchema = z
+  .object({
+    /** Where the value sits in the arguments, e.g. `to` or `recipients.0`. */
+    path: z.string().max(200),
+    /** The value as the approver may see it: identifiers partly masked (`GB29…6819`), secrets withheld. */
+    value: z.string().max(200),
+    origin: z.enum(ORIGINS),
+    /** The tool or agent whose output held it. */
+    via: z.string().max(64).optional(),
+  })
+  .strict();
+export type ValueSource = z.infer<typeof ValueSourceSchema>;
 
 /**
  * What an approver sees and decides on: written by the worker that paused on an `escalate`
- * decision, and authenticated by it, so that what is shown is what will run.
+ * decision and MAC'd by it on its link to the edge, which checks it before showing it, so that
+ * what is shown is what the agent wrote and what will run.
  */
 export const ApprovalRequestSchema = z
   .object({
@@ -19,8 +45,10 @@ export const ApprovalRequestSchema = z
     /** The tool or the target agent. */
     subject: z.string().min(1).max(64),
     callId: z.string().max(200),
-    /** The arguments as the approver may see them: PII and secrets redacted. */
+    /** The arguments as the approver may see them: identifiers partly masked, secrets withheld. */
     arguments: z.string().max(64 * 1024),
+    /** For a tool call: where its identifying values came from. */
+    sources: z.array(ValueSourceSchema).max(100).optional(),
     /** SHA-256 of the exact arguments: an approval covers this call and no other. */
     argsHash: z.string().length(64),
     reasons: z.array(z.string()),
@@ -51,7 +79,11 @@ export const ApprovalDecisionSchema = z
     at: z.number().int().positive(),
     note: z.string().max(2000).optional(),
     argsHash: z.string().length(64),
-    /** The edge's MAC for the waiting agent (a decision), or the agent's own (an expiry). */
+    /** {@link approvalDigest} of the request the approver was shown: the waiting agent acts only if it is the one it wrote. */
+    requestDigest: z.string().length(64),
+    /** The edge's signature, on an approver's decision. */
+    signature: SignatureSchema.optional(),
+    /** The waiting agent's own MAC on its link to the edge, on an expiry. */
     auth: AuthSchema.optional(),
   })
   .strict();
@@ -61,6 +93,21 @@ export interface ApprovalState {
   request: ApprovalRequest;
   decision?: ApprovalDecision;
 }
+
+/**
+ * Whether the edge could check that a request is what its agent wrote: `verified`; `refused` (not
+ * authentic, altered, or its decision not authentic) with the reason; `unauthenticated` when this
+ * process holds no keys, so nothing is checked (development only).
+ */
+export type Verification = { status: 'verified' } | { status: 'unauthenticated' } | { status: 'refused'; problem: string };
+
+/** A request as the edge shows it: with what its check found. */
+export interface ReviewedApproval extends ApprovalState {
+  verification: Verification;
+}
+
+/** SHA-256 of the whole request as its agent wrote it (without its MAC): what a decision binds. */
+export const approvalDigest = (request: ApprovalRequest): string => createHash('sha256').update(canonicalJson({ ...request, auth: undefined })).digest('hex');
 
 /** The permission that lets a principal decide on a request about `subject`. */
 export const approverPermission = (kind: ApprovalRequest['kind'], subject: string): string => `approve:${kind === 'tool' ? 'tool' : 'agent'}:${subject}`;

@@ -1,19 +1,21 @@
 import { permissionsOf, permits } from '../../guards/builtin/context.js';
 import type { Policy } from '../../guards/policy/policy.js';
-import type { ApprovalDecision, ApprovalState } from './approval.js';
+import { approvalDigest, ApprovalDecisionSchema, ApprovalRequestSchema, type ApprovalDecision, type ApprovalState, type ReviewedApproval } from './approval.js';
 import { recordRunEvent, type AuditSink } from '../audit/audit-trail.js';
 import type { EnvelopeAuth } from '../identity/envelope-auth.js';
 import type { RunEventInput } from '../events.js';
-import { EDGE } from '../identity/keyring.js';
 import { PrincipalSchema, type Principal, type PrincipalInput } from '../../agents/principal.js';
 import type { Transport } from '../transports/transport.js';
 
-/** A decision that cannot be made: unknown request, already decided or expired, or a decider without the permission. */
+/**
+ * A decision that cannot be made: unknown request, already decided or expired, a decider without the
+ * permission, a request that fails verification (`unverifiable`), or an edge without its keys (`invalid`).
+ */
 export class ApprovalError extends Error {
   override readonly name = 'ApprovalError';
   constructor(
     message: string,
-    readonly code: 'not_found' | 'decided' | 'expired' | 'forbidden' | 'invalid',
+    readonly code: 'not_found' | 'decided' | 'expired' | 'forbidden' | 'invalid' | 'unverifiable',
   ) {
     super(message);
   }
@@ -23,7 +25,7 @@ export interface ApprovalsOptions {
   transport: Transport;
   /** The policy whose roles say who holds `approve:...` permissions. */
   policy?: Policy;
-  /** The edge's keys: a decision is authenticated for the waiting agent, which refuses one without. */
+  /** The edge's keys: requests are checked before they are shown or decided, and decisions signed for the waiting agent, which refuses one without. */
   auth?: EnvelopeAuth;
   /** The edge's audit log. */
   audit?: AuditSink;
@@ -36,9 +38,10 @@ export interface DecideOptions {
   note?: string;
 }
 
-/** Whether a principal may decide on a request, and why not. */
-export function mayDecide(policy: Policy | undefined, by: Principal, state: ApprovalState): string | undefined {
+/** Whether a principal may decide on a request, and why not; a request that failed verification may not be decided by anyone. */
+export function mayDecide(policy: Policy | undefined, by: Principal, state: ApprovalState & { verification?: ReviewedApproval['verification'] }): string | undefined {
   const { request } = state;
+  if (state.verification?.status === 'refused') return `the request failed verification: ${state.verification.problem}`;
   if (!policy || !permits(permissionsOf(policy, by.roles), request.permission)) return `'${by.id}' lacks the permission ${request.permission}`;
   if (!request.selfApproval && by.id === request.principal.id) return `'${by.id}' started this run and may not decide on its own request`;
   return undefined;
@@ -52,23 +55,66 @@ export class Approvals {
     return this.options.transport.store;
   }
 
-  /** Requests waiting for a decision, oldest first (expired ones stay until their worker notices). */
-  pending(): Promise<ApprovalState[]> {
-    return this.store.pendingApprovals();
+  /**
+   * Requests waiting for a decision, oldest first (expired ones stay until their worker notices), each
+   * with its verification; one too malformed to show is left out (`get` says why).
+   */
+  async pending(): Promise<ReviewedApproval[]> {
+    const states = await this.store.pendingApprovals();
+    return states.flatMap((state) => {
+      const reviewed = this.review(state, state.request?.id);
+      return typeof reviewed === 'string' ? [] : [reviewed];
+    });
   }
 
-  async get(id: string): Promise<ApprovalState> {
-    const state = await this.store.getApproval(id);
-    if (!state) throw new ApprovalError(`no approval request '${id}'`, 'not_found');
-    return state;
+  /** One request with its verification. */
+  async get(id: string): Promise<ReviewedApproval> {
+    return (await this.load(id)).reviewed;
   }
 
-  /** Records an approval or denial and wakes the waiting run. */
+  /** The request as read (what MACs and digests cover) and as reviewed, from one read. */
+  private async load(id: string): Promise<{ raw: ApprovalState; reviewed: ReviewedApproval }> {
+    const raw = await this.store.getApproval(id);
+    if (!raw) throw new ApprovalError(`no approval request '${id}'`, 'not_found');
+    const reviewed = this.review(raw, id);
+    if (typeof reviewed === 'string') throw new ApprovalError(`request '${id}' cannot be shown: ${reviewed}`, 'unverifiable');
+    return { raw, reviewed };
+  }
+
+  /**
+   * Checks a request as read from Redis: its shape, that the agent it names wrote it (its MAC on the
+   * link agent → edge) under this id, and that its decision, if any, is authentic. Returns why it
+   * cannot even be shown (malformed), or the request with what the check found.
+   */
+  private review(raw: ApprovalState, id: string | undefined): ReviewedApproval | string {
+    const request = ApprovalRequestSchema.safeParse(raw.request);
+    if (!request.success) return `it is malformed (${request.error.issues[0]?.path.join('.') || '(root)'}: ${request.error.issues[0]?.message ?? 'invalid'})`;
+    const decision = raw.decision === undefined ? undefined : ApprovalDecisionSchema.safeParse(raw.decision);
+    const state: ApprovalState = { request: request.data, ...(decision?.success ? { decision: decision.data } : {}) };
+    const auth = this.options.auth;
+    if (!auth) return { ...state, verification: { status: 'unauthenticated' } };
+    const problem =
+      (request.data.id !== id ? `it is stored under another id ('${id}')` : undefined) ??
+      // The MACs cover the request and decision as their writers wrote them, which the store's JSON.parse gives back.
+      auth.checkApprovalRequest(raw.request) ??
+      (decision && !decision.success ? 'its decision is malformed' : undefined) ??
+      (raw.decision ? auth.checkDecision(request.data.agent, raw.decision) : undefined) ??
+      (raw.decision && raw.decision.requestDigest !== approvalDigest(raw.request) ? 'its decision was made on another request' : undefined);
+    return { ...state, verification: problem ? { status: 'refused', problem } : { status: 'verified' } };
+  }
+
+  /**
+   * Records an approval or denial and wakes the waiting run. Only a verified request is decided, and
+   * the decision binds its digest: the waiting agent acts only if it is the request it wrote.
+   */
   async decide(id: string, options: DecideOptions): Promise<ApprovalDecision> {
     const by = PrincipalSchema.safeParse(options.by);
     if (!by.success) throw new ApprovalError(`invalid decider: ${by.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`, 'invalid');
-    const state = await this.get(id);
+    const auth = this.options.auth;
+    if (auth && !auth.keyring.edge.canSign) throw new ApprovalError(`this process holds no signing key of the edge: load the edge's key file (edge.json) to decide`, 'invalid');
+    const { raw, reviewed: state } = await this.load(id);
     const { request } = state;
+    if (state.verification.status === 'refused') throw new ApprovalError(`request '${id}' cannot be decided: it failed verification (${state.verification.problem})`, 'unverifiable');
     if (state.decision) throw new ApprovalError(`request '${id}' was already ${state.decision.status}${state.decision.by ? ` by ${state.decision.by.id}` : ''}`, 'decided');
     if (Date.now() >= request.expiresAt) throw new ApprovalError(`request '${id}' expired at ${new Date(request.expiresAt).toISOString()}`, 'expired');
     const run = await this.store.getRun(request.runId);
@@ -83,9 +129,8 @@ export class Approvals {
       at: Date.now(),
       ...(note ? { note } : {}),
       argsHash: request.argsHash,
+      requestDigest: approvalDigest(raw.request),
     };
-    const auth = this.options.auth;
-    if (auth && !auth.keyring.has(EDGE, request.agent)) throw new ApprovalError(`this process holds no edge key for '${request.agent}': load the edge's key file to decide`, 'invalid');
     if (!(await this.store.decideApproval(auth ? auth.sealDecision(request.agent, decision) : decision))) {
       const now = await this.store.getApproval(id);
       throw new ApprovalError(`request '${id}' was decided meanwhile (${now?.decision?.status ?? 'unknown'})`, 'decided');

@@ -1,6 +1,6 @@
 import { Option, type Command } from 'commander';
 import { loadPolicy } from '../../guards/policy/load-policy.js';
-import type { ApprovalState } from '../approvals/approval.js';
+import type { ReviewedApproval, ValueSource } from '../approvals/approval.js';
 import { ApprovalError } from '../approvals/approvals.js';
 import { describeLabel } from '../../guards/builtin/context.js';
 import { localDevelopmentPrincipal } from '../identity/jwt-verifier.js';
@@ -35,14 +35,32 @@ const list = (value: string): string[] =>
     .map((s) => s.trim())
     .filter(Boolean);
 
-function describeState({ request, decision }: ApprovalState, now = Date.now()): string[] {
+const ORIGIN_TEXT: Record<ValueSource['origin'], string> = {
+  user: "the user's request",
+  tool: 'a trusted tool',
+  agent: "a delegate's answer",
+  third_party: 'THIRD-PARTY content (anyone could have written it)',
+  instructions: 'THIRD-PARTY content reading as instructions (a likely injection)',
+  model: 'NO SOURCE (the model wrote it)',
+};
+const originText = (s: ValueSource): string => `${ORIGIN_TEXT[s.origin]}${s.via ? ` via ${s.via}` : ''}`;
+
+function describeState({ request, decision, verification }: ReviewedApproval, now = Date.now()): string[] {
+  if (verification.status === 'refused') {
+    // Not what the agent wrote: its content is not shown, so nobody reads an attacker's text as the agent's.
+    return [
+      `request   ${request.id}  FAILED VERIFICATION: ${verification.problem}`,
+      `          it was forged or altered after its agent wrote it; its content is withheld and it cannot be decided`,
+    ];
+  }
   const status = decision ? `${decision.status}${decision.by ? ` by ${decision.by.id}` : ''} at ${new Date(decision.at).toISOString()}` : now >= request.expiresAt ? 'pending, past its deadline' : 'pending';
   return [
-    `request   ${request.id}  (${status})`,
+    `request   ${request.id}  (${status}${verification.status === 'verified' ? ', verified' : ', NOT VERIFIED: no --keys'})`,
     `run       ${request.runId}, for ${request.principal.id}${request.principal.roles.length ? ` (${request.principal.roles.join(', ')})` : ''}`,
     `chain     ${request.chain.join(' → ')}`,
     `action    ${request.kind} ${request.subject} by ${request.agent}`,
     `arguments ${request.arguments}`,
+    ...(request.sources ?? []).map((s, i) => `${i === 0 ? 'sources   ' : '          '}${s.path} = ${s.value}: from ${originText(s)}`),
     `reasons   ${request.reasons.join('; ') || '(none given)'}`,
     `risk      ${request.risk.toFixed(2)}   context ${describeLabel(request.label)}${request.label.integrity === 'untrusted' ? ' (untrusted)' : ''}`,
     `needs     ${request.permission}${request.selfApproval ? '' : ` (not ${request.principal.id})`}`,
@@ -82,21 +100,29 @@ export function registerApprovalCommands(program: Command, io: ApprovalCommandIo
 
   const approvals = program.command('approvals').description('Requests for human approval of escalated actions: list, inspect, approve or deny');
 
+  const keysOption = (): Option => new Option('--keys <dir>', "folder of key files: the edge's (edge.json) checks that each request is what its agent wrote");
+  const unverified = (flags: { keys?: string }) => {
+    if (!flags.keys) io.err('palisade: NOT VERIFIED without --keys: what is shown may have been altered in Redis');
+  };
+
   approvals
     .command('list')
     .description('Requests waiting for a decision, oldest first')
-    .option('--json', 'one JSON request per line')
+    .option('--json', 'one JSON request per line, with its verification')
+    .addOption(keysOption())
     .addOption(redisOption())
     .addOption(prefixOption())
-    .action(async (flags: ConnFlags & { json?: boolean }) => {
+    .action(async (flags: ConnFlags & { json?: boolean; keys?: string }) => {
+      unverified(flags);
       await withRuntime(flags, async (runtime) => {
         const pending = await runtime.approvals.pending();
-        if (flags.json) pending.forEach((s) => io.out(JSON.stringify(s.request)));
+        if (flags.json) pending.forEach((s) => io.out(JSON.stringify(s.verification.status === 'refused' ? { id: s.request.id, verification: s.verification } : { ...s.request, verification: s.verification })));
         else if (pending.length === 0) io.out('No requests wait for a decision.');
         else {
-          for (const { request } of pending) {
+          for (const { request, verification } of pending) {
             const left = Math.round((request.expiresAt - Date.now()) / 1000);
-            io.out(`${request.id}  ${request.kind} ${request.subject}  run ${request.runId}  for ${request.principal.id}  risk ${request.risk.toFixed(2)}  ${left > 0 ? `${left} s left` : 'past its deadline'}`);
+            if (verification.status === 'refused') io.out(`${request.id}  FAILED VERIFICATION (${verification.problem}): not shown, cannot be decided`);
+            else io.out(`${request.id}  ${request.kind} ${request.subject}  run ${request.runId}  for ${request.principal.id}  risk ${request.risk.toFixed(2)}  ${left > 0 ? `${left} s left` : 'past its deadline'}`);
           }
         }
       });
@@ -107,16 +133,19 @@ export function registerApprovalCommands(program: Command, io: ApprovalCommandIo
     .command('show')
     .description('Everything an approver needs to decide on one request')
     .argument('<id>', 'the request id (from `approvals list` or the run’s events)')
-    .option('--json', 'the request and its decision as JSON')
+    .option('--json', 'the request, its decision and its verification as JSON')
+    .addOption(keysOption())
     .addOption(redisOption())
     .addOption(prefixOption())
-    .action(async (id: string, flags: ConnFlags & { json?: boolean }) => {
-      await withRuntime(flags, async (runtime) => {
+    .action(async (id: string, flags: ConnFlags & { json?: boolean; keys?: string }) => {
+      unverified(flags);
+      const refused = await withRuntime(flags, async (runtime) => {
         const state = await runtime.approvals.get(id);
-        if (flags.json) io.out(JSON.stringify(state));
+        if (flags.json) io.out(JSON.stringify(state.verification.status === 'refused' ? { request: { id }, verification: state.verification } : state));
         else describeState(state).forEach((line) => io.out(line));
+        return state.verification.status === 'refused';
       });
-      setExit(0);
+      setExit(refused ? 1 : 0);
     });
 
   for (const verb of ['approve', 'deny'] as const) {
@@ -128,7 +157,7 @@ export function registerApprovalCommands(program: Command, io: ApprovalCommandIo
       .option('--roles <roles>', "the approver's roles, comma-separated", list)
       .option('--tenant <tenant>', "the approver's tenant")
       .requiredOption('--policy <file>', 'the policy whose roles grant approve:... permissions')
-      .option('--keys <dir>', "folder of key files: the edge's (edge.json) authenticates the decision for the waiting worker")
+      .option('--keys <dir>', "folder of key files: the edge's (edge.json) checks the request and signs the decision for the waiting worker")
       .option('--note <text>', 'why: recorded with the decision and shown to the run')
       .addOption(redisOption())
       .addOption(prefixOption())
@@ -148,7 +177,7 @@ export function registerApprovalCommands(program: Command, io: ApprovalCommandIo
     .argument('<runId>', 'the run')
     .requiredOption('--user <id>', 'the operator (a local development identity: not verified)')
     .option('--reason <text>', 'why: recorded in the run’s events and the audit log')
-    .option('--keys <dir>', "folder of key files: the edge's (edge.json) authenticates the order for each worker")
+    .option('--keys <dir>', "folder of key files: the edge's (edge.json) signs the order for each worker")
     .option('--timeout <ms>', 'how long to wait for the outcome', (v) => Number(v), 60_000)
     .addOption(redisOption())
     .addOption(prefixOption())

@@ -349,15 +349,16 @@ async function buildProgram(command: string | undefined, setExit: (code: number)
 
   program
     .command('keys')
-    .description('Provision link keys: one file per component, holding only the links it sends or receives on')
+    .description("Provision keys: one file per component, holding only the links it sends or receives on and the edge's public keys")
     .command('generate')
-    .description('Write <dir>/edge.json and <dir>/<agent>.json for the agents of a module; run again to rotate (old keys stay valid)')
+    .description("Write <dir>/edge.json and <dir>/<agent>.json for the agents of a module; run again to rotate (old keys stay valid; the edge's old signing keys are kept for verification only)")
     .argument('<module>', 'module with the agents (its `agents` or `default.agents` export)')
     .requiredOption('--out <dir>', 'folder for the key files (created with mode 0700)')
     .action(async (modulePath: string, flags: { out: string }) => {
       const written = await generateKeys(flags.out, await loadAgents(modulePath));
       for (const file of written) stdout(`wrote ${file}`);
-      stdout('Give each worker only its own file (palisade worker ... --keys <dir> reads <agent>.json), and the edge only edge.json.');
+      stdout('Give each worker only its own file (palisade worker ... --keys <dir> reads <agent>.json), and the edge only edge.json: it alone holds the private key that signs grants, decisions and rollback orders.');
+      stdout('After a rotation, give the workers their new files before the edge its new edge.json: workers must know a new key before anything is signed or sent with it.');
       setExit(EXIT.ok);
     });
 

@@ -1,8 +1,8 @@
-import { isDeepStrictEqual } from 'node:util';
 import { canonicalJson } from '../audit/canonical-json.js';
-import type { Budget, Envelope, Grant } from '../envelope.js';
+import type { Envelope, GrantClaim } from '../envelope.js';
+import type { Signature } from './edge-keys.js';
+import { Grants } from './grants.js';
 import { EDGE, type Keyring } from './keyring.js';
-import type { Principal } from '../../agents/principal.js';
 import type { ApprovalDecision, ApprovalRequest } from '../approvals/approval.js';
 import type { ActionRecord, ToolCallRecord } from '../stores/run-store.js';
 import type { TaskResult } from '../transports/task.js';
@@ -14,10 +14,12 @@ export interface EnvelopeAuthOptions {
   skewMs?: number;
   /** An activation (with its delegations) older than this is not resumed. */
   maxActivationMs?: number;
+  /** The longest a run may go on: the edge's grant expires this long after it is issued, or at the run's deadline if sooner. */
+  maxRunMs?: number;
 }
 
-/** The data a MAC covers: the object minus its own MAC, canonical (sorted keys), so no copy or parse can change it. */
-const covered = (value: object): string => canonicalJson({ ...value, auth: undefined });
+/** The data a MAC or signature covers: the object minus its own MAC or signature, canonical (sorted keys), so no copy or parse can change it. */
+const covered = (value: object): string => canonicalJson({ ...value, auth: undefined, signature: undefined });
 
 /**
  * The data an envelope's or a checkpoint's MAC covers: the object minus its own MAC as JSON.stringify
@@ -28,18 +30,22 @@ const covered = (value: object): string => canonicalJson({ ...value, auth: undef
  * (a parsed and re-validated one) no longer matches: it is refused, never wrongly believed.
  */
 const asSent = (value: object): string => JSON.stringify({ ...value, auth: undefined });
-const claimOf = (g: Pick<Grant, 'runId' | 'principal' | 'budget' | 'issuedAt'>): string =>
-  canonicalJson({ runId: g.runId, principal: g.principal, budget: g.budget, issuedAt: g.issuedAt });
+
+/** What the edge signs is prefixed with what it is, so that no signature of one kind passes for another. */
+const DECISION = 'palisade.decision\0';
+const ORDER = 'palisade.order\0';
 
 /**
- * Authenticates what crosses Redis: envelopes (per-link MACs, and the edge's grant of principal
- * and budget), a worker's own checkpoints, and delegates' answers. Nothing read from Redis is
- * believed without it.
+ * Authenticates what crosses Redis: envelopes (per-link MACs, and the edge's signed grant of
+ * principal and budget), a worker's own checkpoints, delegates' answers, approval requests and what
+ * the edge alone may say (decisions, rollback orders). Nothing read from Redis is believed without it.
  */
 export class EnvelopeAuth {
   private readonly maxAgeMs: number;
   private readonly skewMs: number;
   private readonly maxActivationMs: number;
+  private readonly maxRunMs: number;
+  private readonly grants: Grants;
 
   constructor(
     readonly keyring: Keyring,
@@ -48,12 +54,19 @@ export class EnvelopeAuth {
     this.maxAgeMs = options.maxAgeMs ?? 3600_000;
     this.skewMs = options.skewMs ?? 60_000;
     this.maxActivationMs = options.maxActivationMs ?? 24 * 3600_000;
+    // The longest approval wait (24 h) and the longest activation after it.
+    this.maxRunMs = options.maxRunMs ?? 48 * 3600_000;
+    this.grants = new Grants(keyring.edge);
   }
 
-  /** The edge's grant for a new run, verifiable by every agent it names. */
-  grant(runId: string, principal: Principal, budget: Budget, issuedAt: number, agents: readonly string[]): Grant {
-    const claim = claimOf({ runId, principal, budget, issuedAt });
-    return { runId, principal, budget, issuedAt, macs: Object.fromEntries(agents.map((a) => [a, this.keyring.mac(EDGE, a, claim)])) };
+  /**
+   * A run's first envelope as the edge sends it: with the edge's signed grant, which binds the run,
+   * principal, budget, this very message and an expiry, and then the MAC of the link edge → agent.
+   */
+  sealStart(envelope: Envelope): Envelope {
+    const { auth: _mac, grant: _grant, ...start } = envelope;
+    const expiresAt = Math.min(start.issuedAt + this.maxRunMs, start.budget.deadline ?? Number.POSITIVE_INFINITY);
+    return this.seal({ ...start, grant: this.grants.issue(start, expiresAt) });
   }
 
   seal(envelope: Envelope): Envelope {
@@ -72,25 +85,30 @@ export class EnvelopeAuth {
     if (envelope.kind === 'start' ? envelope.sender !== EDGE : envelope.sender === EDGE) return `a '${envelope.kind}' envelope cannot come from '${envelope.sender}'`;
     const bad = this.keyring.verify(envelope.sender, envelope.receiver, asSent(raw), envelope.auth);
     if (bad) return `the envelope is not authentic: ${bad}`;
-    const grant = envelope.grant;
-    if (!grant) return 'the envelope carries no grant from the edge';
-    const badGrant = this.keyring.verify(EDGE, envelope.receiver, claimOf(grant), grant.macs[envelope.receiver]);
-    if (badGrant) return `the edge's grant is not authentic: ${badGrant}`;
-    if (grant.runId !== envelope.runId) return 'the grant is for another run';
-    if (!isDeepStrictEqual(grant.principal, envelope.principal)) return 'the principal differs from the one the edge granted';
-    const b = envelope.budget;
-    if (grant.budget.tokens !== undefined && (b.tokens === undefined || b.tokens > grant.budget.tokens)) return 'the token budget exceeds what the edge granted';
-    if (grant.budget.deadline !== undefined && (b.deadline === undefined || b.deadline > grant.budget.deadline)) return 'the deadline is later than the edge granted';
-    if (grant.budget.costUsd !== undefined && (b.costUsd === undefined || b.costUsd > grant.budget.costUsd)) return 'the cost budget exceeds what the edge granted';
+    const claim = this.grantOf(envelope);
+    if (typeof claim === 'string') return claim;
+    const mismatch = this.grants.mismatch(claim, envelope, () => JSON.stringify(raw.messages));
+    if (mismatch) return mismatch;
     if (envelope.issuedAt > Date.now() + this.skewMs) return 'it was issued in the future';
     return undefined;
   }
 
+  /** The claim of the envelope's grant, verified once per process and then remembered; or why it cannot be believed. */
+  private grantOf(envelope: Envelope): GrantClaim | string {
+    if (!envelope.grant) return 'the envelope carries no grant from the edge';
+    const claim = this.grants.claimOf(envelope.grant);
+    return typeof claim === 'string' ? `the edge's grant is not authentic: ${claim}` : claim;
+  }
+
   /**
-   * Why an authentic envelope is too old to act on: on first delivery after `maxAgeMs`, and on any
-   * delivery (a resumed delegation) after `maxActivationMs`, which bounds how long a saved state replays.
+   * Why an authentic envelope is too old to act on: its grant has expired; or on first delivery after
+   * `maxAgeMs`, and on any delivery (a resumed delegation) after `maxActivationMs`, which bounds how
+   * long a saved state replays.
    */
   staleness(envelope: Envelope, firstDelivery: boolean): string | undefined {
+    const claim = this.grantOf(envelope);
+    if (typeof claim === 'string') return claim;
+    if (Date.now() > claim.expiresAt) return `the edge's grant for this run expired at ${new Date(claim.expiresAt).toISOString()}`;
     const age = Date.now() - envelope.issuedAt;
     const limit = firstDelivery ? this.maxAgeMs : this.maxActivationMs;
     return age > limit ? `the message is ${Math.round(age / 1000)} s old, over the limit of ${Math.round(limit / 1000)} s` : undefined;
@@ -117,25 +135,33 @@ export class EnvelopeAuth {
     return bad && `the recorded result is not authentic: ${bad}`;
   }
 
-  /** A request for approval, as the waiting agent wrote it: what the approver saw is what it will run. */
+  /**
+   * A request for approval, as the waiting agent wrote it, MAC'd on the link agent → edge: the edge
+   * checks it before an approver sees it, and the agent itself before it acts on a decision.
+   */
   sealApprovalRequest(request: ApprovalRequest): ApprovalRequest {
-    return { ...request, auth: this.keyring.mac(request.agent, request.agent, `approval\0${covered(request)}`) };
+    return { ...request, auth: this.keyring.mac(request.agent, EDGE, `approval\0${covered(request)}`) };
   }
 
+  /** `request` as JSON.parse read it (the MAC covers it canonically, so its key order does not matter). */
   checkApprovalRequest(request: ApprovalRequest): string | undefined {
-    const bad = this.keyring.verify(request.agent, request.agent, `approval\0${covered(request)}`, request.auth);
+    const bad = this.keyring.verify(request.agent, EDGE, `approval\0${covered(request)}`, request.auth);
     return bad && `the approval request is not authentic: ${bad}`;
   }
 
-  /** A decision: the edge's (an approver's verdict) for the waiting agent, or the agent's own (an expiry). */
+  /**
+   * A decision: an approver's verdict, signed by the edge (no worker can make one); or an expiry,
+   * which the waiting agent itself writes, MAC'd on its link to the edge.
+   */
   sealDecision(agent: string, decision: ApprovalDecision): ApprovalDecision {
-    const from = decision.status === 'expired' ? agent : EDGE;
-    return { ...decision, auth: this.keyring.mac(from, agent, `decision\0${covered(decision)}`) };
+    const { auth: _mac, signature: _sig, ...rest } = decision;
+    if (decision.status === 'expired') return { ...rest, auth: this.keyring.mac(agent, EDGE, `decision\0${covered(rest)}`) };
+    return { ...rest, signature: this.keyring.edge.sign(DECISION + covered(rest)) };
   }
 
   checkDecision(agent: string, decision: ApprovalDecision): string | undefined {
-    const from = decision.status === 'expired' ? agent : EDGE;
-    const bad = this.keyring.verify(from, agent, `decision\0${covered(decision)}`, decision.auth);
+    const bad =
+      decision.status === 'expired' ? this.keyring.verify(agent, EDGE, `decision\0${covered(decision)}`, decision.auth) : this.keyring.edge.verify(DECISION + covered(decision), decision.signature);
     return bad && `the decision is not authentic: ${bad}`;
   }
 
@@ -149,13 +175,14 @@ export class EnvelopeAuth {
     return bad && `the action record is not authentic: ${bad}`;
   }
 
-  /** An operator's order to undo a run's actions, from the edge to the agent that owns them. */
-  sealOrder<T extends object>(agent: string, order: T): T & { auth: { kid: string; mac: string } } {
-    return { ...order, auth: this.keyring.mac(EDGE, agent, `order\0${covered(order)}`) };
+  /** An operator's order to undo one of a run's actions, signed by the edge: no worker can make one. */
+  sealOrder<T extends { agent: string }>(order: T): T & { signature: Signature } {
+    return { ...order, signature: this.keyring.edge.sign(ORDER + covered(order)) };
   }
 
-  checkOrder(agent: string, order: object & { auth?: { kid: string; mac: string } }): string | undefined {
-    const bad = this.keyring.verify(EDGE, agent, `order\0${covered(order)}`, order.auth);
+  /** `order` as JSON.parse read it; its `agent` is the one that must undo it. */
+  checkOrder(order: { agent: string; signature?: Signature }): string | undefined {
+    const bad = this.keyring.edge.verify(ORDER + covered(order), order.signature);
     return bad && `the rollback order is not authentic: ${bad}`;
   }
 
@@ -167,5 +194,21 @@ export class EnvelopeAuth {
   checkResult(from: string, to: string, messageId: string, result: TaskResult): string | undefined {
     const bad = this.keyring.verify(from, to, `${messageId}\0${covered(result)}`, result.auth);
     return bad && `the answer is not authentic: ${bad}`;
+  }
+
+  /** The marker of a message's claim: the job that took it and, once finished, its result; readable back only by the same agent. */
+  sealClaim(agent: string, messageId: string, jobId: string, result?: TaskResult): { kid: string; mac: string } {
+    return this.keyring.mac(agent, agent, `claim\0${canonicalJson({ messageId, jobId, result: result ?? null })}`);
+  }
+
+  checkClaim(agent: string, messageId: string, marker: { jobId: string; result?: TaskResult; auth?: { kid: string; mac: string } }): string | undefined {
+    let data: string;
+    try {
+      data = `claim\0${canonicalJson({ messageId, jobId: marker.jobId, result: marker.result ?? null })}`;
+    } catch {
+      return 'the claim of the message cannot be read';
+    }
+    const bad = this.keyring.verify(agent, agent, data, marker.auth);
+    return bad && `the claim of the message is not authentic: ${bad}`;
   }
 }

@@ -3,6 +3,10 @@ import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import type { Agent } from '../../agents/agent.js';
+import { EdgeKeys, EdgeKeySchema, newEdgeKey, type EdgeKey } from './edge-keys.js';
+import { KeyError } from './key-error.js';
+
+export { KeyError } from './key-error.js';
 
 /** The component that starts runs (CLI, HTTP API): the only one that can vouch for a principal. */
 export const EDGE = 'edge';
@@ -26,13 +30,11 @@ export const KeyFileSchema = z
     writer: z.string().min(1),
     keys: z.array(KeySchema),
     audit: z.object({ kid: z.string(), secret: z.string() }).strict(),
+    /** The edge's signing keys: public ones in every file, the newest private one in the edge's alone. Absent in files made before edge signatures. */
+    edgeKeys: z.array(EdgeKeySchema).optional(),
   })
   .strict();
 export type KeyFile = z.infer<typeof KeyFileSchema>;
-
-export class KeyError extends Error {
-  override readonly name = 'KeyError';
-}
 
 interface LinkKey {
   kid: string;
@@ -41,19 +43,23 @@ interface LinkKey {
 }
 
 /**
- * The link keys one process holds. A message from A to B is authenticated with the key of the
- * link A→B, which only A and B have: B can verify it, and nobody else can make B believe A said
- * it. HMAC-SHA256 over per-link keys costs microseconds, where a signature costs a whole hop.
+ * The keys one process holds. A message from A to B is authenticated with the key of the link A→B,
+ * which only A and B have: B can verify it, and nobody else can make B believe A said it.
+ * HMAC-SHA256 over per-link keys costs microseconds, where a signature costs a whole hop. What only
+ * the edge may say (grants, decisions, rollback orders) is signed with its Ed25519 key instead,
+ * once per run or decision: workers hold only its public keys, so none can speak for it.
  */
 export class Keyring {
   private readonly links = new Map<string, LinkKey[]>();
   readonly components: readonly string[];
   readonly audit: ReadonlyMap<string, { kid: string; secret: Buffer }>;
+  readonly edge: EdgeKeys;
 
   constructor(files: readonly KeyFile[]) {
     const audit = new Map<string, { kid: string; secret: Buffer }>();
     for (const file of files) {
       audit.set(file.component, { kid: file.audit.kid, secret: Buffer.from(file.audit.secret, 'base64') });
+      if (file.component !== EDGE && file.edgeKeys?.some((k) => k.privateKey)) throw new KeyError(`the key file of '${file.component}' holds a private key of the edge: only edge.json may`);
       for (const k of file.keys) {
         if (k.from !== file.component && k.to !== file.component) throw new KeyError(`the key file of '${file.component}' holds a key of another link (${k.from} → ${k.to})`);
         const list = this.links.get(`${k.from}>${k.to}`) ?? [];
@@ -64,6 +70,7 @@ export class Keyring {
     }
     this.components = files.map((f) => f.component);
     this.audit = audit;
+    this.edge = new EdgeKeys(files.flatMap((f) => f.edgeKeys ?? []));
   }
 
   /** The newest key of a link, for sending. */
@@ -97,6 +104,13 @@ export class Keyring {
   has(from: string, to: string): boolean {
     return (this.links.get(`${from}>${to}`)?.length ?? 0) > 0;
   }
+
+  /** Why this process cannot serve `agent` safely (keys made before edge signatures), or undefined. */
+  missingForWorker(agent: string): string | undefined {
+    const missing = [...(this.edge.canVerify ? [] : ['public key of the edge']), ...(this.has(agent, EDGE) ? [] : [`key for the link ${agent} → ${EDGE}`])];
+    if (missing.length === 0) return undefined;
+    return `the key file of '${agent}' holds no ${missing.join(' and no ')}: it was made by an older version. Run \`palisade keys generate <module> --out <dir>\` again (existing keys are kept) and give each component its new file`;
+  }
 }
 
 /** Reads the key files of the given components from a folder (`<component>.json`). */
@@ -118,12 +132,16 @@ export async function loadKeyring(dir: string, components: readonly string[]): P
   return new Keyring(files);
 }
 
-/** Every link the agent graph uses: edge → each agent, handoffs and delegations, answers back, and each agent to itself. */
+/**
+ * Every link the agent graph uses: edge → each agent, each agent → edge (its approval requests),
+ * handoffs and delegations, answers back, and each agent to itself.
+ */
 export function linksOf(agents: readonly Pick<Agent, 'name' | 'handoffs' | 'delegates'>[]): Array<[string, string]> {
   const links = new Map<string, [string, string]>();
   const add = (from: string, to: string) => links.set(`${from}>${to}`, [from, to]);
   for (const a of agents) {
     add(EDGE, a.name);
+    add(a.name, EDGE);
     add(a.name, a.name);
     for (const t of a.handoffs) add(a.name, t);
     for (const t of a.delegates) {
@@ -139,6 +157,7 @@ const newKid = (): string => `k${new Date().toISOString().slice(0, 10).replace(/
 /**
  * Writes one key file per component. With existing files in `dir`, adds a new key to every link
  * and keeps the old ones, so messages in flight still verify while senders move to the new key.
+ * The edge gets a new key pair likewise: its old private keys are dropped, their public keys kept.
  */
 export async function generateKeys(dir: string, agents: readonly Pick<Agent, 'name' | 'handoffs' | 'delegates'>[]): Promise<string[]> {
   await mkdir(dir, { recursive: true, mode: 0o700 });
@@ -152,6 +171,9 @@ export async function generateKeys(dir: string, agents: readonly Pick<Agent, 'na
   const createdAt = new Date().toISOString();
   const kid = newKid();
   const fresh = linksOf(agents).map(([from, to]) => ({ from, to, kid, secret: randomBytes(32).toString('base64'), createdAt }));
+  const publicOnly = ({ privateKey: _private, ...key }: EdgeKey): EdgeKey => key;
+  const oldEdgeKeys = [...existing.values()].flatMap((f) => f.edgeKeys ?? []).map(publicOnly);
+  const edgeKeys = [...new Map([...oldEdgeKeys, newEdgeKey(kid, createdAt)].map((k) => [k.kid, k])).values()];
   const written: string[] = [];
   for (const component of components) {
     const old = existing.get(component);
@@ -162,6 +184,7 @@ export async function generateKeys(dir: string, agents: readonly Pick<Agent, 'na
       writer: component,
       keys: [...(old?.keys ?? []), ...mine],
       audit: old?.audit ?? { kid: newKid(), secret: randomBytes(32).toString('base64') },
+      edgeKeys: component === EDGE ? edgeKeys : edgeKeys.map(publicOnly),
     };
     const path = join(dir, `${component}.json`);
     await writeFile(path, `${JSON.stringify(file, null, 2)}\n`, { mode: 0o600 });

@@ -81,6 +81,7 @@ export function toApiError(error: unknown): ApiError {
         return forbidden(error.message);
       case 'decided':
       case 'expired':
+      case 'unverifiable':
         return new ApiError(409, 'conflict', error.message, { reason: error.code });
       case 'invalid':
         // The edge's own set-up is wrong (e.g. no key for the agent): the log has it, the caller need not.

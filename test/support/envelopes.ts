@@ -4,7 +4,7 @@ import type { Envelope } from '../../runtime/envelope.js';
 import { EDGE } from '../../runtime/identity/keyring.js';
 import type { Principal } from '../../agents/principal.js';
 
-/** A run's first envelope as the edge sends it: to `receiver`, with the edge's grant to every agent it has a key for, sealed. */
+/** A run's first envelope as the edge sends it: to `receiver`, with the edge's signed grant, sealed. */
 export function sealedStart(edge: EnvelopeAuth, start: { runId: string; receiver: string; principal: Principal; input: string; now: number }): Envelope {
   const { runId, receiver, principal, input, now } = start;
   const base: Envelope = {
@@ -23,5 +23,5 @@ export function sealedStart(edge: EnvelopeAuth, start: { runId: string; receiver
     messages: [{ role: 'user', content: input }],
     issuedAt: now,
   };
-  return edge.seal({ ...base, grant: edge.grant(runId, principal, base.budget, now, edge.keyring.receiversOf(EDGE)) });
+  return edge.sealStart(base);
 }

@@ -5,6 +5,24 @@ import { dl, h, runLink } from './dom.js';
 import { dateTime, formatLabel, prettyJson, relative, risk, time } from './format.js';
 import { every, REFRESH_MS } from './refresh.js';
 
+/** Where a value of the arguments came from, in words an approver reads. */
+function originText({ origin, via }) {
+  switch (origin) {
+    case 'user':
+      return "the user's request";
+    case 'tool':
+      return `a trusted tool${via ? ` (${via})` : ''}`;
+    case 'agent':
+      return `agent ${via ?? ''}'s answer`;
+    case 'third_party':
+      return `third-party content${via ? ` (via ${via})` : ''}: anyone could have written it`;
+    case 'instructions':
+      return `third-party content that reads as instructions${via ? ` (via ${via})` : ''}: a likely injection`;
+    default:
+      return 'no source: the model wrote it';
+  }
+}
+
 function actionText(request) {
   if (request.kind === 'handoff') return `handoff to agent ${request.subject}`;
   if (request.kind === 'delegate') return `delegation to agent ${request.subject}`;
@@ -22,7 +40,7 @@ export function approvalsView(view) {
       const items = await api('/v1/approvals');
       const seen = new Set();
       const ordered = [];
-      for (const { request } of items) {
+      for (const { request, verification } of items) {
         seen.add(request.id);
         let card = cards.get(request.id);
         if (!card) {
@@ -34,7 +52,7 @@ export function approvalsView(view) {
           card.item = h('li', {}, card.element);
           cards.set(request.id, card);
         }
-        card.update(request);
+        card.update(request, verification);
         ordered.push(card.item);
       }
       // Cards kept on screen: still pending, or showing a refusal the approver has not read yet.
@@ -73,10 +91,10 @@ export function approvalView(view, id) {
   const body = h('div');
   view.replaceChildren(h('h2', {}, 'Approval request'), h('p', {}, h('a', { href: '#/approvals' }, '← Pending approvals')), body);
   api(`/v1/approvals/${encodeURIComponent(id)}`).then(
-    ({ request, decision, mayDecide }) => {
+    ({ request, decision, mayDecide, verification }) => {
       if (decision) {
         const card = approvalCard(request);
-        card.update(request);
+        card.update(request, verification);
         card.element.querySelector('.decide').replaceWith(
           h('p', { testid: 'approval-decided', class: `decision ${decision.status}` }, `Decided: ${decision.status}${decision.by ? ` by ${decision.by.id}` : ''} at ${dateTime(decision.at)}${decision.note ? ` (“${decision.note}”)` : ''}.`),
         );
@@ -84,7 +102,7 @@ export function approvalView(view, id) {
         return;
       }
       const card = approvalCard(request, (made, reason) => card.element.replaceWith(decisionNotice(request, made, reason)));
-      card.update(request);
+      card.update(request, verification);
       // The buttons stay: the server has the last word, and its reason is more useful than a greyed-out button.
       body.replaceChildren(card.element);
       if (!mayDecide) body.prepend(h('p', { class: 'muted', testid: 'approval-may-not' }, 'The server says you may not decide this request; it will tell you why if you try.'));
@@ -97,6 +115,9 @@ export function approvalView(view, id) {
 /** A request with everything needed to decide it; `onDecided(decision, reason)` runs once the server has recorded a decision. */
 function approvalCard(request, onDecided) {
   const arguments_ = h('pre', { class: 'args', testid: 'approval-arguments' });
+  const sources = h('ul', { testid: 'approval-sources' });
+  // What the server's check of the request found: a refused one is not what its agent wrote, and cannot be decided.
+  const verified = h('p', { role: 'alert', testid: 'approval-verification', hidden: true });
   const reasons = h('ul', { testid: 'approval-reasons' });
   const chain = h('ol', { class: 'chain-inline', testid: 'approval-chain' });
   const deadline = h('span');
@@ -109,7 +130,8 @@ function approvalCard(request, onDecided) {
   const facts = dl([
     ['Agent', request.agent, 'approval-agent'],
     ['Wants to call', actionText(request), 'approval-action'],
-    ['Arguments (as you may see them)', arguments_],
+    ['Arguments (identifiers partly masked)', arguments_],
+    ['Where the values came from', sources],
     ['Reasons', reasons],
     ['Risk score', risk(request.risk), 'approval-risk'],
     ['Context label', formatLabel(request.label), 'approval-label'],
@@ -148,6 +170,7 @@ function approvalCard(request, onDecided) {
     'article',
     { class: 'card approval', testid: 'approval', 'data-approval-id': request.id },
     h('h3', {}, `${request.agent} wants to call ${actionText(request)}`),
+    verified,
     facts,
     h(
       'div',
@@ -159,11 +182,26 @@ function approvalCard(request, onDecided) {
     ),
     message,
   );
+  const decideGroup = element.querySelector('.decide');
   return {
     element,
     hasMessage: () => !message.hidden,
-    update(next) {
-      arguments_.textContent = prettyJson(next.arguments);
+    update(next, verification) {
+      const refused = verification?.status === 'refused';
+      verified.hidden = !refused && verification?.status !== 'unauthenticated';
+      verified.className = refused ? 'error' : 'muted';
+      verified.dataset.status = verification?.status ?? '';
+      verified.textContent = refused
+        ? `This request failed verification and cannot be decided: ${verification.problem}. It is not what agent ${next.agent} wrote: it was forged or altered after it was written, so its content is not shown.`
+        : 'Not verified: the server holds no keys, so nothing shows this is what the agent wrote (development only).';
+      if (decideGroup) decideGroup.hidden = refused;
+      arguments_.textContent = refused ? '(withheld)' : prettyJson(next.arguments);
+      sources.replaceChildren(
+        ...(next.sources?.length ? next.sources : []).map((s) =>
+          h('li', { testid: 'approval-source', 'data-origin': s.origin }, h('code', {}, s.path), `: ${s.value} — from ${originText(s)}`),
+        ),
+      );
+      if (!next.sources?.length) sources.replaceChildren(h('li', { class: 'muted' }, '(none traced)'));
       reasons.replaceChildren(...(next.reasons.length ? next.reasons : ['(none given)']).map((r) => h('li', {}, r)));
       chain.replaceChildren(...next.chain.map((a) => h('li', {}, a)));
       deadline.textContent = `${dateTime(next.expiresAt)} (${relative(next.expiresAt)}; no decision by then is a denial)`;

@@ -1,5 +1,5 @@
 import type { z } from 'zod';
-import type { ApprovalState } from '../../approvals/approval.js';
+import type { ApprovalState, ReviewedApproval } from '../../approvals/approval.js';
 import { ApprovalError, mayDecide } from '../../approvals/approvals.js';
 import type { Principal } from '../../../agents/principal.js';
 import { EDGE_PERMISSIONS } from '../access.js';
@@ -8,36 +8,44 @@ import { forbidden, notFound } from '../errors.js';
 import { defineRoute, type Route } from '../route.js';
 import { ApprovalIdParams, ApprovalListOut, ApprovalOut, DecideBody, DecisionOut } from '../schemas.js';
 
-/** Why the caller may not decide, or undefined. A principal with a tenant decides only its tenant's requests. */
-function refusal(ctx: ServerContext, caller: Principal, state: ApprovalState): string | undefined {
+/**
+ * Why the caller may not decide, or undefined. A principal with a tenant decides only its tenant's
+ * requests; a request that failed verification nobody may decide (a state without its verification
+ * asks about the caller's permission alone).
+ */
+function refusal(ctx: ServerContext, caller: Principal, state: ApprovalState | ReviewedApproval): string | undefined {
   if (caller.tenant !== undefined && caller.tenant !== state.request.principal.tenant) return `'${caller.id}' may decide requests of tenant '${caller.tenant}' only`;
   return mayDecide(ctx.policy, caller, state);
 }
 
-function approvalOut(ctx: ServerContext, caller: Principal, state: ApprovalState): z.input<typeof ApprovalOut> {
+function approvalOut(ctx: ServerContext, caller: Principal, state: ReviewedApproval): z.input<typeof ApprovalOut> {
   // The request's auth MAC and job coordinates are the workers' business, not the approver's.
-  const { auth: _auth, jobId: _jobId, callId: _callId, argsHash: _argsHash, ...request } = state.request;
-  const decision = state.decision && {
+  const { auth: _auth, jobId: _jobId, callId: _callId, argsHash: _argsHash, sources, ...stored } = state.request;
+  const { verification } = state;
+  // What failed verification may have been written by anyone: its free text is not passed on as if the agent had.
+  const request = verification.status === 'refused' ? { ...stored, arguments: '', reasons: [], sources: [] } : { ...stored, sources: sources ?? [] };
+  const decision = verification.status !== 'refused' && state.decision && {
     status: state.decision.status,
     // The approver's id only: their roles, tenant and attributes are not the run owner's business.
     ...(state.decision.by ? { by: { id: state.decision.by.id } } : {}),
     at: state.decision.at,
     ...(state.decision.note !== undefined ? { note: state.decision.note } : {}),
   };
-  return { request, ...(decision ? { decision } : {}), mayDecide: !state.decision && refusal(ctx, caller, state) === undefined };
+  return { request, ...(decision ? { decision } : {}), mayDecide: !state.decision && refusal(ctx, caller, state) === undefined, verification };
 }
 
 export function approvalRoutes(ctx: ServerContext): Route[] {
   const desk = ctx.runtime.approvals;
   /** The request, for its run's principal, its approvers and holders of read:runs; one 404 for everyone else, whether or not it exists. */
-  const visibleApproval = async (id: string, caller: Principal): Promise<ApprovalState> => {
+  const visibleApproval = async (id: string, caller: Principal): Promise<ReviewedApproval> => {
     const state = await desk.get(id).catch((error: unknown) => {
       if (error instanceof ApprovalError && error.code === 'not_found') return undefined;
       throw error;
     });
     const request = state?.request;
     const own = request !== undefined && request.principal.id === caller.id && request.principal.tenant === caller.tenant;
-    if (state && request && (own || refusal(ctx, caller, state) === undefined || ctx.access.reaches(caller, request.principal, EDGE_PERMISSIONS.readRuns))) return state;
+    const approver = state !== undefined && refusal(ctx, caller, { request: state.request }) === undefined;
+    if (state && request && (own || approver || ctx.access.reaches(caller, request.principal, EDGE_PERMISSIONS.readRuns))) return state;
     throw notFound(`no approval request '${id}' that you may see`);
   };
   const decide = (approve: boolean): Route =>
@@ -53,9 +61,9 @@ export function approvalRoutes(ctx: ServerContext): Route[] {
       handler: async ({ principal, params, body }) => {
         const state = await visibleApproval(params.id, principal);
         // Refused before the desk says whether it is decided or expired: that, and who decided, is for those who may decide.
-        const refused = refusal(ctx, principal, state);
+        const refused = refusal(ctx, principal, { request: state.request });
         if (refused) throw forbidden(refused);
-        // The desk refuses self-approval, missing permissions and stale requests; the waiting worker checks again.
+        // The desk refuses unverifiable requests, self-approval, missing permissions and stale requests; the waiting worker checks again.
         const decision = await desk.decide(params.id, { by: principal, approve, ...(body.reason ? { note: body.reason } : {}) });
         return { approvalId: decision.approvalId, status: decision.status, by: principal.id, at: decision.at };
       },
@@ -66,11 +74,11 @@ export function approvalRoutes(ctx: ServerContext): Route[] {
       method: 'GET',
       url: '/v1/approvals',
       tag: 'approvals',
-      summary: 'Pending requests the caller may decide',
+      summary: 'Pending requests the caller may decide (those that failed verification flagged, their content withheld)',
       ok: { status: 200, description: 'oldest first', schema: ApprovalListOut },
       handler: async ({ principal }) => {
         const pending = await desk.pending();
-        return pending.filter((s) => refusal(ctx, principal, s) === undefined).map((s) => approvalOut(ctx, principal, s));
+        return pending.filter((s) => refusal(ctx, principal, { request: s.request }) === undefined).map((s) => approvalOut(ctx, principal, s));
       },
     }),
 
