@@ -65,6 +65,7 @@ describe('durability across worker crashes (real Redis, separate processes)', ()
       { name: 'boss', handoffs: [], delegates: ['slowpoke'] },
       { name: 'slowpoke', handoffs: [], delegates: [] },
       { name: 'refunder', handoffs: [], delegates: [] },
+      { name: 'randompayer', handoffs: [], delegates: [] },
     ]);
   });
 
@@ -97,6 +98,36 @@ describe('durability across worker crashes (real Redis, separate processes)', ()
     expect(executions).toHaveLength(2);
     expect(executions[0]).toBe(executions[1]);
     expect(await redis.keys(`${prefix}:effect:*`)).toHaveLength(1);
+  });
+
+  /** A payer whose model names its calls with random ids (as OpenAI and Anthropic do), killed at `crash`; its saved reply is then lost. */
+  async function killedAndForgotten(crash: string): Promise<string> {
+    const first = await startWorker('randompayer', crash);
+    const run = await producer.start('randompayer', 'pay', { principal });
+    await exited(first);
+    // What a failover that lost the last writes, or an attacker with Redis, would do: the redelivery asks the model again.
+    expect(await redis.del(`${prefix}:progress:randompayer:${run.id}`)).toBe(1);
+    await startWorker('randompayer');
+    await expect(run.result({ timeoutMs: 20_000 })).resolves.toMatchObject({ output: 'paid' });
+    return run.id;
+  }
+
+  it('model-chosen call ids, a worker killed right after the payment and its saved reply lost: the model names the call anew, the key stays, the effect happens once', async () => {
+    await killedAndForgotten('after-effect');
+    const executions = await redis.lrange(`${prefix}:executions`, 0, -1);
+    expect(executions).toHaveLength(2);
+    expect(executions[0]).toBe(executions[1]);
+    expect(await redis.keys(`${prefix}:effect:*`)).toHaveLength(1);
+  });
+
+  it('model-chosen call ids, a worker killed once the payment was in the action log and its saved reply lost: the payment is answered from the log, not made again', async () => {
+    const runId = await killedAndForgotten('after-action');
+    expect(await redis.llen(`${prefix}:executions`)).toBe(1);
+    const [action] = await producer.transport.store.listActions(runId);
+    const replayed = (await producer.transport.store.listEvents(runId)).map((e) => e.event).filter((e) => e.type === 'tool.called' && e.replayed);
+    expect(replayed).toHaveLength(1);
+    // Asked again, the model named the same call differently.
+    expect((replayed[0] as { callId: string }).callId).not.toBe(action!.callId);
   });
 
   it('a worker killed after the call was recorded: the redelivery resumes from the checkpoint and does not call the tool again', async () => {

@@ -2,8 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { TokenUsage } from '../../agents/model.js';
 import type { RunEventInput } from '../events.js';
 import type { ApprovalDecision, ApprovalRequest, ApprovalState } from '../approvals/approval.js';
-import type { TaskResult } from '../transports/task.js';
-import { finishedClaim, finishedResult, firstOfEachKey, type ActionRecord, type CompensationRecord, type EndRecord, type EventCursor, type MessageClaim, type RunClaim, type RunRecord, type RunStatus, type RunStore, type SavedProgress, type StoredEvent, type ToolCallRecord } from './run-store.js';
+import { firstOfEachKey, markerText, readClaim, type ActionRecord, type ClaimMarker, type CompensationRecord, type EndRecord, type EventCursor, type MessageClaim, type RunClaim, type RunRecord, type RunStatus, type RunStore, type SavedProgress, type StoredEvent, type ToolCallRecord } from './run-store.js';
 
 interface MemoryRun {
   record: RunRecord;
@@ -127,14 +126,13 @@ export class MemoryRunStore implements RunStore {
     this.progress.set(`${saved.receiver}:${saved.messageId}`, saved.data);
   }
 
-  async claimForRun(receiver: string, messageId: string, jobId: string, runId: string): Promise<RunClaim> {
+  async claimForRun(receiver: string, messageId: string, held: ClaimMarker, runId: string): Promise<RunClaim> {
     const run = await this.getRun(runId);
     const key = `${receiver}:${messageId}`;
-    const result = finishedResult(this.seen.get(key), jobId);
-    if (result) return { claim: 'finished', run, result };
-    const claim = await this.claimMessage(receiver, messageId, jobId);
-    const saved = claim === 'redelivery' ? this.progress.get(key) : undefined;
-    return { claim, run, ...(saved !== undefined ? { saved } : {}) };
+    const marker = this.seen.get(key);
+    if (marker === undefined) this.seen.set(key, markerText(held));
+    const saved = this.progress.get(key);
+    return { ...readClaim(marker, held.jobId), run, ...(saved !== undefined ? { saved } : {}) };
   }
 
   async claimMessage(receiver: string, messageId: string, jobId: string): Promise<Exclude<MessageClaim, 'finished'>> {
@@ -147,13 +145,13 @@ export class MemoryRunStore implements RunStore {
     return current === jobId ? 'redelivery' : 'replay';
   }
 
-  async finishMessage(runId: string, events: ReadonlyArray<{ event: RunEventInput; at: number }>, receiver: string, messageId: string, jobId: string, result: TaskResult): Promise<void> {
+  async finishMessage(runId: string, events: ReadonlyArray<{ event: RunEventInput; at: number }>, receiver: string, messageId: string, finished: ClaimMarker): Promise<void> {
     await this.appendEvents(runId, events);
-    await this.completeMessage(receiver, messageId, jobId, result);
+    await this.completeMessage(receiver, messageId, finished);
   }
 
-  async completeMessage(receiver: string, messageId: string, jobId: string, result: TaskResult): Promise<void> {
-    this.seen.set(`${receiver}:${messageId}`, finishedClaim(jobId, result));
+  async completeMessage(receiver: string, messageId: string, finished: ClaimMarker): Promise<void> {
+    this.seen.set(`${receiver}:${messageId}`, markerText(finished));
     this.progress.delete(`${receiver}:${messageId}`);
   }
 
@@ -171,6 +169,10 @@ export class MemoryRunStore implements RunStore {
 
   async listActions(runId: string): Promise<ActionRecord[]> {
     return firstOfEachKey(this.runs.get(runId)?.actions ?? []);
+  }
+
+  async actionsOf(runId: string, key: string): Promise<ActionRecord[]> {
+    return (this.runs.get(runId)?.actions ?? []).filter((a) => a.key === key).map((a) => structuredClone(a));
   }
 
   async getCompensation(runId: string, key: string): Promise<CompensationRecord | undefined> {

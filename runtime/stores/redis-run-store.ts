@@ -3,8 +3,7 @@ import { EndWatcher } from './end-watcher.js';
 import type { TokenUsage } from '../../agents/model.js';
 import type { RunEvent, RunEventInput } from '../events.js';
 import type { ApprovalDecision, ApprovalRequest, ApprovalState } from '../approvals/approval.js';
-import type { TaskResult } from '../transports/task.js';
-import { finishedClaim, finishedPrefix, finishedResult, firstOfEachKey, type ActionRecord, type CompensationRecord, type EndRecord, type EventCursor, type MessageClaim, type RunClaim, type RunRecord, type RunStatus, type RunStore, type SavedProgress, type StoredEvent, type ToolCallRecord } from './run-store.js';
+import { firstOfEachKey, markerText, readClaim, type ActionRecord, type ClaimMarker, type CompensationRecord, type EndRecord, type EventCursor, type MessageClaim, type RunClaim, type RunRecord, type RunStatus, type RunStore, type SavedProgress, type StoredEvent, type ToolCallRecord } from './run-store.js';
 
 export interface RedisRunStoreOptions {
   /** Key prefix shared with the queues; wrap it in braces (`{palisade}`) for Redis Cluster. */
@@ -65,14 +64,13 @@ redis.call('PEXPIRE', KEYS[1], ARGV[5])
 if ARGV[7] then redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'e', ARGV[7]) redis.call('PEXPIRE', KEYS[2], ARGV[5]) end
 return 1`,
   },
+  // The claim's marker is read back as it is (the worker authenticates it), and the saved progress
+  // whatever the claim: a new claim that finds some had lost an earlier one.
   palisadeClaimForRun: {
     numberOfKeys: 3,
-    lua: `local claim, held, saved = 'replay', false, false
-if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then claim = 'new' else
-  held = redis.call('GET', KEYS[1])
-  if held == ARGV[1] then claim = 'redelivery' saved = redis.call('GET', KEYS[3]) elseif held and string.sub(held, 1, #ARGV[3]) == ARGV[3] then claim = 'finished' else held = false end
-end
-return {claim, redis.call('HGETALL', KEYS[2]), held, saved}`,
+    lua: `local held = false
+if not redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then held = redis.call('GET', KEYS[1]) end
+return {held, redis.call('HGETALL', KEYS[2]), redis.call('GET', KEYS[3])}`,
   },
   palisadeClaim: {
     numberOfKeys: 1,
@@ -166,19 +164,17 @@ export class RedisRunStore implements RunStore {
     return runRecord(await this.redis.hgetall(this.key(runId)));
   }
 
-  async claimForRun(receiver: string, messageId: string, jobId: string, runId: string): Promise<RunClaim> {
-    const [claim, flat, held, saved] = (await this.scripts.palisadeClaimForRun(
+  async claimForRun(receiver: string, messageId: string, held: ClaimMarker, runId: string): Promise<RunClaim> {
+    const [marker, flat, saved] = (await this.scripts.palisadeClaimForRun(
       this.seenKey(receiver, messageId),
       this.key(runId),
       this.progressKey(receiver, messageId),
-      jobId,
+      markerText(held),
       this.retentionMs,
-      finishedPrefix(jobId),
-    )) as [MessageClaim, string[], string | null, string | null];
+    )) as [string | null, string[], string | null];
     const h: Record<string, string> = {};
     for (let i = 0; i + 1 < flat.length; i += 2) h[flat[i]!] = flat[i + 1]!;
-    const result = finishedResult(held, jobId);
-    return { claim, run: runRecord(h), ...(result ? { result } : {}), ...(saved ? { saved } : {}) };
+    return { ...readClaim(marker, held.jobId), run: runRecord(h), ...(saved ? { saved } : {}) };
   }
 
   async recordTurn(runId: string, usage: TokenUsage, events: ReadonlyArray<{ event: RunEventInput; at: number }>, saved?: SavedProgress): Promise<RunStatus | undefined> {
@@ -248,18 +244,18 @@ export class RedisRunStore implements RunStore {
     return (await this.scripts.palisadeClaim(this.seenKey(receiver, messageId), jobId, this.retentionMs)) as Exclude<MessageClaim, 'finished'>;
   }
 
-  async completeMessage(receiver: string, messageId: string, jobId: string, result: TaskResult): Promise<void> {
-    await this.scripts.palisadeCompleteMessage(this.seenKey(receiver, messageId), this.progressKey(receiver, messageId), finishedClaim(jobId, result), this.retentionMs);
+  async completeMessage(receiver: string, messageId: string, finished: ClaimMarker): Promise<void> {
+    await this.scripts.palisadeCompleteMessage(this.seenKey(receiver, messageId), this.progressKey(receiver, messageId), markerText(finished), this.retentionMs);
   }
 
-  async finishMessage(runId: string, events: ReadonlyArray<{ event: RunEventInput; at: number }>, receiver: string, messageId: string, jobId: string, result: TaskResult): Promise<void> {
+  async finishMessage(runId: string, events: ReadonlyArray<{ event: RunEventInput; at: number }>, receiver: string, messageId: string, finished: ClaimMarker): Promise<void> {
     await this.scripts.palisadeFinishMessage(
       this.key(runId, 'events'),
       this.seenKey(receiver, messageId),
       this.progressKey(receiver, messageId),
       this.maxEvents,
       this.retentionMs,
-      finishedClaim(jobId, result),
+      markerText(finished),
       ...serialized(events),
     );
   }
@@ -281,6 +277,19 @@ export class RedisRunStore implements RunStore {
   async listActions(runId: string): Promise<ActionRecord[]> {
     const raw = await this.redis.lrange(this.key(runId, 'actions'), 0, -1);
     return firstOfEachKey(raw.map((r) => JSON.parse(r) as ActionRecord));
+  }
+
+  async actionsOf(runId: string, key: string): Promise<ActionRecord[]> {
+    const raw = await this.redis.lrange(this.key(runId, 'actions'), 0, -1);
+    return raw.flatMap((r) => {
+      try {
+        const action = JSON.parse(r) as ActionRecord | null;
+        return action?.key === key ? [action] : [];
+      } catch {
+        // Not one this store wrote: it is no call's record.
+        return [];
+      }
+    });
   }
 
   async getCompensation(runId: string, key: string): Promise<CompensationRecord | undefined> {

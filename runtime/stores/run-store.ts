@@ -73,28 +73,55 @@ export interface EventCursor {
  */
 export type MessageClaim = 'new' | 'redelivery' | 'finished' | 'replay';
 
-/** How a message's claim is held once finished: no job id starts with NUL, so no other job's claim equals it. */
-export function finishedClaim(jobId: string, result: TaskResult): string {
-  return `${finishedPrefix(jobId)}${JSON.stringify(result)}`;
+/**
+ * What a message's claim holds: the job that took it and, once that job finished, the result it gave,
+ * with the receiving agent's own MAC over both. The store keeps it as given; the worker checks it.
+ */
+export interface ClaimMarker {
+  jobId: string;
+  result?: TaskResult;
+  auth?: { kid: string; mac: string };
 }
 
-/** What every finished claim of this job starts with. */
-export function finishedPrefix(jobId: string): string {
-  return `\0done\0${jobId}\0`;
+const MARKER = '\0claim\0';
+
+/** A marker as a claim holds it: no job id starts with NUL, so it never equals a bare job id. */
+export function markerText(marker: ClaimMarker): string {
+  return `${MARKER}${marker.jobId}\0${JSON.stringify({ result: marker.result, auth: marker.auth })}`;
 }
 
-/** The result a claim holds when it is this job's finished claim. */
-export function finishedResult(held: string | null | undefined, jobId: string): TaskResult | undefined {
-  const prefix = finishedPrefix(jobId);
-  return held?.startsWith(prefix) ? (JSON.parse(held.slice(prefix.length)) as TaskResult) : undefined;
+/**
+ * What a message's claim, as read back (`held`, null when this delivery just took it), means for the
+ * job `jobId`. A bare job id, or a marker of this job that cannot be read, is a claim without a MAC.
+ */
+export function readClaim(held: string | null | undefined, jobId: string): { claim: MessageClaim; marker?: ClaimMarker } {
+  if (held === null || held === undefined) return { claim: 'new' };
+  if (held === jobId) return { claim: 'redelivery', marker: { jobId } };
+  const prefix = `${MARKER}${jobId}\0`;
+  if (!held.startsWith(prefix)) return { claim: 'replay' };
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(held.slice(prefix.length));
+  } catch {
+    // Read as a claim without a MAC: the worker refuses it.
+  }
+  const { result, auth } = (parsed !== null && typeof parsed === 'object' ? parsed : {}) as { result?: unknown; auth?: { kid?: unknown; mac?: unknown } | null };
+  const mac = typeof auth?.kid === 'string' && typeof auth.mac === 'string' ? { auth: { kid: auth.kid, mac: auth.mac } } : {};
+  if (result === undefined) return { claim: 'redelivery', marker: { jobId, ...mac } };
+  if (result === null || typeof result !== 'object' || Array.isArray(result)) return { claim: 'redelivery', marker: { jobId } };
+  return { claim: 'finished', marker: { jobId, result: result as TaskResult, ...mac } };
 }
 
-/** What a worker learns first of every job: its claim, the run, and for a `finished` claim the result it gave. */
+/** What a worker learns first of every job: its claim, the run, and what the message left behind. */
 export interface RunClaim {
   claim: MessageClaim;
   run: RunRecord | undefined;
-  result?: TaskResult;
-  /** For a `redelivery`, the progress its worker last saved ({@link SavedProgress}), if any. */
+  /** For a `redelivery` or `finished` claim: the marker the claim holds, for the worker to authenticate. */
+  marker?: ClaimMarker;
+  /**
+   * The progress saved for the message ({@link SavedProgress}), if any: a redelivery resumes from it; a
+   * `new` claim that finds some means the message had been claimed before and its claim was lost.
+   */
   saved?: string;
 }
 
@@ -144,18 +171,20 @@ export interface RunStore {
   listEvents(runId: string): Promise<StoredEvent[]>;
   /** Records that something took a one-time step (`new`), took it again with the same id (`redelivery`), or another did (`replay`). */
   claimMessage(receiver: string, messageId: string, jobId: string): Promise<Exclude<MessageClaim, 'finished'>>;
-  /** Claims the job's message and reads the run (and for a redelivery its saved progress), in one round trip. */
-  claimForRun(receiver: string, messageId: string, jobId: string, runId: string): Promise<RunClaim>;
-  /** Marks a message finished with the result its job gave (its saved progress is dropped): that job gets it again, any other delivery is a replay. */
-  completeMessage(receiver: string, messageId: string, jobId: string, result: TaskResult): Promise<void>;
+  /** Claims the job's message with `held` (the marker of a job that took it) and reads the run and the saved progress, in one round trip. */
+  claimForRun(receiver: string, messageId: string, held: ClaimMarker, runId: string): Promise<RunClaim>;
+  /** Marks a message finished with the marker of the result its job gave (its saved progress is dropped): that job gets it again, any other delivery is a replay. */
+  completeMessage(receiver: string, messageId: string, finished: ClaimMarker): Promise<void>;
   /** `appendEvents` and `completeMessage` in one write: an activation's last events and the end of its message. */
-  finishMessage(runId: string, events: ReadonlyArray<{ event: RunEventInput; at: number }>, receiver: string, messageId: string, jobId: string, result: TaskResult): Promise<void>;
+  finishMessage(runId: string, events: ReadonlyArray<{ event: RunEventInput; at: number }>, receiver: string, messageId: string, finished: ClaimMarker): Promise<void>;
   getToolCall(runId: string, key: string): Promise<ToolCallRecord | undefined>;
   putToolCall(runId: string, key: string, record: ToolCallRecord): Promise<void>;
   /** Appends to the run's action log; a redelivery may append the same key again (readers keep the first). */
   recordAction(runId: string, record: ActionRecord): Promise<void>;
   /** The run's action log in the order the actions happened, one entry per key. */
   listActions(runId: string): Promise<ActionRecord[]>;
+  /** Every entry of the run's action log under one key, in order (whoever wrote them: the reader checks). */
+  actionsOf(runId: string, key: string): Promise<ActionRecord[]>;
   getCompensation(runId: string, key: string): Promise<CompensationRecord | undefined>;
   putCompensation(runId: string, key: string, record: CompensationRecord): Promise<void>;
   /** Stores a new request; false when one with its id exists. */

@@ -3,6 +3,7 @@ import { auditEntryFor, type AuditSink } from '../audit/audit-trail.js';
 import type { Envelope } from '../envelope.js';
 import type { RunEventInput } from '../events.js';
 import type { Task, TaskResult } from '../transports/task.js';
+import { claimMarker } from './message-ids.js';
 import type { AgentLoopOptions } from './options.js';
 
 /** How long a model call or tool may run before the events buffered ahead of it are written on their own. */
@@ -97,10 +98,10 @@ export class ActivationEvents {
   /**
    * Waits until every event emitted so far is in the run's stream; throws what kept one out. With
    * `finished`, the last of them go in one write with the mark that the activation's message is done
-   * and the result its job returns.
+   * and the result its job returns (sealed: a redelivery believes only a mark this agent made).
    */
   async flushEvents(finished?: TaskResult): Promise<void> {
-    if (finished) await this.store.finishMessage(this.envelope.runId, await this.unwritten(), this.envelope.receiver, this.envelope.messageId, this.task.id, finished);
+    if (finished) await this.store.finishMessage(this.envelope.runId, await this.unwritten(), this.envelope.receiver, this.envelope.messageId, claimMarker(this.options.auth, this.envelope, this.task.id, finished));
     this.sendEvents();
     while (this.eventsWritten) await this.eventsWritten;
     if (this.eventFailure !== undefined) throw this.eventFailure;

@@ -21,6 +21,8 @@ export interface ActivationState {
   readonly agent: Agent;
   /** The envelope's serialised size: a saved activation is it plus the progress since. */
   readonly messageBytes: number;
+  /** Whether this delivery took the message's claim: then nothing the message did can be on record yet. */
+  readonly firstDelivery: boolean;
   readonly runId: string;
   readonly store: Transport['store'];
   readonly events: ActivationEvents;

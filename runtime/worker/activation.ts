@@ -7,7 +7,7 @@ import { extractTrace, injectTrace } from '../../tracing/propagation.js';
 import { labelAttributes, recordError, tracer } from '../../tracing/spans.js';
 import type { Envelope } from '../envelope.js';
 import { isRedisUnavailable } from '../errors.js';
-import type { RunEventInput } from '../events.js';
+import { fullText, type RunEventInput, type Stated } from '../events.js';
 import { startRollback } from '../rollback.js';
 import type { RunStatus } from '../stores/run-store.js';
 import { RetryableError, type ChildJob, type Task, type TaskOutcome, type TaskResult } from '../transports/task.js';
@@ -16,12 +16,13 @@ import type { ActivationState } from './activation-state.js';
 import { Parked } from './approval-wait.js';
 import { checkpointData, jobData, savedProgress } from './checkpoint.js';
 import { collectDelegations, delegate } from './delegation.js';
-import { guard } from './guard-step.js';
+import { guard, refusal } from './guard-step.js';
 import { handOff } from './handoff.js';
+import { callSteps } from './message-ids.js';
 import { modelTurn } from './model-turn.js';
 import type { AgentLoopOptions } from './options.js';
 import { restored, type Progress } from './progress.js';
-import { callTool } from './tool-call.js';
+import { callTool, ClaimLost } from './tool-call.js';
 
 /** One delivery of one envelope to one agent: model turns, guarded tool calls, handoffs and delegations. */
 export class Activation implements ActivationState {
@@ -39,6 +40,7 @@ export class Activation implements ActivationState {
     readonly envelope: Envelope,
     readonly agent: Agent,
     readonly messageBytes: number,
+    readonly firstDelivery: boolean,
   ) {
     this.runId = envelope.runId;
     this.events = new ActivationEvents(options, task, envelope, agent);
@@ -100,7 +102,7 @@ export class Activation implements ActivationState {
       if (!resumed) {
         const incoming = e.messages[e.messages.length - 1];
         const decision = await guard(this, { stage: 'receive', content: incoming && 'content' in incoming ? (incoming.content ?? '') : '' });
-        if (decision.verdict !== 'allow' && decision.verdict !== 'redact') return this.fail(`message refused at receive: ${decision.reasons.join('; ') || decision.verdict}`);
+        if (decision.verdict !== 'allow' && decision.verdict !== 'redact') return this.fail(refusal('message refused at receive', decision));
         if (decision.verdict === 'redact' && decision.content !== undefined && incoming?.role === 'user') {
           this.progress.messages = [...e.messages.slice(0, -1), { role: 'user', content: decision.content }];
         }
@@ -109,14 +111,19 @@ export class Activation implements ActivationState {
       return await this.loop();
     } catch (error) {
       if (error instanceof Parked) return { type: 'park', until: error.until, checkpoint: jobData(this), ready: error.ready };
+      if (error instanceof ClaimLost) {
+        this.events.emit({ type: 'envelope.rejected', reason: error.message });
+        return { type: 'done', result: { status: 'rejected', error: error.message } };
+      }
       // Redis went away: nothing can be recorded now, and the run is not at fault. The job is
       // retried, or redelivered once Redis is back (its lock lapses); the checkpoint resumes it.
       if (isRedisUnavailable(error)) throw new RetryableError(`Redis did not answer: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
       if (error instanceof RetryableError && this.task.attempt < this.task.maxAttempts) {
-        this.events.emit({ type: 'model.error', message: error.message, willRetry: true });
+        const said = this.thrown('the model call failed', error.cause ?? error);
+        this.events.emit({ type: 'model.error', message: said.message, ...(said.quote ? { quote: said.quote } : {}), willRetry: true });
         throw error;
       }
-      return this.fail(error instanceof Error ? error.message : String(error));
+      return this.fail(this.thrown('stopped by an error', error));
     }
   }
 
@@ -161,12 +168,13 @@ export class Activation implements ActivationState {
   private async answerToolCalls(message: AssistantMessage, index: number): Promise<TaskOutcome | undefined> {
     const answered = new Set(this.progress.messages.slice(index + 1).flatMap((m) => (m.role === 'tool' ? [m.toolCallId] : [])));
     const children: ChildJob[] = [];
-    for (const call of message.toolCalls ?? []) {
+    const steps = callSteps(this.progress.messages, index);
+    for (const [i, call] of (message.toolCalls ?? []).entries()) {
       if (answered.has(call.id) || this.progress.awaiting.some((a) => a.callId === call.id)) continue;
       // A cancel between two calls of one turn stops the rest of the turn.
       const stopped = await this.stopped();
       if (stopped) return stopped;
-      const stepKey = `${index}.${call.id}`;
+      const stepKey = steps[i]!;
       const handoff = this.envelope.kind !== 'delegate' ? this.agent.handoffs.find((t) => handoffToolName(t) === call.name) : undefined;
       const delegated = this.agent.delegates.find((t) => delegateToolName(t) === call.name);
       if (handoff) {
@@ -195,11 +203,11 @@ export class Activation implements ActivationState {
 
   private async finish(text: string): Promise<TaskOutcome> {
     const decision = await guard(this, { stage: 'output', content: text });
-    if (decision.verdict === 'block' || decision.verdict === 'escalate') return this.fail(`reply withheld: ${decision.reasons.join('; ') || decision.verdict}`);
+    if (decision.verdict === 'block' || decision.verdict === 'escalate') return this.fail(refusal('reply withheld', decision));
     const output = decision.verdict === 'redact' && decision.content !== undefined ? decision.content : text;
     const result: TaskResult = { status: 'completed', output, label: this.progress.label, usage: this.progress.usage };
     if (this.envelope.kind === 'delegate') return { type: 'done', result: this.answerToCaller(result) };
-    await this.endRun('completed', { output }, { type: 'run.completed', output });
+    await this.endRun('completed', { output }, { type: 'run.completed', output, label: this.progress.label });
     return { type: 'done', result };
   }
 
@@ -217,16 +225,27 @@ export class Activation implements ActivationState {
     return true;
   }
 
-  private async fail(error: string): Promise<TaskOutcome> {
-    // A delegated agent's failure is its caller's tool error, not the run's end.
-    if (this.envelope.kind !== 'delegate' && (await this.endRun('failed', { error }, { type: 'run.failed', error }))) {
+  /** A thrown error as events state it: its text may quote a model, a tool or a guard, so it goes with the context's label. The caller of a delegate is told it as thrown. */
+  private thrown(what: string, error: unknown): Stated {
+    const text = error instanceof Error ? error.message : String(error);
+    return { message: what, quote: { text, label: this.progress.label }, told: text };
+  }
+
+  /** Ends the run as failed, or answers the caller of a delegate with the failure. */
+  private async fail(why: string | Stated): Promise<TaskOutcome> {
+    const said: Stated = typeof why === 'string' ? { message: why } : why;
+    const quote = said.quote ? { quote: said.quote } : {};
+    // The record and the audit log get our own words; the event adds what they quote, for readers cleared for it.
+    if (this.envelope.kind !== 'delegate' && (await this.endRun('failed', { error: said.message }, { type: 'run.failed', error: said.message, ...quote }))) {
       if (this.options.rollbackOn?.has('failure')) {
-        await startRollback({ transport: this.options.transport, runId: this.runId, trigger: 'failure', reason: error, trace: injectTrace(this.ctx), emit: (event) => this.events.emitNow(event) });
+        await startRollback({ transport: this.options.transport, runId: this.runId, trigger: 'failure', reason: said.message, trace: injectTrace(this.ctx), emit: (event) => this.events.emitNow(event) });
       }
     } else if (this.envelope.kind === 'delegate') {
-      this.events.emit({ type: 'tool.error', tool: delegateToolName(this.agent.name), callId: this.envelope.messageId, message: error });
+      // A delegated agent's failure is its caller's tool error, not the run's end.
+      this.events.emit({ type: 'tool.error', tool: delegateToolName(this.agent.name), callId: this.envelope.messageId, message: said.message, ...quote });
     }
-    const result: TaskResult = { status: 'failed', error, label: this.progress.label, usage: this.progress.usage };
+    // The caller's model gets the whole text, with the context's label joined into its own.
+    const result: TaskResult = { status: 'failed', error: fullText(said), label: this.progress.label, usage: this.progress.usage };
     return { type: 'done', result: this.envelope.kind === 'delegate' ? this.answerToCaller(result) : result };
   }
 

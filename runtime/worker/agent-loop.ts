@@ -5,6 +5,7 @@ import type { RunEventInput } from '../events.js';
 import { startRollback } from '../rollback.js';
 import type { Task, TaskOutcome, TaskResult } from '../transports/task.js';
 import { Activation } from './activation.js';
+import { claimMarker } from './message-ids.js';
 import type { AgentLoopOptions } from './options.js';
 import { byteSize, checkpointLimit, JobDataSchema, SavedSchema, type JobData, type Progress } from './progress.js';
 
@@ -25,19 +26,27 @@ export class AgentLoop {
     const { envelope } = data;
     const refused = this.authenticate(task, data);
     if (refused) return this.refuse(task, envelope, refused);
-    const { claim, run, result, saved } = await this.store.claimForRun(envelope.receiver, envelope.messageId, task.id, envelope.runId);
-    // Finished, but the worker stopped before the queue heard: the same job gets the same result, and nothing runs again.
-    if (claim === 'finished' && result) return { type: 'done', result };
+    const auth = this.options.auth;
+    const { claim, run, marker, saved } = await this.store.claimForRun(envelope.receiver, envelope.messageId, claimMarker(auth, envelope, task.id), envelope.runId);
     if (claim === 'replay') return this.refuse(task, envelope, `message ${envelope.messageId} was already accepted: a replay`);
+    // A message is taken up again, or answered from its mark, only on a claim this agent made itself.
+    const forged = claim === 'new' ? undefined : auth?.checkClaim(envelope.receiver, envelope.messageId, marker!);
+    if (forged) return this.refuseForGood(task, envelope, `it is not acted on again: ${forged}`);
+    // Finished, but the worker stopped before the queue heard: the same job gets the same result, and nothing runs again.
+    if (claim === 'finished') return { type: 'done', result: marker!.result! };
+    let stored = saved === undefined ? undefined : this.readSaved(envelope, saved, messageBytes);
+    // Taken before (its job or the run store holds progress this agent saved), yet its claim was gone: acting again could repeat it.
+    if (claim === 'new' && (data.progress !== undefined || (stored !== undefined && typeof stored !== 'string'))) {
+      return this.refuseForGood(task, envelope, 'its saved progress is on record but its claim is gone: it is not acted on again');
+    }
     const agent = this.options.agents.get(envelope.receiver)!;
     if (!run) return this.reject(task, `no run ${envelope.runId} exists`);
     if (run.status !== 'running') {
       if (run.status === 'cancelled') await this.rollBackCancelled(envelope);
       const cancelled: TaskResult = { status: 'cancelled', error: `run is ${run.status}` };
-      await this.store.completeMessage(envelope.receiver, envelope.messageId, task.id, cancelled);
+      await this.store.completeMessage(envelope.receiver, envelope.messageId, claimMarker(auth, envelope, task.id, cancelled));
       return { type: 'done', result: cancelled };
     }
-    let stored = saved === undefined ? undefined : this.readSaved(envelope, saved, messageBytes);
     if (typeof stored === 'string') {
       // The job itself is authentic: its run goes on as if nothing had been saved (what deleting the copy would give
       // an attacker anyway), and the refusal is on record.
@@ -48,7 +57,7 @@ export class AgentLoop {
     // Authentic but too old (a long outage): the run cannot go on, and says so.
     const stale = this.options.auth?.staleness(envelope, progress === undefined);
     if (stale) return this.reject(task, stale, true);
-    const activation = new Activation(this.options, task, envelope, agent, messageBytes);
+    const activation = new Activation(this.options, task, envelope, agent, messageBytes, claim === 'new');
     // The activation marks its message done itself, with its last events.
     return activation.resume(progress);
   }
@@ -95,6 +104,17 @@ export class AgentLoop {
   private async refuse(task: Task, envelope: Envelope, reason: string): Promise<TaskOutcome> {
     await this.recordRefusal(task, envelope, reason);
     return { type: 'done', result: { status: 'rejected', error: reason } };
+  }
+
+  /**
+   * A refusal that is the message's end: its claim then holds this agent's mark of it, so no later
+   * delivery of the job acts on the message either (each would get the same refusal).
+   */
+  private async refuseForGood(task: Task, envelope: Envelope, reason: string): Promise<TaskOutcome> {
+    await this.recordRefusal(task, envelope, reason);
+    const result: TaskResult = { status: 'rejected', error: reason };
+    await this.store.completeMessage(envelope.receiver, envelope.messageId, claimMarker(this.options.auth, envelope, task.id, result));
+    return { type: 'done', result };
   }
 
   /** Puts a refusal on record: in the run's events (when the run exists) and in the audit log. */
