@@ -18,6 +18,11 @@ export interface Decision {
   content?: string;
   /** What the content was found to carry, for later checks (`instructions`: text that reads as commands to the agent). */
   flags?: string[];
+  /**
+   * Reasons that quote what was judged (a value, a service's error text): the runtime shows them only
+   * to readers cleared for the step's label and never writes them to the audit log.
+   */
+  quoted?: string[];
 }
 
 export const ALLOW: Decision = Object.freeze({ verdict: 'allow', reasons: [], risk: 0 }) as Decision;

@@ -13,10 +13,14 @@ export interface GuardResult {
   risk: number;
   labels?: Label;
   flags?: string[];
+  /** Reasons that quote what was judged (see `Decision.quoted`). */
+  quoted?: string[];
   /** Set when the guard threw, timed out or returned something that is not a decision. */
   error?: string;
   /** The guard failed and the policy let it fail open (monitor mode only). */
   failedOpen?: boolean;
+  /** Its reasons are fixed templates that never quote what it judged (see `PipelineOptions.fixedReasons`). */
+  fixedReasons?: boolean;
 }
 
 export interface PipelineDecision extends Decision {
@@ -33,6 +37,12 @@ export interface PipelineOptions {
   timeoutMs?: number;
   /** Guards that may fail open, and only while the mode is `monitor`. */
   failOpen?: readonly string[];
+  /**
+   * Guards whose `reasons` are fixed templates over names, kinds, labels and numbers, never quoting
+   * what they judge: the runtime shows them to every reader of a run and writes them to the audit
+   * log. Any other guard's reasons count as content.
+   */
+  fixedReasons?: readonly Guard[];
 }
 
 const rank = (v: Verdict): number => VERDICTS.indexOf(v);
@@ -50,7 +60,8 @@ function isDecision(value: unknown): value is Decision {
     d.risk >= 0 &&
     d.risk <= 1 &&
     (d.content === undefined || typeof d.content === 'string') &&
-    (d.flags === undefined || (Array.isArray(d.flags) && d.flags.every((f) => typeof f === 'string')))
+    (d.flags === undefined || (Array.isArray(d.flags) && d.flags.every((f) => typeof f === 'string'))) &&
+    (d.quoted === undefined || (Array.isArray(d.quoted) && d.quoted.every((q) => typeof q === 'string')))
   );
 }
 
@@ -64,12 +75,14 @@ export class Pipeline implements GuardPipeline {
   private readonly guards: readonly Guard[];
   private readonly timeoutMs: number;
   private readonly failOpen: ReadonlySet<string>;
+  private readonly fixedReasons: ReadonlySet<Guard>;
 
   constructor(options: PipelineOptions) {
     this.guards = options.guards;
     this.mode = options.mode ?? 'enforce';
     this.timeoutMs = options.timeoutMs ?? 1000;
     this.failOpen = new Set(options.failOpen ?? []);
+    this.fixedReasons = new Set(options.fixedReasons ?? []);
   }
 
   async evaluate(event: GuardEvent): Promise<PipelineDecision> {
@@ -125,7 +138,7 @@ export class Pipeline implements GuardPipeline {
       }
       if (!isDecision(answer)) throw new Error('returned something that is not a decision');
       if (answer.verdict === 'redact' && answer.content === undefined && event.content !== undefined) throw new Error('redacted without the rewritten content');
-      return { guard: guard.name, ...answer };
+      return { guard: guard.name, ...answer, ...(this.fixedReasons.has(guard) ? { fixedReasons: true } : {}) };
     } catch (error) {
       const message = error instanceof Error ? error.message : String(error);
       if (this.mode === 'monitor' && this.failOpen.has(guard.name)) {

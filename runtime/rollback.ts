@@ -6,9 +6,10 @@ import { extractTrace } from '../tracing/propagation.js';
 import { inSpan, tracer } from '../tracing/spans.js';
 import { ATTR } from '../tracing/attributes.js';
 import { recordRunEvent, type AuditSink } from './audit/audit-trail.js';
-import { AuthSchema, EnvelopeSchema } from './envelope.js';
+import { EnvelopeSchema } from './envelope.js';
+import { SignatureSchema } from './identity/edge-keys.js';
 import type { EnvelopeAuth } from './identity/envelope-auth.js';
-import type { RollbackTrigger, RunEventInput } from './events.js';
+import type { Quote, RollbackTrigger, RunEventInput } from './events.js';
 import type { ActionRecord, CompensationRecord } from './stores/run-store.js';
 import type { Transport } from './transports/transport.js';
 import type { ChildJob, Task, TaskOutcome } from './transports/task.js';
@@ -30,8 +31,8 @@ export const CompensationOrderSchema = z
     reason: z.string().max(2000),
     issuedAt: z.number().int().positive(),
     trace: EnvelopeSchema.shape.trace,
-    /** The edge's MAC, for an operator's order. */
-    auth: AuthSchema.optional(),
+    /** The edge's signature, on an operator's order: no worker can make one. */
+    signature: SignatureSchema.optional(),
   })
   .strict();
 export type CompensationOrder = z.infer<typeof CompensationOrderSchema>;
@@ -45,7 +46,7 @@ export interface StartRollbackOptions {
   reason: string;
   /** The operator, for `operator` rollbacks. */
   by?: string;
-  /** The edge's keys: an operator's order must be authenticated for each agent that undoes something. */
+  /** The edge's keys: an operator's order must be signed by the edge for the agent that undoes something to act on it. */
   auth?: EnvelopeAuth;
   trace?: CompensationOrder['trace'];
   /** Where `rollback.started` (and, with nothing to undo, `rollback.completed`) is recorded; the run's event stream by default. */
@@ -92,7 +93,7 @@ export async function startRollback(options: StartRollbackOptions): Promise<Roll
       issuedAt,
       ...(options.trace ? { trace: options.trace } : {}),
     };
-    const compensate = trigger === 'operator' && options.auth ? options.auth.sealOrder(action.agent, order) : order;
+    const compensate = trigger === 'operator' && options.auth ? options.auth.sealOrder(order) : order;
     return { queue: action.agent, jobId: `rb-${rollbackId}-${step}`, payload: { compensate } };
   });
   await transport.enqueueSequence(steps);
@@ -108,7 +109,10 @@ export interface CompensatorOptions {
   rollbackOn: ReadonlySet<RollbackTrigger>;
 }
 
-type Outcome = Pick<CompensationRecord, 'status' | 'message'> | { status: 'already_undone'; message?: string };
+/** How long an operator's signed order may wait in its queue before a worker acts on it. */
+const ORDER_LIFETIME_MS = 24 * 3600_000;
+
+type Outcome = (Pick<CompensationRecord, 'status' | 'message'> | { status: 'already_undone'; message?: string }) & { quote?: Quote };
 
 /** Runs compensation steps in the worker that owns the tool, after checking the order and the action it undoes. */
 export class Compensator {
@@ -132,7 +136,7 @@ export class Compensator {
     if (!run) return { type: 'done', result: { status: 'rejected', error: `no run ${order.runId} exists` } };
     const ctx = { runId: order.runId, principal: run.principal, chain: [agent.name], agent: agent.name };
     const emit = (event: RunEventInput) => recordRunEvent(this.store, this.options.audit?.(agent.name), event, ctx, order.by ? { orderedBy: order.by } : undefined);
-    const refused = this.refusal(order, (task.data as { compensate: object }).compensate, run.status);
+    const refused = this.refusal(order, (task.data as { compensate: CompensationOrder }).compensate, run.status);
     if (refused) {
       await emit({ type: 'envelope.rejected', reason: `rollback order refused: ${refused}` });
       return { type: 'done', result: { status: 'rejected', error: refused } };
@@ -160,14 +164,21 @@ export class Compensator {
       callId: action?.callId ?? order.key,
       status: outcome.status,
       ...(outcome.message ? { message: outcome.message } : {}),
+      ...(outcome.quote ? { quote: outcome.quote } : {}),
     });
     if (order.step === order.steps - 1) await emit({ type: 'rollback.completed', rollbackId: order.rollbackId, ...(await this.summary(order.runId, actions)) });
     return { type: 'done', result: { status: 'completed', output: outcome.status } };
   }
 
   /** Why this worker must not act on the order. */
-  private refusal(order: CompensationOrder, raw: object, runStatus: string): string | undefined {
-    if (order.trigger === 'operator') return this.options.auth?.checkOrder(order.agent, raw);
+  /** `raw` is the order as read from the job, which the edge's signature covers. */
+  private refusal(order: CompensationOrder, raw: CompensationOrder, runStatus: string): string | undefined {
+    if (order.trigger === 'operator') {
+      const forged = this.options.auth?.checkOrder(raw);
+      if (forged) return forged;
+      // A signed order replayed long after: an operator orders again instead.
+      return Date.now() - order.issuedAt > ORDER_LIFETIME_MS ? `the order was issued more than ${ORDER_LIFETIME_MS / 3600_000} h ago` : undefined;
+    }
     if (!this.options.rollbackOn.has(order.trigger)) return `this worker's policy does not roll back on ${order.trigger}`;
     const expected = order.trigger === 'failure' ? 'failed' : 'cancelled';
     return runStatus === expected ? undefined : `the run is ${runStatus}, not ${expected}`;
@@ -198,7 +209,8 @@ export class Compensator {
       await Promise.race([Promise.resolve().then(() => tool.compensate!(args.data, action.output, ctx)), timeout]);
       return { status: 'undone' };
     } catch (error) {
-      return { status: 'failed', message: error instanceof Error ? error.message : String(error) };
+      // What the compensation threw may quote what the tool handles: it goes with the tool's labels, apart from our words.
+      return { status: 'failed', message: `the compensation of '${tool.name}' failed`, quote: { text: error instanceof Error ? error.message : String(error), label: tool.returns } };
     } finally {
       clearTimeout(timer);
     }

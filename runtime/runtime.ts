@@ -19,10 +19,11 @@ import { BudgetSchema, ENVELOPE_VERSION, EnvelopeSchema, type Budget, type Envel
 import { InvalidRunInputError, isRedisUnavailable, TransportUnavailableError, UnknownAgentError } from './errors.js';
 import { PrincipalSchema, type PrincipalInput } from '../agents/principal.js';
 import { Run } from './run.js';
+import { clearanceFor, contextLabel } from './event-view.js';
 import { AuditLog } from './audit/audit-log.js';
 import { auditEntryFor, failRun, recordRunEvent, type AuditSink } from './audit/audit-trail.js';
 import { EnvelopeAuth } from './identity/envelope-auth.js';
-import { EDGE, type Keyring } from './identity/keyring.js';
+import { EDGE, KeyError, type Keyring } from './identity/keyring.js';
 import { BullMQTransport } from './transports/bullmq-transport.js';
 import type { Consumer, Transport } from './transports/transport.js';
 import { ATTR, RUN_SPAN } from '../tracing/attributes.js';
@@ -213,15 +214,15 @@ export class Runtime {
       await failRun(store, this.auditFor(EDGE), 'the run could not be queued', { runId, principal, chain: [name] }).catch(() => undefined);
       throw unavailable(error);
     }
-    return new Run(runId, store, true);
+    return new Run(runId, store, true, clearanceFor(this.policy));
   }
 
-  /** The edge vouches for the principal and budget to every agent it has a key for, and signs the first hop. */
+  /** The edge signs its grant of principal, budget and this first message (once per run), then MACs the first hop. */
   private sealAtEdge(envelope: Envelope): Envelope {
     const auth = this.auth!;
     if (!auth.keyring.has(EDGE, envelope.receiver)) throw new InvalidRunInputError(`this process holds no edge key for '${envelope.receiver}': load the edge's key file to start runs`);
-    const grant = auth.grant(envelope.runId, envelope.principal, envelope.budget, envelope.issuedAt, auth.keyring.receiversOf(EDGE));
-    return auth.seal({ ...envelope, grant });
+    if (!auth.keyring.edge.canSign) throw new InvalidRunInputError("this process holds no signing key of the edge: load the edge's key file (edge.json; run `palisade keys generate` again if it predates edge signatures)");
+    return auth.sealStart(envelope);
   }
 
   /** The policy's budget fills what the starter left open and caps what it asked for. */
@@ -265,7 +266,8 @@ export class Runtime {
 
   /** A handle on an existing run by id. */
   run(runId: string): Run {
-    return new Run(runId, this.transport.store);
+    // It reads as the run's principal, cleared by the policy as for a reply to them.
+    return new Run(runId, this.transport.store, false, clearanceFor(this.policy));
   }
 
   /** Serves agents' queues in this process. */
@@ -273,6 +275,9 @@ export class Runtime {
     const names = options.agents ?? [...this.agents.keys()];
     const unknown = names.filter((n) => !this.agents.has(n));
     if (unknown.length > 0) throw new UnknownAgentError(unknown[0]!, [...this.agents.keys()]);
+    // A worker must be able to check the edge's signatures and write approval requests the edge can check.
+    const missing = this.auth && names.map((n) => this.auth!.keyring.missingForWorker(n)).find((m) => m !== undefined);
+    if (missing) throw new KeyError(missing);
     for (const name of names) {
       this.consumers.push(
         this.transport.consume(name, (task) => this.loop.handle(task), {
@@ -293,9 +298,12 @@ export class Runtime {
     if (!parsed.success || parsed.data.kind === 'delegate') return;
     if (this.auth?.check(raw as Record<string, unknown>, parsed.data)) return;
     const envelope = parsed.data;
-    const reason = `${envelope.receiver} failed: ${error.message}`;
+    const reason = `${envelope.receiver} failed`;
     const ctx = { runId: envelope.runId, principal: envelope.principal, chain: envelope.chain, agent: envelope.receiver };
-    if (await failRun(this.transport.store, this.auditFor(envelope.receiver), reason, ctx).catch(() => false)) {
+    // The error may quote what the run carried (a model's or a guard's error text): it goes with the most its context held.
+    const events = await this.transport.store.listEvents(envelope.runId).catch(() => []);
+    const quote = { text: error.message, label: contextLabel(events.map((e) => e.event), envelope.label) };
+    if (await failRun(this.transport.store, this.auditFor(envelope.receiver), reason, ctx, quote).catch(() => false)) {
       if (this.policy?.rollback.onFailure) {
         await startRollback({ transport: this.transport, runId: envelope.runId, trigger: 'failure', reason }).catch(() => undefined);
       }

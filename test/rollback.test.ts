@@ -172,7 +172,7 @@ describe.each([
     const run = await rt.start('booker', 'book and fail', { principal });
     await expect(run.result({ timeoutMs: 10_000 })).rejects.toThrow();
     const events = await rollbackEvents(run);
-    expect(events.find((e) => e.type === 'action.compensated' && e.tool === 'charge')).toMatchObject({ status: 'failed', message: 'the payment provider is down' });
+    expect(events.find((e) => e.type === 'action.compensated' && e.tool === 'charge')).toMatchObject({ status: 'failed', message: "the compensation of 'charge' failed: the payment provider is down" });
     expect(events.at(-1)).toMatchObject({ type: 'rollback.completed', undone: 1, failed: 1, notUndone: 1 });
     const retry = await rt.rollback(run.id, { by: 'ops-1' });
     const second = await rollbackEvents(run, retry.rollbackId);

@@ -8,11 +8,14 @@ import { exportJWK, generateKeyPair, SignJWT, type CryptoKey } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createSupportAgents } from '../examples/support/system.js';
 import { loadPolicy, type LoadedPolicy } from '../guards/policy/load-policy.js';
+import { FileAnchorStore } from '../runtime/audit/anchors.js';
+import { loadAuditKeys } from '../runtime/audit/audit-keys.js';
 import { EDGE, generateKeys, loadKeyring, type Keyring } from '../runtime/identity/keyring.js';
 import { Runtime } from '../runtime/runtime.js';
 import { AuthConfigError, createAuthenticator, hashApiKey, loadAuthConfig, type Authenticator } from '../runtime/server/auth.js';
 import { createServer } from '../runtime/server/server.js';
 import { BullMQTransport } from '../runtime/transports/bullmq-transport.js';
+import { runAuditCli } from './support/audit-cli.js';
 import { deleteKeys, REDIS_URL, uniquePrefix } from './support/redis.js';
 
 const ISSUER = 'https://id.example.test/';
@@ -86,6 +89,7 @@ describe('palisade serve: the HTTP edge', () => {
   let dir: string;
   let policy: LoadedPolicy;
   let edgeKeys: Keyring;
+  let audit: Pick<Parameters<typeof createServer>[0], 'auditKeys' | 'anchors'>;
   let authenticate: Authenticator;
   let app: FastifyInstance;
   let base: string;
@@ -104,7 +108,7 @@ describe('palisade serve: the HTTP edge', () => {
 
   /** A server on this file's prefix, as `palisade serve` builds it. */
   const edge = (extra: Partial<Parameters<typeof createServer>[0]> = {}) =>
-    createServer({ authenticate, redisUrl: REDIS_URL, prefix, policy, keys: edgeKeys, jaegerUrl: JAEGER, eventPollMs: 100, auditVerifyReuseMs: 0, rateLimit: { max: 10_000, windowMs: 60_000 }, ...extra });
+    createServer({ authenticate, redisUrl: REDIS_URL, prefix, policy, keys: edgeKeys, ...audit, jaegerUrl: JAEGER, eventPollMs: 100, auditVerifyReuseMs: 0, rateLimit: { max: 10_000, windowMs: 60_000 }, ...extra });
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'palisade-server-'));
@@ -125,6 +129,11 @@ describe('palisade serve: the HTTP edge', () => {
     const agents = createSupportAgents();
     await generateKeys(join(dir, 'keys'), agents);
     edgeKeys = await loadKeyring(join(dir, 'keys'), [EDGE]);
+    // The writers' public audit keys and the anchoring key, as `palisade audit keys` writes them.
+    expect((await runAuditCli(['keys', '--keys', join(dir, 'keys')])).code).toBe(0);
+    const publicKeys = await loadAuditKeys(join(dir, 'keys', 'audit.pub.json'));
+    const { anchorSigner } = await loadAuditKeys(join(dir, 'keys', 'anchor.key.json'));
+    audit = { auditKeys: publicKeys, anchors: { store: new FileAnchorStore(join(dir, 'anchors.jsonl')), keys: publicKeys.anchorKeys, signer: anchorSigner!, everyMs: 3_600_000 } };
     // Workers in their own runtime, with their own keys: the edge holds none of theirs.
     const workers = new Runtime({ agents, policy: loaded, keys: await loadKeyring(join(dir, 'keys'), agents.map((a) => a.name)), transport: new BullMQTransport({ connection: REDIS_URL, prefix }) });
     await workers.startWorkers();
@@ -449,23 +458,34 @@ describe('palisade serve: the HTTP edge', () => {
       expect(rollback.statusCode).toBe(202);
       expect(rollback.json()).toMatchObject({ runId, actions: 1 });
 
-      // The auditor sees the whole story, newest first, with the chain verified.
+      // The auditor sees the whole story, newest first, with every writer's signatures and the anchors verified.
       expect((await app.inject({ method: 'GET', url: `/v1/audit?runId=${runId}`, headers: bearer(KEYS.ada) })).statusCode).toBe(403);
-      const audit = await until(async () => {
+      await until(async () => {
         const page = (await app.inject({ method: 'GET', url: `/v1/audit?runId=${runId}`, headers: bearer(KEYS.auditor) })).json();
         return page.entries.some((e: { action: string }) => e.action === 'rollback.completed') ? page : undefined;
       });
+      expect((await runAuditCli(['anchor', '--keys', join(dir, 'keys'), '--anchors', join(dir, 'anchors.jsonl'), '--prefix', prefix])).code).toBe(0);
+      const audit = (await app.inject({ method: 'GET', url: `/v1/audit?runId=${runId}`, headers: bearer(KEYS.auditor) })).json();
       const actions = audit.entries.map((e: { action: string }) => e.action);
       expect(audit.entries.every((e: { runId: string }) => e.runId === runId)).toBe(true);
       expect(audit.entries.map((e: { seq: number }) => e.seq)).toEqual([...audit.entries.map((e: { seq: number }) => e.seq)].sort((a, b) => b - a));
       expect(actions).toEqual(expect.arrayContaining(['run.started', 'approval.requested', 'approval.decided', 'run.completed', 'rollback.started']));
       expect(audit.entries.find((e: { action: string }) => e.action === 'rollback.started')).toMatchObject({ detail: { by: 'ops-1', trigger: 'operator' } });
-      expect(audit.verification).toMatchObject({ ok: true, problems: [], problemCount: 0 });
-      expect(audit.verification.macsVerified).toBeGreaterThan(0);
+      expect(audit.verification).toMatchObject({ ok: true, status: 'verified', problems: [], problemCount: 0, unsigned: 0, anchor: { verified: true } });
+      expect(audit.verification.macsVerified).toBe(audit.verification.entries);
       // An auditor confined to a tenant learns whether the log is intact, not the figures of every tenant's records.
       const acme = (await app.inject({ method: 'GET', url: `/v1/audit?runId=${runId}`, headers: bearer(KEYS.acmeAuditor) })).json();
       expect(acme.entries).toEqual([]);
-      expect(acme.verification).toEqual({ ok: true, problemCount: 0, problems: [] });
+      expect(acme.verification).toEqual({ ok: true, status: 'verified', problemCount: 0, problems: [] });
+      // An edge given no writers' keys says the log is unverified, and one given no anchors that it is unanchored.
+      for (const [extra, status] of [[{ auditKeys: undefined }, 'unverified'], [{ anchors: undefined }, 'unanchored']] as const) {
+        const other = await edge(extra);
+        try {
+          expect((await other.inject({ method: 'GET', url: '/v1/audit?limit=1', headers: bearer(KEYS.auditor) })).json().verification).toMatchObject({ ok: false, status, problems: [] });
+        } finally {
+          await other.close();
+        }
+      }
 
       const decided = (await app.inject({ method: 'GET', url: `/v1/audit?runId=${runId}&action=approval.decided&limit=5`, headers: bearer(KEYS.auditor) })).json();
       expect(decided.entries).toEqual([expect.objectContaining({ action: 'approval.decided', outcome: 'approved', principal: 'ada', detail: expect.objectContaining({ by: 'fin-lee' }) })]);
@@ -539,6 +559,12 @@ describe('palisade serve: the HTTP edge', () => {
         const anonymous = [];
         for (let i = 0; i < 4; i++) anonymous.push((await (i % 2 ? one : two).inject({ method: 'GET', url: '/v1/me', headers: bearer('guess') })).statusCode);
         expect(anonymous).toEqual([401, 401, 401, 429]);
+
+        // The console's page and modules are not counted: an address out of API budget still loads it.
+        for (const url of ['/console/', '/console/console.js', '/console/api.js', '/console/console.css']) {
+          expect((await one.inject({ method: 'GET', url })).statusCode).toBe(200);
+        }
+        expect((await one.inject({ method: 'GET', url: '/v1/me', headers: bearer('guess') })).statusCode).toBe(429);
       } finally {
         await Promise.all([one.close(), two.close()]);
       }

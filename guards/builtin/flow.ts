@@ -3,6 +3,7 @@ import { defineGuard, type Guard } from '../guard.js';
 import type { GuardEvent } from '../guard-event.js';
 import { flowsTo, levelRank, type Label } from '../../agents/label.js';
 import { describeLabel, type GuardContext } from './context.js';
+import type { Policy } from '../policy/policy.js';
 
 /** Rewrites content so that it may reach a sink below its label (the content guard knows how). */
 export type Redactor = (content: string) => string;
@@ -11,14 +12,19 @@ export type Redactor = (content: string) => string;
  * Information flow: the context's label against the clearance of where it is going — another
  * agent, a tool's arguments (external tools especially), or the reply to the principal.
  */
+/**
+ * What a reply to a principal with these roles may carry: the highest of their roles' clearances, or
+ * the policy's `reply`. The edge shows a reader of a run's events no more than this either.
+ */
+export function replyClearance(c: Policy['clearance'], roles: readonly string[]): Label {
+  // Roles come from tokens: a role named `constructor` must not reach Object's own members.
+  const granted = roles.flatMap((r) => (Object.hasOwn(c.roles, r) ? [c.roles[r]!] : []));
+  if (granted.length === 0) return c.reply;
+  return granted.reduce((a, b) => (levelRank(b.level) > levelRank(a.level) || (b.level === a.level && b.categories.length > a.categories.length) ? b : a));
+}
+
 export function flowGuard({ policy, agents }: GuardContext, redactor?: Redactor): Guard {
   const c = policy.clearance;
-  const replyClearance = (roles: readonly string[]): Label => {
-    const granted = roles.flatMap((r) => (c.roles[r] ? [c.roles[r]!] : []));
-    if (granted.length === 0) return c.reply;
-    // The highest of the principal's role clearances counts.
-    return granted.reduce((a, b) => (levelRank(b.level) > levelRank(a.level) || (b.level === a.level && b.categories.length > a.categories.length) ? b : a));
-  };
   const sinkFor = (e: GuardEvent): { name: string; clearance: Label } | undefined => {
     if (e.stage === 'handoff' && e.target) {
       const clearance = c.agents[e.target.agent] ?? agents.get(e.target.agent)?.clearance;
@@ -28,7 +34,7 @@ export function flowGuard({ policy, agents }: GuardContext, redactor?: Redactor)
       const clearance = c.tools[e.tool.name] ?? ((policy.tools[e.tool.name]?.effect ?? e.tool.effect) === 'external' ? c.external : undefined);
       return clearance && { name: `tool '${e.tool.name}'`, clearance };
     }
-    if (e.stage === 'output') return { name: `the reply to '${e.principal.id}'`, clearance: replyClearance(e.principal.roles) };
+    if (e.stage === 'output') return { name: `the reply to '${e.principal.id}'`, clearance: replyClearance(c, e.principal.roles) };
     return undefined;
   };
   return defineGuard({

@@ -10,6 +10,8 @@ import { assessRisk } from './risk.js';
 export type Authorizer = Pick<CedarPolicies, 'authorize' | 'escalates'>;
 
 const block = (reason: string): Decision => ({ verdict: 'block', reasons: [reason], risk: 1 });
+/** Cedar's errors may quote the values it was given (the call's arguments): they go as quoted reasons. */
+const undecided = (errors: readonly string[]): Decision => ({ verdict: 'block', reasons: ['Cedar could not decide'], quoted: [...errors], risk: 1 });
 
 /** A Cedar deny: a request for approval when every forbid that decided it is marked `@escalate`, else a block. */
 function denied(cedar: Authorizer, determining: string[]): Decision {
@@ -34,7 +36,7 @@ export function permissionsGuard({ policy }: GuardContext, cedar?: Authorizer): 
       if (e.stage === 'handoff') {
         if (!e.target) return block('a handoff without a target');
         const answer = ask(e);
-        if (answer?.errors.length) return block(`Cedar could not decide: ${answer.errors.join('; ')}`);
+        if (answer?.errors.length) return undecided(answer.errors);
         if (answer?.decision === 'deny' && answer.determining.length > 0) return denied(cedar!, answer.determining);
         return { verdict: 'allow', reasons: [], risk: 0 };
       }
@@ -45,7 +47,7 @@ export function permissionsGuard({ policy }: GuardContext, cedar?: Authorizer): 
       const granted = permissionsOf(policy, e.principal.roles);
       const missing = required.filter((p) => !permits(granted, p));
       const answer = ask(e);
-      if (answer?.errors.length) return block(`Cedar could not decide: ${answer.errors.join('; ')}`);
+      if (answer?.errors.length) return undecided(answer.errors);
       if (answer?.decision === 'deny' && answer.determining.length > 0) {
         // Approval can lift a rule's forbid, never a missing permission.
         const verdict = denied(cedar!, answer.determining);

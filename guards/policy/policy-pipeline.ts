@@ -39,19 +39,19 @@ function returnsGuard(policy: Policy): Guard {
 export function createPolicyPipeline(options: PolicyPipelineOptions): Pipeline {
   const { policy } = options;
   const context = { policy, agents: new Map(options.agents.map((a) => [a.name, a])) };
-  const guards: Guard[] = [
+  const builtIn: Guard[] = [
     limitsGuard(context),
     permissionsGuard(context, options.cedar),
     returnsGuard(policy),
     ...(options.content ?? []),
     flowGuard(context, options.redactor),
     riskGuard(context),
-    ...(options.guards ?? []),
   ];
+  const guards: Guard[] = [...builtIn, ...(options.guards ?? [])];
   const names = new Set<string>();
   for (const g of guards) {
     if (names.has(g.name)) throw new Error(`two guards are named '${g.name}'`);
     names.add(g.name);
   }
-  return new Pipeline({ guards, mode: policy.mode, timeoutMs: policy.guards.timeoutMs, failOpen: policy.guards.failOpen });
+  return new Pipeline({ guards, mode: policy.mode, timeoutMs: policy.guards.timeoutMs, failOpen: policy.guards.failOpen, fixedReasons: builtIn });
 }

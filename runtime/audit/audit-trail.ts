@@ -1,5 +1,5 @@
 import type { AuditAction, AuditEntryInput } from './audit-record.js';
-import type { RunEventInput } from '../events.js';
+import type { Quote, RunEventInput } from '../events.js';
 import type { Principal } from '../../agents/principal.js';
 import type { RunStore } from '../stores/run-store.js';
 
@@ -18,7 +18,9 @@ export interface AuditContext {
 /**
  * Turns a run's events into audit entries: every guard decision, tool execution, handoff,
  * delegation, declassification, refusal and ending, attributed to the principal and the chain.
- * Entries carry ids, names, verdicts and reasons, never content.
+ * Entries carry ids, names, verdicts, risk and the reasons our own code writes from fixed templates,
+ * never content: an event's `quote` (a thrown error, a custom guard's words), an approver's note
+ * and a canceller's reason are free text, and are left out.
  */
 export function auditEntryFor(event: RunEventInput, ctx: AuditContext): AuditEntryInput | undefined {
   const base = { runId: ctx.runId, principal: ctx.principal.id, ...(ctx.principal.tenant ? { tenant: ctx.principal.tenant } : {}), chain: [...ctx.chain], ...(ctx.agent ? { agent: ctx.agent } : {}) };
@@ -48,7 +50,7 @@ export function auditEntryFor(event: RunEventInput, ctx: AuditContext): AuditEnt
     case 'approval.requested':
       return entry('approval.requested', 'pending', { subject: event.subject, reasons: event.reasons, risk: event.risk, detail: { approvalId: event.approvalId, kind: event.kind, expiresAt: event.expiresAt } });
     case 'approval.decided':
-      return entry('approval.decided', event.status, { subject: event.subject, ...(event.note ? { reasons: [event.note] } : {}), detail: { approvalId: event.approvalId, ...(event.by ? { by: event.by } : {}) } });
+      return entry('approval.decided', event.status, { subject: event.subject, detail: { approvalId: event.approvalId, ...(event.by ? { by: event.by } : {}), ...(event.note ? { noted: true } : {}) } });
     case 'approval.resolved':
       return entry('approval.resolved', event.outcome, { subject: event.subject, ...(event.reason ? { reasons: [event.reason] } : {}), detail: { approvalId: event.approvalId } });
     case 'rollback.started':
@@ -64,7 +66,7 @@ export function auditEntryFor(event: RunEventInput, ctx: AuditContext): AuditEnt
     case 'run.failed':
       return entry('run.failed', 'failed', { reasons: [event.error] });
     case 'run.cancelled':
-      return entry('run.cancelled', 'cancelled', { reasons: [event.reason] });
+      return entry('run.cancelled', 'cancelled');
     default:
       return undefined;
   }
@@ -92,8 +94,9 @@ const asAgents = (event: RunEventInput, ctx: AuditContext): RunEventInput => (ct
  * Fails a run outside an activation unless it has ended already: the end and its `run.failed` event
  * in one write (a follower woken by the end finds the event), then the audit entry. False when it had ended.
  */
-export async function failRun(store: Pick<RunStore, 'finishRun'>, audit: AuditSink | undefined, error: string, ctx: AuditContext): Promise<boolean> {
-  const event: RunEventInput = { type: 'run.failed', error };
+export async function failRun(store: Pick<RunStore, 'finishRun'>, audit: AuditSink | undefined, error: string, ctx: AuditContext, quote?: Quote): Promise<boolean> {
+  // The record holds our own words only; what they quote is in the event, for readers cleared for it.
+  const event: RunEventInput = { type: 'run.failed', error, ...(quote ? { quote } : {}) };
   if (!(await store.finishRun(ctx.runId, 'failed', { error }, { ended: asAgents(event, ctx) }))) return false;
   const entry = auditEntryFor(event, ctx);
   if (entry && audit) await audit.append(entry);

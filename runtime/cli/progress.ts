@@ -41,9 +41,17 @@ function formatLabel(label: Label | undefined): string {
 
 const plural = (n: number, word: string): string => `${n} ${word}${n === 1 ? '' : 's'}`;
 
-/** One human line for one run event, for live progress: `  [billing] → tool lookup_customer`. */
+/**
+ * One human line for one run event, for live progress: `  [billing] → tool lookup_customer`. An event
+ * whose details were withheld from this reader says so at the end of its line.
+ */
 export function formatEvent(event: RunEvent, options: FormatOptions = {}): string {
   const paint = (style: Style, text: string): string => (options.color ? `\x1b[${CODES[style][0]}m${text}\x1b[${CODES[style][1]}m` : text);
+  const withheld = event.withheld ? ` ${paint('dim', `(${clean(event.withheld.reason, 120)})`)}` : '';
+  return describeEvent(event, options, paint) + withheld;
+}
+
+function describeEvent(event: RunEvent, options: FormatOptions, paint: (style: Style, text: string) => string): string {
   const max = options.maxText ?? 160;
   const who = paint('cyan', `[${event.agent ? clean(event.agent, 64) : 'run'}]`);
   const line = (text: string, style?: Style): string => `  ${who} ${style ? paint(style, text) : text}`;
@@ -156,8 +164,13 @@ export async function followRun(run: Run, options: FollowOptions): Promise<Follo
   const onAbort = (): void => cancel('interrupted');
   options.signal?.addEventListener('abort', onAbort, { once: true });
   if (options.signal?.aborted) onAbort();
+  // The run's end as this reader saw it: a failure's details as far as they are cleared, which the record leaves out.
+  let ended: RunEvent | undefined;
   try {
-    for await (const event of run.events({ pollMs: 500 })) options.out(formatEvent(event, options));
+    for await (const event of run.events({ pollMs: 500 })) {
+      options.out(formatEvent(event, options));
+      if (event.type === 'run.failed') ended = event;
+    }
   } finally {
     clearTimeout(timer);
     options.signal?.removeEventListener('abort', onAbort);
@@ -168,7 +181,7 @@ export async function followRun(run: Run, options: FollowOptions): Promise<Follo
     runId: run.id,
     status: record.status,
     ...(record.output !== undefined ? { output: record.output } : {}),
-    ...(record.error !== undefined ? { error: record.error } : {}),
+    ...(ended?.type === 'run.failed' ? { error: ended.error } : record.error !== undefined ? { error: record.error } : {}),
     usage: record.usage,
     timedOut,
   };

@@ -27,6 +27,9 @@ function addressKey(ip: string): string {
   return `${groups.slice(0, 4).map((g) => g.toLowerCase().replace(/^0+(?=.)/, '')).join(':')}::/64`;
 }
 
+/** The routes that serve the console's page and its static files (`/`, `/console`, `/console/<file>`). */
+const isConsoleAsset = (route: string | undefined): boolean => route !== undefined && /^\/(console(\/[\w.-]*)?)?$/.test(route);
+
 /**
  * Counts requests in Redis, so the limit holds across every server sharing it. Adds an onRequest
  * hook: register it after the one that authenticates and before the one that refuses the
@@ -40,6 +43,9 @@ export async function registerRateLimit(app: FastifyInstance, options: RateLimit
     redis: options.redis,
     nameSpace: `${options.prefix}:ratelimit:`,
     keyGenerator: rateLimitKey,
+    // The console's static files are a dozen modules per page load and cost nothing to serve: counting them
+    // would spend an operator's budget on reloads. Every API route is still counted.
+    allowList: (request) => isConsoleAsset(request.routeOptions.url),
     errorResponseBuilder: (_request, context) => {
       const seconds = Math.max(1, Math.ceil(context.ttl / 1000));
       return new ApiError(429, 'rate_limited', `too many requests: at most ${context.max} per ${options.windowMs / 1000} s; retry in ${seconds} s`, { limit: context.max, retryAfterSeconds: seconds }, { 'retry-after': String(seconds) });

@@ -1,5 +1,6 @@
 import type { z } from 'zod';
 import { BOTTOM, join, type Label } from '../../agents/label.js';
+import { outcomeFor, type Reader } from '../event-view.js';
 import type { RunEvent } from '../events.js';
 import type { RunRecord } from '../stores/run-store.js';
 import type { RunDetailOut, RunRecordOut } from './schemas.js';
@@ -8,21 +9,26 @@ export type RunOut = z.input<typeof RunRecordOut>;
 export type RunDetail = z.input<typeof RunDetailOut>;
 type ChainSummary = Pick<RunDetail, 'input' | 'label' | 'chain' | 'hops' | 'decisions' | 'labels' | 'approvals'>;
 
-export const runOut = (run: RunRecord): RunOut => ({
+/**
+ * A run's record as `reader` may see it: its error with what its `run.failed` event quotes as far as
+ * they are cleared, its output for its principal or a reader cleared for the reply's label (known
+ * from `events`; without them only the principal gets it).
+ */
+export const runOut = (run: RunRecord, reader: Reader, events?: readonly RunEvent[]): RunOut => ({
   runId: run.id,
   agent: run.agent,
   status: run.status,
   principal: run.principal,
   createdAt: run.createdAt,
   updatedAt: run.updatedAt,
-  ...(run.output !== undefined ? { output: run.output } : {}),
-  ...(run.error !== undefined ? { error: run.error } : {}),
+  ...outcomeFor(run, events, reader),
   usage: run.usage,
 });
 
 /**
- * What happened along the chain, from the run's events: who acted and in which order, who handed
- * off or delegated to whom, every guard decision, how sensitive the context became, and approvals.
+ * What happened along the chain, from the run's events (as their reader may see them): who acted and
+ * in which order, who handed off or delegated to whom, every guard decision, how sensitive the context
+ * became, and approvals.
  */
 export function summarizeChain(events: readonly RunEvent[]): ChainSummary {
   const summary: ChainSummary = { label: BOTTOM, chain: [], hops: [], decisions: [], labels: [], approvals: [] };
@@ -57,6 +63,7 @@ export function summarizeChain(events: readonly RunEvent[]): ChainSummary {
           ...(e.subject !== undefined ? { subject: e.subject } : {}),
           verdict: e.verdict,
           reasons: e.reasons,
+          ...(e.withheld ? { withheld: e.withheld } : {}),
           risk: e.risk,
           ...(e.monitored !== undefined ? { monitored: e.monitored } : {}),
         });

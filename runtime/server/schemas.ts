@@ -2,6 +2,7 @@
 import { z } from 'zod';
 import { AUDIT_ACTIONS } from '../audit/audit-record.js';
 import { LabelSchema } from '../../agents/label.js';
+import { ORIGINS } from '../approvals/approval.js';
 
 export const PrincipalOut = z
   .object({
@@ -45,6 +46,8 @@ export const RunRecordOut = z
     updatedAt: z.number(),
     output: z.string().optional(),
     error: z.string().optional(),
+    /** Set when details of the error, or the output, quote content above the caller's clearance and were left out. */
+    withheld: z.object({ code: z.literal('above_clearance'), reason: z.string() }).optional(),
     usage: Usage,
   })
   .meta({ id: 'Run' });
@@ -89,6 +92,8 @@ const GuardDecisionOut = z.object({
   subject: z.string().optional(),
   verdict: z.string(),
   reasons: z.array(z.string()),
+  /** Set when further reasons quote content above the caller's clearance and were left out. */
+  withheld: z.object({ code: z.literal('above_clearance'), reason: z.string() }).optional(),
   risk: z.number(),
   monitored: z.string().optional(),
 });
@@ -138,7 +143,12 @@ export const ApprovalOut = z
       agent: z.string(),
       kind: z.enum(['tool', 'handoff', 'delegate']),
       subject: z.string(),
-      arguments: z.string().describe('redacted: PII and secrets removed'),
+      arguments: z.string().describe('identifiers partly masked (GB29…6819), secrets withheld; empty when the request failed verification'),
+      sources: z
+        .array(z.object({ path: z.string(), value: z.string(), origin: z.enum(ORIGINS), via: z.string().optional() }))
+        .describe(
+          'for a tool call, where each identifying value of its arguments came from: user (the request), tool (a trusted tool), agent (a delegate), third_party (content anyone could write), instructions (such content reading as orders), model (no source)',
+        ),
       reasons: z.array(z.string()),
       risk: z.number(),
       label: LabelSchema,
@@ -154,6 +164,9 @@ export const ApprovalOut = z
       .optional(),
     /** Whether the caller may decide it now. */
     mayDecide: z.boolean(),
+    verification: z
+      .object({ status: z.enum(['verified', 'unauthenticated', 'refused']), problem: z.string().optional() })
+      .describe('verified: written by its agent as shown; refused: not (its content is withheld and nobody may decide it); unauthenticated: the server holds no keys (development only)'),
   })
   .meta({ id: 'Approval' });
 
@@ -194,6 +207,8 @@ const AuditRecordOut = z.object({
   hash: z.string(),
   kid: z.string().optional(),
   mac: z.string().optional(),
+  sig: z.string().optional(),
+  signs: z.number().optional(),
 });
 
 export const AuditOut = z
@@ -201,11 +216,20 @@ export const AuditOut = z
     entries: z.array(AuditRecordOut).describe('newest first'),
     next: z.number().optional().describe('pass as `before` for older records'),
     verification: z.object({
+      /** True only when `status` is `verified`. */
       ok: z.boolean(),
+      /** verified: every record signed by its configured writer, the chain intact up to the anchors; unanchored: so, but no anchor (yet) pins the end; unverified: the server has no writers' keys; tampered: problems. */
+      status: z.enum(['verified', 'unanchored', 'unverified', 'tampered']),
       /** The figures of the whole log: left out for a principal with a tenant. */
       entries: z.number().optional(),
+      /** Records whose writer's signature (or older MAC) was checked, by this server or by the anchorer of a verified anchor after them. */
       macsVerified: z.number().optional(),
+      /** Records of writers the server has no key for (when it has none: unverified). */
+      unsigned: z.number().optional(),
       head: z.object({ seq: z.number(), hash: z.string() }).nullable().optional(),
+      /** The latest anchor, and the records after it (those could be cut unnoticed). */
+      anchor: z.object({ seq: z.number(), at: z.number(), verified: z.boolean() }).nullable().optional(),
+      sinceAnchor: z.number().optional(),
       problemCount: z.number(),
       /** The first 100 problems (none listed for a principal with a tenant). */
       problems: z.array(z.object({ seq: z.number(), problem: z.string(), detail: z.string() })),

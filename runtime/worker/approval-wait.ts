@@ -1,11 +1,12 @@
 import { createHash } from 'node:crypto';
 import { SpanStatusCode } from '@opentelemetry/api';
-import type { Decision } from '../../guards/decision.js';
-import { redact, scan } from '../../guards/content/scanner.js';
+import { traceArguments } from '../../guards/builtin/provenance.js';
 import { ATTR } from '../../tracing/attributes.js';
 import { tracer } from '../../tracing/spans.js';
-import { approverPermission, type ApprovalDecision, type ApprovalRequest } from '../approvals/approval.js';
+import { approvalDigest, approverPermission, type ApprovalDecision, type ApprovalRequest, type ValueSource } from '../approvals/approval.js';
+import { maskForApprover, valueSources } from '../approvals/approver-view.js';
 import type { ActivationState } from './activation-state.js';
+import { contextHistory, type StepDecision } from './guard-step.js';
 
 /** An activation that waits for a human decision: it is set aside (no worker slot) until then. */
 export class Parked extends Error {
@@ -25,11 +26,11 @@ export interface ApprovalAsk {
   subject: string;
   callId: string;
   id: string;
-  /** The arguments for the approver's eyes (redacted before they are stored). */
+  /** The arguments for the approver's eyes (masked before they are stored). */
   shown: string;
   /** The exact arguments the approval binds to. */
   exact: string;
-  decision: Decision;
+  decision: StepDecision;
 }
 
 const sha256 = (text: string): string => createHash('sha256').update(text).digest('hex');
@@ -56,7 +57,8 @@ export async function approval(act: ActivationState, ask: ApprovalAsk): Promise<
       kind: ask.kind,
       subject: ask.subject,
       callId: ask.callId,
-      arguments: redact(ask.shown, scan(ask.shown, { injection: false })),
+      arguments: maskForApprover(ask.shown),
+      ...(ask.kind === 'tool' ? { sources: sourcesOf(act, ask.exact) } : {}),
       argsHash,
       reasons: ask.decision.reasons,
       risk: ask.decision.risk,
@@ -70,7 +72,8 @@ export async function approval(act: ActivationState, ask: ApprovalAsk): Promise<
     };
     // A redelivery that lost the race to create it simply waits for the same request.
     if (await act.store.createApproval(auth ? auth.sealApprovalRequest(request) : request)) {
-      act.events.emit({ type: 'approval.requested', approvalId: request.id, kind: ask.kind, subject: ask.subject, reasons: request.reasons, risk: request.risk, expiresAt: request.expiresAt });
+      const quote = ask.decision.quote ? { quote: ask.decision.quote } : {};
+      act.events.emit({ type: 'approval.requested', approvalId: request.id, kind: ask.kind, subject: ask.subject, reasons: ask.decision.stated, ...quote, risk: request.risk, expiresAt: request.expiresAt });
     }
     throw new Parked(request.expiresAt, decided);
   }
@@ -78,36 +81,54 @@ export async function approval(act: ActivationState, ask: ApprovalAsk): Promise<
   let decision = state.decision;
   if (!decision) {
     if (Date.now() < request.expiresAt) throw new Parked(request.expiresAt, decided);
-    const expired: ApprovalDecision = { approvalId: request.id, status: 'expired', at: Date.now(), argsHash: request.argsHash };
+    const expired: ApprovalDecision = { approvalId: request.id, status: 'expired', at: Date.now(), argsHash: request.argsHash, requestDigest: approvalDigest(request) };
     if (await act.store.decideApproval(auth ? auth.sealDecision(act.agent.name, expired) : expired)) {
       act.events.emit({ type: 'approval.decided', approvalId: request.id, subject: request.subject, status: 'expired' });
     }
     decision = (await act.store.getApproval(ask.id))?.decision ?? expired;
   }
-  const invalid = invalidDecision(act, request, decision, argsHash);
+  const invalid = invalidDecision(act, ask.id, request, decision, argsHash);
   const outcome = invalid ? 'invalid' : decision.status;
-  const refused =
+  const stated =
     invalid ??
     (decision.status === 'denied'
-      ? `denied by ${decision.by?.id ?? 'an approver'}${decision.note ? `: ${decision.note}` : ''}`
+      ? `denied by ${decision.by?.id ?? 'an approver'}`
       : decision.status === 'expired'
         ? `nobody decided within ${Math.round((request.expiresAt - request.requestedAt) / 1000)} s`
         : undefined);
-  act.events.emit({ type: 'approval.resolved', approvalId: request.id, subject: request.subject, outcome, ...(refused ? { reason: refused } : {}) });
+  // The approver's note is free text about the request: quoted with the request's label, never audited.
+  const note = !invalid && decision.status === 'denied' && decision.note ? { text: decision.note, label: request.label } : undefined;
+  const refused = stated !== undefined && note ? `${stated}: ${note.text}` : stated;
+  act.events.emit({ type: 'approval.resolved', approvalId: request.id, subject: request.subject, outcome, ...(stated ? { reason: stated } : {}), ...(note ? { quote: note } : {}) });
   traceWait(act, request, decision, outcome);
   if (refused === undefined) return 'approved';
   if (settings.onDeny === 'fail') throw new Error(`${request.kind === 'tool' ? 'the call to' : 'the handoff to'} '${request.subject}' was not approved: ${refused}`);
   return { refused };
 }
 
-/** Why a stored request or decision cannot be acted on: forged, for other arguments, or by someone not allowed to decide. */
-function invalidDecision(act: ActivationState, request: ApprovalRequest, decision: ApprovalDecision, argsHash: string): string | undefined {
+/** Where the call's identifying values came from, traced as the provenance guard traces them. */
+function sourcesOf(act: ActivationState, args: string): ValueSource[] {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(args);
+  } catch {
+    return [];
+  }
+  return parsed && typeof parsed === 'object' && !Array.isArray(parsed) ? valueSources(traceArguments(parsed as Record<string, unknown>, contextHistory(act))) : [];
+}
+
+/**
+ * Why a stored request or decision cannot be acted on: forged, for other arguments, made on another
+ * request than the one this agent wrote, or by someone not allowed to decide.
+ */
+function invalidDecision(act: ActivationState, id: string, request: ApprovalRequest, decision: ApprovalDecision, argsHash: string): string | undefined {
   const auth = act.options.auth;
   const forged = auth && (auth.checkApprovalRequest(request) ?? auth.checkDecision(act.agent.name, decision));
   if (forged) return forged;
-  if (request.argsHash !== argsHash || decision.argsHash !== argsHash || request.agent !== act.agent.name || request.runId !== act.runId) {
+  if (request.id !== id || decision.approvalId !== id || request.argsHash !== argsHash || decision.argsHash !== argsHash || request.agent !== act.agent.name || request.runId !== act.runId) {
     return 'the decision is for another call';
   }
+  if (decision.requestDigest !== approvalDigest(request)) return 'the decision was made on another request than the one this agent wrote';
   if (decision.status !== 'approved') return undefined;
   const by = decision.by;
   if (!by) return 'an approval must name its approver';

@@ -1,16 +1,28 @@
 import type { Context } from '@opentelemetry/api';
-import { BOTTOM, join } from '../../agents/label.js';
+import { BOTTOM, join, type Label } from '../../agents/label.js';
 import type { Decision } from '../../guards/decision.js';
 import type { ContextItem, GuardEvent } from '../../guards/guard-event.js';
+import type { GuardResult } from '../../guards/pipeline.js';
 import { ATTR, GUARD_DECISION_EVENT, OPERATION } from '../../tracing/attributes.js';
 import { inSpan, labelAttributes, tracer } from '../../tracing/spans.js';
+import type { Quote, Stated } from '../events.js';
 import type { ActivationState } from './activation-state.js';
 
 /** A guard event as a step states it: the activation adds who, where and how far along. */
 export type StepGuardEvent = Omit<GuardEvent, 'runId' | 'principal' | 'agent' | 'chain' | 'depth' | 'hops' | 'label'>;
 
+/**
+ * A decision with its reasons sorted by where they come from: `stated`, the fixed templates of our own
+ * guards (for any reader of the run and the audit log), and `quote`, what other guards said or threw
+ * and what ours quote, with the label of what they judged.
+ */
+export interface StepDecision extends Decision {
+  stated: string[];
+  quote?: Quote;
+}
+
 /** Asks the guard pipeline about one step, in a span of its own; the decision is recorded as a run event. */
-export async function guard(act: ActivationState, event: StepGuardEvent, subject?: string, parent: Context = act.ctx): Promise<Decision> {
+export async function guard(act: ActivationState, event: StepGuardEvent, subject?: string, parent: Context = act.ctx): Promise<StepDecision> {
   const span = tracer().startSpan(
     `${OPERATION.APPLY_GUARDRAIL} ${event.stage}`,
     { attributes: { [ATTR.GEN_AI_OPERATION_NAME]: OPERATION.APPLY_GUARDRAIL, [ATTR.PALISADE_GUARD_STAGE]: event.stage, [ATTR.GEN_AI_AGENT_NAME]: act.agent.name } },
@@ -21,7 +33,8 @@ export async function guard(act: ActivationState, event: StepGuardEvent, subject
     if (span.isRecording()) {
       span.addEvent(GUARD_DECISION_EVENT, {
         [ATTR.PALISADE_GUARD_VERDICT]: decision.verdict,
-        [ATTR.PALISADE_GUARD_REASONS]: decision.reasons.join('; '),
+        // Spans carry no content unless the operator opts in: our own reasons only.
+        [ATTR.PALISADE_GUARD_REASONS]: decision.stated.join('; '),
         [ATTR.PALISADE_GUARD_RISK]: decision.risk,
         ...labelAttributes(act.progress.label),
       });
@@ -31,7 +44,7 @@ export async function guard(act: ActivationState, event: StepGuardEvent, subject
   });
 }
 
-async function evaluateGuard(act: ActivationState, event: StepGuardEvent, subject?: string): Promise<Decision> {
+async function evaluateGuard(act: ActivationState, event: StepGuardEvent, subject?: string): Promise<StepDecision> {
   const e = act.envelope;
   const spent = act.progress.usage.inputTokens + act.progress.usage.outputTokens;
   const decision: Decision & { decided?: string; mode?: string } = await act.options.pipeline.evaluate({
@@ -45,23 +58,57 @@ async function evaluateGuard(act: ActivationState, event: StepGuardEvent, subjec
     label: act.progress.label,
     budget: { tokensLeft: e.budget.tokens !== undefined ? e.budget.tokens - spent : undefined, deadline: e.budget.deadline },
     agentTools: [...act.agent.tools.keys()],
-    ...(event.stage === 'tool_call' ? { history: history(act) } : {}),
+    ...(event.stage === 'tool_call' ? { history: contextHistory(act) } : {}),
   });
+  if (decision.labels) act.progress.label = join(act.progress.label, decision.labels);
+  const sorted = { ...decision, ...sortReasons(decision, act.progress.label) };
   act.events.emit({
     type: 'guard.decision',
     stage: event.stage,
     verdict: decision.verdict,
-    reasons: decision.reasons,
+    reasons: sorted.stated,
+    ...(sorted.quote ? { quote: sorted.quote } : {}),
     risk: decision.risk,
     subject,
     ...(decision.mode === 'monitor' ? { monitored: decision.decided } : {}),
   });
-  if (decision.labels) act.progress.label = join(act.progress.label, decision.labels);
-  return decision;
+  return sorted;
+}
+
+/**
+ * Our own guards' fixed reasons apart from everything else, which is quoted with the label of what
+ * was judged (the context with what the guards found in the step). A pipeline that does not say
+ * which guard gave which reason has all its reasons quoted.
+ */
+function sortReasons(decision: Decision & { results?: readonly GuardResult[] }, label: Label): Pick<StepDecision, 'stated' | 'quote'> {
+  const stated: string[] = [];
+  const quoted: string[] = [];
+  if (!Array.isArray(decision.results)) quoted.push(...decision.reasons);
+  for (const r of decision.results ?? []) {
+    if (r.error !== undefined) {
+      // What a guard threw may quote what it was judging.
+      stated.push(`${r.guard}: ${r.failedOpen ? 'failed open' : 'failed, so the step is blocked'}`);
+      quoted.push(`${r.guard}: ${r.error}`);
+      continue;
+    }
+    const own = [...(r.fixedReasons ? [] : r.reasons), ...(r.quoted ?? [])];
+    if (r.fixedReasons) stated.push(...r.reasons.map((reason) => `${r.guard}: ${reason}`));
+    // Who said what stays on record, in our words, when what they said is quoted.
+    else if (own.length > 0) stated.push(`${r.guard}: ${r.verdict}`);
+    quoted.push(...own.map((reason) => `${r.guard}: ${reason}`));
+  }
+  return { stated, ...(quoted.length > 0 ? { quote: { text: quoted.join('; '), label } } : {}) };
+}
+
+/** Why a step was refused, as `what: reasons`: our own guards' reasons stated, the rest quoted; the model is told every reason in order. */
+export function refusal(what: string, d: StepDecision): Stated {
+  const told = `${what}: ${d.reasons.join('; ') || d.verdict}`;
+  if (d.stated.length === 0 && d.quote) return { message: what, quote: d.quote, told };
+  return { message: `${what}: ${d.stated.join('; ') || d.verdict}`, ...(d.quote ? { quote: d.quote } : {}), told };
 }
 
 /** The context as sources with their own labels: the principal's request, tool results, delegates' answers. */
-function history(act: ActivationState): ContextItem[] {
+export function contextHistory(act: ActivationState): ContextItem[] {
   const e = act.envelope;
   // A delegate's question was written by its caller, whose context may hold untrusted content.
   const asked = e.kind === 'delegate' ? e.label : BOTTOM;

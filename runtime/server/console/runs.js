@@ -157,7 +157,7 @@ export function runView(view, runId) {
       return;
     }
     const event = JSON.parse(message.data);
-    timeline.append(h('li', { testid: 'timeline-event', 'data-type': event.type }, `${time(event.at)} `, h('strong', {}, `[${event.agent ?? 'run'}]`), ` ${eventText(event)}`));
+    timeline.append(h('li', { testid: 'timeline-event', 'data-type': event.type }, `${time(event.at)} `, h('strong', {}, `[${event.agent ?? 'run'}]`), ` ${eventText(event)}${event.withheld ? ` (${event.withheld.reason})` : ''}`));
     if (event.type === 'approval.requested') waiting.set(event.approvalId, event);
     if (event.type === 'approval.decided' || event.type === 'approval.resolved') waiting.delete(event.approvalId);
     pending.replaceChildren(

@@ -1,4 +1,5 @@
 import type { ServerResponse } from 'node:http';
+import { clearanceFor, eventFor, readerOf, type Reader } from '../../event-view.js';
 import { TERMINAL_EVENTS } from '../../events.js';
 import type { RunStore, StoredEvent } from '../../stores/run-store.js';
 import type { Principal } from '../../../agents/principal.js';
@@ -62,7 +63,8 @@ async function holdStream(ctx: ServerContext, principal: Principal): Promise<() 
   return release;
 }
 
-const frame = (stored: StoredEvent): string => `id: ${stored.id}\nevent: ${stored.event.type}\ndata: ${JSON.stringify(stored.event)}\n\n`;
+/** One event as its reader may see it: what it quotes only when they are cleared for it. */
+const frame = (stored: StoredEvent, reader: Reader): string => `id: ${stored.id}\nevent: ${stored.event.type}\ndata: ${JSON.stringify(eventFor(stored.event, reader))}\n\n`;
 
 export function eventRoutes(ctx: ServerContext): Route[] {
   return [
@@ -78,6 +80,8 @@ export function eventRoutes(ctx: ServerContext): Route[] {
         const { run, as } = await visibleRun(ctx, principal, params.id);
         // Events carry the run's own words (input, output, tool errors): not for approvers, who see the redacted run.
         if (as === 'approver') throw notFound(`no event stream of run '${params.id}' that you may follow`);
+        // What events quote (a tool's error, a guard's words) reaches the caller only as far as the policy clears them, as for a reply.
+        const reader = readerOf(principal, run.principal, clearanceFor(ctx.policy));
         const release = await holdStream(ctx, principal);
         const header = request.headers['last-event-id'];
         const resumeAfter = typeof header === 'string' && STREAM_ID.test(header.trim()) ? header.trim() : undefined;
@@ -105,7 +109,7 @@ export function eventRoutes(ctx: ServerContext): Route[] {
         };
         try {
           for await (const stored of eventsWithIds(ctx.store, run.id, { signal: gone.signal, pollMs: ctx.eventPollMs, onIdle })) {
-            if (resumeAfter === undefined || after(stored.id, resumeAfter)) write(frame(stored));
+            if (resumeAfter === undefined || after(stored.id, resumeAfter)) write(frame(stored, reader));
           }
         } catch (error) {
           // A client that left is not an error; Redis failing mid-stream is reported in the stream, which then ends.

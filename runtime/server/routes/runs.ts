@@ -1,4 +1,5 @@
 import type { Principal } from '../../../agents/principal.js';
+import { clearanceFor, eventFor, readerOf } from '../../event-view.js';
 import type { RunRecord } from '../../stores/run-store.js';
 import { EDGE_PERMISSIONS, type EdgePermission } from '../access.js';
 import { visibleRun, type ServerContext } from '../context.js';
@@ -10,6 +11,8 @@ import { CancelBody, CancelledOut, ListRunsQuery, RollbackBody, RollbackOut, Run
 
 export function runRoutes(ctx: ServerContext): Route[] {
   const { access } = ctx;
+  // What runs quote reaches a caller only as far as the policy clears them, as for a reply; a run's principal gets its output.
+  const clearanceOf = clearanceFor(ctx.policy);
   /** The run, when the caller may act on it under `permission`: 404 when it may not see it, 403 when it sees it but may not act. */
   const runToActOn = async (principal: Principal, runId: string, permission: EdgePermission, what: string): Promise<RunRecord> => {
     const { run } = await visibleRun(ctx, principal, runId, permission);
@@ -36,7 +39,7 @@ export function runRoutes(ctx: ServerContext): Route[] {
       method: 'GET',
       url: '/v1/runs',
       tag: 'runs',
-      summary: "Recent runs: the caller's own, or every run for holders of read:runs",
+      summary: "Recent runs: the caller's own, or every run for holders of read:runs (others' outputs only in each run's own view)",
       query: ListRunsQuery,
       ok: { status: 200, description: 'newest first', schema: RunListOut },
       handler: async ({ principal, query }) => {
@@ -50,7 +53,7 @@ export function runRoutes(ctx: ServerContext): Route[] {
           candidate: (r) => (operator ? principal.tenant === undefined || r.tenant === principal.tenant : r.principal === principal.id),
           visible: (run) => access.reaches(principal, run.principal, EDGE_PERMISSIONS.readRuns),
         });
-        return { runs: page.runs.map(runOut), ...(page.next !== undefined ? { next: page.next } : {}) };
+        return { runs: page.runs.map((run) => runOut(run, readerOf(principal, run.principal, clearanceOf))), ...(page.next !== undefined ? { next: page.next } : {}) };
       },
     }),
 
@@ -64,11 +67,12 @@ export function runRoutes(ctx: ServerContext): Route[] {
       errors: [404],
       handler: async ({ principal, params }) => {
         const { run, as } = await visibleRun(ctx, principal, params.id);
-        const events = await ctx.store.listEvents(run.id);
+        const events = (await ctx.store.listEvents(run.id)).map((e) => e.event);
+        const reader = readerOf(principal, run.principal, clearanceOf);
         const to = run.status === 'running' ? Date.now() : run.updatedAt;
         const detail = {
-          ...runOut(run),
-          ...summarizeChain(events.map((e) => e.event)),
+          ...runOut(run, reader, events),
+          ...summarizeChain(events.map((e) => eventFor(e, reader))),
           ...(ctx.jaeger ? { traceUrl: jaegerSearchUrl(ctx.jaeger.url, ctx.jaeger.service, run.id, { from: run.createdAt, to }) } : {}),
         };
         if (as !== 'approver') return detail;
