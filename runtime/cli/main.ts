@@ -359,6 +359,7 @@ async function buildProgram(command: string | undefined, setExit: (code: number)
       for (const file of written) stdout(`wrote ${file}`);
       stdout('Give each worker only its own file (palisade worker ... --keys <dir> reads <agent>.json), and the edge only edge.json: it alone holds the private key that signs grants, decisions and rollback orders.');
       stdout('After a rotation, give the workers their new files before the edge its new edge.json: workers must know a new key before anything is signed or sent with it.');
+      stdout(`Then run 'palisade audit keys --keys ${flags.out}' for the audit log's public keys (audit.pub.json, for verifiers) and its anchoring key (anchor.key.json, for the edge).`);
       setExit(EXIT.ok);
     });
 
