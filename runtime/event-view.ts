@@ -33,7 +33,8 @@ export function readerOf(caller: Principal | undefined, owner: Principal | undef
   return { clearance: clearanceOf?.(caller), owner: owner !== undefined && caller.id === owner.id && caller.tenant === owner.tenant };
 }
 
-const cleared = (reader: Reader, label: Label | undefined): boolean => reader.clearance === undefined || (label !== undefined && flowsTo(label, reader.clearance));
+/** Whether `reader` may read content of `label` (everything, without a policy). */
+export const cleared = (reader: Reader, label: Label | undefined): boolean => reader.clearance === undefined || (label !== undefined && flowsTo(label, reader.clearance));
 
 type Quoting = Extract<RunEvent, { quote?: Quote }>;
 
@@ -47,6 +48,8 @@ function withQuote(event: Quoting, quote: Quote): RunEvent {
       return { ...event, error: fullText({ message: event.error, quote }) };
     case 'approval.resolved':
       return { ...event, reason: fullText({ message: event.reason ?? '', quote }) };
+    case 'approval.decided':
+      return { ...event, note: quote.text };
     default:
       return { ...event, message: fullText({ message: event.message ?? '', quote }) };
   }
@@ -65,7 +68,7 @@ export function eventFor(event: RunEvent, reader: Reader): RunEvent {
   return withQuote(rest, quote);
 }
 
-const QUOTING: ReadonlySet<string> = new Set(['model.error', 'guard.decision', 'tool.error', 'approval.requested', 'approval.resolved', 'action.compensated', 'run.failed']);
+const QUOTING: ReadonlySet<string> = new Set(['model.error', 'guard.decision', 'tool.error', 'approval.requested', 'approval.decided', 'approval.resolved', 'action.compensated', 'run.failed']);
 const isQuoting = (event: { type: string }): event is Quoting => QUOTING.has(event.type);
 
 /**

@@ -46,7 +46,8 @@ export type RunEvent = { at: number; agent?: string; withheld?: Withheld } & (
   | { type: 'delegation.completed'; to: string; callId: string; status: string }
   | { type: 'envelope.rejected'; reason: string }
   | { type: 'approval.requested'; approvalId: string; kind: 'tool' | 'handoff' | 'delegate'; subject: string; reasons: string[]; quote?: Quote; risk: number; expiresAt: number }
-  | { type: 'approval.decided'; approvalId: string; subject: string; status: 'approved' | 'denied' | 'expired'; by?: string; note?: string }
+  /** The approver's note is written as `quote` (labelled like the request); `note` is what a cleared reader is shown. */
+  | { type: 'approval.decided'; approvalId: string; subject: string; status: 'approved' | 'denied' | 'expired'; by?: string; note?: string; quote?: Quote }
   /** The waiting agent acted on the decision, after checking it and the action again. */
   | { type: 'approval.resolved'; approvalId: string; subject: string; outcome: 'approved' | 'denied' | 'expired' | 'invalid'; reason?: string; quote?: Quote }
   | { type: 'rollback.started'; rollbackId: string; trigger: RollbackTrigger; actions: number; by?: string }

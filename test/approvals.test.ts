@@ -120,7 +120,9 @@ describe.each([
       subject: 'wire',
       agent: 'teller',
       permission: 'approve:tool:wire',
-      reasons: ['big-wires: a wire of 500 needs approval'],
+      // A custom guard's words may quote the call: stored as a labelled quote, which the edge filters per reader.
+      reasons: ['big-wires: escalate'],
+      quote: { text: 'big-wires: a wire of 500 needs approval' },
       principal: { id: 'ada' },
       chain: ['teller'],
     });

@@ -5,6 +5,13 @@ import { canonicalJson } from '../audit/canonical-json.js';
 import { AuthSchema } from '../envelope.js';
 import { SignatureSchema } from '../identity/edge-keys.js';
 import { PrincipalSchema } from '../../agents/principal.js';
+import type { Quote } from '../events.js';
+
+/** The longest quote a request holds: the worker cuts a longer one, which the model was told whole. */
+export const MAX_QUOTE = 16 * 1024;
+
+/** Text a request quotes (see `Quote` in events.ts), with the label of what it may quote. */
+export const QuoteSchema = z.object({ text: z.string().max(MAX_QUOTE), label: LabelSchema }).strict() satisfies z.ZodType<Quote>;
 
 /** Where a value in the arguments was found, as the approver is told. */
 export const ORIGINS = ['user', 'tool', 'agent', 'third_party', 'instructions', 'model'] as const;
@@ -45,13 +52,19 @@ export const ApprovalRequestSchema = z
     /** The tool or the target agent. */
     subject: z.string().min(1).max(64),
     callId: z.string().max(200),
-    /** The arguments as the approver may see them: identifiers partly masked, secrets withheld. */
+    /**
+     * The arguments with identifiers partly masked and secrets withheld: content of the request's
+     * label, which the edge shows only to readers cleared for it.
+     */
     arguments: z.string().max(64 * 1024),
-    /** For a tool call: where its identifying values came from. */
+    /** For a tool call: where its identifying values came from (content of the request's label too). */
     sources: z.array(ValueSourceSchema).max(100).optional(),
     /** SHA-256 of the exact arguments: an approval covers this call and no other. */
     argsHash: z.string().length(64),
+    /** Our own guards' fixed reasons: for anyone who may see the request. */
     reasons: z.array(z.string()),
+    /** What other guards said, which may quote the arguments: shown only to readers cleared for its label. */
+    quote: QuoteSchema.optional(),
     risk: z.number().min(0).max(1),
     label: LabelSchema,
     chain: z.array(z.string()),

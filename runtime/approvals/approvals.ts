@@ -1,4 +1,6 @@
-import { permissionsOf, permits } from '../../guards/builtin/context.js';
+import { flowsTo } from '../../agents/label.js';
+import { describeLabel, permissionsOf, permits } from '../../guards/builtin/context.js';
+import { replyClearance } from '../../guards/builtin/flow.js';
 import type { Policy } from '../../guards/policy/policy.js';
 import { approvalDigest, ApprovalDecisionSchema, ApprovalRequestSchema, type ApprovalDecision, type ApprovalState, type ReviewedApproval } from './approval.js';
 import { recordRunEvent, type AuditSink } from '../audit/audit-trail.js';
@@ -38,8 +40,28 @@ export interface DecideOptions {
   note?: string;
 }
 
-/** Whether a principal may decide on a request, and why not; a request that failed verification may not be decided by anyone. */
+/**
+ * Why a principal may not see a request's content (its arguments, sources, quoted reasons, the
+ * approver's note), or undefined: its label is above what the policy clears them for, as for a
+ * reply to them. Without a policy nothing is withheld (and nobody may decide).
+ */
+export function notClearedFor(policy: Policy | undefined, reader: Principal, request: ApprovalState['request']): string | undefined {
+  if (!policy) return undefined;
+  const clearance = replyClearance(policy.clearance, reader.roles);
+  if (flowsTo(request.label, clearance)) return undefined;
+  return `'${reader.id}' is not cleared to see what it approves: the request is ${describeLabel(request.label)}, above their clearance (${describeLabel(clearance)})`;
+}
+
+/**
+ * Whether a principal may decide on a request, and why not: a request that failed verification may
+ * not be decided by anyone, nor one the decider is not cleared to read (nobody approves blind).
+ */
 export function mayDecide(policy: Policy | undefined, by: Principal, state: ApprovalState & { verification?: ReviewedApproval['verification'] }): string | undefined {
+  return lacksAuthority(policy, by, state) ?? notClearedFor(policy, by, state.request);
+}
+
+/** Why a principal is not among a request's approvers (whether or not cleared to read it), or undefined. */
+export function lacksAuthority(policy: Policy | undefined, by: Principal, state: ApprovalState & { verification?: ReviewedApproval['verification'] }): string | undefined {
   const { request } = state;
   if (state.verification?.status === 'refused') return `the request failed verification: ${state.verification.problem}`;
   if (!policy || !permits(permissionsOf(policy, by.roles), request.permission)) return `'${by.id}' lacks the permission ${request.permission}`;
@@ -135,7 +157,8 @@ export class Approvals {
       const now = await this.store.getApproval(id);
       throw new ApprovalError(`request '${id}' was decided meanwhile (${now?.decision?.status ?? 'unknown'})`, 'decided');
     }
-    const event: RunEventInput = { type: 'approval.decided', approvalId: id, subject: request.subject, status: decision.status, by: by.data.id, ...(note ? { note } : {}) };
+    // The note is free text about the request: quoted with its label, so only readers cleared for it read it.
+    const event: RunEventInput = { type: 'approval.decided', approvalId: id, subject: request.subject, status: decision.status, by: by.data.id, ...(note ? { quote: { text: note, label: request.label } } : {}) };
     await recordRunEvent(this.store, this.options.audit, event, { runId: request.runId, principal: request.principal, chain: request.chain });
     await this.options.transport.wake(request.agent, request.jobId);
     return decision;

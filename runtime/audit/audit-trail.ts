@@ -50,7 +50,7 @@ export function auditEntryFor(event: RunEventInput, ctx: AuditContext): AuditEnt
     case 'approval.requested':
       return entry('approval.requested', 'pending', { subject: event.subject, reasons: event.reasons, risk: event.risk, detail: { approvalId: event.approvalId, kind: event.kind, expiresAt: event.expiresAt } });
     case 'approval.decided':
-      return entry('approval.decided', event.status, { subject: event.subject, detail: { approvalId: event.approvalId, ...(event.by ? { by: event.by } : {}), ...(event.note ? { noted: true } : {}) } });
+      return entry('approval.decided', event.status, { subject: event.subject, detail: { approvalId: event.approvalId, ...(event.by ? { by: event.by } : {}), ...(event.note || event.quote ? { noted: true } : {}) } });
     case 'approval.resolved':
       return entry('approval.resolved', event.outcome, { subject: event.subject, ...(event.reason ? { reasons: [event.reason] } : {}), detail: { approvalId: event.approvalId } });
     case 'rollback.started':

@@ -62,6 +62,8 @@ function describeState({ request, decision, verification }: ReviewedApproval, no
     `arguments ${request.arguments}`,
     ...(request.sources ?? []).map((s, i) => `${i === 0 ? 'sources   ' : '          '}${s.path} = ${s.value}: from ${originText(s)}`),
     `reasons   ${request.reasons.join('; ') || '(none given)'}`,
+    // This command reads Redis itself, so its user reads the store whole: the quote is shown with its label, not filtered.
+    ...(request.quote ? [`quoted    (${describeLabel(request.quote.label)}) ${request.quote.text}`] : []),
     `risk      ${request.risk.toFixed(2)}   context ${describeLabel(request.label)}${request.label.integrity === 'untrusted' ? ' (untrusted)' : ''}`,
     `needs     ${request.permission}${request.selfApproval ? '' : ` (not ${request.principal.id})`}`,
     `requested ${new Date(request.requestedAt).toISOString()}, expires ${new Date(request.expiresAt).toISOString()}`,

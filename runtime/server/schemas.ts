@@ -143,13 +143,13 @@ export const ApprovalOut = z
       agent: z.string(),
       kind: z.enum(['tool', 'handoff', 'delegate']),
       subject: z.string(),
-      arguments: z.string().describe('identifiers partly masked (GB29…6819), secrets withheld; empty when the request failed verification'),
+      arguments: z.string().describe('identifiers partly masked with a fingerprint (GB29…6819 #a3f90c), amounts whole, secrets withheld; empty when the request failed verification or is above your clearance (see withheld)'),
       sources: z
         .array(z.object({ path: z.string(), value: z.string(), origin: z.enum(ORIGINS), via: z.string().optional() }))
         .describe(
           'for a tool call, where each identifying value of its arguments came from: user (the request), tool (a trusted tool), agent (a delegate), third_party (content anyone could write), instructions (such content reading as orders), model (no source)',
         ),
-      reasons: z.array(z.string()),
+      reasons: z.array(z.string()).describe("our guards' own reasons, then what other guards said when you are cleared for it"),
       risk: z.number(),
       label: LabelSchema,
       chain: z.array(z.string()),
@@ -162,8 +162,12 @@ export const ApprovalOut = z
     decision: z
       .object({ status: z.enum(['approved', 'denied', 'expired']), by: z.object({ id: z.string() }).optional().describe('who decided (their id only)'), at: z.number(), note: z.string().optional() })
       .optional(),
-    /** Whether the caller may decide it now. */
+    /** Whether the caller may decide it now (never when its content is withheld from them). */
     mayDecide: z.boolean(),
+    withheld: z
+      .object({ code: z.literal('above_clearance'), reason: z.string() })
+      .optional()
+      .describe("set when the request's arguments, sources, quoted reasons or note are above your clearance: they are left out"),
     verification: z
       .object({ status: z.enum(['verified', 'unauthenticated', 'refused']), problem: z.string().optional() })
       .describe('verified: written by its agent as shown; refused: not (its content is withheld and nobody may decide it); unauthenticated: the server holds no keys (development only)'),

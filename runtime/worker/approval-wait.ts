@@ -3,8 +3,8 @@ import { SpanStatusCode } from '@opentelemetry/api';
 import { traceArguments } from '../../guards/builtin/provenance.js';
 import { ATTR } from '../../tracing/attributes.js';
 import { tracer } from '../../tracing/spans.js';
-import { approvalDigest, approverPermission, type ApprovalDecision, type ApprovalRequest, type ValueSource } from '../approvals/approval.js';
-import { maskForApprover, valueSources } from '../approvals/approver-view.js';
+import { approvalDigest, approverPermission, MAX_QUOTE, type ApprovalDecision, type ApprovalRequest, type ValueSource } from '../approvals/approval.js';
+import { maskArguments, requestFingerprint, valueSources, type Fingerprint } from '../approvals/approver-view.js';
 import type { ActivationState } from './activation-state.js';
 import { contextHistory, type StepDecision } from './guard-step.js';
 
@@ -26,7 +26,7 @@ export interface ApprovalAsk {
   subject: string;
   callId: string;
   id: string;
-  /** The arguments for the approver's eyes (masked before they are stored). */
+  /** The arguments for the approver's eyes (masked before they are stored; the edge shows them only to readers cleared for the context's label). */
   shown: string;
   /** The exact arguments the approval binds to. */
   exact: string;
@@ -49,6 +49,8 @@ export async function approval(act: ActivationState, ask: ApprovalAsk): Promise<
   const state = await act.store.getApproval(ask.id);
   if (!state) {
     const now = Date.now();
+    const fingerprint = requestFingerprint();
+    const { stated: ownReasons, quote } = ask.decision;
     const request: ApprovalRequest = {
       id: ask.id,
       runId: act.runId,
@@ -57,10 +59,12 @@ export async function approval(act: ActivationState, ask: ApprovalAsk): Promise<
       kind: ask.kind,
       subject: ask.subject,
       callId: ask.callId,
-      arguments: maskForApprover(ask.shown),
-      ...(ask.kind === 'tool' ? { sources: sourcesOf(act, ask.exact) } : {}),
+      arguments: maskArguments(ask.shown, fingerprint),
+      ...(ask.kind === 'tool' ? { sources: sourcesOf(act, ask.exact, fingerprint) } : {}),
       argsHash,
-      reasons: ask.decision.reasons,
+      // As in the run's events: our guards' fixed reasons, and the rest quoted with its label for the edge to filter.
+      reasons: ownReasons,
+      ...(quote ? { quote: { text: quote.text.slice(0, MAX_QUOTE), label: quote.label } } : {}),
       risk: ask.decision.risk,
       label: act.progress.label,
       chain: [...act.envelope.chain],
@@ -72,8 +76,7 @@ export async function approval(act: ActivationState, ask: ApprovalAsk): Promise<
     };
     // A redelivery that lost the race to create it simply waits for the same request.
     if (await act.store.createApproval(auth ? auth.sealApprovalRequest(request) : request)) {
-      const quote = ask.decision.quote ? { quote: ask.decision.quote } : {};
-      act.events.emit({ type: 'approval.requested', approvalId: request.id, kind: ask.kind, subject: ask.subject, reasons: ask.decision.stated, ...quote, risk: request.risk, expiresAt: request.expiresAt });
+      act.events.emit({ type: 'approval.requested', approvalId: request.id, kind: ask.kind, subject: ask.subject, reasons: ownReasons, ...(quote ? { quote } : {}), risk: request.risk, expiresAt: request.expiresAt });
     }
     throw new Parked(request.expiresAt, decided);
   }
@@ -107,14 +110,16 @@ export async function approval(act: ActivationState, ask: ApprovalAsk): Promise<
 }
 
 /** Where the call's identifying values came from, traced as the provenance guard traces them. */
-function sourcesOf(act: ActivationState, args: string): ValueSource[] {
+function sourcesOf(act: ActivationState, args: string, fingerprint: Fingerprint): ValueSource[] {
   let parsed: unknown;
   try {
     parsed = JSON.parse(args);
   } catch {
     return [];
   }
-  return parsed && typeof parsed === 'object' && !Array.isArray(parsed) ? valueSources(traceArguments(parsed as Record<string, unknown>, contextHistory(act))) : [];
+  if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) return [];
+  const record = parsed as Record<string, unknown>;
+  return valueSources(record, traceArguments(record, contextHistory(act)), fingerprint);
 }
 
 /**

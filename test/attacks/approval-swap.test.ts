@@ -165,15 +165,16 @@ describe('an approver is shown what the agent wrote, and the agent acts only on 
     const view = await pendingFor(runId);
     expect(view.verification).toEqual({ status: 'verified' });
     expect(view.mayDecide).toBe(true);
-    expect(view.request.arguments).toBe('{"to":"GB29…6819","amount":9500}');
+    expect(view.request.arguments).toMatch(/^\{"to":"GB29…6819 #[0-9a-f]{6}","amount":9500\}$/);
+    const masked = (JSON.parse(view.request.arguments) as { to: string }).to;
     expect(view.request.sources).toEqual([
-      { path: 'to', value: 'GB29…6819', origin: 'user' },
+      { path: 'to', value: masked, origin: 'user' },
       { path: 'amount', value: '9500', origin: 'user' },
     ]);
     const shown = await cliShow(view.request.id, prefix, keysDir);
     expect(shown.code).toBe(0);
     expect(shown.stdout).toContain(`request   ${view.request.id}  (pending, verified)`);
-    expect(shown.stdout).toContain("sources   to = GB29…6819: from the user's request");
+    expect(shown.stdout).toContain(`sources   to = ${masked}: from the user's request`);
 
     const approved = await call(KEYS.finLee, 'POST', `/v1/approvals/${view.request.id}/approve`, { reason: 'her own account' });
     expect(approved.status).toBe(200);
@@ -187,7 +188,7 @@ describe('an approver is shown what the agent wrote, and the agent acts only on 
     const view = await pendingFor(runId);
     // What the approver would see: the recipient came from an e-mail, not from the customer.
     expect(view.request.sources).toEqual([
-      { path: 'to', value: 'GB82…5432', origin: 'third_party', via: 'read_inbox' },
+      { path: 'to', value: expect.stringMatching(/^GB82…5432 #[0-9a-f]{6}$/), origin: 'third_party', via: 'read_inbox' },
       { path: 'amount', value: '9500', origin: 'third_party', via: 'read_inbox' },
     ]);
     const id = view.request.id;

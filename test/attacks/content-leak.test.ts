@@ -1,6 +1,3 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { InMemorySpanExporter } from '@opentelemetry/sdk-trace-base';
 import type { FastifyInstance } from 'fastify';
 import { Redis } from 'ioredis';
@@ -12,12 +9,8 @@ import { defineTool } from '../../agents/tool.js';
 import { defineGuard } from '../../guards/guard.js';
 import { compilePolicy } from '../../guards/policy/load-policy.js';
 import { PolicySchema } from '../../guards/policy/policy.js';
-import { EDGE, generateKeys, loadKeyring } from '../../runtime/identity/keyring.js';
-import { Runtime } from '../../runtime/runtime.js';
-import { AuthConfigSchema, createAuthenticator, hashApiKey } from '../../runtime/server/auth.js';
-import { createServer } from '../../runtime/server/server.js';
-import { BullMQTransport } from '../../runtime/transports/bullmq-transport.js';
 import { setupTracing, type Tracing } from '../../tracing/setup.js';
+import { deployWithEdge } from '../support/edge-deployment.js';
 import { deleteKeys, REDIS_URL, uniquePrefix } from '../support/redis.js';
 
 /** The health record the intern must never read: an SSN and a diagnosis. */
@@ -159,26 +152,19 @@ describe('attack: a User (an intern) reads a health record quoted by a tool erro
     redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 1 });
     cleanup.push(async () => redis.disconnect());
     cleanup.push(() => deleteKeys(prefix));
-    const dir = await mkdtemp(join(tmpdir(), 'palisade-content-leak-'));
-    cleanup.push(() => rm(dir, { recursive: true, force: true }));
-
-    const { agents, guards } = recordsDesk();
-    await generateKeys(join(dir, 'keys'), agents);
-    const workers = new Runtime({ agents, guards, policy, keys: await loadKeyring(join(dir, 'keys'), ['records']), transport: new BullMQTransport({ connection: REDIS_URL, prefix }) });
-    await workers.startWorkers();
-    cleanup.push(() => workers.close({ timeoutMs: 1000 }));
-
-    const { apiKeys } = AuthConfigSchema.parse({
-      apiKeys: [
-        { sha256: hashApiKey(KEYS.intern), principal: { id: 'intern-1', roles: ['intern'] } },
-        { sha256: hashApiKey(KEYS.clinician), principal: { id: 'dr-who', roles: ['clinician'] } },
-        { sha256: hashApiKey(KEYS.ops), principal: { id: 'ops-1', roles: ['operator'] } },
-        { sha256: hashApiKey(KEYS.clinicalOps), principal: { id: 'cops-1', roles: ['clinical-ops'] } },
-      ],
+    const deployment = await deployWithEdge({
+      prefix,
+      ...recordsDesk(),
+      policy,
+      apiKeys: {
+        [KEYS.intern]: { id: 'intern-1', roles: ['intern'] },
+        [KEYS.clinician]: { id: 'dr-who', roles: ['clinician'] },
+        [KEYS.ops]: { id: 'ops-1', roles: ['operator'] },
+        [KEYS.clinicalOps]: { id: 'cops-1', roles: ['clinical-ops'] },
+      },
     });
-    app = await createServer({ authenticate: createAuthenticator({ apiKeys }), redisUrl: REDIS_URL, prefix, policy, keys: await loadKeyring(join(dir, 'keys'), [EDGE]), eventPollMs: 100, rateLimit: false });
-    cleanup.push(() => app.close());
-    base = await app.listen({ port: 0, host: '127.0.0.1' });
+    cleanup.push(deployment.close);
+    ({ app, base } = deployment);
   });
 
   afterAll(async () => {

@@ -40,7 +40,7 @@ export function approvalsView(view) {
       const items = await api('/v1/approvals');
       const seen = new Set();
       const ordered = [];
-      for (const { request, verification } of items) {
+      for (const { request, verification, withheld } of items) {
         seen.add(request.id);
         let card = cards.get(request.id);
         if (!card) {
@@ -52,7 +52,7 @@ export function approvalsView(view) {
           card.item = h('li', {}, card.element);
           cards.set(request.id, card);
         }
-        card.update(request, verification);
+        card.update(request, verification, withheld);
         ordered.push(card.item);
       }
       // Cards kept on screen: still pending, or showing a refusal the approver has not read yet.
@@ -91,10 +91,10 @@ export function approvalView(view, id) {
   const body = h('div');
   view.replaceChildren(h('h2', {}, 'Approval request'), h('p', {}, h('a', { href: '#/approvals' }, '← Pending approvals')), body);
   api(`/v1/approvals/${encodeURIComponent(id)}`).then(
-    ({ request, decision, mayDecide, verification }) => {
+    ({ request, decision, mayDecide, verification, withheld }) => {
       if (decision) {
         const card = approvalCard(request);
-        card.update(request, verification);
+        card.update(request, verification, withheld);
         card.element.querySelector('.decide').replaceWith(
           h('p', { testid: 'approval-decided', class: `decision ${decision.status}` }, `Decided: ${decision.status}${decision.by ? ` by ${decision.by.id}` : ''} at ${dateTime(decision.at)}${decision.note ? ` (“${decision.note}”)` : ''}.`),
         );
@@ -102,7 +102,7 @@ export function approvalView(view, id) {
         return;
       }
       const card = approvalCard(request, (made, reason) => card.element.replaceWith(decisionNotice(request, made, reason)));
-      card.update(request, verification);
+      card.update(request, verification, withheld);
       // The buttons stay: the server has the last word, and its reason is more useful than a greyed-out button.
       body.replaceChildren(card.element);
       if (!mayDecide) body.prepend(h('p', { class: 'muted', testid: 'approval-may-not' }, 'The server says you may not decide this request; it will tell you why if you try.'));
@@ -118,6 +118,8 @@ function approvalCard(request, onDecided) {
   const sources = h('ul', { testid: 'approval-sources' });
   // What the server's check of the request found: a refused one is not what its agent wrote, and cannot be decided.
   const verified = h('p', { role: 'alert', testid: 'approval-verification', hidden: true });
+  // Content above the reader's clearance is left out by the server; such a request cannot be decided by them.
+  const withheldNote = h('p', { role: 'alert', class: 'muted', testid: 'approval-withheld', hidden: true });
   const reasons = h('ul', { testid: 'approval-reasons' });
   const chain = h('ol', { class: 'chain-inline', testid: 'approval-chain' });
   const deadline = h('span');
@@ -130,7 +132,7 @@ function approvalCard(request, onDecided) {
   const facts = dl([
     ['Agent', request.agent, 'approval-agent'],
     ['Wants to call', actionText(request), 'approval-action'],
-    ['Arguments (identifiers partly masked)', arguments_],
+    ['Arguments (identifiers partly masked, with a fingerprint to tell look-alikes apart)', arguments_],
     ['Where the values came from', sources],
     ['Reasons', reasons],
     ['Risk score', risk(request.risk), 'approval-risk'],
@@ -171,6 +173,7 @@ function approvalCard(request, onDecided) {
     { class: 'card approval', testid: 'approval', 'data-approval-id': request.id },
     h('h3', {}, `${request.agent} wants to call ${actionText(request)}`),
     verified,
+    withheldNote,
     facts,
     h(
       'div',
@@ -186,16 +189,20 @@ function approvalCard(request, onDecided) {
   return {
     element,
     hasMessage: () => !message.hidden,
-    update(next, verification) {
+    update(next, verification, withheld) {
       const refused = verification?.status === 'refused';
+      withheldNote.hidden = !withheld;
+      withheldNote.textContent = withheld
+        ? `Some of this request is above your clearance (${formatLabel(next.label)}), so its arguments, sources and quoted reasons are not shown, and you may not decide it: nobody approves what they cannot read.`
+        : '';
       verified.hidden = !refused && verification?.status !== 'unauthenticated';
       verified.className = refused ? 'error' : 'muted';
       verified.dataset.status = verification?.status ?? '';
       verified.textContent = refused
         ? `This request failed verification and cannot be decided: ${verification.problem}. It is not what agent ${next.agent} wrote: it was forged or altered after it was written, so its content is not shown.`
         : 'Not verified: the server holds no keys, so nothing shows this is what the agent wrote (development only).';
-      if (decideGroup) decideGroup.hidden = refused;
-      arguments_.textContent = refused ? '(withheld)' : prettyJson(next.arguments);
+      if (decideGroup) decideGroup.hidden = refused || Boolean(withheld);
+      arguments_.textContent = refused || withheld ? '(withheld)' : prettyJson(next.arguments);
       sources.replaceChildren(
         ...(next.sources?.length ? next.sources : []).map((s) =>
           h('li', { testid: 'approval-source', 'data-origin': s.origin }, h('code', {}, s.path), `: ${s.value} — from ${originText(s)}`),
