@@ -6,11 +6,11 @@ import { extractTrace } from '../tracing/propagation.js';
 import { inSpan, tracer } from '../tracing/spans.js';
 import { ATTR } from '../tracing/attributes.js';
 import { recordRunEvent, type AuditSink } from './audit/audit-trail.js';
-import { EnvelopeSchema } from './envelope.js';
+import { AuthSchema, EnvelopeSchema } from './envelope.js';
 import { SignatureSchema } from './identity/edge-keys.js';
 import type { EnvelopeAuth } from './identity/envelope-auth.js';
 import type { Quote, RollbackTrigger, RunEventInput } from './events.js';
-import type { ActionRecord, CompensationRecord } from './stores/run-store.js';
+import { heldMarker, type ActionRecord, type ClaimMarker, type CompensationRecord } from './stores/run-store.js';
 import type { Transport } from './transports/transport.js';
 import type { ChildJob, Task, TaskOutcome } from './transports/task.js';
 
@@ -33,6 +33,9 @@ export const CompensationOrderSchema = z
     trace: EnvelopeSchema.shape.trace,
     /** The edge's signature, on an operator's order: no worker can make one. */
     signature: SignatureSchema.optional(),
+    /** On a failure or cancel order: the agent whose worker saw the run end, and its MAC on a link it shares with `agent`. */
+    endedBy: z.string().min(1).max(64).optional(),
+    auth: AuthSchema.optional(),
   })
   .strict();
 export type CompensationOrder = z.infer<typeof CompensationOrderSchema>;
@@ -46,8 +49,13 @@ export interface StartRollbackOptions {
   reason: string;
   /** The operator, for `operator` rollbacks. */
   by?: string;
-  /** The edge's keys: an operator's order must be signed by the edge for the agent that undoes something to act on it. */
+  /**
+   * The edge's keys: an operator's order must be signed by the edge for the agent that undoes something to act on it.
+   * A worker's keys, with `endedBy`: a failure or cancel order must be sealed by the worker that saw the run end.
+   */
   auth?: EnvelopeAuth;
+  /** The agent whose worker saw the run fail or be cancelled, for failure and cancel orders. */
+  endedBy?: string;
   trace?: CompensationOrder['trace'];
   /** Where `rollback.started` (and, with nothing to undo, `rollback.completed`) is recorded; the run's event stream by default. */
   emit?: (event: RunEventInput) => Promise<void>;
@@ -93,7 +101,7 @@ export async function startRollback(options: StartRollbackOptions): Promise<Roll
       issuedAt,
       ...(options.trace ? { trace: options.trace } : {}),
     };
-    const compensate = trigger === 'operator' && options.auth ? options.auth.sealOrder(order) : order;
+    const compensate = !options.auth ? order : trigger === 'operator' ? options.auth.sealOrder(order) : options.endedBy ? options.auth.sealEndOrder({ ...order, endedBy: options.endedBy }) : order;
     return { queue: action.agent, jobId: `rb-${rollbackId}-${step}`, payload: { compensate } };
   });
   await transport.enqueueSequence(steps);
@@ -109,7 +117,7 @@ export interface CompensatorOptions {
   rollbackOn: ReadonlySet<RollbackTrigger>;
 }
 
-/** How long an operator's signed order may wait in its queue before a worker acts on it. */
+/** How long an order may wait in its queue before a worker acts on it. */
 const ORDER_LIFETIME_MS = 24 * 3600_000;
 
 type Outcome = (Pick<CompensationRecord, 'status' | 'message'> | { status: 'already_undone'; message?: string }) & { quote?: Quote };
@@ -143,20 +151,23 @@ export class Compensator {
     }
     const actions = (await this.store.listActions(order.runId)).slice(0, order.steps);
     const action = actions.find((a) => a.key === order.key);
+    const step = await this.claim(agent.name, order);
     const span = tracer().startSpan(
       `palisade.compensate ${action?.tool ?? order.key}`,
       { attributes: { [ATTR.GEN_AI_AGENT_NAME]: agent.name, [ATTR.PALISADE_RUN_ID]: order.runId, 'palisade.rollback.id': order.rollbackId, 'palisade.rollback.trigger': order.trigger } },
       extractTrace(order.trace),
     );
     const outcome = await inSpan(span, async () => {
-      const result = await this.undo(agent, order, action);
+      const result = 'outcome' in step ? step.outcome : await this.undo(agent, order, action);
       span.setAttribute('palisade.rollback.outcome', result.status);
       if (result.status === 'failed' || result.status === 'not_undone') span.setStatus({ code: SpanStatusCode.ERROR, message: result.message ?? result.status });
       return result;
     });
     if (outcome.status !== 'already_undone') {
-      await this.store.putCompensation(order.runId, order.key, { status: outcome.status, ...(outcome.message ? { message: outcome.message } : {}), rollbackId: order.rollbackId, at: Date.now() });
+      const record: CompensationRecord = { status: outcome.status, ...(outcome.message ? { message: outcome.message } : {}), rollbackId: order.rollbackId, at: Date.now() };
+      await this.store.putCompensation(order.runId, order.key, this.options.auth?.sealCompensation(agent.name, order.runId, order.key, record) ?? record);
     }
+    if ('taken' in step) await this.store.completeMessage(agent.name, step.stepId, this.marker(agent.name, step.stepId, step.taken.jobId, outcome.status));
     await emit({
       type: 'action.compensated',
       rollbackId: order.rollbackId,
@@ -170,18 +181,53 @@ export class Compensator {
     return { type: 'done', result: { status: 'completed', output: outcome.status } };
   }
 
-  /** Why this worker must not act on the order. */
-  /** `raw` is the order as read from the job, which the edge's signature covers. */
-  private refusal(order: CompensationOrder, raw: CompensationOrder, runStatus: string): string | undefined {
-    if (order.trigger === 'operator') {
-      const forged = this.options.auth?.checkOrder(raw);
-      if (forged) return forged;
-      // A signed order replayed long after: an operator orders again instead.
-      return Date.now() - order.issuedAt > ORDER_LIFETIME_MS ? `the order was issued more than ${ORDER_LIFETIME_MS / 3600_000} h ago` : undefined;
+  /**
+   * Claims the order's step, as a message is claimed, with this agent's own MAC: each action is
+   * undone at most once. A step claimed before is not run again unless its claim, authentic, says the
+   * last attempt failed or had nothing to undo (a later order retries it); one claimed without an
+   * authentic outcome (a crash mid-undo, or a forgery) is reported, never run twice.
+   */
+  private async claim(agent: string, order: CompensationOrder): Promise<{ stepId: string; taken: ClaimMarker } | { outcome: Outcome }> {
+    const stepId = createHash('sha256').update(`undo\0${order.runId}\0${order.key}`).digest('base64url').slice(0, 22);
+    const taken = this.marker(agent, stepId, `${order.rollbackId}.${order.step}`);
+    const { claim, held } = await this.store.claimForRun(agent, stepId, taken, order.runId);
+    if (claim === 'new') return { stepId, taken };
+    const prior = heldMarker(held);
+    const forged = prior ? this.options.auth?.checkClaim(agent, stepId, prior) : 'it cannot be read';
+    const last = forged === undefined ? prior?.result?.output : undefined;
+    if (last === 'undone') return { outcome: { status: 'already_undone' } };
+    if (claim === 'replay' && (last === 'failed' || last === 'not_undone') && (await this.store.swapClaim(agent, stepId, held!, taken))) return { stepId, taken };
+    const why = forged ? `its claim is not believed (${forged})` : last ? 'this order already took it' : 'an earlier attempt’s outcome is not on record';
+    return { outcome: { status: 'failed', message: `the step was attempted before and is not run again: ${why}` } };
+  }
+
+  /** The marker of a step's claim by order `jobId`, unfinished or with its outcome, under this agent's MAC. */
+  private marker(agent: string, stepId: string, jobId: string, outcome?: string): ClaimMarker {
+    const auth = this.options.auth;
+    if (outcome !== undefined) {
+      const result = { status: 'completed' as const, output: outcome };
+      return { jobId, result, ...(auth ? { auth: auth.sealClaim(agent, stepId, jobId, result) } : {}) };
     }
-    if (!this.options.rollbackOn.has(order.trigger)) return `this worker's policy does not roll back on ${order.trigger}`;
-    const expected = order.trigger === 'failure' ? 'failed' : 'cancelled';
-    return runStatus === expected ? undefined : `the run is ${runStatus}, not ${expected}`;
+    const taken = { at: Date.now(), nonce: randomUUID() };
+    return { jobId, ...taken, ...(auth ? { auth: auth.sealClaim(agent, stepId, jobId, undefined, taken) } : {}) };
+  }
+
+  /**
+   * Why this worker must not act on the order. `raw` is the order as read from the job, which its
+   * signature or MAC covers. A failure or cancel order counts only sealed by the worker that saw the
+   * run end: the run's status alone, which anyone with Redis can write, does not make one.
+   */
+  private refusal(order: CompensationOrder, raw: CompensationOrder, runStatus: string): string | undefined {
+    const auth = this.options.auth;
+    if (order.trigger !== 'operator') {
+      if (!this.options.rollbackOn.has(order.trigger)) return `this worker's policy does not roll back on ${order.trigger}`;
+      const expected = order.trigger === 'failure' ? 'failed' : 'cancelled';
+      if (runStatus !== expected) return `the run is ${runStatus}, not ${expected}`;
+    }
+    const forged = order.trigger === 'operator' ? auth?.checkOrder(raw) : auth?.checkEndOrder(raw);
+    if (forged) return forged;
+    // An authentic order replayed long after: an operator orders again instead.
+    return Date.now() - order.issuedAt > ORDER_LIFETIME_MS ? `the order was issued more than ${ORDER_LIFETIME_MS / 3600_000} h ago` : undefined;
   }
 
   private async undo(agent: Agent, order: CompensationOrder, action: ActionRecord | undefined): Promise<Outcome> {
@@ -189,8 +235,6 @@ export class Compensator {
     const forged = this.options.auth?.checkAction(action);
     if (forged) return { status: 'failed', message: forged };
     if (action.agent !== agent.name || action.runId !== order.runId) return { status: 'failed', message: 'the action belongs to another agent or run' };
-    const prior = await this.store.getCompensation(order.runId, order.key);
-    if (prior?.status === 'undone') return { status: 'already_undone' };
     const tool = agent.tools.get(action.tool);
     if (!tool?.compensate) return { status: 'not_undone', message: `'${action.tool}' has no compensation` };
     const args = tool.input.safeParse(action.args);
@@ -216,8 +260,19 @@ export class Compensator {
     }
   }
 
+  /**
+   * What the rollback did, from the records each agent sealed: one written by anyone else counts as a
+   * failure. Another agent's record is checked where this process holds its key; the summary is a report.
+   */
   private async summary(runId: string, actions: readonly ActionRecord[]) {
-    const records = await Promise.all(actions.map((a) => this.store.getCompensation(runId, a.key)));
+    const auth = this.options.auth;
+    const records = await Promise.all(
+      actions.map(async (a) => {
+        const record = await this.store.getCompensation(runId, a.key);
+        const checkable = auth?.keyring.has(a.agent, a.agent);
+        return record && !(checkable && auth!.checkCompensation(a.agent, runId, a.key, record)) ? record : undefined;
+      }),
+    );
     const count = (status: CompensationRecord['status']) => records.filter((r) => r?.status === status).length;
     return { undone: count('undone'), failed: actions.length - count('undone') - count('not_undone'), notUndone: count('not_undone') };
   }

@@ -305,7 +305,7 @@ export class Runtime {
     const quote = { text: error.message, label: contextLabel(events.map((e) => e.event), envelope.label) };
     if (await failRun(this.transport.store, this.auditFor(envelope.receiver), reason, ctx, quote).catch(() => false)) {
       if (this.policy?.rollback.onFailure) {
-        await startRollback({ transport: this.transport, runId: envelope.runId, trigger: 'failure', reason }).catch(() => undefined);
+        await startRollback({ transport: this.transport, runId: envelope.runId, trigger: 'failure', reason, auth: this.auth, endedBy: envelope.receiver }).catch(() => undefined);
       }
     }
   }

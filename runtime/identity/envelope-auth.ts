@@ -196,19 +196,69 @@ export class EnvelopeAuth {
     return bad && `the answer is not authentic: ${bad}`;
   }
 
-  /** The marker of a message's claim: the job that took it and, once finished, its result; readable back only by the same agent. */
-  sealClaim(agent: string, messageId: string, jobId: string, result?: TaskResult): { kid: string; mac: string } {
-    return this.keyring.mac(agent, agent, `claim\0${canonicalJson({ messageId, jobId, result: result ?? null })}`);
+  /**
+   * The marker of a message's claim: the job that took it, when (with a nonce, so no two claims look
+   * alike) and, once finished, its result; readable back only by the same agent.
+   */
+  sealClaim(agent: string, messageId: string, jobId: string, result?: TaskResult, taken?: { at: number; nonce: string }): { kid: string; mac: string } {
+    return this.keyring.mac(agent, agent, claimData(messageId, { jobId, result, ...taken }));
   }
 
-  checkClaim(agent: string, messageId: string, marker: { jobId: string; result?: TaskResult; auth?: { kid: string; mac: string } }): string | undefined {
+  checkClaim(agent: string, messageId: string, marker: { jobId: string; result?: TaskResult; at?: number; nonce?: string; auth?: { kid: string; mac: string } }): string | undefined {
     let data: string;
     try {
-      data = `claim\0${canonicalJson({ messageId, jobId: marker.jobId, result: marker.result ?? null })}`;
+      data = claimData(messageId, marker);
     } catch {
       return 'the claim of the message cannot be read';
     }
     const bad = this.keyring.verify(agent, agent, data, marker.auth);
     return bad && `the claim of the message is not authentic: ${bad}`;
   }
+
+  /**
+   * Why an unfinished claim (authenticated) is too old for a redelivery to resume: its age counts from
+   * when it was taken, up to `maxAgeMs`, or `maxActivationMs` for an activation that waited (`parked`).
+   */
+  claimStaleness(marker: { at?: number }, parked: boolean): string | undefined {
+    if (marker.at === undefined) return 'its claim does not say when it was taken';
+    const age = Date.now() - marker.at;
+    const limit = parked ? this.maxActivationMs : this.maxAgeMs;
+    return age > limit ? `its claim was taken ${Math.round(age / 1000)} s ago, over the limit of ${Math.round(limit / 1000)} s for a redelivery` : undefined;
+  }
+
+  /**
+   * A failure or cancel order, sealed by the worker of `endedBy` (which saw the run end) on a link it
+   * shares with the agent that undoes the action, either way round; none when they share no link.
+   */
+  sealEndOrder<T extends { agent: string; endedBy: string }>(order: T): T {
+    const link = this.endOrderLink(order);
+    return link ? { ...order, auth: this.keyring.mac(link[0], link[1], `endorder\0${covered(order)}`) } : order;
+  }
+
+  checkEndOrder(order: { agent: string; endedBy?: string; auth?: { kid: string; mac: string } }): string | undefined {
+    const link = order.endedBy === undefined ? undefined : this.endOrderLink({ agent: order.agent, endedBy: order.endedBy });
+    const bad = !order.auth || !link ? 'it is not sealed by the worker that saw the run end' : this.keyring.verify(link[0], link[1], `endorder\0${covered(order)}`, order.auth);
+    return bad && `the rollback order is not authentic: ${bad}`;
+  }
+
+  private endOrderLink({ agent, endedBy }: { agent: string; endedBy: string }): [string, string] | undefined {
+    if (this.keyring.has(endedBy, agent)) return [endedBy, agent];
+    return this.keyring.has(agent, endedBy) ? [agent, endedBy] : undefined;
+  }
+
+  /** What became of one action in a rollback, bound to its run and action key; readable back only by the agent that undid it. */
+  sealCompensation<T extends object>(agent: string, runId: string, key: string, record: T): T & { auth: { kid: string; mac: string } } {
+    return { ...record, auth: this.keyring.mac(agent, agent, `compensation\0${runId}\0${key}\0${covered(record)}`) };
+  }
+
+  checkCompensation(agent: string, runId: string, key: string, record: object & { auth?: { kid: string; mac: string } }): string | undefined {
+    const bad = this.keyring.verify(agent, agent, `compensation\0${runId}\0${key}\0${covered(record)}`, record.auth);
+    return bad && `the compensation record is not authentic: ${bad}`;
+  }
+}
+
+/** What a claim's MAC covers; a claim taken before claims had a time covers none (and cannot be resumed). */
+function claimData(messageId: string, marker: { jobId: string; result?: TaskResult; at?: number; nonce?: string }): string {
+  const taken = marker.at !== undefined || marker.nonce !== undefined ? { at: marker.at ?? null, nonce: marker.nonce ?? null } : {};
+  return `claim\0${canonicalJson({ messageId, jobId: marker.jobId, result: marker.result ?? null, ...taken })}`;
 }

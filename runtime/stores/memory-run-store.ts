@@ -132,7 +132,14 @@ export class MemoryRunStore implements RunStore {
     const marker = this.seen.get(key);
     if (marker === undefined) this.seen.set(key, markerText(held));
     const saved = this.progress.get(key);
-    return { ...readClaim(marker, held.jobId), run, ...(saved !== undefined ? { saved } : {}) };
+    return { ...readClaim(marker, held.jobId), run, ...(saved !== undefined ? { saved } : {}), ...(marker !== undefined ? { held: marker } : {}) };
+  }
+
+  async swapClaim(receiver: string, messageId: string, held: string, next: ClaimMarker): Promise<boolean> {
+    const key = `${receiver}:${messageId}`;
+    if (this.seen.get(key) !== held) return false;
+    this.seen.set(key, markerText(next));
+    return true;
   }
 
   async claimMessage(receiver: string, messageId: string, jobId: string): Promise<Exclude<MessageClaim, 'finished'>> {

@@ -72,6 +72,11 @@ return 1`,
 if not redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then held = redis.call('GET', KEYS[1]) end
 return {held, redis.call('HGETALL', KEYS[2]), redis.call('GET', KEYS[3])}`,
   },
+  palisadeSwapClaim: {
+    numberOfKeys: 1,
+    lua: `if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1`,
+  },
   palisadeClaim: {
     numberOfKeys: 1,
     lua: `if redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then return 'new' end
@@ -174,7 +179,11 @@ export class RedisRunStore implements RunStore {
     )) as [string | null, string[], string | null];
     const h: Record<string, string> = {};
     for (let i = 0; i + 1 < flat.length; i += 2) h[flat[i]!] = flat[i + 1]!;
-    return { ...readClaim(marker, held.jobId), run: runRecord(h), ...(saved ? { saved } : {}) };
+    return { ...readClaim(marker, held.jobId), run: runRecord(h), ...(saved ? { saved } : {}), ...(marker ? { held: marker } : {}) };
+  }
+
+  async swapClaim(receiver: string, messageId: string, held: string, next: ClaimMarker): Promise<boolean> {
+    return (await this.scripts.palisadeSwapClaim(this.seenKey(receiver, messageId), held, markerText(next), this.retentionMs)) === 1;
   }
 
   async recordTurn(runId: string, usage: TokenUsage, events: ReadonlyArray<{ event: RunEventInput; at: number }>, saved?: SavedProgress): Promise<RunStatus | undefined> {

@@ -53,6 +53,8 @@ export interface CompensationRecord {
   message?: string;
   rollbackId: string;
   at: number;
+  /** The MAC of the agent that undid it, bound to the run and the action's key. */
+  auth?: { kid: string; mac: string };
 }
 
 export interface StoredEvent {
@@ -80,6 +82,9 @@ export type MessageClaim = 'new' | 'redelivery' | 'finished' | 'replay';
 export interface ClaimMarker {
   jobId: string;
   result?: TaskResult;
+  /** When the claim was taken, and a random nonce: an unfinished claim is then unique, and its age known. */
+  at?: number;
+  nonce?: string;
   auth?: { kid: string; mac: string };
 }
 
@@ -87,7 +92,15 @@ const MARKER = '\0claim\0';
 
 /** A marker as a claim holds it: no job id starts with NUL, so it never equals a bare job id. */
 export function markerText(marker: ClaimMarker): string {
-  return `${MARKER}${marker.jobId}\0${JSON.stringify({ result: marker.result, auth: marker.auth })}`;
+  return `${MARKER}${marker.jobId}\0${JSON.stringify({ result: marker.result, at: marker.at, nonce: marker.nonce, auth: marker.auth })}`;
+}
+
+/** The marker a claim holds, whichever job took it; undefined for a bare job id or what cannot be read. */
+export function heldMarker(held: string | undefined): ClaimMarker | undefined {
+  if (!held?.startsWith(MARKER)) return undefined;
+  const end = held.indexOf('\0', MARKER.length);
+  if (end < 0) return undefined;
+  return readClaim(held, held.slice(MARKER.length, end)).marker;
 }
 
 /**
@@ -105,11 +118,12 @@ export function readClaim(held: string | null | undefined, jobId: string): { cla
   } catch {
     // Read as a claim without a MAC: the worker refuses it.
   }
-  const { result, auth } = (parsed !== null && typeof parsed === 'object' ? parsed : {}) as { result?: unknown; auth?: { kid?: unknown; mac?: unknown } | null };
+  const { result, at, nonce, auth } = (parsed !== null && typeof parsed === 'object' ? parsed : {}) as { result?: unknown; at?: unknown; nonce?: unknown; auth?: { kid?: unknown; mac?: unknown } | null };
   const mac = typeof auth?.kid === 'string' && typeof auth.mac === 'string' ? { auth: { kid: auth.kid, mac: auth.mac } } : {};
-  if (result === undefined) return { claim: 'redelivery', marker: { jobId, ...mac } };
+  const when = typeof at === 'number' && typeof nonce === 'string' ? { at, nonce } : {};
+  if (result === undefined) return { claim: 'redelivery', marker: { jobId, ...when, ...mac } };
   if (result === null || typeof result !== 'object' || Array.isArray(result)) return { claim: 'redelivery', marker: { jobId } };
-  return { claim: 'finished', marker: { jobId, result: result as TaskResult, ...mac } };
+  return { claim: 'finished', marker: { jobId, result: result as TaskResult, ...when, ...mac } };
 }
 
 /** What a worker learns first of every job: its claim, the run, and what the message left behind. */
@@ -123,6 +137,8 @@ export interface RunClaim {
    * `new` claim that finds some means the message had been claimed before and its claim was lost.
    */
   saved?: string;
+  /** The claim as it was held before this delivery, whichever job took it (for {@link RunStore.swapClaim}). */
+  held?: string;
 }
 
 /**
@@ -173,6 +189,8 @@ export interface RunStore {
   claimMessage(receiver: string, messageId: string, jobId: string): Promise<Exclude<MessageClaim, 'finished'>>;
   /** Claims the job's message with `held` (the marker of a job that took it) and reads the run and the saved progress, in one round trip. */
   claimForRun(receiver: string, messageId: string, held: ClaimMarker, runId: string): Promise<RunClaim>;
+  /** Replaces the claim `held` (as read back) with `next`; false when the claim holds anything else by then. */
+  swapClaim(receiver: string, messageId: string, held: string, next: ClaimMarker): Promise<boolean>;
   /** Marks a message finished with the marker of the result its job gave (its saved progress is dropped): that job gets it again, any other delivery is a replay. */
   completeMessage(receiver: string, messageId: string, finished: ClaimMarker): Promise<void>;
   /** `appendEvents` and `completeMessage` in one write: an activation's last events and the end of its message. */

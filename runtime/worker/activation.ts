@@ -159,7 +159,7 @@ export class Activation implements ActivationState {
     this.statusSeen = undefined;
     if (status === 'running') return undefined;
     if (status === 'cancelled' && this.options.rollbackOn?.has('cancel')) {
-      await startRollback({ transport: this.options.transport, runId: this.runId, trigger: 'cancel', reason: 'the run was cancelled', trace: injectTrace(this.ctx), emit: (event) => this.events.emitNow(event) });
+      await startRollback({ transport: this.options.transport, runId: this.runId, trigger: 'cancel', reason: 'the run was cancelled', trace: injectTrace(this.ctx), emit: (event) => this.events.emitNow(event), auth: this.options.auth, endedBy: this.agent.name });
     }
     return { type: 'done', result: { status: 'cancelled', error: `run is ${status ?? 'gone'}` } };
   }
@@ -238,7 +238,7 @@ export class Activation implements ActivationState {
     // The record and the audit log get our own words; the event adds what they quote, for readers cleared for it.
     if (this.envelope.kind !== 'delegate' && (await this.endRun('failed', { error: said.message }, { type: 'run.failed', error: said.message, ...quote }))) {
       if (this.options.rollbackOn?.has('failure')) {
-        await startRollback({ transport: this.options.transport, runId: this.runId, trigger: 'failure', reason: said.message, trace: injectTrace(this.ctx), emit: (event) => this.events.emitNow(event) });
+        await startRollback({ transport: this.options.transport, runId: this.runId, trigger: 'failure', reason: said.message, trace: injectTrace(this.ctx), emit: (event) => this.events.emitNow(event), auth: this.options.auth, endedBy: this.agent.name });
       }
     } else if (this.envelope.kind === 'delegate') {
       // A delegated agent's failure is its caller's tool error, not the run's end.

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { auditEntryFor, failRun, recordRunEvent } from '../audit/audit-trail.js';
 import type { Envelope } from '../envelope.js';
@@ -8,6 +9,9 @@ import { Activation } from './activation.js';
 import { claimMarker } from './message-ids.js';
 import type { AgentLoopOptions } from './options.js';
 import { byteSize, checkpointLimit, JobDataSchema, SavedSchema, type JobData, type Progress } from './progress.js';
+
+/** Who an envelope that is not authentic is attributed to: no principal, tenant or run it names. */
+const UNAUTHENTICATED = 'unauthenticated';
 
 /** Runs one agent activation: model turns, guarded tool calls, handoffs and delegations. */
 export class AgentLoop {
@@ -25,7 +29,7 @@ export class AgentLoop {
     const { data, messageBytes } = admitted;
     const { envelope } = data;
     const refused = this.authenticate(task, data);
-    if (refused) return this.refuse(task, envelope, refused);
+    if (refused) return this.refuse(task, envelope, refused, false);
     const auth = this.options.auth;
     const { claim, run, marker, saved } = await this.store.claimForRun(envelope.receiver, envelope.messageId, claimMarker(auth, envelope, task.id), envelope.runId);
     if (claim === 'replay') return this.refuse(task, envelope, `message ${envelope.messageId} was already accepted: a replay`);
@@ -54,8 +58,11 @@ export class AgentLoop {
       stored = undefined;
     }
     const progress = stored && (!data.progress || stored.version > data.progress.version) ? stored : data.progress;
-    // Authentic but too old (a long outage): the run cannot go on, and says so.
-    const stale = this.options.auth?.staleness(envelope, progress === undefined);
+    // Authentic but too old (a long outage): the run cannot go on, and says so. Only an activation that
+    // waited (marked so in its authenticated checkpoint) may be resumed for long, counted from its claim:
+    // a claim's marker and checkpoint copied while it ran and restored later are refused after that.
+    const parked = progress?.parked === true;
+    const stale = auth?.staleness(envelope, !parked) ?? (claim === 'redelivery' ? auth?.claimStaleness(marker!, parked) : undefined);
     if (stale) return this.reject(task, stale, true);
     const activation = new Activation(this.options, task, envelope, agent, messageBytes, claim === 'new');
     // The activation marks its message done itself, with its last events.
@@ -86,7 +93,8 @@ export class AgentLoop {
     if (!this.options.rollbackOn?.has('cancel')) return;
     const ctx = { runId: envelope.runId, principal: envelope.principal, chain: envelope.chain, agent: envelope.receiver };
     const emit = (event: RunEventInput) => recordRunEvent(this.store, this.options.audit?.(envelope.receiver), event, ctx);
-    await startRollback({ transport: this.options.transport, runId: envelope.runId, trigger: 'cancel', reason: 'the run was cancelled', trace: envelope.trace, emit });
+    const sealed = { auth: this.options.auth, endedBy: envelope.receiver };
+    await startRollback({ transport: this.options.transport, runId: envelope.runId, trigger: 'cancel', reason: 'the run was cancelled', trace: envelope.trace, emit, ...sealed });
   }
 
   /** Why the job's envelope and checkpoint cannot be believed, if they cannot. */
@@ -101,8 +109,8 @@ export class AgentLoop {
   }
 
   /** A security refusal: nothing runs, and the run is not ended (a forger must not be able to end it); it is on record. */
-  private async refuse(task: Task, envelope: Envelope, reason: string): Promise<TaskOutcome> {
-    await this.recordRefusal(task, envelope, reason);
+  private async refuse(task: Task, envelope: Envelope, reason: string, authentic = true): Promise<TaskOutcome> {
+    await this.recordRefusal(task, envelope, reason, authentic);
     return { type: 'done', result: { status: 'rejected', error: reason } };
   }
 
@@ -117,13 +125,27 @@ export class AgentLoop {
     return { type: 'done', result };
   }
 
-  /** Puts a refusal on record: in the run's events (when the run exists) and in the audit log. */
-  private async recordRefusal(task: Task, envelope: Envelope, reason: string): Promise<void> {
+  /**
+   * Puts a refusal on record: in the run's events (when the run exists) and in the audit log. An
+   * envelope that is not `authentic` names no one: the worker would otherwise sign, as the agent, a
+   * record for whichever principal, tenant and sender a forger wrote; it is known by its digest only.
+   */
+  private async recordRefusal(task: Task, envelope: Envelope, reason: string, authentic = true): Promise<void> {
     const event = { type: 'envelope.rejected', agent: task.queue, reason } as const;
     if (await this.store.getRun(envelope.runId)) await this.store.appendEvent(envelope.runId, event);
-    // Attributed to the principal and chain the envelope claims: they are what the forger tried to use.
-    const entry = auditEntryFor(event, { runId: envelope.runId, principal: envelope.principal, chain: envelope.chain, agent: task.queue });
-    if (entry) await this.options.audit?.(task.queue)?.append({ ...entry, detail: { claimed: true, sender: envelope.sender, messageId: envelope.messageId } });
+    const audit = this.options.audit?.(task.queue);
+    if (!audit) return;
+    if (authentic) {
+      const entry = auditEntryFor(event, { runId: envelope.runId, principal: envelope.principal, chain: envelope.chain, agent: task.queue });
+      if (entry) await audit.append({ ...entry, detail: { sender: envelope.sender, messageId: envelope.messageId } });
+      return;
+    }
+    const digest = createHash('sha256').update(JSON.stringify((task.data as { envelope?: unknown }).envelope ?? null)).digest('base64url');
+    const entry = auditEntryFor(
+      { type: 'envelope.rejected', agent: task.queue, reason: 'an envelope that is not authentic was refused' },
+      { runId: UNAUTHENTICATED, principal: { id: UNAUTHENTICATED, roles: [], attrs: {} }, chain: [task.queue], agent: task.queue },
+    );
+    if (entry) await audit.append({ ...entry, detail: { claimed: true, digest } });
   }
 
   /** Checks size and shape, and that the envelope is for the agent this queue serves. */

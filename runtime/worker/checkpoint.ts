@@ -10,9 +10,11 @@ function checkSize(act: ActivationState, size: number): void {
   if (size > limit) throw new Error(`the conversation grew to ${size} bytes, over the limit of ${limit} for a saved activation`);
 }
 
-/** This worker's progress as saved, a newer version each time: authenticated, without the messages the envelope carries. */
-function saved(act: ActivationState): Saved {
+/** This worker's progress as saved (`parks` when the activation waits), a newer version each time: authenticated, without the messages the envelope carries. */
+function saved(act: ActivationState, parks = false): Saved {
   act.progress.version += 1;
+  // Once it has waited, an activation keeps the longer limit for the rest of its life.
+  if (parks) act.progress.parked = true;
   const progress = compacted(act.progress, act.envelope);
   const auth = act.options.auth?.sealCheckpoint(act.agent.name, act.envelope.messageId, progress);
   return { progress, ...(auth ? { progressAuth: auth } : {}) };
@@ -27,7 +29,7 @@ export function savedProgress(act: ActivationState): SavedProgress {
 
 /** The job's data for an activation that waits: the envelope exactly as received (its MAC covers it as sent) and this worker's progress. */
 export function jobData(act: ActivationState): JobData {
-  return { envelope: (act.task.data as { envelope: Envelope }).envelope, ...saved(act) };
+  return { envelope: (act.task.data as { envelope: Envelope }).envelope, ...saved(act, true) };
 }
 
 /** {@link jobData}, refused when it outgrows the message limit. */

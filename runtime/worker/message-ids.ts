@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type { ChatMessage, ToolCall } from '../../agents/model.js';
 import { canonicalJson } from '../audit/canonical-json.js';
 import type { Envelope } from '../envelope.js';
@@ -45,7 +45,12 @@ export function callSteps(messages: readonly ChatMessage[], index: number): stri
 /** The idempotency key of one tool call: its message and its step, so a different call never reuses it. */
 export const toolCallKey = (messageId: string, stepKey: string): string => deriveMessageId(messageId, `call\0${stepKey}`);
 
-/** The marker of the envelope's claim by the job `jobId` (with the result it gave, once finished), sealed by the receiving agent. */
+/**
+ * The marker of the envelope's claim by the job `jobId` (with the result it gave, once finished), sealed
+ * by the receiving agent. An unfinished one says when it was taken, with a nonce: a redelivery's age
+ * counts from it, so a copy restored later does not resume the activation for long.
+ */
 export function claimMarker(auth: EnvelopeAuth | undefined, envelope: Envelope, jobId: string, result?: TaskResult): ClaimMarker {
-  return { jobId, ...(result ? { result } : {}), ...(auth ? { auth: auth.sealClaim(envelope.receiver, envelope.messageId, jobId, result) } : {}) };
+  const taken = result ? undefined : { at: Date.now(), nonce: randomBytes(12).toString('base64url') };
+  return { jobId, ...(result ? { result } : taken), ...(auth ? { auth: auth.sealClaim(envelope.receiver, envelope.messageId, jobId, result, taken) } : {}) };
 }

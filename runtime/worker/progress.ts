@@ -22,6 +22,11 @@ const ProgressSchema = z.object({
    * the job when the activation waits (delegations, approvals): a redelivery resumes from the newer.
    */
   version: z.number().int().nonnegative().default(0),
+  /**
+   * Set in the checkpoint an activation leaves in its job when it waits (delegations, approvals): only
+   * such an activation may be resumed up to `maxActivationMs` after its claim; any other, `maxAgeMs`.
+   */
+  parked: z.boolean().optional(),
 });
 export type Progress = z.infer<typeof ProgressSchema>;
 

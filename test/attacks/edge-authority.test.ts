@@ -6,7 +6,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { label } from '../../agents/label.js';
 import { SupportBackend } from '../../examples/support/backend.js';
 import { createSupportAgents } from '../../examples/support/system.js';
-import { loadPolicy, type LoadedPolicy } from '../../guards/policy/load-policy.js';
+import type { LoadedPolicy } from '../../guards/policy/load-policy.js';
 import { approvalDigest, type ApprovalRequest } from '../../runtime/approvals/approval.js';
 import type { Envelope } from '../../runtime/envelope.js';
 import type { RunEvent } from '../../runtime/events.js';
@@ -16,8 +16,8 @@ import { Runtime } from '../../runtime/runtime.js';
 import { BullMQTransport } from '../../runtime/transports/bullmq-transport.js';
 import { deleteKeys, REDIS_URL, uniquePrefix } from '../support/redis.js';
 import { RedisAttacker } from './redis-attacker.js';
+import { startSupportWorkers, type SupportWorkers } from './support-workers.js';
 
-const AGENTS = ['triage', 'billing', 'fraud_check', 'tech_support'] as const;
 const ada = { id: 'ada', roles: ['customer'], attrs: {} };
 /** Someone the edge never authenticated, with every role that lets a refund through unasked. */
 const invented = { id: 'cfo-mallory', roles: ['finance_manager', 'finance'], attrs: {} };
@@ -44,19 +44,11 @@ describe("one worker's key file cannot speak for the edge (real Redis)", () => {
   let billing: EnvelopeAuth;
   /** The edge's key id, public in billing.json: forged signatures name it. */
   let edgeKid: string;
-  const workers: Runtime[] = [];
+  let system: SupportWorkers;
 
   beforeAll(async () => {
-    keysDir = await mkdtemp(join(tmpdir(), 'palisade-edge-authority-'));
-    const agents = () => createSupportAgents({ backend });
-    await generateKeys(keysDir, agents());
-    policy = await loadPolicy('examples/support/policy.yaml');
-    for (const name of AGENTS) {
-      const rt = new Runtime({ agents: agents(), policy, keys: await loadKeyring(keysDir, [name]), transport: new BullMQTransport({ connection: REDIS_URL, prefix }) });
-      await rt.startWorkers({ agents: [name] });
-      workers.push(rt);
-    }
-    edge = new Runtime({ policy, keys: await loadKeyring(keysDir, [EDGE]), transport: new BullMQTransport({ connection: REDIS_URL, prefix }) });
+    system = await startSupportWorkers(prefix, backend);
+    ({ keysDir, policy, edge } = system);
     attacker = new RedisAttacker(prefix);
     billing = new EnvelopeAuth(await loadKeyring(keysDir, ['billing']));
     edgeKid = (JSON.parse(await readFile(join(keysDir, 'billing.json'), 'utf8')) as KeyFile).edgeKeys![0]!.kid;
@@ -68,21 +60,13 @@ describe("one worker's key file cannot speak for the edge (real Redis)", () => {
   });
 
   afterAll(async () => {
-    await edge.close();
-    for (const w of workers) await w.close({ timeoutMs: 2000 });
+    await system.close();
     await attacker.close();
     await deleteKeys(prefix);
-    await rm(keysDir, { recursive: true, force: true });
   });
 
   /** The run's events once `done` holds for them (each refusal is recorded before anything else could run). */
-  async function eventsWhen(runId: string, done: (events: RunEvent[]) => boolean): Promise<RunEvent[]> {
-    for (;;) {
-      const events = (await edge.transport.store.listEvents(runId)).map((e) => e.event);
-      if (done(events)) return events;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
+  const eventsWhen = (runId: string, done: (events: RunEvent[]) => boolean) => system.eventsWhen(runId, done);
   const refusals = (events: RunEvent[]) => events.filter((e): e is Extract<RunEvent, { type: 'envelope.rejected' }> => e.type === 'envelope.rejected');
   const acted = (events: RunEvent[]) => events.filter((e) => e.type === 'tool.called' || e.type === 'model.response' || e.type === 'handoff' || e.type === 'delegation.started');
 
