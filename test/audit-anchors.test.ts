@@ -46,15 +46,15 @@ const recordOf = ([id, fields]: [string, string[]]): AuditRecord => {
 const kinds = (problems: { seq: number; problem: string }[]) => problems.map((p) => [p.seq, p.problem]);
 
 describe('signed runs', () => {
-  it('signs once per run of one writer’s records in an append: the last record vouches for the others', async () => {
+  it('signs once per run of one writer’s consecutive records in an append, of whichever runs: the last record vouches for the others', async () => {
     const shared = new AuditLog({ redis, prefix, writer: 'process' });
     const billing = shared.as('billing', BILLING);
     const edge = shared.as('edge', EDGE);
     const written = await Promise.all([billing.append(entry('r1', 1)), billing.append(entry('r1', 2)), billing.append(entry('r2', 3)), edge.append(entry('r2', 4)), billing.append(entry('r2', 5))]);
     expect(written.map((r) => [r.writer, r.signs ?? null])).toEqual([
       ['billing', null],
-      ['billing', 2],
-      ['billing', 1],
+      ['billing', null],
+      ['billing', 3],
       ['edge', 1],
       ['billing', 1],
     ]);
@@ -63,14 +63,15 @@ describe('signed runs', () => {
     const { publicKeys } = await loadAuditKeys(dir);
     expect(await shared.verify({ publicKeys })).toMatchObject({ ok: true, macsVerified: 5 });
 
-    // Without the record that signed for it, the run's first record is nobody's.
+    // Without the record that signed for them, the run's first records are nobody's.
     const all = await rows();
     await redis.del(`${prefix}:audit`);
-    for (const row of all) if (row[0] !== '2-0') await redis.xadd(`${prefix}:audit`, row[0], ...row[1]);
+    for (const row of all) if (row[0] !== '3-0') await redis.xadd(`${prefix}:audit`, row[0], ...row[1]);
     const report = await shared.verify({ publicKeys });
     expect(kinds(report.problems)).toEqual([
       [1, 'bad-mac'],
-      [2, 'deleted'],
+      [2, 'bad-mac'],
+      [3, 'deleted'],
     ]);
     expect(report.problems[0]!.detail).toMatch(/no signature of writer 'billing' covers it/);
   });

@@ -194,7 +194,8 @@ export class AuditLog {
   /**
    * Writes the log as JSONL, one entry per line with every field (hashes and MACs included), in
    * stream order, so `verifyExport` or any other verifier can check it. A `runId` filter exports that
-   * run's records only: their hashes and MACs can be checked, the chain between them cannot.
+   * run's records only: their hashes and old MACs can be checked, the chain between them cannot, nor a
+   * signature that another run's record carries for them (a writer signs its consecutive records at once).
    * `out` may return a promise (e.g. to wait for a file stream to drain); it is awaited.
    * Resolves with the number of lines written.
    */

@@ -10,8 +10,10 @@
  *     sig  = base64url(Ed25519(writer's record-signing key, "palisade audit run v1\n" + signs + "\n" + hash))
  *
  * `signs` is how many records the signature vouches for, ending with its own: consecutive seqs, one
- * writer, one key, one run (audit-signing.ts). One signature per run keeps the cost of signing off each
- * record; the hash covers `prev`, so it binds every record of the run, and all before, to their place.
+ * writer, one key, of any runIds (audit-signing.ts). One signature per run of records keeps the cost of
+ * signing off each record; the hash covers `prev`, so it binds every record of the run, and all before,
+ * to their place. A signature may thus vouch for records of other runIds too: an export of one runId's
+ * records alone (`export --run`) shows their hashes, not always the records that sign for them.
  * Records written by earlier versions, before records were signed, carry `mac` = hex(HMAC-SHA-256(secret,
  * hash)) instead; they are still read and verified with the writer's secret, or vouched for by a verified anchor.
  *

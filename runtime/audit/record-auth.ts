@@ -75,7 +75,7 @@ export class RecordAuthenticator {
   vouched = 0;
   readonly writers: number;
   private readonly keys: Map<string, Map<string, WriterKey>>;
-  /** The writer's records seen since its last signature: the next one of the same run signs for them. */
+  /** The writer's consecutive records seen since its last signature: the next one that signs vouches for them. */
   private run: AuditRecord[] = [];
 
   constructor(
@@ -113,7 +113,7 @@ export class RecordAuthenticator {
     }
     if (e.mac !== undefined) return this.checkMac(e, key);
     const last = this.run[this.run.length - 1];
-    if (last && (last.writer !== e.writer || last.kid !== e.kid || last.runId !== e.runId || last.seq + 1 !== e.seq)) this.flush();
+    if (last && (last.writer !== e.writer || last.kid !== e.kid || last.seq + 1 !== e.seq)) this.flush();
     this.run.push(e);
     if (this.run.length > MAX_SIGNED_RUN) this.uncovered(this.run.shift()!);
     if (e.sig !== undefined || e.signs !== undefined) this.checkSignature(e, key);
@@ -139,7 +139,7 @@ export class RecordAuthenticator {
     const n = e.signs ?? 0;
     const valid = e.sig !== undefined && n >= 1 && n <= run.length && runSignatureValid(key.publicKey, e.hash, n, e.sig);
     if (!valid) {
-      const why = e.sig === undefined || e.signs === undefined ? 'it has half a signature (sig and signs go together)' : n > run.length ? `its signature claims ${n} records of the run, only ${run.length} precede it` : `the signature does not match key ${shown(e.kid!)} of writer ${shown(e.writer)}`;
+      const why = e.sig === undefined || e.signs === undefined ? 'it has half a signature (sig and signs go together)' : n > run.length ? `its signature claims ${n} records, only ${run.length} of its writer's precede it` : `the signature does not match key ${shown(e.kid!)} of writer ${shown(e.writer)}`;
       for (const r of run) this.report(r, 'bad-mac', r === e ? why : `the signature of seq ${e.seq} that should cover it is not valid`);
       return;
     }

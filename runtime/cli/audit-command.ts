@@ -163,7 +163,7 @@ export function registerAuditCommands(program: Command, io: AuditCommandIo, setE
   audit
     .command('export')
     .description('Write the audit log as JSONL, one record per line with its hashes and signatures, for archiving or external verification')
-    .option('--run <id>', 'only the records of this run (their chain links cannot then be checked)')
+    .option('--run <id>', 'only the records of this run (their chain links cannot then be checked, nor signatures that records of other runs carry for them)')
     .option('--out <file>', 'write to this file instead of stdout')
     .addOption(redisOption())
     .addOption(prefixOption())
