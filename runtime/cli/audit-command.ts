@@ -255,7 +255,10 @@ export function registerAuditCommands(program: Command, io: AuditCommandIo, setE
         for (const w of warnings) io.out(w);
         printReport(report, io, source, keysNote, unsignedOk);
       }
-      setExit(report.ok ? 0 : 1);
+      // Anchors were asked for but none holds: nothing pins the end of a log that has records, so it is not proven intact.
+      const unpinned = report.anchor === null && report.entries > 0;
+      if (unpinned) io.out('NOT PROVEN: the anchor file holds no valid anchor, so records cut from the end would go unnoticed; take one with palisade audit anchor');
+      setExit(report.ok && !unpinned ? 0 : 1);
     });
 
   audit

@@ -1,7 +1,7 @@
 import type { KeyObject } from 'node:crypto';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -159,6 +159,12 @@ describe('the audit log against an attacker with Redis', () => {
     const pub = await runAuditCli(['verify', '--keys', join(keysDir, 'audit.pub.json'), '--anchors', anchorFile, '--prefix', prefix]);
     expect(pub.code).toBe(0);
     expect(await verification()).toMatchObject({ ok: true, status: 'verified', problems: [] });
+    // An anchor file with no anchor in it (emptied, or a wrong path the operator created) pins nothing: not proven.
+    const empty = join(dirname(anchorFile), 'empty-anchors.jsonl');
+    await writeFile(empty, '');
+    const unpinned = await runAuditCli(['verify', '--keys', keysDir, '--anchors', empty, '--prefix', prefix]);
+    expect(unpinned.code).toBe(1);
+    expect(unpinned.out.join('\n')).toMatch(/NOT PROVEN: the anchor file holds no valid anchor/);
     const writers = new Set(snapshot.rows.map((row) => recordOf(row).writer));
     expect([...writers].sort()).toEqual(['billing', 'edge', 'tech_support', 'triage']);
   });
