@@ -7,7 +7,7 @@ import { defineGuard } from '../../guards/guard.js';
 import { compilePolicy } from '../../guards/policy/load-policy.js';
 import { PolicySchema } from '../../guards/policy/policy.js';
 import { maskArguments, requestFingerprint } from '../../runtime/approvals/approver-view.js';
-import { deployWithEdge } from '../support/edge-deployment.js';
+import { callEdge, deployWithEdge } from '../support/edge-deployment.js';
 import { deleteKeys, uniquePrefix } from '../support/redis.js';
 
 /** The health record only the clinic may read: a diagnosis and a patient's name. */
@@ -89,15 +89,7 @@ describe('attack: a User reads a health record through an approval request (real
   const cleanup: Array<() => Promise<unknown>> = [];
   let base: string;
 
-  const call = async (key: string, method: string, path: string, body?: object) => {
-    const response = await fetch(`${base}${path}`, {
-      method,
-      headers: { authorization: `Bearer ${key}`, ...(body ? { 'content-type': 'application/json' } : {}) },
-      ...(body ? { body: JSON.stringify(body) } : {}),
-    });
-    const raw = await response.text();
-    return { status: response.status, raw, body: JSON.parse(raw) as unknown };
-  };
+  const call = (key: string, method: string, path: string, body?: object) => callEdge<unknown>(base, key, method, path, body);
 
   beforeAll(async () => {
     cleanup.push(() => deleteKeys(prefix));

@@ -17,6 +17,7 @@ import { Runtime } from '../../runtime/runtime.js';
 import { AuthConfigSchema, createAuthenticator, hashApiKey } from '../../runtime/server/auth.js';
 import { createServer } from '../../runtime/server/server.js';
 import { BullMQTransport } from '../../runtime/transports/bullmq-transport.js';
+import { callEdge } from '../support/edge-deployment.js';
 import { deleteKeys, REDIS_URL, uniquePrefix } from '../support/redis.js';
 import { RedisAttacker } from './redis-attacker.js';
 
@@ -129,14 +130,7 @@ describe('an approver is shown what the agent wrote, and the agent acts only on 
     await rm(keysDir, { recursive: true, force: true });
   });
 
-  const call = async (key: string, method: string, path: string, body?: object) => {
-    const response = await fetch(`${base}${path}`, {
-      method,
-      headers: { authorization: `Bearer ${key}`, ...(body ? { 'content-type': 'application/json' } : {}) },
-      ...(body ? { body: JSON.stringify(body) } : {}),
-    });
-    return { status: response.status, body: (await response.json()) as Record<string, unknown> };
-  };
+  const call = (key: string, method: string, path: string, body?: object) => callEdge<Record<string, unknown>>(base, key, method, path, body);
   const startRun = async (input: string): Promise<string> => {
     const started = await call(KEYS.ada, 'POST', '/v1/runs', { agent: 'teller', input });
     expect(started.status).toBe(202);

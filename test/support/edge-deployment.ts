@@ -44,3 +44,14 @@ export async function deployWithEdge(options: { prefix: string; agents: Agent[];
     },
   };
 }
+
+/** One request to the edge's HTTP API as the holder of an API key, as an outside caller makes it. */
+export async function callEdge<T = unknown>(base: string, key: string, method: string, path: string, body?: object): Promise<{ status: number; raw: string; body: T }> {
+  const response = await fetch(`${base}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${key}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+    ...(body ? { body: JSON.stringify(body) } : {}),
+  });
+  const raw = await response.text();
+  return { status: response.status, raw, body: JSON.parse(raw) as T };
+}
