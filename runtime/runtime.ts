@@ -7,6 +7,7 @@ import type { Guard } from '../guards/guard.js';
 import { Pipeline } from '../guards/pipeline.js';
 import type { Policy } from '../guards/policy/policy.js';
 import { createPolicyPipeline, type CompiledPolicy } from '../guards/policy/policy-pipeline.js';
+import { checkPolicyNames, type NamesElsewhere } from '../guards/policy/load-policy.js';
 import { BOTTOM } from '../agents/label.js';
 import { AgentLoop } from './worker/agent-loop.js';
 import type { ApprovalSettings } from './worker/options.js';
@@ -41,6 +42,12 @@ export interface RuntimeOptions {
   guards?: Guard[];
   /** A pipeline of your own instead of the policy's; without either, every step is decided `allow`. */
   pipeline?: GuardPipeline;
+  /**
+   * Agents and tools that other processes serve under the same policy. Every agent and tool the
+   * policy names must be one of `agents` (and their tools) or listed here, or the runtime refuses to
+   * start: a rule or clearance for a name that matches nothing would silently not apply.
+   */
+  servedElsewhere?: NamesElsewhere;
   /** Largest job payload a worker accepts (bytes). */
   maxMessageBytes?: number;
   /**
@@ -90,10 +97,13 @@ export class Runtime {
   constructor(options: RuntimeOptions = {}) {
     const agents = options.agents ?? [];
     checkAgentGraph(agents);
+    const compiled = options.policy && ('policy' in options.policy ? options.policy : { policy: options.policy });
+    // Where the policy meets the agents: a name in it that names none of them is an error, not a rule that never applies.
+    // (Checked before anything is opened, so a refusal leaves no connection behind.)
+    if (compiled) checkPolicyNames(compiled, agents, options.servedElsewhere);
     this.agents = new Map(agents.map((a) => [a.name, a]));
     this.transport = options.transport ?? new BullMQTransport();
     this.maxMessageBytes = options.maxMessageBytes ?? 1024 * 1024;
-    const compiled = options.policy && ('policy' in options.policy ? options.policy : { policy: options.policy });
     this.policy = compiled?.policy;
     const pipeline =
       options.pipeline ??

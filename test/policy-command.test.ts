@@ -20,6 +20,15 @@ describe('palisade policy', () => {
     expect(r.stdout).toMatch(/examples\/support\/policy.yaml: valid \(enforce mode, 3 roles, 4 Cedar policies/);
   });
 
+  it('check --agents: every agent and tool the policy names is one of the module’s; without --agents it says they were not checked', () => {
+    const r = cli('policy', 'check', 'examples/support/policy.yaml', '--agents', 'examples/support/system.ts');
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/valid \(.*, names checked against 4 agents and 6 tools\)/);
+    expect(r.stderr).toBe('');
+    const unchecked = cli('policy', 'check', 'examples/support/policy.yaml');
+    expect(unchecked.stderr).toMatch(/^examples\/support\/policy\.yaml: warning: the 4 agent and tool names it writes were not checked against the agents; pass --agents <module>/);
+  });
+
   it('check: a malformed policy names file, line and what is wrong; so does a malformed Cedar file', async () => {
     await writeFile(join(dir, 'bad.yaml'), 'version: 1\nlimits:\n  maxDepth: lots\n');
     const r = cli('policy', 'check', join(dir, 'bad.yaml'));

@@ -21,6 +21,8 @@ export function limitsGuard({ policy, agents }: GuardContext): Guard {
     name: 'limits',
     stages: ['receive', 'handoff', 'tool_call'],
     check(e) {
+      // An answer coming back sends nothing: the limits held when it was asked, and the budget is checked before the next model turn.
+      if (e.stage === 'handoff' && e.target?.answerFrom !== undefined) return ALLOW;
       const overBudget = budgetLeft(e);
       if (overBudget) return overBudget;
       if (e.stage === 'tool_call') return ALLOW;

@@ -40,6 +40,7 @@ import { RISKS } from '../../agents/tool.js';
 import { LEVELS } from '../../agents/label.js';
 import { CedarPolicyError, describe, flatten, inFileOrder, lineColumn, lint, problemAt, type CedarPolicyProblem } from './cedar-problems.js';
 import { argumentsRead, contextKeysRead, readsEntity } from './cedar-reads.js';
+import { cedarNames, characterProblems, type NameUse } from './policy-names.js';
 import { ACTION_IDS, T, toRecord, type CedarRequest } from './cedar-request.js';
 
 export interface CedarDecision {
@@ -68,6 +69,8 @@ interface LoadedPolicy extends CedarPolicySource {
   fileText: string;
   /** Byte offset of the policy's text in its file (Cedar's spans are byte offsets). */
   byteOffset: number;
+  /** The tool, agent, role and user names it writes, where. */
+  names: NameUse[];
 }
 
 /** Answers kept per policy set, and the largest request (serialized) worth keeping one for. */
@@ -81,6 +84,8 @@ type Answered = Readonly<{ decision: CedarDecision['decision']; determining: rea
 export class CedarPolicies {
   readonly size: number;
   readonly policyIds: readonly string[];
+  /** Every tool, agent, role and user name the policies write, with its position: checked against the agents where they are known. */
+  readonly names: readonly NameUse[];
   readonly #setId: string;
   readonly #policies: ReadonlyMap<string, LoadedPolicy>;
   readonly #order: ReadonlyMap<string, number>;
@@ -109,6 +114,7 @@ export class CedarPolicies {
     this.#policies = new Map(policies.map((p) => [p.id, p]));
     this.#order = new Map(policies.map((p, i) => [p.id, i]));
     this.policyIds = Object.freeze(policies.map((p) => p.id));
+    this.names = Object.freeze(policies.flatMap((p) => p.names));
     this.size = policies.length;
   }
 
@@ -265,10 +271,12 @@ export function loadCedarPolicies(files: ReadonlyArray<{ path: string; text: str
     inFileOrder(text, parts.policies).forEach(({ text: part, at }, index) => {
       const byteOffset = at < 0 ? -1 : Buffer.byteLength(text.slice(0, at));
       const pos = byteOffset < 0 ? { line: 0, column: 0 } : lineColumn(text, byteOffset);
-      const here = (detail: string, needle?: string | RegExp) => {
+      const position = (needle?: string | RegExp) => {
         const inPart = needle === undefined ? -1 : typeof needle === 'string' ? part.indexOf(needle) : part.search(needle);
-        const byte = byteOffset < 0 ? undefined : byteOffset + (inPart < 0 ? 0 : Buffer.byteLength(part.slice(0, inPart)));
-        problems.push(problemAt(file, text, byte, detail));
+        return byteOffset < 0 ? undefined : byteOffset + (inPart < 0 ? 0 : Buffer.byteLength(part.slice(0, inPart)));
+      };
+      const here = (detail: string, needle?: string | RegExp) => {
+        problems.push(problemAt(file, text, position(needle), detail));
       };
       const json = policyToJson(part);
       if (json.type === 'failure') {
@@ -282,7 +290,15 @@ export function loadCedarPolicies(files: ReadonlyArray<{ path: string; text: str
       if (escalate && json.json.effect !== 'forbid') here('@escalate applies to forbid policies only: it turns their deny into a request for approval', '@escalate');
       // Entity literals, in scopes and in conditions alike, carry their type next to their id in Cedar's JSON form.
       const namesUser = JSON.stringify(json.json).includes(`"type":${JSON.stringify(T.user)}`);
-      const policy: LoadedPolicy = { id, file, line: pos.line, column: pos.column, effect: json.json.effect, escalate, namesUser, text: part, fileText: text, byteOffset: Math.max(0, byteOffset) };
+      // Names that are not plain, or values an attribute never holds, would silently never match.
+      const named = cedarNames(json.json);
+      const names: NameUse[] = named.uses.map(({ needle, ...use }) => {
+        const at = problemAt(file, text, position(needle), '');
+        return { ...use, file, line: at.line, column: at.column };
+      });
+      for (const p of characterProblems(names)) problems.push(p);
+      for (const p of named.problems) here(p.detail, p.needle);
+      const policy: LoadedPolicy = { id, file, line: pos.line, column: pos.column, effect: json.json.effect, escalate, namesUser, text: part, fileText: text, byteOffset: Math.max(0, byteOffset), names };
       const clash = ids.get(id);
       if (clash) here(`duplicate policy id '${id}' (also at ${clash.file}:${clash.line}:${clash.column})`, annotated ? `"${id}"` : undefined);
       else ids.set(id, policy);

@@ -6,6 +6,7 @@ import { riskGuard } from '../builtin/risk.js';
 import { defineGuard, type Guard } from '../guard.js';
 import { Pipeline } from '../pipeline.js';
 import type { Policy } from './policy.js';
+import type { NameUse } from './policy-names.js';
 
 /** A policy with what its files compile to. */
 export interface CompiledPolicy {
@@ -15,6 +16,8 @@ export interface CompiledPolicy {
   /** Content guards (PII, secrets, injection), placed after permissions and before flow. */
   content?: readonly Guard[];
   redactor?: Redactor;
+  /** The agent, tool, role, ... names the policy and its Cedar files write, where (see policy-names.ts). */
+  names?: readonly NameUse[];
 }
 
 export interface PolicyPipelineOptions extends CompiledPolicy {

@@ -5,7 +5,7 @@ import type { Agent } from '../../agents/agent.js';
 import { STAGES } from '../../guards/decision.js';
 import type { GuardEvent } from '../../guards/guard-event.js';
 import { LabelSchema } from '../../agents/label.js';
-import { loadPolicy } from '../../guards/policy/load-policy.js';
+import { checkPolicyNames, loadPolicy, policyNames } from '../../guards/policy/load-policy.js';
 import { policyJsonSchema } from '../../guards/policy/policy.js';
 import { createPolicyPipeline } from '../../guards/policy/policy-pipeline.js';
 import { PrincipalSchema } from '../../agents/principal.js';
@@ -44,6 +44,8 @@ const ExplainEventSchema = z
 
 export interface PolicyCommandIo {
   out: (line: string) => void;
+  /** Warnings; standard error when absent. */
+  err?: (line: string) => void;
   /** Loads agent definitions for `--agents <module>`, so clearances and the handoff graph are known. */
   loadAgents: (modulePath: string) => Promise<Agent[]>;
   fail: (message: string) => never;
@@ -57,10 +59,21 @@ export function registerPolicyCommands(program: Command, io: PolicyCommandIo, se
     .command('check')
     .description('Validate a policy file and the Cedar and rules files it names; errors give file, line and column')
     .argument('<file>', 'policy YAML')
-    .action(async (file: string) => {
+    .option('--agents <module>', 'module with the agent definitions: every agent and tool the policy names must be one of them')
+    .action(async (file: string, flags: { agents?: string }) => {
       const loaded = await loadPolicy(file);
       const p = loaded.policy;
-      io.out(`${file}: valid (${p.mode} mode, ${Object.keys(p.roles).length} roles, ${loaded.cedar?.size ?? 0} Cedar policies, limits depth ${p.limits.maxDepth} / fan-out ${p.limits.maxFanOut} / hops ${p.limits.maxHops})`);
+      const agents = flags.agents ? await io.loadAgents(flags.agents) : undefined;
+      // A name that matches no agent or tool is an error, as it is when a runtime starts with these agents.
+      if (agents) checkPolicyNames(loaded, agents);
+      const named = new Set(policyNames(loaded).flatMap((n) => (n.kind === 'agent' || n.kind === 'tool' ? [`${n.kind} ${n.name}`] : [])));
+      const tools = new Set(agents?.flatMap((a) => [...a.tools.keys()]));
+      const checked = agents ? `, names checked against ${agents.length} agents and ${tools.size} tools` : '';
+      io.out(`${file}: valid (${p.mode} mode, ${Object.keys(p.roles).length} roles, ${loaded.cedar?.size ?? 0} Cedar policies, limits depth ${p.limits.maxDepth} / fan-out ${p.limits.maxFanOut} / hops ${p.limits.maxHops}${checked})`);
+      if (!agents && named.size > 0) {
+        const warn = io.err ?? ((line: string) => void process.stderr.write(`${line}\n`));
+        warn(`${file}: warning: the ${named.size} agent and tool names it writes were not checked against the agents; pass --agents <module> to check that each names one (a rule or clearance for a name that matches nothing does not apply)`);
+      }
       setExit(0);
     });
 
@@ -83,6 +96,7 @@ export function registerPolicyCommands(program: Command, io: PolicyCommandIo, se
       if (!parsed.success) io.fail(`${eventFile}: ${parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')}`);
       const event: GuardEvent = { ...parsed.data, chain: parsed.data.chain ?? [parsed.data.agent] };
       const agents = flags.agents ? await io.loadAgents(flags.agents) : [];
+      checkPolicyNames(loaded, agents);
       const decision = await createPolicyPipeline({ ...loaded, agents }).evaluate(event);
       if (flags.json) io.out(JSON.stringify(decision, null, 2));
       else {
