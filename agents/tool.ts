@@ -29,6 +29,7 @@ const ToolMetaSchema = z
     effect: z.enum(EFFECTS),
     risk: z.enum(RISKS).default('low'),
     returns: LabelSchema.default({ level: 'public', categories: [], integrity: 'trusted' }),
+    trustedFields: z.array(z.string().min(1).max(64)).default([]),
     requires: z.array(z.string().min(1)).default([]),
     timeoutMs: z.number().int().positive().max(3_600_000).default(30_000),
   })
@@ -44,6 +45,12 @@ export interface ToolOptions<Input extends z.ZodObject, Output> {
   risk?: Risk;
   /** The label of what the tool returns; data a third party can write is `integrity: 'untrusted'`. */
   returns?: z.input<typeof LabelSchema>;
+  /**
+   * For a result that is a structured record (JSON or YAML) and `untrusted`: the keys whose values the
+   * tool's own system writes and vouches for (ids, senders, timestamps, amounts), as opposed to the
+   * free text a third party wrote. Only these may count as trusted sources of an argument.
+   */
+  trustedFields?: string[];
   /** Permissions the principal must hold for the agent to call this tool. */
   requires?: string[];
   timeoutMs?: number;
@@ -60,6 +67,7 @@ export interface Tool<Input extends z.ZodObject = z.ZodObject, Output = unknown>
   readonly effect: Effect;
   readonly risk: Risk;
   readonly returns: Label;
+  readonly trustedFields: readonly string[];
   readonly requires: readonly string[];
   readonly timeoutMs: number;
   run(args: z.output<Input>, ctx: ToolContext): Output | Promise<Output>;

@@ -13,6 +13,10 @@ export interface ContextItem {
   label: Label;
   /** What a guard found it carries, e.g. `instructions`. */
   flags?: readonly string[];
+  /** For a tool's result: the arguments of the call that produced it (the model's words, which the result may repeat). */
+  call?: { args: Record<string, unknown> };
+  /** For a structured tool result: keys whose values the tool's own system vouches for, as the tool declares them. */
+  trustedFields?: readonly string[];
 }
 
 /** What a guard sees at one step: who asks, where the run has been, and what is about to happen. */
@@ -32,7 +36,7 @@ export interface GuardEvent {
   tool?: { name: string; effect: Effect; risk: Risk; requires: readonly string[]; returns: Label };
   args?: Record<string, unknown>;
   /** For `handoff`: the receiving agent, how it is reached, and how many delegations this turn makes. */
-  target?: { agent: string; mode: 'handoff' | 'delegate'; fanOut?: number };
+  target?: { agent: string; mode: 'handoff' | 'delegate'; fanOut?: number; /** Set when a delegate's answer comes back: `agent` is the caller it would join (the sink), `answerFrom` the delegate. */ answerFrom?: string };
   /** What the agent's context holds, for tracing argument values to their sources. */
   history?: readonly ContextItem[];
   /** Tokens left for the rest of the run (after this activation's spending), and its deadline. */

@@ -113,7 +113,7 @@ describe.each([
 
   it('an escalated call pauses the run until a permitted approver approves; then it runs once, checked again', async () => {
     const { rt, sent } = await setup();
-    const run = await rt.start('teller', 'wire 500 please', { principal: customer });
+    const run = await rt.start('teller', 'wire 500 to grace@example.com please', { principal: customer });
     const request = await requestOf(rt, run);
     expect(request).toMatchObject({
       kind: 'tool',
@@ -151,7 +151,7 @@ describe.each([
 
   it('a denial is the tool result the agent sees (onDeny: continue), and nothing is sent', async () => {
     const { rt, sent } = await setup();
-    const run = await rt.start('teller', 'wire 900', { principal: customer });
+    const run = await rt.start('teller', 'wire 900 to grace@example.com', { principal: customer });
     const request = await requestOf(rt, run);
     await rt.approvals.decide(request.id, { by: approver, approve: false, note: 'unknown payee' });
     const result = await run.result({ timeoutMs: 10_000 });
@@ -161,7 +161,7 @@ describe.each([
 
   it('a denial fails the run with onDeny: fail', async () => {
     const { rt, sent } = await setup({ policy: { approvals: { onDeny: 'fail' } } });
-    const run = await rt.start('teller', 'wire 900', { principal: customer });
+    const run = await rt.start('teller', 'wire 900 to grace@example.com', { principal: customer });
     const request = await requestOf(rt, run);
     await rt.approvals.decide(request.id, { by: approver, approve: false });
     await expect(run.result({ timeoutMs: 10_000 })).rejects.toThrow(/the call to 'wire' was not approved: denied by fin-lee/);
@@ -170,7 +170,7 @@ describe.each([
 
   it('a request nobody decides in time is denied; a late decision is refused', async () => {
     const { rt, sent } = await setup({ policy: { approvals: { timeoutMs: 300 } } });
-    const run = await rt.start('teller', 'wire 700', { principal: customer });
+    const run = await rt.start('teller', 'wire 700 to grace@example.com', { principal: customer });
     const request = await requestOf(rt, run);
     const result = await run.result({ timeoutMs: 10_000 });
     expect(result.output).toMatch(/not approved: nobody decided within 0 s/);
@@ -182,7 +182,7 @@ describe.each([
 
   it('only principals with the approver permission decide, never on their own run; a request is decided once', async () => {
     const { rt } = await setup();
-    const run = await rt.start('teller', 'wire 300', { principal: { id: 'fin-lee', roles: ['finance'] } });
+    const run = await rt.start('teller', 'wire 300 to grace@example.com', { principal: { id: 'fin-lee', roles: ['finance'] } });
     const request = await requestOf(rt, run);
     await expect(rt.approvals.decide(request.id, { by: { id: 'bob', roles: ['customer'] }, approve: true })).rejects.toThrow(/'bob' lacks the permission approve:tool:wire/);
     await expect(rt.approvals.decide(request.id, { by: approver, approve: true })).rejects.toThrow(/started this run and may not decide on its own request/);
@@ -195,7 +195,7 @@ describe.each([
   it('on resume the action is checked again: what the policy now blocks stays blocked despite the approval', async () => {
     const gate: { blockNow?: boolean } = {};
     const { rt, sent } = await setup({ gate });
-    const run = await rt.start('teller', 'wire 400', { principal: customer });
+    const run = await rt.start('teller', 'wire 400 to grace@example.com', { principal: customer });
     const request = await requestOf(rt, run);
     gate.blockNow = true;
     await rt.approvals.decide(request.id, { by: approver, approve: true });
@@ -215,7 +215,7 @@ describe.each([
 
   it('a decision written into the store without the edge key, or by someone the current policy does not allow, is not acted on', async () => {
     const { rt, sent, keys } = await setup();
-    const run = await rt.start('teller', 'wire 250', { principal: customer });
+    const run = await rt.start('teller', 'wire 250 to grace@example.com', { principal: customer });
     const request = await requestOf(rt, run);
     const transport = rt.transport;
     // Forged: no MAC. The worker treats it as a refusal, on the record.
@@ -228,7 +228,7 @@ describe.each([
     expect(resolved).toMatchObject({ outcome: 'invalid' });
 
     // Authentic (an edge that skipped the check), but the approver lacks the permission: refused by the worker.
-    const second = await rt.start('teller', 'wire 260', { principal: customer });
+    const second = await rt.start('teller', 'wire 260 to grace@example.com', { principal: customer });
     const other = await requestOf(rt, second);
     const edge = new EnvelopeAuth(keys);
     await transport.store.decideApproval(
@@ -242,7 +242,7 @@ describe.each([
   if (kind === 'redis') {
     it('every step is in the audit log: requested, decided (by the edge), resolved, executed', async () => {
       const { rt, prefix } = await setup();
-      const run = await rt.start('teller', 'wire 150', { principal: customer });
+      const run = await rt.start('teller', 'wire 150 to grace@example.com', { principal: customer });
       const request = await requestOf(rt, run);
       await rt.approvals.decide(request.id, { by: approver, approve: true });
       await run.result({ timeoutMs: 10_000 });

@@ -20,20 +20,31 @@ interface Classification {
   effect: Effect;
   risk?: Risk;
   returns?: LabelInput;
+  /** Keys of the records it returns that the system of record writes (see defineTool's `trustedFields`). */
+  trustedFields?: string[];
 }
 
 const UNTRUSTED = (level: LabelInput['level'] = 'internal', categories: string[] = []): LabelInput => ({ level, categories, integrity: 'untrusted' });
 const TRUSTED = (level: LabelInput['level'] = 'internal', categories: string[] = []): LabelInput => ({ level, categories, integrity: 'trusted' });
 
-const read = (returns: LabelInput): Classification => ({ effect: 'read', returns });
+const read = (returns: LabelInput, trustedFields?: string[]): Classification => ({ effect: 'read', returns, ...(trustedFields ? { trustedFields } : {}) });
+
+// What the system of record writes in each kind of record, as opposed to what the third party who
+// sent or shared it wrote (bodies, subjects, titles, descriptions, file contents, reviews). A mail
+// server stamps who sent a message and to whom; a bank records the accounts and amounts it moved.
+const MAIL_FIELDS = ['id_', 'sender', 'recipients', 'cc', 'bcc', 'timestamp', 'status', 'read', 'attachments'];
+const EVENT_FIELDS = ['id_', 'start_time', 'end_time', 'all_day', 'status', 'participants'];
+const FILE_FIELDS = ['id_', 'filename', 'owner', 'shared_with', 'last_modified', 'size'];
+const TRANSACTION_FIELDS = ['id', 'sender', 'recipient', 'amount', 'date', 'recurring'];
+const MESSAGE_FIELDS = ['sender', 'recipient'];
 
 const MAIL: Record<string, Classification> = {
   send_email: { effect: 'external', risk: 'high', returns: TRUSTED() },
 };
 const CALENDAR: Record<string, Classification> = {
   // Invitations put events in a calendar: their text is anyone's.
-  search_calendar_events: read(UNTRUSTED('confidential')),
-  get_day_calendar_events: read(UNTRUSTED('confidential')),
+  search_calendar_events: read(UNTRUSTED('confidential'), EVENT_FIELDS),
+  get_day_calendar_events: read(UNTRUSTED('confidential'), EVENT_FIELDS),
   create_calendar_event: { effect: 'external', risk: 'medium', returns: TRUSTED() },
   cancel_calendar_event: { effect: 'external', risk: 'medium', returns: TRUSTED() },
 };
@@ -43,11 +54,11 @@ export const CLASSIFICATION: Record<SuiteName, Record<string, Classification>> =
     ...MAIL,
     ...CALENDAR,
     delete_email: { effect: 'write', risk: 'medium' },
-    get_unread_emails: read(UNTRUSTED('confidential')),
-    get_sent_emails: read(UNTRUSTED('confidential')),
-    get_received_emails: read(UNTRUSTED('confidential')),
-    get_draft_emails: read(UNTRUSTED('confidential')),
-    search_emails: read(UNTRUSTED('confidential')),
+    get_unread_emails: read(UNTRUSTED('confidential'), MAIL_FIELDS),
+    get_sent_emails: read(UNTRUSTED('confidential'), MAIL_FIELDS),
+    get_received_emails: read(UNTRUSTED('confidential'), MAIL_FIELDS),
+    get_draft_emails: read(UNTRUSTED('confidential'), MAIL_FIELDS),
+    search_emails: read(UNTRUSTED('confidential'), MAIL_FIELDS),
     // The address book is the user's own.
     search_contacts_by_name: read(TRUSTED('confidential', ['pii'])),
     search_contacts_by_email: read(TRUSTED('confidential', ['pii'])),
@@ -56,13 +67,13 @@ export const CLASSIFICATION: Record<SuiteName, Record<string, Classification>> =
     add_calendar_event_participants: { effect: 'external', risk: 'medium' },
     append_to_file: { effect: 'write', risk: 'medium' },
     // Files are shared with and edited by others.
-    search_files_by_filename: read(UNTRUSTED('confidential')),
+    search_files_by_filename: read(UNTRUSTED('confidential'), FILE_FIELDS),
     create_file: { effect: 'write', risk: 'low' },
     delete_file: { effect: 'write', risk: 'high' },
-    get_file_by_id: read(UNTRUSTED('confidential')),
-    list_files: read(UNTRUSTED('confidential')),
+    get_file_by_id: read(UNTRUSTED('confidential'), FILE_FIELDS),
+    list_files: read(UNTRUSTED('confidential'), FILE_FIELDS),
     share_file: { effect: 'external', risk: 'high' },
-    search_files: read(UNTRUSTED('confidential')),
+    search_files: read(UNTRUSTED('confidential'), FILE_FIELDS),
   },
   travel: {
     ...MAIL,
@@ -99,7 +110,7 @@ export const CLASSIFICATION: Record<SuiteName, Record<string, Classification>> =
     update_scheduled_transaction: { effect: 'external', risk: 'critical' },
     get_balance: read(TRUSTED('confidential', ['financial'])),
     // A transaction's subject is written by whoever sent it.
-    get_most_recent_transactions: read(UNTRUSTED('confidential', ['financial'])),
+    get_most_recent_transactions: read(UNTRUSTED('confidential', ['financial']), TRANSACTION_FIELDS),
     get_scheduled_transactions: read(TRUSTED('confidential', ['financial'])),
     read_file: read(UNTRUSTED('confidential')),
     get_user_info: read(TRUSTED('confidential', ['pii'])),
@@ -107,11 +118,12 @@ export const CLASSIFICATION: Record<SuiteName, Record<string, Classification>> =
     update_user_info: { effect: 'write', risk: 'medium' },
   },
   slack: {
-    // Channel names, messages and web pages are all written by others.
-    get_channels: read(UNTRUSTED()),
+    // Messages and web pages are written by others, and so are channel names: a name that is a
+    // plain word is the workspace's registry entry, a name that is a whole text is someone's message.
+    get_channels: read(UNTRUSTED(), ['[]']),
     add_user_to_channel: { effect: 'write', risk: 'medium' },
-    read_channel_messages: read(UNTRUSTED()),
-    read_inbox: read(UNTRUSTED()),
+    read_channel_messages: read(UNTRUSTED(), MESSAGE_FIELDS),
+    read_inbox: read(UNTRUSTED(), MESSAGE_FIELDS),
     send_direct_message: { effect: 'external', risk: 'medium' },
     send_channel_message: { effect: 'external', risk: 'medium' },
     get_users_in_channel: read(TRUSTED()),
@@ -148,6 +160,7 @@ export function suiteTools(suite: SuiteName, specs: readonly ToolSpecJson[], run
       effect: c.effect,
       risk: c.risk ?? (c.effect === 'read' ? 'low' : 'medium'),
       returns: c.returns ?? TRUSTED(),
+      ...(c.trustedFields ? { trustedFields: c.trustedFields } : {}),
       run: (args, ctx) => run(spec.name, args as Record<string, unknown>, ctx),
     }) as AnyTool;
   });

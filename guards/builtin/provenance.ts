@@ -1,17 +1,21 @@
+import { parse as parseYaml } from 'yaml';
 import type { ContextItem } from '../guard-event.js';
 
 /**
- * `trusted`: found in the principal's request or a trusted result; `untrusted`: only in third-party
- * content; `instructed`: only in third-party content that reads as instructions to the agent
- * (the shape of a prompt injection); `unseen`: in none of them.
+ * `trusted`: found in the principal's request or a trusted result; `designated`: only in third-party
+ * content the principal pointed to (the file, page or message their request named); `untrusted`:
+ * only in other third-party content; `instructed`: only in third-party content that reads as
+ * instructions to the agent (the shape of a prompt injection); `unseen`: in none of them.
  */
-export type Provenance = 'trusted' | 'untrusted' | 'instructed' | 'unseen';
+export type Provenance = 'trusted' | 'designated' | 'untrusted' | 'instructed' | 'unseen';
 
 export interface TracedValue {
   /** Where the value sits in the arguments, e.g. `recipients.0`. */
   path: string;
   value: string;
   provenance: Provenance;
+  /** For an address, account number, URL or phone number: what kind of destination it is. */
+  kind?: DestinationKind;
   /** The first context item of that provenance holding the value: where an approver is told it came from. */
   from?: Pick<ContextItem, 'source' | 'name'>;
 }
@@ -48,12 +52,17 @@ const SPACE = /\s/;
 /** A URL as written, without scheme, `www.` or trailing punctuation: `http://www.a.com/x/` and `a.com/x` are one place. */
 const canonicalUrl = (s: string): string => s.replace(/^https?:\/\//i, '').replace(/^www\./i, '').replace(/[/.,;:]+$/, '');
 
-function* leaves(value: unknown, path: string): Generator<[string, string]> {
+/** Identifying values with their paths; `phrase` marks a whole phrase, which only counts where a source holds it. */
+function* leaves(value: unknown, path: string): Generator<[path: string, value: string, phrase?: boolean]> {
   if (typeof value === 'string') {
     const v = value.trim();
     // Ids are often short numbers ("13"); a single digit says nothing about where it came from.
     if (looksLikeIdentifier(v) || /^\d{2,}$/.test(v)) yield [path, v];
-    else for (const found of embeddedIdentifiers(v)) yield [path, found];
+    else {
+      // A phrase of some length copied whole (a title, a subject) came from wherever it is written.
+      if (v.length <= MAX_IDENTIFIER && v.split(/\s+/).length >= 4 && !/\n/.test(v)) yield [path, v, true];
+      for (const found of embeddedIdentifiers(v)) yield [path, found];
+    }
   } else if (typeof value === 'number' && Number.isFinite(value)) {
     // Small numbers (counts, flags) are everywhere and say nothing about where a value came from.
     if (Math.abs(value) >= 10) yield [path, String(value)];
@@ -78,34 +87,176 @@ function contains(haystack: string, needle: string): boolean {
 }
 
 /** Normalises text so a value matches however a source wrote it (case, IBAN spacing, thousands separators). */
-const normalise = (s: string): string => s.toLowerCase().replace(/(?<=\d)[ ,](?=\d)/g, '');
+const normalise = (s: string): string => s.toLowerCase().replace(/\s+/g, ' ').replace(/(?<=\d)[ ,](?=\d)/g, '');
+
+/** The kinds of value that say where a side effect goes: whoever controls one of these controls the destination. */
+export type DestinationKind = 'email' | 'iban' | 'url' | 'phone';
+const DESTINATIONS: ReadonlyArray<[DestinationKind, RegExp]> = [
+  ['email', /^[\w.+-]+@[\w-]+(?:\.[\w-]+)+$/],
+  ['iban', /^[A-Za-z]{2}\d{2}[A-Za-z0-9]{10,30}$/],
+  ['url', /^(?:https?:\/\/)?(?:www\.)?[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}(?:[/?#]\S*)?$/i],
+  ['phone', /^\+?[\d ().-]{7,20}$/],
+];
+
+/** Which kind of destination a value is, if it is one (an IBAN is compared without its spaces). */
+export function destinationKind(value: string): DestinationKind | undefined {
+  const v = value.trim();
+  const compact = /^[A-Za-z]{2}\d{2}[A-Za-z0-9 ]+$/.test(v) ? v.replace(/\s+/g, '') : v;
+  for (const [kind, shape] of DESTINATIONS) {
+    if (!shape.test(compact)) continue;
+    if (kind === 'phone' && (v.replace(/\D/g, '').length < 7 || /^\d{4}-\d{2}-\d{2}/.test(v))) continue;
+    return kind;
+  }
+  return undefined;
+}
+
+/** How many distinct destinations of one kind a text holds. */
+function destinationsIn(text: string, kind: DestinationKind): number {
+  const found = new Set<string>();
+  for (const id of embeddedIdentifiers(text)) if (destinationKind(id) === kind) found.add(normalise(kind === 'url' ? canonicalUrl(id) : id));
+  return found.size;
+}
+
+const FILE_NAME = /^[\w.-]+\.[a-z0-9]{2,5}$/i;
+
+interface Source {
+  item: ContextItem;
+  text: string;
+  compact?: string;
+  /** What the call that produced it asked with (the model's own words), normalised: text a tool repeats from them vouches for nothing. */
+  echoes: string[];
+  /** Untrusted content the principal pointed to: the call that fetched it asked only with values from their request. */
+  designated: boolean;
+  /** For a record's vouched fields: each field's value, matched whole (a short id is not a piece of a date), with its key. */
+  scalars?: ReadonlyMap<string, string>;
+}
+
+/** A value found in a source's text, and not merely because the source repeats what the call asked. */
+function holds(source: Source, value: string, alt: string, code: string | undefined): boolean {
+  const compact = () => (source.compact ??= source.text.replace(/\s+/g, ''));
+  const found = source.scalars
+    ? source.scalars.has(value) || source.scalars.has(alt) || (code !== undefined && source.scalars.has(code))
+    : contains(source.text, value) || (alt !== value && contains(source.text, alt)) || (code !== undefined && compact().includes(code));
+  return found && !source.echoes.some((e) => e.includes(value) || (code !== undefined && e.replace(/\s+/g, '').includes(code)));
+}
+
+/** The string values a call's arguments hold (and the name it was made under), as echoes are recognised. */
+function echoesOf(item: ContextItem): string[] {
+  if (!item.call) return [];
+  const out: string[] = item.name ? [normalise(item.name)] : [];
+  const walk = (v: unknown): void => {
+    if (typeof v === 'string') out.push(normalise(v));
+    else if (typeof v === 'number') out.push(String(v));
+    else if (Array.isArray(v)) v.forEach(walk);
+    else if (v && typeof v === 'object') Object.values(v).forEach(walk);
+  };
+  walk(item.call.args);
+  return out.filter((e) => e.length >= 2);
+}
+
+const words = (s: string): string[] => s.toLowerCase().split(/[^a-z]+/).filter((w) => w.length >= 3 && w !== 'ids').map((w) => w.replace(/s$/, ''));
+const sharesWord = (a: string, b: string): boolean => {
+  const of = new Set(words(b));
+  return words(a).some((w) => of.has(w));
+};
+
+/** How each identifying value of some arguments traces to the sources before them. */
+function traceIn(args: Record<string, unknown>, sources: readonly Source[]): TracedValue[] {
+  const traced: TracedValue[] = [];
+  for (const [path, raw, phrase] of leaves(args, '')) {
+    const value = normalise(/^(https?:\/\/|www\.)/i.test(raw) ? canonicalUrl(raw) : raw);
+    const alt = value.replace(/\.0+$/, '');
+    const code = isSpacedCode(raw) ? value.replace(/\s+/g, '') : undefined;
+    // A short id in a record vouches only for an argument about that kind of record: event 13 is not file 13.
+    const aligned = (s: Source) => {
+      if (!s.scalars || value.length >= 6) return true;
+      const key = s.scalars.get(value) ?? s.scalars.get(alt) ?? '';
+      return sharesWord(path, s.item.name ?? '') || sharesWord(path, key);
+    };
+    const found = (pick: (s: Source) => boolean) => sources.find((s) => pick(s) && aligned(s) && holds(s, value, alt, code));
+    const trusted = found((s) => s.item.label.integrity !== 'untrusted');
+    const kind = destinationKind(raw);
+    // Content the principal named vouches for a destination only when it holds one of that kind: a second
+    // account or address in the same bill or page is someone else's choice, not the principal's.
+    const designated = trusted ? undefined : found((s) => s.designated && (!kind || destinationsIn(s.item.content, kind) <= 1));
+    const other = trusted ?? designated ?? found((s) => !s.item.flags?.includes('instructions')) ?? found(() => true);
+    if (phrase && !other) continue;
+    const provenance: Provenance = trusted
+      ? 'trusted'
+      : designated
+        ? 'designated'
+        : !other
+          ? 'unseen'
+          : other.item.flags?.includes('instructions')
+            ? 'instructed'
+            : 'untrusted';
+    traced.push({ path, value: raw, provenance, ...(kind ? { kind } : {}), ...(other ? { from: { source: other.item.source, ...(other.item.name ? { name: other.item.name } : {}) } } : {}) });
+  }
+  return traced;
+}
+
+/** Values a structured result's system fields hold (keys the tool's classification names): its own record, not what a third party wrote. */
+function fieldValues(content: string, fields: readonly string[]): Array<[key: string, value: string]> {
+  const cacheKey = `${fields.join('\0')}\0\0${content}`;
+  const cached = FIELD_CACHE.get(cacheKey);
+  if (cached !== undefined) return cached;
+  let parsed: unknown;
+  try {
+    parsed = parseYaml(content, { maxAliasCount: 0, uniqueKeys: true, strict: true });
+  } catch {
+    // Not a structured record: all of it stays as untrusted as the tool says.
+    parsed = undefined;
+  }
+  const wanted = new Set(fields);
+  const out: Array<[string, string]> = [];
+  const scalars = (key: string, v: unknown): void => {
+    if (typeof v === 'string' || typeof v === 'number') out.push([key, String(v)]);
+    else if (Array.isArray(v)) v.forEach((item) => scalars(key, item));
+    else if (v && typeof v === 'object') Object.values(v).forEach((item) => scalars(key, item));
+  };
+  const walk = (v: unknown): void => {
+    // `[]`: the plain values of a list (a registry of names); a value that is a whole text stays untrusted.
+    if (Array.isArray(v) && wanted.has('[]')) for (const item of v) if (typeof item === 'string' && looksLikeIdentifier(item) && !/\s/.test(item.trim())) out.push(['[]', item]);
+    if (Array.isArray(v)) v.forEach(walk);
+    else if (v && typeof v === 'object') for (const [k, item] of Object.entries(v)) wanted.has(k) ? scalars(k, item) : walk(item);
+  };
+  walk(parsed);
+  if (FIELD_CACHE.size >= 512) FIELD_CACHE.delete(FIELD_CACHE.keys().next().value!);
+  FIELD_CACHE.set(cacheKey, out);
+  return out;
+}
+const FIELD_CACHE = new Map<string, Array<[string, string]>>();
+
+export interface TraceOptions {
+  /** Per tool, the policy's word on which keys of its structured results its own system vouches for, over the tool's. */
+  trustedFields?: (tool: string) => readonly string[] | undefined;
+}
 
 /**
  * Traces each identifying argument value (addresses, account numbers, URLs, ids, amounts) to the
  * context items it appears in: values that only untrusted content supplied are what an injected
- * instruction would make an agent use.
+ * instruction would make an agent use. Text a source repeats from the call that produced it (a
+ * tool echoing its query, an error naming an unknown tool) vouches for nothing; untrusted content
+ * fetched with values from the principal's request is `designated`, within limits.
  */
-export function traceArguments(args: Record<string, unknown> | undefined, history: readonly ContextItem[]): TracedValue[] {
+export function traceArguments(args: Record<string, unknown> | undefined, history: readonly ContextItem[], options: TraceOptions = {}): TracedValue[] {
   if (!args) return [];
-  const trusted: Array<{ text: string; compact?: string; item: ContextItem }> = [];
-  const untrusted: typeof trusted = [];
-  const instructed: typeof trusted = [];
+  const sources: Source[] = [];
   for (const item of history) {
-    const bucket = item.label.integrity !== 'untrusted' ? trusted : item.flags?.includes('instructions') ? instructed : untrusted;
-    bucket.push({ text: normalise(item.content), item });
+    const echoes = echoesOf(item);
+    const untrusted = item.label.integrity === 'untrusted';
+    // Named by the principal: every identifying value the call asked with came from their own request.
+    const asked = untrusted && item.call ? traceIn(item.call.args, sources) : [];
+    // Named, not searched for: an address, a link or a file name picks one document; a topic picks whatever matches it.
+    const designated = asked.some((t) => t.kind !== undefined || FILE_NAME.test(t.value)) && asked.every((t) => t.provenance === 'trusted' && t.from?.source === 'user');
+    const fields = untrusted && item.source === 'tool' && item.name ? (options.trustedFields?.(item.name) ?? item.trustedFields) : undefined;
+    const vouched = fields?.length ? fieldValues(item.content, fields) : [];
+    if (vouched.length > 0) {
+      const text = vouched.map(([, v]) => v).join('\n');
+      const scalars = new Map(vouched.map(([k, v]) => [normalise(v.trim()).replace(/(?<=\d)\.0+$/, ''), k]));
+      sources.push({ item: { ...item, content: text, label: { ...item.label, integrity: 'trusted' } }, text: normalise(text), echoes, designated: false, scalars });
+    }
+    sources.push({ item, text: normalise(item.content), echoes, designated });
   }
-  // Spaces taken out only when a spaced code is looked for.
-  const compact = (t: { text: string; compact?: string }) => (t.compact ??= t.text.replace(/\s+/g, ''));
-  const traced: TracedValue[] = [];
-  for (const [path, raw] of leaves(args, '')) {
-    const value = normalise(/^(https?:\/\/|www\.)/i.test(raw) ? canonicalUrl(raw) : raw);
-    const alt = value.replace(/\.0+$/, '');
-    const code = isSpacedCode(raw) ? value.replace(/\s+/g, '') : undefined;
-    const seen = (texts: typeof trusted) =>
-      texts.find((t) => contains(t.text, value) || (alt !== value && contains(t.text, alt)) || (code !== undefined && compact(t).includes(code)));
-    const found = seen(trusted) ?? seen(untrusted) ?? seen(instructed);
-    const provenance: Provenance = !found ? 'unseen' : found.item.label.integrity !== 'untrusted' ? 'trusted' : found.item.flags?.includes('instructions') ? 'instructed' : 'untrusted';
-    traced.push({ path, value: raw, provenance, ...(found ? { from: { source: found.item.source, ...(found.item.name ? { name: found.item.name } : {}) } } : {}) });
-  }
-  return traced;
+  return traceIn(args, sources);
 }

@@ -1,6 +1,6 @@
 import type { Decision } from '../decision.js';
 import { defineGuard, type Guard } from '../guard.js';
-import type { GuardEvent } from '../guard-event.js';
+import type { ContextItem, GuardEvent } from '../guard-event.js';
 import type { Policy } from '../policy/policy.js';
 import { traceArguments, type TracedValue } from './provenance.js';
 import type { GuardContext } from './context.js';
@@ -8,8 +8,10 @@ import type { GuardContext } from './context.js';
 export interface RiskAssessment {
   score: number;
   factors: string[];
-  /** Argument values that only untrusted content supplied. */
+  /** Argument values that only untrusted content supplied, or destinations from nowhere. */
   unprovenanced: TracedValue[];
+  /** Every identifying argument value with where it came from. */
+  traced: TracedValue[];
 }
 
 const assessed = new WeakMap<GuardEvent, RiskAssessment>();
@@ -39,15 +41,73 @@ export function assessRisk(e: GuardEvent, policy: Policy): RiskAssessment {
   if (e.priorCalls) add(w.repeatedCall * e.priorCalls, `${e.priorCalls} earlier call(s)`);
   for (const role of e.principal.roles) if (policy.risk.roles[role]) add(policy.risk.roles[role]!, `role ${role}`);
   // Only side effects can carry out an injected instruction; reads are judged by flow and content.
-  // Which third-party content makes an argument suspect: any (the default), or only content that reads as instructions.
-  const suspect = policy.risk.suspect === 'instructions' ? ['instructed'] : ['untrusted', 'instructed'];
-  const unprovenanced = effect === 'read' ? [] : traceArguments(e.args, e.history ?? []).filter((t) => suspect.includes(t.provenance));
-  // A count, not the paths: a record's keys are the model's own words, and this reason is our fixed text in
-  // events and the audit log. Which values they are, and from where, the approver sees in the request's sources.
-  if (unprovenanced.length > 0) add(w.unprovenanced, `${unprovenanced.length} argument value(s) only in untrusted content`);
-  const assessment = { score: Math.min(1, Math.max(0, score)), factors, unprovenanced };
+  const traced = effect === 'read' ? [] : traceArguments(e.args, e.history ?? [], { trustedFields: (name) => policy.tools[name]?.trustedFields });
+  const unprovenanced = suspectValues(traced, underAny((tool && policy.tools[tool.name]?.targets) ?? []), !!tool && requestNamesAction(tool.name, e.history ?? []));
+  // Counts and our own tools' names, not paths or values: a record's keys are the model's own words, and this
+  // reason is our fixed text in events and the audit log. The approver sees which values, masked, in the request's sources.
+  if (unprovenanced.length > 0) add(w.unprovenanced, describeSuspects(unprovenanced, e.agentTools ?? []));
+  const assessment = { score: Math.min(1, Math.max(0, score)), factors, unprovenanced, traced };
   assessed.set(e, assessment);
   return assessment;
+}
+
+/**
+ * The argument values a side effect must not take on the word of third parties: identifying values
+ * found only in untrusted content (whatever the injection detector thought of it); and targets (where
+ * the effect goes: addresses, accounts, URLs, phone numbers, and the arguments the policy names as
+ * `targets`) unless trusted input supplied them. Content the principal named may supply what is paid
+ * or written (an amount, a subject), never where it goes: whoever wrote that file or page chose it.
+ * A target found nowhere (decoded from text written to slip past a matcher, or invented) is suspect too.
+ */
+export function suspectValues(traced: readonly TracedValue[], isTarget: (t: TracedValue) => boolean = () => false, actionRequested = false): TracedValue[] {
+  return traced.filter((t) => {
+    if (t.provenance === 'untrusted' || t.provenance === 'instructed') return true;
+    const target = t.kind !== undefined || isTarget(t);
+    if (t.provenance === 'designated') return target && !actionRequested;
+    return target && t.provenance === 'unseen' && t.kind !== undefined;
+  });
+}
+
+/**
+ * Whether the principal's own request asks for this kind of action: the verb a tool's name starts with
+ * (`invite_user_to_slack`: "invite"), as a word of the request. Only then may content the principal named
+ * supply where the effect goes ("invite Dora, her address is on her page"); a page they asked to be read
+ * authorises no invitation. It reads the principal's words, never a third party's, so a miss only costs
+ * an approval.
+ */
+export function requestNamesAction(tool: string, history: readonly ContextItem[]): boolean {
+  const verb = tool.split(/[_\-.]/)[0]?.toLowerCase() ?? '';
+  if (verb.length < 3) return false;
+  const stem = verb.replace(/e$/, '');
+  const word = new RegExp(`(?:^|[^a-z])${stem}`, 'i');
+  return history.some((i) => i.source === 'user' && i.label.integrity !== 'untrusted' && word.test(i.content));
+}
+
+/** Whether a traced value sits under one of the argument names a policy lists (`recipient` covers `recipient` and `recipient.0`). */
+const underAny = (names: readonly string[]) => (t: TracedValue) => names.some((n) => t.path === n || t.path.startsWith(`${n}.`));
+
+function describeSuspects(suspects: readonly TracedValue[], declared: readonly string[]): string {
+  const third = suspects.filter((t) => t.provenance !== 'unseen' && t.provenance !== 'designated');
+  // Only tools the agent declares are named: a result of an unknown tool is named by the model.
+  const tools = [...new Set(third.flatMap((t) => (t.from?.name && declared.includes(t.from.name) ? [t.from.name] : [])))].sort();
+  const parts: string[] = [];
+  if (third.length > 0) parts.push(`${third.length} argument value(s) only in untrusted content${tools.length ? ` (from ${tools.join(', ')})` : ''}`);
+  const named = suspects.filter((t) => t.provenance === 'designated').length;
+  if (named > 0) parts.push(`${named} target(s) only in third-party content the principal named`);
+  const nowhere = suspects.filter((t) => t.provenance === 'unseen').length;
+  if (nowhere > 0) parts.push(`${nowhere} target(s) found in no source`);
+  return parts.join(', ');
+}
+
+/** What a validated call's arguments trace to, truthfully. */
+function describeValidated(traced: readonly TracedValue[]): string {
+  const named = traced.some((t) => t.provenance === 'designated');
+  const composed = traced.some((t) => t.provenance === 'unseen');
+  if (!named && !composed) return 'arguments trace to trusted input';
+  const parts = ['arguments trace to trusted input'];
+  if (named) parts.push('content the principal named');
+  if (composed) parts.push('values the model composed');
+  return `${parts.slice(0, -1).join(', ')}${parts.length > 1 ? ' or ' : ''}${parts.at(-1)}`;
 }
 
 /** Progressive enforcement: thresholds map the score to allow, validation, human approval or block. */
@@ -57,14 +117,14 @@ export function riskGuard({ policy }: GuardContext): Guard {
     name: 'risk',
     stages: ['tool_call'],
     check(e): Decision {
-      const { score, factors, unprovenanced } = assessRisk(e, policy);
+      const { score, factors, unprovenanced, traced } = assessRisk(e, policy);
       const why = `risk ${score.toFixed(2)} (${factors.join(', ') || 'no factors'})`;
       if (score >= t.block) return { verdict: 'block', reasons: [`${why} is at or above the block threshold ${t.block}`], risk: score };
       if (score >= t.escalate) return { verdict: 'escalate', reasons: [`${why} needs approval (threshold ${t.escalate})`], risk: score };
       if (score >= t.validate) {
         // Additional validation: the call goes ahead only if every identifying argument traces to trusted input.
-        if (unprovenanced.length > 0) return { verdict: 'escalate', reasons: [`${why}: arguments from untrusted content need approval`], risk: score };
-        return { verdict: 'allow', reasons: [`${why}: validated, arguments trace to trusted input`], risk: score };
+        if (unprovenanced.length > 0) return { verdict: 'escalate', reasons: [`${why}: arguments from untrusted content or from no source need approval`], risk: score };
+        return { verdict: 'allow', reasons: [`${why}: validated, ${describeValidated(traced)}`], risk: score };
       }
       return { verdict: 'allow', reasons: [], risk: score };
     },

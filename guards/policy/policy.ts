@@ -94,7 +94,7 @@ const RiskSchema = z
         declared: z.object({ low: Unit, medium: Unit, high: Unit, critical: Unit }).strict().default({ low: 0, medium: 0.1, high: 0.25, critical: 0.5 }),
         /** The context holds untrusted content. */
         untrusted: Unit.default(0.1),
-        /** An argument value appears only in untrusted content. */
+        /** An identifying argument appears only in untrusted content, or a destination (address, account, URL) appears nowhere. */
         unprovenanced: Unit.default(0.45),
         /** Third-party content in the context reads as instructions to the agent (a likely prompt injection). */
         instructions: Unit.default(0.1),
@@ -117,12 +117,6 @@ const RiskSchema = z
       }),
     /** Added to the score of principals holding the role (negative for trusted roles). */
     roles: z.record(z.string(), z.number().min(-1).max(1)).default({}),
-    /**
-     * Which arguments count as unprovenanced: values found only in third-party content
-     * (`untrusted`), or only in third-party content the content guard found instructions in
-     * (`instructions`: less friction, but it leans on the injection detector).
-     */
-    suspect: z.enum(['untrusted', 'instructions']).default('untrusted'),
   })
   .strict();
 
@@ -133,6 +127,13 @@ const ToolOverrideSchema = z
     requires: z.array(Permission).optional(),
     /** Labels of what it returns, replacing the tool's declaration (e.g. to mark a feed untrusted). */
     returns: PartialLabel.optional(),
+    /** Keys of its structured results whose values its own system vouches for, replacing the tool's declaration. */
+    trustedFields: z.array(z.string().min(1).max(64)).optional(),
+    /**
+     * Arguments that say where the effect lands (a recipient, an account, a channel, a password):
+     * they must come from trusted input, beyond the addresses, accounts and URLs recognised by shape.
+     */
+    targets: z.array(z.string().min(1).max(64)).optional(),
   })
   .strict();
 

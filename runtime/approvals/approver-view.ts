@@ -86,7 +86,7 @@ function amountPaths(value: unknown, path: string, key: string, into: Set<string
   return into;
 }
 
-const ORIGIN_OF: Record<TracedValue['provenance'], ValueSource['origin'] | undefined> = { trusted: undefined, untrusted: 'third_party', instructed: 'instructions', unseen: 'model' };
+const ORIGIN_OF: Record<TracedValue['provenance'], ValueSource['origin'] | undefined> = { trusted: undefined, designated: 'third_party', untrusted: 'third_party', instructed: 'instructions', unseen: 'model' };
 const MAX_SOURCES = 100;
 const MAX_TEXT = 200;
 const cap = (text: string): string => (text.length > MAX_TEXT ? `${text.slice(0, MAX_TEXT - 1)}…` : text);

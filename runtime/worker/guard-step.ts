@@ -1,6 +1,7 @@
 import type { Context } from '@opentelemetry/api';
 import { BOTTOM, join, type Label } from '../../agents/label.js';
 import type { Decision } from '../../guards/decision.js';
+import type { ToolCall } from '../../agents/model.js';
 import type { ContextItem, GuardEvent } from '../../guards/guard-event.js';
 import type { GuardResult } from '../../guards/pipeline.js';
 import { ATTR, GUARD_DECISION_EVENT, OPERATION } from '../../tracing/attributes.js';
@@ -113,11 +114,34 @@ export function contextHistory(act: ActivationState): ContextItem[] {
   // A delegate's question was written by its caller, whose context may hold untrusted content.
   const asked = e.kind === 'delegate' ? e.label : BOTTOM;
   const items: ContextItem[] = [];
+  // What each result answers: a result may repeat its call's arguments, which are the model's words.
+  const calls = new Map<string, ToolCall>();
   for (const m of act.progress.messages) {
     if (m.role === 'user') items.push({ source: 'user', content: m.content, label: asked });
+    else if (m.role === 'assistant') for (const c of m.toolCalls ?? []) calls.set(c.id, c);
     else if (m.role === 'tool' && (!m.isError || m.label)) {
-      items.push({ source: m.name.startsWith('ask_') ? 'agent' : 'tool', name: m.name, content: m.content, label: m.label ?? BOTTOM, ...(m.flags ? { flags: m.flags } : {}) });
+      const call = calls.get(m.toolCallId);
+      const fields = act.agent.tools.get(m.name)?.trustedFields;
+      items.push({
+        source: m.name.startsWith('ask_') ? 'agent' : 'tool',
+        name: m.name,
+        content: m.content,
+        label: m.label ?? BOTTOM,
+        ...(m.flags ? { flags: m.flags } : {}),
+        ...(call ? { call: { args: argumentsOf(call) } } : {}),
+        ...(fields?.length ? { trustedFields: fields } : {}),
+      });
     }
   }
   return items;
+}
+
+/** A call's arguments as an object; what is not one (the model may write anything) is kept as text, which results may still echo. */
+function argumentsOf(call: ToolCall): Record<string, unknown> {
+  try {
+    const parsed: unknown = JSON.parse(call.arguments);
+    return parsed && typeof parsed === 'object' && !Array.isArray(parsed) ? (parsed as Record<string, unknown>) : { value: parsed };
+  } catch {
+    return { text: call.arguments };
+  }
 }
