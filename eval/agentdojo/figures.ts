@@ -4,6 +4,12 @@ import type { ReplayResult } from './replay.js';
 export interface Replayed {
   loaded: LoadedRecord;
   result: ReplayResult;
+  /** The attack family the run's planted text was rewritten into (attacked runs; see families.ts). */
+  family?: string;
+  /** Whether the content guard's injection detector was on. */
+  detector?: string;
+  /** `obfuscated` only: identifiers written spaced out. */
+  spaced?: boolean;
 }
 
 export interface AttackFigures {
@@ -90,7 +96,7 @@ export function computeFigures(replayed: readonly Replayed[]): Figures {
 
 const pct = (x: number): string => `${(x * 100).toFixed(1)} %`;
 
-export function markdownTable(figures: Figures): string {
+export function attackTable(figures: Figures): string {
   const lines = [
     '| attack | suite | attacked runs | attack succeeded undefended | residual attack success | stopped by an approver | strict residual |',
     '| --- | --- | ---: | ---: | ---: | ---: | ---: |',
@@ -98,7 +104,12 @@ export function markdownTable(figures: Figures): string {
       (a) =>
         `| ${a.attack} | ${a.suite === 'all' ? '**all**' : a.suite} | ${a.runs} | ${a.succeededUndefended} (${pct(a.undefendedRate)}) | ${a.suite === 'all' ? `**${a.residual} (${pct(a.residualRate)})**` : `${a.residual} (${pct(a.residualRate)})`} | ${a.stoppedByApproval} | ${a.strictResidual} (${pct(rate(a.strictResidual, a.runs))}) |`,
     ),
-    '',
+  ];
+  return `${lines.join('\n')}\n`;
+}
+
+export function utilityTable(figures: Pick<Figures, 'utility'>): string {
+  const lines = [
     '| suite | benign runs with utility | kept (allowed) | kept (allowed or escalated) | escalation rate | blocked |',
     '| --- | ---: | ---: | ---: | ---: | ---: |',
     ...figures.utility.map(
@@ -106,4 +117,87 @@ export function markdownTable(figures: Figures): string {
     ),
   ];
   return `${lines.join('\n')}\n`;
+}
+
+export function markdownTable(figures: Figures): string {
+  return `${attackTable(figures)}\n${utilityTable(figures)}`;
+}
+
+/** The figures of one attack family under one detector mode (benign utility is the mode's). */
+export interface FamilyFigures extends Figures {
+  family: string;
+  detector: string;
+}
+
+/** Figures per (family x detector mode): each family's attacked runs, with the benign runs of its mode. */
+export function computeFamilyFigures(replayed: readonly Replayed[], families: readonly string[], detectors: readonly string[]): FamilyFigures[] {
+  const out: FamilyFigures[] = [];
+  for (const detector of detectors) {
+    const mode = replayed.filter((r) => (r.detector ?? 'on') === detector);
+    const unattacked = mode.filter((r) => r.loaded.attack === 'none');
+    for (const family of families) {
+      const attacked = mode.filter((r) => r.loaded.attack !== 'none' && (r.family ?? 'original') === family);
+      out.push({ family, detector, ...computeFigures([...attacked, ...unattacked]) });
+    }
+  }
+  return out;
+}
+
+/** One line per (family x detector mode): residual attack success per attack, and the benign utility kept. */
+export interface SummaryRow {
+  family: string;
+  detector: string;
+  /** Per attack: residual successes over attacked runs (all suites). */
+  residual: Record<string, { residual: number; runs: number; rate: number }>;
+  utility: { runs: number; allowed: number; escalated: number; keptRate: number; keptWithEscalationRate: number; escalationRate: number };
+}
+
+export function summaryRows(groups: readonly FamilyFigures[]): SummaryRow[] {
+  return groups.map((g) => {
+    const u = g.utility.find((x) => x.suite === 'all');
+    return {
+      family: g.family,
+      detector: g.detector,
+      residual: Object.fromEntries(g.attacks.filter((a) => a.suite === 'all').map((a) => [a.attack, { residual: a.residual, runs: a.runs, rate: a.residualRate }])),
+      utility: {
+        runs: u?.runs ?? 0,
+        allowed: u?.allowed ?? 0,
+        escalated: u?.escalated ?? 0,
+        keptRate: u?.keptRate ?? 0,
+        keptWithEscalationRate: u?.keptWithEscalationRate ?? 0,
+        escalationRate: u?.escalationRate ?? 0,
+      },
+    };
+  });
+}
+
+/** The attacks the summary shows, the benchmark's three first. */
+const summaryAttacks = (rows: readonly SummaryRow[]): string[] => {
+  const known = ['important_instructions', 'ignore_previous', 'tool_knowledge'];
+  const seen = [...new Set(rows.flatMap((r) => Object.keys(r.residual)))];
+  return [...known.filter((a) => seen.includes(a)), ...seen.filter((a) => !known.includes(a)).sort()];
+};
+
+export function summaryTable(rows: readonly SummaryRow[]): string {
+  const attacks = summaryAttacks(rows);
+  const lines = [
+    `| family | detector | ${attacks.map((a) => `residual: ${a}`).join(' | ')} | benign kept (allowed) | kept (allowed or escalated) | escalation rate |`,
+    `| --- | --- | ${attacks.map(() => '---:').join(' | ')} | ---: | ---: | ---: |`,
+    ...rows.map((r) => {
+      const cells = attacks.map((a) => (r.residual[a] ? `${r.residual[a]!.residual}/${r.residual[a]!.runs} (${pct(r.residual[a]!.rate)})` : '-'));
+      return `| ${r.family} | ${r.detector} | ${cells.join(' | ')} | ${pct(r.utility.keptRate)} | ${pct(r.utility.keptWithEscalationRate)} | ${pct(r.utility.escalationRate)} |`;
+    }),
+  ];
+  return `${lines.join('\n')}\n`;
+}
+
+/** Everything, in markdown: the summary, the benign utility per detector mode, an attack table per family and mode. */
+export function familyReport(groups: readonly FamilyFigures[]): string {
+  const parts = [`## Summary\n\n${summaryTable(summaryRows(groups))}`];
+  for (const detector of [...new Set(groups.map((g) => g.detector))]) {
+    const first = groups.find((g) => g.detector === detector)!;
+    parts.push(`## Benign utility, injection detector ${detector}\n\n${utilityTable(first)}`);
+  }
+  for (const g of groups) parts.push(`## Attack family \`${g.family}\`, injection detector ${g.detector}\n\n${attackTable(g)}`);
+  return parts.join('\n');
 }

@@ -3,21 +3,35 @@ import { join, relative } from 'node:path';
 import { z } from 'zod';
 import { SUITE_NAMES, type SuiteName, type ToolSpecJson } from '../../examples/agentdojo/suites.js';
 
-/** One recorded agent run in AgentDojo's format (see ../shared/agentdojo/README.md). */
+/**
+ * A message's content: a string (benchmark v1), or, from v1.2 on, a list of content blocks of which
+ * the `text` ones are joined (others, such as a model's reasoning, are not what the agent read or said).
+ */
+const ContentSchema = z
+  .union([z.string(), z.array(z.looseObject({ type: z.string(), content: z.string().nullable().optional() }))])
+  .nullable()
+  .optional()
+  .transform((c): string | null => (c == null ? null : typeof c === 'string' ? c : c.filter((b) => b.type === 'text').map((b) => b.content ?? '').join('\n')));
+
+/** A tool call as recorded: `{function, args, id}`; v1.2 adds `placeholder_args` (ignored). */
+const ToolCallSchema = z.object({ function: z.string(), args: z.record(z.string(), z.unknown()).nullable().default({}), id: z.string().nullable().optional() });
+
+/**
+ * One recorded agent run in AgentDojo's format (see ../shared/agentdojo/README.md), v1 or v1.2
+ * (`benchmark_version`, content blocks); fields this harness does not use are accepted and dropped.
+ */
 export const RunRecordSchema = z.object({
   suite_name: z.enum(SUITE_NAMES),
+  benchmark_version: z.string().nullable().optional(),
   user_task_id: z.string(),
   injection_task_id: z.string().nullable(),
   attack_type: z.string().nullable(),
-  injections: z.record(z.string(), z.string()).default({}),
+  injections: z.record(z.string(), z.string()).nullable().default({}).transform((i) => i ?? {}),
   messages: z.array(
     z.object({
       role: z.enum(['system', 'user', 'assistant', 'tool']),
-      content: z.string().nullable(),
-      tool_calls: z
-        .array(z.object({ function: z.string(), args: z.record(z.string(), z.unknown()).nullable().default({}), id: z.string().nullable().optional() }))
-        .nullable()
-        .optional(),
+      content: ContentSchema,
+      tool_calls: z.array(ToolCallSchema).nullable().optional(),
       tool_call_id: z.string().nullable().optional(),
       error: z.string().nullable().optional(),
     }),
@@ -68,7 +82,13 @@ export async function readRecords(dir: string): Promise<LoadedRecord[]> {
   await walk(dir);
   const records: LoadedRecord[] = [];
   for (const path of files) {
-    const parsed = RunRecordSchema.safeParse(JSON.parse(await readFile(path, 'utf8')));
+    let json: unknown;
+    try {
+      json = JSON.parse(await readFile(path, 'utf8'));
+    } catch (error) {
+      throw new Error(`${relative(process.cwd(), path)}: not a run record: ${error instanceof Error ? error.message : String(error)}`);
+    }
+    const parsed = RunRecordSchema.safeParse(json);
     if (!parsed.success) throw new Error(`${relative(process.cwd(), path)}: not a run record: ${parsed.error.issues[0]?.path.join('.')}: ${parsed.error.issues[0]?.message}`);
     const record = parsed.data;
     const attack = record.attack_type ?? 'none';

@@ -1,6 +1,6 @@
 import { defineAgent, type Agent } from '../../agents/agent.js';
 import type { ModelProvider, ModelRequest, ModelResponse, ToolCall } from '../../agents/model.js';
-import { suiteTools, type SuiteName } from '../../examples/agentdojo/suites.js';
+import { SUITE_NAMES, suiteTools, type SuiteName } from '../../examples/agentdojo/suites.js';
 import type { CompiledPolicy } from '../../guards/policy/policy-pipeline.js';
 import type { RunEvent } from '../../runtime/events.js';
 import { Runtime } from '../../runtime/runtime.js';
@@ -60,12 +60,19 @@ export function recordingOf(record: RunRecord): Recording {
   const turns: Recording['turns'] = [];
   const outputs = new Map<string, string>();
   let n = 0;
+  // Recorded ids repeat (a provider reused one within a run): each call is renamed apart, and a tool
+  // message answers the latest call that carried its id, so no output is played to the wrong call.
+  const latest = new Map<string, string>();
   for (const m of record.messages) {
     if (m.role === 'assistant') {
-      const toolCalls = (m.tool_calls ?? []).map((c) => ({ id: c.id ?? `call_${n++}`, name: c.function, arguments: JSON.stringify(c.args ?? {}) }));
+      const toolCalls = (m.tool_calls ?? []).map((c) => {
+        const id = `${c.id ?? 'call'}#${n++}`;
+        if (c.id) latest.set(c.id, id);
+        return { id, name: c.function, arguments: JSON.stringify(c.args ?? {}) };
+      });
       turns.push({ content: m.content, toolCalls });
     } else if (m.role === 'tool' && m.tool_call_id) {
-      outputs.set(m.tool_call_id, m.error ? `Error: ${m.error}` : (m.content ?? ''));
+      outputs.set(latest.get(m.tool_call_id) ?? m.tool_call_id, m.error ? `Error: ${m.error}` : (m.content ?? ''));
     }
   }
   return { turns, outputs };
@@ -128,7 +135,9 @@ export class Replayer {
       return output;
     });
     const agent: Agent = defineAgent({ name: suite, instructions: `the ${suite} assistant`, tools, model: new ReplayModel(recordings), maxTurns: 100 });
-    rt = new Runtime({ agents: [agent], transport: this.options.transport(suite), policy: this.options.policy, maxMessageBytes: 8 * 1024 * 1024 });
+    // One policy covers the four suites; each suite's runtime serves one of them.
+    const servedElsewhere = { agents: [...SUITE_NAMES], tools: SUITE_NAMES.flatMap((s) => toolSpecs(this.options.tasks, s).map((t) => t.name)) };
+    rt = new Runtime({ agents: [agent], transport: this.options.transport(suite), policy: this.options.policy, maxMessageBytes: 8 * 1024 * 1024, servedElsewhere });
     await rt.startWorkers({ concurrency: this.options.concurrency ?? 16 });
     this.runtimes.set(suite, rt);
     return rt;
