@@ -87,7 +87,7 @@ function contains(haystack: string, needle: string): boolean {
 }
 
 /** Normalises text so a value matches however a source wrote it (case, IBAN spacing, thousands separators). */
-const normalise = (s: string): string => s.toLowerCase().replace(/\s+/g, ' ').replace(/(?<=\d)[ ,](?=\d)/g, '');
+const normalise = (s: string): string => s.toLowerCase().replace(/\s+/g, ' ').replace(/(?<=\d)[ ,](?=\d{3}(?!\d))/g, '');
 
 /** The kinds of value that say where a side effect goes: whoever controls one of these controls the destination. */
 export type DestinationKind = 'email' | 'iban' | 'url' | 'phone';
