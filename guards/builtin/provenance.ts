@@ -14,6 +14,10 @@ export interface TracedValue {
   path: string;
   value: string;
   provenance: Provenance;
+  /** Designated by a search in the principal's words rather than a named document: it may supply payloads, never targets. */
+  searched?: boolean;
+  /** Trusted, from a tool's record, but third-party text names the same value: it may have steered the choice. */
+  contested?: boolean;
   /** For an address, account number, URL or phone number: what kind of destination it is. */
   kind?: DestinationKind;
   /** The first context item of that provenance holding the value: where an approver is told it came from. */
@@ -125,8 +129,8 @@ interface Source {
   compact?: string;
   /** What the call that produced it asked with (the model's own words), normalised: text a tool repeats from them vouches for nothing. */
   echoes: string[];
-  /** Untrusted content the principal pointed to: the call that fetched it asked only with values from their request. */
-  designated: boolean;
+  /** Untrusted content the principal pointed to: the call that fetched it asked only with values from their request, naming one document or searching. */
+  designated: 'named' | 'searched' | false;
   /** For a record's vouched fields: each field's value, matched whole (a short id is not a piece of a date), with its key. */
   scalars?: ReadonlyMap<string, string>;
 }
@@ -190,13 +194,15 @@ function traceIn(args: Record<string, unknown>, sources: readonly Source[]): Tra
           : other.item.flags?.includes('instructions')
             ? 'instructed'
             : 'untrusted';
-    traced.push({ path, value: raw, provenance, ...(kind ? { kind } : {}), ...(other ? { from: { source: other.item.source, ...(other.item.name ? { name: other.item.name } : {}) } } : {}) });
+    // A trusted record holds it, and third-party text names it too: that text may be what chose it among the records.
+    const contested = trusted?.scalars !== undefined && found((s) => s.item.label.integrity === 'untrusted' && !s.designated) !== undefined;
+    traced.push({ path, value: raw, provenance, ...(kind ? { kind } : {}), ...(contested ? { contested } : {}), ...(designated?.designated === 'searched' ? { searched: true } : {}), ...(other ? { from: { source: other.item.source, ...(other.item.name ? { name: other.item.name } : {}) } } : {}) });
   }
   return traced;
 }
 
 /** Values a structured result's system fields hold (keys the tool's classification names): its own record, not what a third party wrote. */
-function fieldValues(content: string, fields: readonly string[]): Array<[key: string, value: string]> {
+function fieldValues(content: string, fields: readonly string[]): RecordFields {
   const cacheKey = `${fields.join('\0')}\0\0${content}`;
   const cached = FIELD_CACHE.get(cacheKey);
   if (cached !== undefined) return cached;
@@ -209,23 +215,35 @@ function fieldValues(content: string, fields: readonly string[]): Array<[key: st
   }
   const wanted = new Set(fields);
   const out: Array<[string, string]> = [];
+  const free: string[] = [];
   const scalars = (key: string, v: unknown): void => {
     if (typeof v === 'string' || typeof v === 'number') out.push([key, String(v)]);
     else if (Array.isArray(v)) v.forEach((item) => scalars(key, item));
     else if (v && typeof v === 'object') Object.values(v).forEach((item) => scalars(key, item));
   };
   const walk = (v: unknown): void => {
-    // `[]`: the plain values of a list (a registry of names); a value that is a whole text stays untrusted.
-    if (Array.isArray(v) && wanted.has('[]')) for (const item of v) if (typeof item === 'string' && looksLikeIdentifier(item) && !/\s/.test(item.trim())) out.push(['[]', item]);
-    if (Array.isArray(v)) v.forEach(walk);
-    else if (v && typeof v === 'object') for (const [k, item] of Object.entries(v)) wanted.has(k) ? scalars(k, item) : walk(item);
+    if (Array.isArray(v)) {
+      // `[]`: the plain values of a list (a registry of names); a value that is a whole text stays untrusted.
+      for (const item of v) {
+        if (wanted.has('[]') && typeof item === 'string' && looksLikeIdentifier(item) && !/\s/.test(item.trim())) out.push(['[]', item]);
+        else walk(item);
+      }
+    } else if (v && typeof v === 'object') for (const [k, item] of Object.entries(v)) wanted.has(k) ? scalars(k, item) : walk(item);
+    else if (typeof v === 'string' || typeof v === 'number') free.push(String(v));
   };
   walk(parsed);
+  const result: RecordFields = { vouched: out, ...(parsed !== undefined && typeof parsed === 'object' ? { free: free.join('\n') } : {}) };
   if (FIELD_CACHE.size >= 512) FIELD_CACHE.delete(FIELD_CACHE.keys().next().value!);
-  FIELD_CACHE.set(cacheKey, out);
-  return out;
+  FIELD_CACHE.set(cacheKey, result);
+  return result;
 }
-const FIELD_CACHE = new Map<string, Array<[string, string]>>();
+const FIELD_CACHE = new Map<string, RecordFields>();
+
+/** A structured result split: the values its system of record vouches for, and the rest (what third parties wrote), when it parsed as a record. */
+interface RecordFields {
+  vouched: Array<[key: string, value: string]>;
+  free?: string;
+}
 
 export interface TraceOptions {
   /** Per tool, the policy's word on which keys of its structured results its own system vouches for, over the tool's. */
@@ -247,16 +265,19 @@ export function traceArguments(args: Record<string, unknown> | undefined, histor
     const untrusted = item.label.integrity === 'untrusted';
     // Named by the principal: every identifying value the call asked with came from their own request.
     const asked = untrusted && item.call ? traceIn(item.call.args, sources) : [];
-    // Named, not searched for: an address, a link or a file name picks one document; a topic picks whatever matches it.
-    const designated = asked.some((t) => t.kind !== undefined || FILE_NAME.test(t.value)) && asked.every((t) => t.provenance === 'trusted' && t.from?.source === 'user');
+    // Asked for with the principal's own words. Named, not searched for, when one of them is an address, a link or a
+    // file name: that picks one document, a topic picks whatever matches it.
+    const requested = asked.some((t) => !/^\d+$/.test(t.value)) && asked.every((t) => t.provenance === 'trusted' && t.from?.source === 'user');
+    const designated = !requested ? false : asked.some((t) => t.kind !== undefined || FILE_NAME.test(t.value)) ? 'named' : 'searched';
     const fields = untrusted && item.source === 'tool' && item.name ? (options.trustedFields?.(item.name) ?? item.trustedFields) : undefined;
-    const vouched = fields?.length ? fieldValues(item.content, fields) : [];
-    if (vouched.length > 0) {
-      const text = vouched.map(([, v]) => v).join('\n');
-      const scalars = new Map(vouched.map(([k, v]) => [normalise(v.trim()).replace(/(?<=\d)\.0+$/, ''), k]));
+    const record = fields?.length ? fieldValues(item.content, fields) : undefined;
+    if (record && record.vouched.length > 0) {
+      const text = record.vouched.map(([, v]) => v).join('\n');
+      const scalars = new Map(record.vouched.map(([k, v]) => [normalise(v.trim()).replace(/(?<=\d)\.0+$/, ''), k]));
       sources.push({ item: { ...item, content: text, label: { ...item.label, integrity: 'trusted' } }, text: normalise(text), echoes, designated: false, scalars });
     }
-    sources.push({ item, text: normalise(item.content), echoes, designated });
+    // What third parties wrote in a record is its other fields; the vouched ones are not also their words.
+    sources.push({ item, text: normalise(record?.free ?? item.content), echoes, designated });
   }
   return traceIn(args, sources);
 }

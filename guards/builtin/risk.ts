@@ -63,7 +63,8 @@ export function suspectValues(traced: readonly TracedValue[], isTarget: (t: Trac
   return traced.filter((t) => {
     if (t.provenance === 'untrusted' || t.provenance === 'instructed') return true;
     const target = t.kind !== undefined || isTarget(t);
-    if (t.provenance === 'designated') return target && !actionRequested;
+    if (t.provenance === 'trusted') return target && t.contested === true;
+    if (t.provenance === 'designated') return target && (t.searched === true || !actionRequested);
     return target && t.provenance === 'unseen' && t.kind !== undefined;
   });
 }
@@ -87,11 +88,13 @@ export function requestNamesAction(tool: string, history: readonly ContextItem[]
 const underAny = (names: readonly string[]) => (t: TracedValue) => names.some((n) => t.path === n || t.path.startsWith(`${n}.`));
 
 function describeSuspects(suspects: readonly TracedValue[], declared: readonly string[]): string {
-  const third = suspects.filter((t) => t.provenance !== 'unseen' && t.provenance !== 'designated');
+  const third = suspects.filter((t) => t.provenance === 'untrusted' || t.provenance === 'instructed');
+  const contested = suspects.filter((t) => t.provenance === 'trusted').length;
   // Only tools the agent declares are named: a result of an unknown tool is named by the model.
   const tools = [...new Set(third.flatMap((t) => (t.from?.name && declared.includes(t.from.name) ? [t.from.name] : [])))].sort();
   const parts: string[] = [];
   if (third.length > 0) parts.push(`${third.length} argument value(s) only in untrusted content${tools.length ? ` (from ${tools.join(', ')})` : ''}`);
+  if (contested > 0) parts.push(`${contested} target(s) third-party text also names`);
   const named = suspects.filter((t) => t.provenance === 'designated').length;
   if (named > 0) parts.push(`${named} target(s) only in third-party content the principal named`);
   const nowhere = suspects.filter((t) => t.provenance === 'unseen').length;
