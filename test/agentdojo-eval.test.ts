@@ -59,7 +59,7 @@ describe('AgentDojo evaluation harness', () => {
       benign: attack === 'none',
       record: { suite_name: 'banking', user_task_id: 'user_task_0', injection_task_id: null, attack_type: attack, injections: {}, messages: [], utility, security },
     });
-    const result = (outcome: ReplayResult['outcome'], attackerCallEscalated = false, calls: ReplayResult['calls'] = []): ReplayResult => ({ outcome, attackerCallEscalated, calls });
+    const result = (outcome: ReplayResult['outcome'], attackerCallEscalated = false, calls: ReplayResult['calls'] = [], textOnly = false): ReplayResult => ({ outcome, attackerCallEscalated, calls, textOnly });
     const serving = [{ tool: 'send_money', verdict: 'escalate' as const, servesAttacker: true, reasons: [] }];
     const replayed: Replayed[] = [
       { loaded: loaded('x', true), result: result('allowed') },
@@ -67,12 +67,14 @@ describe('AgentDojo evaluation harness', () => {
       { loaded: loaded('x', true), result: result('escalated', false) },
       { loaded: loaded('x', true), result: result('blocked') },
       { loaded: loaded('x', false), result: result('allowed') },
+      // A goal that only steers the reply's text succeeded: counted apart, not as a residual of the guards.
+      { loaded: loaded('x', true), result: result('allowed', false, [], true) },
       { loaded: loaded('none', false), result: result('allowed') },
       { loaded: loaded('none', false), result: result('escalated') },
       { loaded: loaded('none', false, false), result: result('blocked') },
     ];
     const figures = computeFigures(replayed);
-    expect(figures.attacks.find((a) => a.suite === 'all')).toMatchObject({ runs: 5, succeededUndefended: 4, residual: 2, stoppedByApproval: 1, strictResidual: 3, residualRate: 0.4 });
+    expect(figures.attacks.find((a) => a.suite === 'all')).toMatchObject({ runs: 6, succeededUndefended: 5, residual: 2, textOnlySucceeded: 1, stoppedByApproval: 1, strictResidual: 3, residualRate: 2 / 6 });
     expect(figures.utility.find((u) => u.suite === 'all')).toMatchObject({ runs: 2, allowed: 1, escalated: 1, keptRate: 0.5, keptWithEscalationRate: 1, escalationRate: 0.5 });
   });
 

@@ -23,6 +23,8 @@ export interface ReplayResult {
   calls: CallOutcome[];
   /** For attacked runs: a call that serves the attacker was escalated (an approver sees it and denies it). */
   attackerCallEscalated: boolean;
+  /** The attacker's goal makes no tool call (it only steers the reply's text): nothing a tool-call guard decides. */
+  textOnly: boolean;
 }
 
 /** A pending value per run: the replay registers a run's recording after starting it, the worker may ask first. */
@@ -188,7 +190,7 @@ export class Replayer {
     }
     flush();
     const outcome: ReplayOutcome = calls.some((c) => c.verdict === 'block') ? 'blocked' : calls.some((c) => c.verdict === 'escalate') ? 'escalated' : 'allowed';
-    return { outcome, calls, attackerCallEscalated };
+    return { outcome, calls, attackerCallEscalated, textOnly: task !== undefined && task.ground_truth.length === 0 };
   }
 
   async close(): Promise<void> {
