@@ -91,7 +91,19 @@ function contains(haystack: string, needle: string): boolean {
 }
 
 /** Normalises text so a value matches however a source wrote it (case, IBAN spacing, thousands separators). */
-const normalise = (s: string): string => s.toLowerCase().replace(/\s+/g, ' ').replace(/(?<=\d)[ ,](?=\d{3}(?!\d))/g, '');
+const fold = (s: string): string => s.toLowerCase().replace(/\s+/g, ' ').replace(/(?<=\d)[ ,](?=\d{3}(?!\d))/g, '');
+// A context's texts are folded again at every call the agent makes: long ones are kept folded.
+const FOLDED = new Map<string, string>();
+const normalise = (s: string): string => {
+  if (s.length < 256) return fold(s);
+  let folded = FOLDED.get(s);
+  if (folded === undefined) {
+    folded = fold(s);
+    if (FOLDED.size >= 256) FOLDED.delete(FOLDED.keys().next().value!);
+    FOLDED.set(s, folded);
+  }
+  return folded;
+};
 
 /** The kinds of value that say where a side effect goes: whoever controls one of these controls the destination. */
 export type DestinationKind = 'email' | 'iban' | 'url' | 'phone';
