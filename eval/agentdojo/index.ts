@@ -10,7 +10,8 @@ import { EmbeddedTransport } from '../../runtime/transports/embedded-transport.j
 import { deleteKeysUnder } from '../../runtime/redis-keys.js';
 import { DEFAULT_REDIS_URL, pingRedis, redactUrl } from '../../runtime/redis-url.js';
 import { parseDetector, policyFor, type DetectorMode } from './detector.js';
-import { FAMILIES, familyRecord, parseFamilies, readEnvironment, type Family } from './families.js';
+import { readEnvironment } from './attack-plan.js';
+import { FAMILIES, familyRecord, parseFamilies, type Family } from './families.js';
 import { computeFamilyFigures, familyReport, summaryRows, type Replayed } from './figures.js';
 import { readRecords, readTasks, type LoadedRecord } from './records.js';
 import { Replayer } from './replay.js';
