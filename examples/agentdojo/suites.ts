@@ -32,28 +32,30 @@ const read = (returns: LabelInput, trustedFields?: string[]): Classification => 
 // What the system of record writes in each kind of record, as opposed to what the third party who
 // sent or shared it wrote (bodies, subjects, titles, descriptions, file contents, reviews). A mail
 // server stamps who sent a message and to whom; a bank records the accounts and amounts it moved.
-const MAIL_FIELDS = ['id_', 'sender', 'recipients', 'cc', 'bcc', 'timestamp', 'status', 'read', 'attachments'];
+const MAIL_FIELDS = ['id_', 'sender', 'recipients', 'cc', 'bcc', 'timestamp', 'status', 'read'];
 const EVENT_FIELDS = ['id_', 'start_time', 'end_time', 'all_day', 'status', 'participants'];
 const FILE_FIELDS = ['id_', 'filename', 'owner', 'shared_with', 'last_modified', 'size'];
 const TRANSACTION_FIELDS = ['id', 'sender', 'recipient', 'amount', 'date', 'recurring'];
 const MESSAGE_FIELDS = ['sender', 'recipient'];
 
+// A write answers with the record it wrote, third parties' text in it included (an event's
+// description, a file's content): its result is as trustworthy as reading that record.
 const MAIL: Record<string, Classification> = {
-  send_email: { effect: 'external', risk: 'high', returns: TRUSTED() },
+  send_email: { effect: 'external', risk: 'high', returns: UNTRUSTED('confidential'), trustedFields: MAIL_FIELDS },
 };
 const CALENDAR: Record<string, Classification> = {
   // Invitations put events in a calendar: their text is anyone's.
   search_calendar_events: read(UNTRUSTED('confidential'), EVENT_FIELDS),
   get_day_calendar_events: read(UNTRUSTED('confidential'), EVENT_FIELDS),
-  create_calendar_event: { effect: 'external', risk: 'medium', returns: TRUSTED() },
-  cancel_calendar_event: { effect: 'external', risk: 'medium', returns: TRUSTED() },
+  create_calendar_event: { effect: 'external', risk: 'medium', returns: UNTRUSTED('confidential'), trustedFields: EVENT_FIELDS },
+  cancel_calendar_event: { effect: 'external', risk: 'medium', returns: UNTRUSTED('confidential'), trustedFields: EVENT_FIELDS },
 };
 
 export const CLASSIFICATION: Record<SuiteName, Record<string, Classification>> = {
   workspace: {
     ...MAIL,
     ...CALENDAR,
-    delete_email: { effect: 'write', risk: 'medium' },
+    delete_email: { effect: 'write', risk: 'medium', returns: UNTRUSTED('confidential'), trustedFields: MAIL_FIELDS },
     get_unread_emails: read(UNTRUSTED('confidential'), MAIL_FIELDS),
     get_sent_emails: read(UNTRUSTED('confidential'), MAIL_FIELDS),
     get_received_emails: read(UNTRUSTED('confidential'), MAIL_FIELDS),
@@ -63,16 +65,16 @@ export const CLASSIFICATION: Record<SuiteName, Record<string, Classification>> =
     search_contacts_by_name: read(TRUSTED('confidential', ['pii'])),
     search_contacts_by_email: read(TRUSTED('confidential', ['pii'])),
     get_current_day: read(TRUSTED('public')),
-    reschedule_calendar_event: { effect: 'external', risk: 'medium' },
-    add_calendar_event_participants: { effect: 'external', risk: 'medium' },
-    append_to_file: { effect: 'write', risk: 'medium' },
+    reschedule_calendar_event: { effect: 'external', risk: 'medium', returns: UNTRUSTED('confidential'), trustedFields: EVENT_FIELDS },
+    add_calendar_event_participants: { effect: 'external', risk: 'medium', returns: UNTRUSTED('confidential'), trustedFields: EVENT_FIELDS },
+    append_to_file: { effect: 'write', risk: 'medium', returns: UNTRUSTED('confidential'), trustedFields: FILE_FIELDS },
     // Files are shared with and edited by others.
     search_files_by_filename: read(UNTRUSTED('confidential'), FILE_FIELDS),
-    create_file: { effect: 'write', risk: 'low' },
-    delete_file: { effect: 'write', risk: 'high' },
+    create_file: { effect: 'write', risk: 'low', returns: UNTRUSTED('confidential'), trustedFields: FILE_FIELDS },
+    delete_file: { effect: 'write', risk: 'high', returns: UNTRUSTED('confidential'), trustedFields: FILE_FIELDS },
     get_file_by_id: read(UNTRUSTED('confidential'), FILE_FIELDS),
     list_files: read(UNTRUSTED('confidential'), FILE_FIELDS),
-    share_file: { effect: 'external', risk: 'high' },
+    share_file: { effect: 'external', risk: 'high', returns: UNTRUSTED('confidential'), trustedFields: FILE_FIELDS },
     search_files: read(UNTRUSTED('confidential'), FILE_FIELDS),
   },
   travel: {

@@ -31,7 +31,8 @@ const isSpacedCode = (s: string): boolean => /^[A-Za-z0-9 ]{8,64}$/.test(s) && /
 const looksLikeIdentifier = (s: string): boolean => s.length >= 3 && s.length <= MAX_IDENTIFIER && (s.split(/\s+/).length <= 3 || isSpacedCode(s));
 
 // Identifiers inside free text: a link or an address in a message body is where it sends someone.
-export const EMBEDDED = /\b(?:https?:\/\/)?(?:www\.)?[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}(?:\/[^\s"'<>)]*)?|[\w.+-]+@[\w-]+(?:\.[\w-]+)+|\b[A-Z]{2}\d{2}[A-Z0-9]{10,30}\b/gi;
+// Addresses first: the host branch would otherwise take "emma.johnson" out of "emma.johnson@x.com".
+export const EMBEDDED = /[\w.+-]+@[\w-]+(?:\.[\w-]+)+|\b(?:https?:\/\/)?(?:www\.)?[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}(?:\/[^\s"'<>)]*)?|\b[A-Z]{2}\d{2}[A-Z0-9]{10,30}\b/gi;
 
 /**
  * The identifiers {@link EMBEDDED} finds in free text, in order. None spans whitespace, and each has a
@@ -46,7 +47,8 @@ export function* embeddedIdentifiers(text: string): Generator<string> {
     let end = m.index + 1;
     while (end < text.length && !SPACE.test(text[end]!)) end++;
     special.lastIndex = end;
-    if (end - start < 6) continue;
+    // No identifier is longer than MAX_IDENTIFIER, and the expression is quadratic on one long token.
+    if (end - start < 6 || end - start > 4 * MAX_IDENTIFIER) continue;
     for (const found of text.slice(start, end).matchAll(EMBEDDED)) if (found[0].length >= 6) yield found[0];
   }
 }
@@ -57,23 +59,29 @@ const SPACE = /\s/;
 const canonicalUrl = (s: string): string => s.replace(/^https?:\/\//i, '').replace(/^www\./i, '').replace(/[/.,;:]+$/, '');
 
 /** Identifying values with their paths; `phrase` marks a whole phrase, which only counts where a source holds it. */
-function* leaves(value: unknown, path: string): Generator<[path: string, value: string, phrase?: boolean]> {
+function* leaves(value: unknown, path: string, always: (path: string) => boolean): Generator<[path: string, value: string, phrase?: boolean]> {
   if (typeof value === 'string') {
     const v = value.trim();
-    // Ids are often short numbers ("13"); a single digit says nothing about where it came from.
-    if (looksLikeIdentifier(v) || /^\d{2,}$/.test(v)) yield [path, v];
+    const inside = [...embeddedIdentifiers(v)];
+    // "Mark <mark@x.com>", "mailto:…", "a@x.com, b@y.com": what it holds is where it goes, each traced.
+    if (inside.length > 0 && !inside.includes(v) && destinationKind(v) === undefined && v.split(/\s+/).length <= 3) {
+      for (const found of inside) yield [path, found];
+      return;
+    }
+    // Ids are often short numbers ("13"); a single digit says nothing, unless the policy says the argument is a target.
+    if (looksLikeIdentifier(v) || /^\d{2,}$/.test(v) || (v.length > 0 && always(path)) || (v.length <= 4 * MAX_IDENTIFIER && destinationKind(v) !== undefined)) yield [path, v];
     else {
       // A phrase of some length copied whole (a title, a subject) came from wherever it is written.
       if (v.length <= MAX_IDENTIFIER && v.split(/\s+/).length >= 4 && !/\n/.test(v)) yield [path, v, true];
-      for (const found of embeddedIdentifiers(v)) yield [path, found];
+      for (const found of inside) yield [path, found];
     }
   } else if (typeof value === 'number' && Number.isFinite(value)) {
-    // Small numbers (counts, flags) are everywhere and say nothing about where a value came from.
-    if (Math.abs(value) >= 10) yield [path, String(value)];
+    // Small numbers (counts, flags) are everywhere and say nothing about where a value came from, unless a target.
+    if (Math.abs(value) >= 10 || always(path)) yield [path, String(value)];
   } else if (Array.isArray(value)) {
-    for (const [i, item] of value.entries()) yield* leaves(item, path ? `${path}.${i}` : String(i));
+    for (const [i, item] of value.entries()) yield* leaves(item, path ? `${path}.${i}` : String(i), always);
   } else if (value && typeof value === 'object') {
-    for (const [k, item] of Object.entries(value)) yield* leaves(item, path ? `${path}.${k}` : k);
+    for (const [k, item] of Object.entries(value)) yield* leaves(item, path ? `${path}.${k}` : k, always);
   }
 }
 
@@ -114,24 +122,38 @@ const DESTINATIONS: ReadonlyArray<[DestinationKind, RegExp]> = [
   ['phone', /^\+?[\d ().-]{7,20}$/],
 ];
 
-/** Which kind of destination a value is, if it is one (an IBAN is compared without its spaces). */
+/** Which kind of destination a value is, if it is one, however it is dressed (a scheme, a port, an IP host, separators, non-ASCII letters). */
 export function destinationKind(value: string): DestinationKind | undefined {
   const v = value.trim();
-  const compact = /^[A-Za-z]{2}\d{2}[A-Za-z0-9 ]+$/.test(v) ? v.replace(/\s+/g, '') : v;
+  if (/^mailto:/i.test(v)) return 'email';
+  // Any scheme, an IP host or a port: a place a request goes, whatever its host looks like.
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(v) || /^(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?(?:[/?#]|$)/.test(v) || /^[^\s/@]+\.[^\s/@]+:\d{2,5}(?:[/?#]|$)/.test(v)) return 'url';
+  if (/^[^\s@<>"]+@[^\s@<>"]+\.[^\s@<>"]{2,}$/u.test(v)) return 'email';
+  const code = v.replace(/^iban[\s:]*/i, '').replace(/[\s-]+/g, '');
+  if (/^[A-Za-z]{2}\d{2}[A-Za-z0-9]{10,30}$/.test(code) && /\d{6}/.test(code)) return 'iban';
   for (const [kind, shape] of DESTINATIONS) {
-    if (!shape.test(compact)) continue;
+    if (!shape.test(v)) continue;
     if (kind === 'phone' && (v.replace(/\D/g, '').length < 7 || /^\d{4}-\d{2}-\d{2}/.test(v))) continue;
     return kind;
   }
   return undefined;
 }
 
-/** How many distinct destinations of one kind a text holds. */
+/** How many distinct destinations of one kind a text holds, spaced account numbers and phone numbers included. */
 function destinationsIn(text: string, kind: DestinationKind): number {
+  const key = `${kind}\0${text}`;
+  const cached = COUNTED.get(key);
+  if (cached !== undefined) return cached;
   const found = new Set<string>();
   for (const id of embeddedIdentifiers(text)) if (destinationKind(id) === kind) found.add(normalise(kind === 'url' ? canonicalUrl(id) : id));
+  if (kind === 'iban') for (const m of text.matchAll(/\b[A-Z]{2}\d{2}(?:[ -]?[A-Z0-9]{2,4}){3,8}\b/g)) found.add(m[0].replace(/[\s-]+/g, '').toLowerCase());
+  if (kind === 'url') for (const m of text.matchAll(/\b[a-z][a-z0-9+.-]*:\/\/[^\s"'<>]+|\b(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?(?:\/[^\s"'<>]*)?/gi)) found.add(normalise(canonicalUrl(m[0])));
+  if (kind === 'phone') for (const m of text.matchAll(/\+?\d[\d ().-]{6,18}\d/g)) if (m[0].replace(/\D/g, '').length >= 7) found.add(m[0].replace(/\D/g, ''));
+  if (COUNTED.size >= 256) COUNTED.delete(COUNTED.keys().next().value!);
+  COUNTED.set(key, found.size);
   return found.size;
 }
+const COUNTED = new Map<string, number>();
 
 const FILE_NAME = /^[\w.-]+\.[a-z0-9]{2,5}$/i;
 
@@ -153,7 +175,7 @@ function holds(source: Source, value: string, alt: string, code: string | undefi
   const found = source.scalars
     ? source.scalars.has(value) || source.scalars.has(alt) || (code !== undefined && source.scalars.has(code))
     : contains(source.text, value) || (alt !== value && contains(source.text, alt)) || (code !== undefined && compact().includes(code));
-  return found && !source.echoes.some((e) => e.includes(value) || (code !== undefined && e.replace(/\s+/g, '').includes(code)));
+  return found && !source.echoes.some((e) => contains(e, value) || (code !== undefined && e.replace(/\s+/g, '') === code));
 }
 
 /** The string values a call's arguments hold (and the name it was made under), as echoes are recognised. */
@@ -177,10 +199,10 @@ const sharesWord = (a: string, b: string): boolean => {
 };
 
 /** How each identifying value of some arguments traces to the sources before them. */
-function traceIn(args: Record<string, unknown>, sources: readonly Source[]): TracedValue[] {
+function traceIn(args: Record<string, unknown>, sources: readonly Source[], always: (path: string) => boolean = () => false): TracedValue[] {
   const traced: TracedValue[] = [];
-  for (const [path, raw, phrase] of leaves(args, '')) {
-    const value = normalise(/^(https?:\/\/|www\.)/i.test(raw) ? canonicalUrl(raw) : raw);
+  for (const [path, raw, phrase] of leaves(args, '', always)) {
+    const value = normalise(/^(https?:\/\/|www\.)/i.test(raw) ? canonicalUrl(raw) : raw.replace(/^mailto:/i, ''));
     const alt = value.replace(/\.0+$/, '');
     const code = isSpacedCode(raw) ? value.replace(/\s+/g, '') : undefined;
     // A short id in a record vouches only for an argument about that kind of record: event 13 is not file 13.
@@ -207,7 +229,7 @@ function traceIn(args: Record<string, unknown>, sources: readonly Source[]): Tra
             ? 'instructed'
             : 'untrusted';
     // A trusted record holds it, and third-party text names it too: that text may be what chose it among the records.
-    const contested = trusted?.scalars !== undefined && found((s) => s.item.label.integrity === 'untrusted' && !s.designated) !== undefined;
+    const contested = trusted?.scalars !== undefined && found((s) => s.item.label.integrity === 'untrusted' && s.designated !== 'named') !== undefined;
     traced.push({ path, value: raw, provenance, ...(kind ? { kind } : {}), ...(contested ? { contested } : {}), ...(designated?.designated === 'searched' ? { searched: true } : {}), ...(other ? { from: { source: other.item.source, ...(other.item.name ? { name: other.item.name } : {}) } } : {}) });
   }
   return traced;
@@ -228,16 +250,18 @@ function fieldValues(content: string, fields: readonly string[]): RecordFields {
   const wanted = new Set(fields);
   const out: Array<[string, string]> = [];
   const free: string[] = [];
+  // Only the field's own value, or a list of plain values: a record nested under it (an attached event) is someone's text.
   const scalars = (key: string, v: unknown): void => {
     if (typeof v === 'string' || typeof v === 'number') out.push([key, String(v)]);
-    else if (Array.isArray(v)) v.forEach((item) => scalars(key, item));
-    else if (v && typeof v === 'object') Object.values(v).forEach((item) => scalars(key, item));
+    else if (Array.isArray(v)) for (const item of v) (typeof item === 'string' || typeof item === 'number' ? out.push([key, String(item)]) : walk(item));
+    else walk(v);
   };
   const walk = (v: unknown): void => {
     if (Array.isArray(v)) {
       // `[]`: the plain values of a list (a registry of names); a value that is a whole text stays untrusted.
       for (const item of v) {
-        if (wanted.has('[]') && typeof item === 'string' && looksLikeIdentifier(item) && !/\s/.test(item.trim())) out.push(['[]', item]);
+        // A registry's plain names, never an address or link anyone who adds an entry could choose.
+        if (wanted.has('[]') && typeof item === 'string' && looksLikeIdentifier(item) && !/\s/.test(item.trim()) && destinationKind(item) === undefined) out.push(['[]', item]);
         else walk(item);
       }
     } else if (v && typeof v === 'object') for (const [k, item] of Object.entries(v)) wanted.has(k) ? scalars(k, item) : walk(item);
@@ -260,6 +284,8 @@ interface RecordFields {
 export interface TraceOptions {
   /** Per tool, the policy's word on which keys of its structured results its own system vouches for, over the tool's. */
   trustedFields?: (tool: string) => readonly string[] | undefined;
+  /** Argument paths traced whatever their length (the policy's targets: a one-digit id is still where the effect lands). */
+  always?: (path: string) => boolean;
 }
 
 /**
@@ -291,5 +317,5 @@ export function traceArguments(args: Record<string, unknown> | undefined, histor
     // What third parties wrote in a record is its other fields; the vouched ones are not also their words.
     sources.push({ item, text: normalise(record?.free ?? item.content), echoes, designated });
   }
-  return traceIn(args, sources);
+  return traceIn(args, sources, options.always);
 }

@@ -41,8 +41,10 @@ export function assessRisk(e: GuardEvent, policy: Policy): RiskAssessment {
   if (e.priorCalls) add(w.repeatedCall * e.priorCalls, `${e.priorCalls} earlier call(s)`);
   for (const role of e.principal.roles) if (policy.risk.roles[role]) add(policy.risk.roles[role]!, `role ${role}`);
   // Only side effects can carry out an injected instruction; reads are judged by flow and content.
-  const traced = effect === 'read' ? [] : traceArguments(e.args, e.history ?? [], { trustedFields: (name) => policy.tools[name]?.trustedFields });
-  const unprovenanced = suspectValues(traced, underAny((tool && policy.tools[tool.name]?.targets) ?? []), !!tool && requestNamesAction(tool.name, e.history ?? []));
+  const targets = (tool && policy.tools[tool.name]?.targets) ?? [];
+  const isTarget = underAny(targets);
+  const traced = effect === 'read' ? [] : traceArguments(e.args, e.history ?? [], { trustedFields: (name) => policy.tools[name]?.trustedFields, always: (path) => isTarget({ path }) });
+  const unprovenanced = suspectValues(traced, isTarget, !!tool && requestNamesAction(tool.name, e.history ?? []));
   // Counts and our own tools' names, not paths or values: a record's keys are the model's own words, and this
   // reason is our fixed text in events and the audit log. The approver sees which values, masked, in the request's sources.
   if (unprovenanced.length > 0) add(w.unprovenanced, describeSuspects(unprovenanced, e.agentTools ?? []));
@@ -65,7 +67,7 @@ export function suspectValues(traced: readonly TracedValue[], isTarget: (t: Trac
     const target = t.kind !== undefined || isTarget(t);
     if (t.provenance === 'trusted') return target && t.contested === true;
     if (t.provenance === 'designated') return target && (t.searched === true || !actionRequested);
-    return target && t.provenance === 'unseen' && t.kind !== undefined;
+    return target && t.provenance === 'unseen';
   });
 }
 
@@ -77,15 +79,17 @@ export function suspectValues(traced: readonly TracedValue[], isTarget: (t: Trac
  * an approval.
  */
 export function requestNamesAction(tool: string, history: readonly ContextItem[]): boolean {
-  const verb = tool.split(/[_\-.]/)[0]?.toLowerCase() ?? '';
-  if (verb.length < 3) return false;
+  const verb = (tool.split(/[_\-.]/)[0] ?? '').toLowerCase();
+  if (!/^[a-z]{3,}$/.test(verb)) return false;
+  // The verb as a whole word, inflected: "send", "sends", "sending", "sent"; not "sender" or "address".
   const stem = verb.replace(/e$/, '');
-  const word = new RegExp(`(?:^|[^a-z])${stem}`, 'i');
+  const forms = [verb, `${verb}s`, `${verb}es`, `${stem}ed`, `${stem}ing`, ...(verb.endsWith('d') ? [`${verb.slice(0, -1)}t`] : [])];
+  const word = new RegExp(`(?:^|[^a-z])(?:${forms.join('|')})(?![a-z])`, 'i');
   return history.some((i) => i.source === 'user' && i.label.integrity !== 'untrusted' && word.test(i.content));
 }
 
 /** Whether a traced value sits under one of the argument names a policy lists (`recipient` covers `recipient` and `recipient.0`). */
-const underAny = (names: readonly string[]) => (t: TracedValue) => names.some((n) => t.path === n || t.path.startsWith(`${n}.`));
+const underAny = (names: readonly string[]) => (t: { path: string }) => names.some((n) => t.path === n || t.path.startsWith(`${n}.`));
 
 function describeSuspects(suspects: readonly TracedValue[], declared: readonly string[]): string {
   const third = suspects.filter((t) => t.provenance === 'untrusted' || t.provenance === 'instructed');
