@@ -63,13 +63,14 @@ function* leaves(value: unknown, path: string, always: (path: string) => boolean
   if (typeof value === 'string') {
     const v = value.trim();
     const inside = [...embeddedIdentifiers(v)];
+    const isDestination = destinationKind(v) !== undefined;
     // "Mark <mark@x.com>", "mailto:…", "a@x.com, b@y.com": what it holds is where it goes, each traced.
-    if (inside.length > 0 && !inside.includes(v) && destinationKind(v) === undefined && v.split(/\s+/).length <= 3) {
+    if (inside.length > 0 && !inside.includes(v) && !isDestination && v.split(/\s+/).length <= 3) {
       for (const found of inside) yield [path, found];
       return;
     }
     // Ids are often short numbers ("13"); a single digit says nothing, unless the policy says the argument is a target.
-    if (looksLikeIdentifier(v) || /^\d{2,}$/.test(v) || (v.length > 0 && always(path)) || (v.length <= 4 * MAX_IDENTIFIER && destinationKind(v) !== undefined)) yield [path, v];
+    if (looksLikeIdentifier(v) || /^\d{2,}$/.test(v) || (v.length > 0 && always(path)) || (isDestination && v.length <= 4 * MAX_IDENTIFIER)) yield [path, v];
     else {
       // A phrase of some length copied whole (a title, a subject) came from wherever it is written.
       if (v.length <= MAX_IDENTIFIER && v.split(/\s+/).length >= 4 && !/\n/.test(v)) yield [path, v, true];

@@ -125,21 +125,21 @@ export function cedarNames(policy: unknown): { uses: CedarNameUse[]; problems: A
     const obj = record(node);
     if (!obj) return;
     if ('__entity' in obj) entity(obj.__entity);
-    for (const op of ['==', '!=']) {
+    // Per operator: how to say the attribute is used when it stands on the left, and on the right.
+    const uses: ReadonlyArray<[op: string, left: string, right: string]> = [
+      ['==', 'compared with', 'compared with'],
+      ['!=', 'compared with', 'compared with'],
+      ['contains', 'looked for in', 'a set holding'],
+      ['containsAll', 'looked for in', 'a set holding'],
+      ['containsAny', 'looked for in', 'a set holding'],
+    ];
+    for (const [op, asLeft, asRight] of uses) {
       const pair = record(obj[op]);
       if (!pair) continue;
       const left = attributeOf(pair.left);
       const right = attributeOf(pair.right);
-      if (left && !right) compared(left, strings(pair.right), 'compared with');
-      if (right && !left) compared(right, strings(pair.left), 'compared with');
-    }
-    for (const op of ['contains', 'containsAll', 'containsAny']) {
-      const pair = record(obj[op]);
-      if (!pair) continue;
-      const left = attributeOf(pair.left);
-      const right = attributeOf(pair.right);
-      if (left && !right) compared(left, strings(pair.right), 'looked for in');
-      if (right && !left) compared(right, strings(pair.left), 'a set holding');
+      if (left && !right) compared(left, strings(pair.right), asLeft);
+      if (right && !left) compared(right, strings(pair.left), asRight);
     }
     const like = record(obj.like);
     if (like && Array.isArray(like.pattern)) {
