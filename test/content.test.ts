@@ -79,11 +79,10 @@ describe('PII: phone numbers (libphonenumber-js, valid numbers only)', () => {
   it('finds national and international numbers', () => {
     expect(piiOf('Call (415) 555-0132 or +44 20 7946 0958 today', 'phone')).toEqual(['(415) 555-0132', '+44 20 7946 0958']);
   });
-  it('uses the default country, and only +numbers without one', () => {
-    expect(piiOf('office: 020 7946 0958', 'phone', { defaultCountry: 'GB' })).toEqual(['020 7946 0958']);
-    expect(piiOf('office: (415) 555-0132', 'phone', { defaultCountry: null })).toEqual([]);
-    expect(piiOf('office: +1 415 555 0132', 'phone', { defaultCountry: null })).toEqual(['+1 415 555 0132']);
-    expect(() => detectPii('x', { defaultCountry: 'XX' })).toThrow(RangeError);
+  it('takes the regions the caller knows, and refuses an unknown one', () => {
+    expect(piiOf('office: 020 7946 0958', 'phone', { regions: ['GB'] })).toEqual(['020 7946 0958']);
+    expect(piiOf('office: +1 415 555 0132', 'phone', { regions: ['DE'] })).toEqual(['+1 415 555 0132']);
+    expect(() => detectPii('x', { regions: ['GB', 'XX'] })).toThrow(RangeError);
   });
   it('reports the rest as truncated once the candidate budget is spent', () => {
     const text = '(415) 555-0132, (415) 555-0133, (415) 555-0134';

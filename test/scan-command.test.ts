@@ -117,7 +117,7 @@ describe('palisade scan', () => {
     expect(badRules.code).toBe(2);
     expect(badRules.stderr).toMatch(/not valid TOML/);
     expect((await run(['--min-confidence', '7', '-'], 'x')).code).toBe(2);
-    expect((await run(['--country', 'ZZ', '-'], 'x')).code).toBe(2);
+    expect((await run(['--regions', 'GB,ZZ', '-'], 'x')).code).toBe(2);
   });
 
   it('works as a process: stdin, stdout and exit code', async () => {

@@ -1,6 +1,7 @@
 import { categoriesOf, type Finding } from '../content/finding.js';
 import { redact, scan } from '../content/scanner.js';
 import type { SecretRule } from '../content/gitleaks-rules.js';
+import type { PiiOptions } from '../content/pii.js';
 import type { Decision, Stage, Verdict } from '../decision.js';
 import { defineGuard, type Guard } from '../guard.js';
 import type { GuardEvent } from '../guard-event.js';
@@ -25,9 +26,11 @@ export interface ContentScanning {
   secretRules?: readonly SecretRule[];
 }
 
+const piiOptions = (policy: Policy): PiiOptions => (policy.content.pii.regions === undefined ? {} : { regions: policy.content.pii.regions });
+
 /** The policy's redaction of sensitive values, shared with the flow guard. */
 export function contentRedactor(policy: Policy, options: ContentScanning = {}): (text: string) => string {
-  return (text) => redact(text, scan(text, { pii: { defaultCountry: policy.content.pii.defaultCountry }, secrets: options.secretRules ?? true, injection: false, maxBytes: policy.content.maxBytes }));
+  return (text) => redact(text, scan(text, { pii: piiOptions(policy), secrets: options.secretRules ?? true, injection: false, maxBytes: policy.content.maxBytes }));
 }
 
 /**
@@ -49,7 +52,7 @@ export function contentGuard(policy: Policy, options: ContentScanning = {}): Gua
       if (Buffer.byteLength(text) > c.maxBytes) return { verdict: 'block', reasons: [`the ${e.stage} text is larger than the scan limit of ${c.maxBytes} bytes`], risk: 1 };
       const injection = untrustedSource(e, policy);
       const findings = scan(text, {
-        pii: { defaultCountry: c.pii.defaultCountry },
+        pii: piiOptions(policy),
         secrets: options.secretRules ?? true,
         injection,
         maxBytes: c.maxBytes,

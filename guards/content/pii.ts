@@ -10,19 +10,22 @@
  * long runs of digits and spaces, so it is only given short candidate runs (see `phoneCandidates`).
  */
 import { isIP } from 'node:net';
-import { findPhoneNumbersInText, isSupportedCountry, type CountryCode } from 'libphonenumber-js/max';
+import { isSupportedCountry, type CountryCode } from 'libphonenumber-js/max';
+import { at, DIGIT, isAlnum, isAlpha, isDigit, isUpper, isWordish, nextOf } from './chars.js';
 import { conf, type Finding } from './finding.js';
+import { detectPhones } from './phone.js';
 
 export type PiiKind = 'email' | 'phone' | 'credit_card' | 'iban' | 'us_ssn' | 'ip_address';
 export const PII_KINDS: readonly PiiKind[] = ['email', 'phone', 'credit_card', 'iban', 'us_ssn', 'ip_address'];
 
 export interface PiiOptions {
   /**
-   * Country assumed for phone numbers written without an international prefix (ISO 3166 alpha-2,
-   * e.g. 'US', 'GB', 'DE'). Default 'US'. `null`: only numbers written with a `+` country code
-   * are found. An unknown code throws a RangeError.
+   * Regions whose national phone numbers (written without a `+` country code) the text may hold,
+   * most likely first (ISO 3166 alpha-2: 'GB', 'DE'). Without it, phone detection needs no
+   * configuration: it goes by how the number is written and the hints in the text (phone.ts).
+   * An unknown code throws a RangeError.
    */
-  defaultCountry?: string | null;
+  regions?: readonly string[];
   /** Which detectors to run (default: all). */
   kinds?: readonly PiiKind[];
   /**
@@ -44,12 +47,12 @@ export function detectPii(text: string, options: PiiOptions = {}): Finding[] {
   if (kinds.has('us_ssn')) detectSsns(text, out);
   if (kinds.has('ip_address')) detectIps(text, out);
   if (kinds.has('phone')) {
-    const country = options.defaultCountry === undefined ? 'US' : options.defaultCountry;
-    if (country !== null && !isSupportedCountry(country)) throw new RangeError(`unknown default country for phone numbers: ${country}`);
+    const regions = (options.regions ?? []).map((r) => r.toUpperCase());
+    for (const r of regions) if (!isSupportedCountry(r)) throw new RangeError(`unknown region for phone numbers: ${r}`);
     // Phone numbers are looked for last, outside what the other detectors found: a run like
     // "(415) 555-0132 192.168.1.20" is a phone number and an IP address, not one odd number.
     const taken = out.map((f) => [f.start, f.end] as const).sort((a, b) => a[0] - b[0]);
-    const stoppedAt = detectPhones(text, out, country === null ? undefined : (country as CountryCode), options.maxPhoneCandidates ?? 20_000, taken);
+    const stoppedAt = detectPhones(text, out, { regions: regions as CountryCode[], maxCandidates: options.maxPhoneCandidates ?? 20_000, taken });
     if (stoppedAt >= 0) {
       const kept = resolveOverlaps(out);
       kept.push({ type: 'pii', kind: 'truncated', start: stoppedAt, end: text.length, ruleId: 'pii.phone_limit', category: 'unscanned', confidence: 0.5 });
@@ -60,26 +63,6 @@ export function detectPii(text: string, options: PiiOptions = {}): Finding[] {
 }
 
 // ---------------------------------------------------------------------------------------------
-// character classes (ASCII; char codes)
-
-const isDigit = (c: number): boolean => c >= 48 && c <= 57;
-const isUpper = (c: number): boolean => c >= 65 && c <= 90;
-const isLower = (c: number): boolean => c >= 97 && c <= 122;
-const isAlpha = (c: number): boolean => isUpper(c) || isLower(c);
-const isAlnum = (c: number): boolean => isDigit(c) || isAlpha(c);
-/** A word character, non-ASCII letters included (for boundaries: "not glued to a word"). */
-const isWordish = (c: number): boolean => isAlnum(c) || c === 95 || (c > 127 && /\p{L}|\p{N}/u.test(String.fromCharCode(c)));
-const at = (text: string, i: number): number => (i >= 0 && i < text.length ? text.charCodeAt(i) : -1);
-
-// Most detectors start only at a digit (or '+', '('): a regular expression finds the next one natively,
-// several times faster than testing every character in a loop, and most text has few digits.
-const DIGIT = /[0-9]/g;
-const PHONE_START = /[0-9+(]/g;
-/** Offset of the next match of a one-character class at or after `from`; text.length if none. */
-function nextOf(re: RegExp, text: string, from: number): number {
-  re.lastIndex = from;
-  return re.test(text) ? re.lastIndex - 1 : text.length;
-}
 
 function finding(kind: PiiKind, start: number, end: number, category: string, confidence: number): Finding {
   return { type: 'pii', kind, start, end, ruleId: `pii.${kind}`, category, confidence: conf(confidence) };
@@ -416,119 +399,6 @@ function checkIpRun(text: string, s: number, e: number, out: Finding[]): void {
     }
     ps = k + 1;
   }
-}
-
-// ---------------------------------------------------------------------------------------------
-// phone numbers (libphonenumber-js, full metadata: VALID numbers only)
-
-/** Characters a written phone number is made of, besides digits. */
-const isPhonePunct = (c: number): boolean =>
-  c === 32 || c === 40 || c === 41 || c === 43 || c === 45 || c === 46 || c === 47 || c === 0xa0 || (c >= 0x2010 && c <= 0x2015) || c === 0x2212 || c === 0xff0d;
-
-/** Longest candidate handed to libphonenumber; longer runs are split at wide gaps first. */
-const MAX_PHONE_RUN = 96;
-const PHONE_CONTEXT = 8;
-
-/**
- * Candidate runs: maximal stretches of digits and phone punctuation holding 6 to 40 digits.
- * Runs longer than MAX_PHONE_RUN (tables, digit dumps) are split at gaps of two or more
- * spaces or at ' / '; pieces still too long are not phone numbers and are skipped.
- */
-function phoneCandidates(text: string, visit: (s: number, e: number) => boolean, taken: readonly (readonly [number, number])[] = []): void {
-  const n = text.length;
-  let t = 0; // next span in `taken` that may matter
-  /** Start of the first taken span at or after i (n if none); skips spans ending before i. */
-  const nextTaken = (i: number): number => {
-    while (t < taken.length && taken[t]![1] <= i) t++;
-    return t < taken.length ? Math.max(i, taken[t]![0]) : n;
-  };
-  let i = 0;
-  while (i < n) {
-    const stop = nextTaken(i);
-    if (stop === i) {
-      i = taken[t]![1];
-      continue;
-    }
-    const c = text.charCodeAt(i);
-    if (!(isDigit(c) || c === 43 || c === 40)) {
-      i = nextOf(PHONE_START, text, i + 1);
-      continue;
-    }
-    let j = i;
-    while (j < stop && (isDigit(text.charCodeAt(j)) || isPhonePunct(text.charCodeAt(j)))) j++;
-    const runEnd = j;
-    // Split [i, runEnd) into pieces.
-    let ps = i;
-    let k = i;
-    while (k <= runEnd) {
-      let cut = k === runEnd;
-      let next = k + 1;
-      if (!cut) {
-        const ch = text.charCodeAt(k);
-        if (ch === 32 && text.charCodeAt(k + 1) === 32) {
-          cut = true;
-          next = k;
-          while (next < runEnd && text.charCodeAt(next) === 32) next++;
-        } else if (ch === 32 && text.charCodeAt(k + 1) === 47 && text.charCodeAt(k + 2) === 32) {
-          cut = true;
-          next = k + 3;
-        } else if (ch === 32 && (text.charCodeAt(k + 1) === 40 || text.charCodeAt(k + 1) === 43) && k > ps) {
-          cut = true; // " (" or " +": another number starts
-          next = k + 1;
-        }
-      }
-      if (cut) {
-        let s = ps;
-        let e = k;
-        while (s < e && !isDigit(text.charCodeAt(s)) && text.charCodeAt(s) !== 43 && text.charCodeAt(s) !== 40) s++;
-        while (e > s && !isDigit(text.charCodeAt(e - 1)) && text.charCodeAt(e - 1) !== 41) e--;
-        if (e - s <= MAX_PHONE_RUN) {
-          let digits = 0;
-          for (let q = s; q < e; q++) if (isDigit(text.charCodeAt(q))) digits++;
-          if (digits >= 6 && digits <= 40 && !visit(s, e)) return;
-        }
-        ps = next;
-        k = next;
-        continue;
-      }
-      k++;
-    }
-    i = runEnd === stop ? runEnd : runEnd + 1;
-  }
-}
-
-/** Returns -1, or the offset from which phone numbers were not looked for (budget spent). */
-function detectPhones(text: string, out: Finding[], defaultCountry: CountryCode | undefined, maxCandidates: number, taken: readonly (readonly [number, number])[]): number {
-  let budget = maxCandidates;
-  let stoppedAt = -1;
-  phoneCandidates(text, (s, e) => {
-    if (budget-- <= 0) {
-      stoppedAt = s;
-      return false;
-    }
-    // A little context either side (libphonenumber checks for letters, and for ":MM" after a
-    // time), but not the start of another number: no digit before, none after a space after.
-    let cs = s;
-    while (cs > 0 && s - cs < PHONE_CONTEXT && !isDigit(text.charCodeAt(cs - 1))) cs--;
-    let ce = e;
-    let timeDigits = false; // digits right after a ':' belong to a time ("17:00"), not to a number
-    while (ce < text.length && ce - e < PHONE_CONTEXT) {
-      const c = text.charCodeAt(ce);
-      if (isDigit(c) && !timeDigits) break;
-      timeDigits = c === 58 || (timeDigits && isDigit(c));
-      ce++;
-    }
-    const window = text.slice(cs, ce);
-    const found = findPhoneNumbersInText(window, defaultCountry === undefined ? {} : { defaultCountry });
-    for (const m of found) {
-      const ms = cs + m.startsAt;
-      const me = cs + m.endsAt;
-      if (ms < s || me > e) continue; // belongs to a neighbouring run
-      out.push(finding('phone', ms, me, 'pii', text.charCodeAt(ms) === 43 ? 0.85 : 0.75));
-    }
-    return true;
-  }, taken);
-  return stoppedAt;
 }
 
 // ---------------------------------------------------------------------------------------------

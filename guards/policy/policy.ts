@@ -38,8 +38,8 @@ const ContentSchema = z
         /** What to do where PII is found at `stages`; elsewhere it is only labelled. */
         action: ContentActionSchema.default('redact'),
         stages: z.array(z.enum(STAGE_NAMES)).default(['output']),
-        /** Region for phone numbers written without a country code. */
-        defaultCountry: z.string().length(2).optional(),
+        /** Regions of phone numbers written without a country code (ISO 3166 alpha-2); inferred from the text when absent. */
+        regions: z.array(z.string().length(2)).optional(),
       })
       .strict()
       .default({ action: 'redact', stages: ['output'] }),

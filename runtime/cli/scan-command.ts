@@ -13,7 +13,7 @@
  *   --secrets-rules <file>  secret rules in gitleaks TOML format instead of the built-in ones
  *                           (rules that do not compile are skipped with a warning on stderr)
  *   --no-pii, --no-secrets, --no-injection   turn a detector off
- *   --country <CC>          country for phone numbers without a +prefix (default US)
+ *   --regions <CC,...>      regions of phone numbers without a + prefix (default: inferred)
  *   --min-confidence <x>    report only findings at least this confident (0..1, default 0)
  *   --max-bytes <n>         scan at most n bytes of UTF-8 (default 1048576); the rest is reported
  *                           as one finding of kind 'truncated'
@@ -79,7 +79,7 @@ interface ScanFlags {
   pii: boolean;
   secrets: boolean;
   injection: boolean;
-  country: string;
+  regions?: string;
   minConfidence: number;
   maxBytes: number;
 }
@@ -146,7 +146,7 @@ export function registerScanCommand(program: Command, io: ScanCommandIO | ((code
     .option('--no-pii', 'do not look for PII')
     .option('--no-secrets', 'do not look for secrets')
     .option('--no-injection', 'do not look for prompt-injection signals')
-    .option('--country <CC>', 'country assumed for phone numbers without a + prefix', 'US')
+    .option('--regions <CC,...>', 'regions of phone numbers written without a + prefix, most likely first (default: inferred from the text)')
     .addOption(new Option('--min-confidence <x>', 'report only findings at least this confident (0..1)').argParser(confidence).default(0))
     .addOption(new Option('--max-bytes <n>', 'scan at most this many bytes; the rest is reported as truncated').argParser(byteCount).default(DEFAULT_MAX_BYTES))
     .addHelpText('after', '\nExit codes:\n  0    no findings\n  1    findings\n  2    error (unreadable input or rules file, bad option)')
@@ -189,7 +189,7 @@ async function runScan(file: string | undefined, flags: ScanFlags, io: Required<
   }
 
   const findings = scan(text, {
-    pii: flags.pii ? { defaultCountry: flags.country.toUpperCase() } : false,
+    pii: flags.pii ? (flags.regions === undefined ? {} : { regions: flags.regions.split(',').map((r) => r.trim()) }) : false,
     secrets,
     injection: flags.injection,
     maxBytes: flags.maxBytes,
