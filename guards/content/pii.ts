@@ -11,7 +11,7 @@
  */
 import { isIP } from 'node:net';
 import { isSupportedCountry, type CountryCode } from 'libphonenumber-js/max';
-import { at, DIGIT, isAlnum, isAlpha, isDigit, isUpper, isWordish, nextOf } from './chars.js';
+import { at, DIGIT, isAlnum, isAlpha, isDigit, isLower, isUpper, isWordish, nextOf } from './chars.js';
 import { conf, type Finding } from './finding.js';
 import { detectPhones } from './phone.js';
 
@@ -41,7 +41,10 @@ export interface PiiOptions {
 export function detectPii(text: string, options: PiiOptions = {}): Finding[] {
   const kinds = new Set(options.kinds ?? PII_KINDS);
   const out: Finding[] = [];
-  if (kinds.has('email')) detectEmails(text, out);
+  if (kinds.has('email')) {
+    detectEmails(text, out);
+    detectSpelledEmails(text, out);
+  }
   if (kinds.has('credit_card')) detectCards(text, out);
   if (kinds.has('iban')) detectIbans(text, out);
   if (kinds.has('us_ssn')) detectSsns(text, out);
@@ -102,6 +105,82 @@ function detectEmails(text: string, out: Finding[]): void {
 }
 
 /**
+ * Addresses with the '@' and dots spelled out, as people write them to get past scrapers:
+ * `jane [at] example [dot] com`, `jane(at)example.com`, `jane at example dot com`, `jane @ example.com`.
+ * A bracketed or spaced '@' is enough; a bare word "at" also needs a spelled-out dot, so "look at
+ * example.com" is not an address. Bounded work per "at" or '@': linear.
+ */
+function detectSpelledEmails(text: string, out: Finding[]): void {
+  AT_WORD.lastIndex = 0;
+  for (let m = AT_WORD.exec(text); m !== null; m = AT_WORD.exec(text)) {
+    const word = m.index;
+    const after = word + m[0].length;
+    // The marker: "[at]", "(at)", "{at}", "<at>", "[@]"..., or "at"/"@" with spaces either side.
+    let ms = word;
+    let me = after;
+    let bracketed = false;
+    const open = at(text, word - 1);
+    const close = at(text, after);
+    if (CLOSING[open] !== undefined && CLOSING[open] === close) {
+      ms = word - 1;
+      me = after + 1;
+      bracketed = true;
+    } else if (open !== 32 || close !== 32) continue;
+    while (at(text, ms - 1) === 32 && word - ms < 4) ms--;
+    while (at(text, me) === 32 && me - after < 4) me++;
+    // Local part: one token just before the marker.
+    let ls = ms;
+    while (ls > 0 && ms - ls <= MAX_LOCAL && isLocalChar(text.charCodeAt(ls - 1))) ls--;
+    while (ls < ms && text.charCodeAt(ls) === 46) ls++;
+    if (ls === ms || ms - ls > MAX_LOCAL || text.charCodeAt(ms - 1) === 46) continue;
+    const domain = spelledDomain(text, me);
+    if (domain === undefined) continue;
+    if (!bracketed && m[0] !== '@' && !domain.spelledDot) continue;
+    out.push(finding('email', ls, domain.end, 'pii', 0.8));
+    AT_WORD.lastIndex = domain.end;
+  }
+}
+
+const AT_WORD = /\bat\b|@/gi;
+const CLOSING: Readonly<Record<number, number>> = { 40: 41, 91: 93, 123: 125, 60: 62 };
+/** A spelled-out dot at the sticky position: " dot ", "[dot]", "(.)"... with up to 3 spaces around. */
+const SPELLED_DOT = / {0,3}[[({<] {0,2}(?:dot|\.) {0,2}[\])}>] {0,3}| {1,3}dot {1,3}/iy;
+
+/** A domain written from `from` with dots or spelled-out dots: its end, and whether a dot was spelled. */
+function spelledDomain(text: string, from: number): { end: number; spelledDot: boolean } | undefined {
+  let p = from;
+  let labels = 0;
+  let spelledDot = false;
+  let lastLabelAlpha = false;
+  let lastLabelLength = 0;
+  while (p - from <= MAX_DOMAIN) {
+    const ls = p;
+    let alpha = true;
+    while (p < text.length && p - ls < 64 && (isAlnum(text.charCodeAt(p)) || text.charCodeAt(p) === 45)) {
+      if (!isAlpha(text.charCodeAt(p))) alpha = false;
+      p++;
+    }
+    if (p === ls || text.charCodeAt(ls) === 45 || text.charCodeAt(p - 1) === 45) return undefined;
+    labels++;
+    lastLabelAlpha = alpha;
+    lastLabelLength = p - ls;
+    if (text.charCodeAt(p) === 46 && isAlnum(at(text, p + 1))) {
+      p++;
+      continue;
+    }
+    SPELLED_DOT.lastIndex = p;
+    if (SPELLED_DOT.test(text) && isAlnum(at(text, SPELLED_DOT.lastIndex))) {
+      spelledDot = true;
+      p = SPELLED_DOT.lastIndex;
+      continue;
+    }
+    break;
+  }
+  if (labels < 2 || !lastLabelAlpha || lastLabelLength < 2 || isWordish(at(text, p))) return undefined;
+  return { end: p, spelledDot };
+}
+
+/**
  * End of the longest prefix of text[from, to) that is a valid domain name (labels of 1-63
  * letters, digits and inner hyphens; at least two labels; an alphabetic top-level label of two
  * or more letters, or an IDN "xn--" one), cut before a '.' or '-'; -1 if there is none.
@@ -139,11 +218,14 @@ function longestValidDomain(text: string, from: number, to: number): number {
 interface DigitGroup {
   start: number;
   end: number;
-  /** The separator before this group ('' for the first). */
-  sep: string;
+  /** The separator before this group (-1 for the first). */
+  sep: number;
 }
 
-/** Maximal runs of ASCII digits joined by single ' ' or '-' (calls `visit` for each run). */
+/** Separators a card number is printed with: a space, a hyphen (dashes are unified to it in the normalised view) or a dot. */
+const isCardSeparator = (c: number): boolean => c === 32 || c === 45 || c === 46;
+
+/** Maximal runs of ASCII digits joined by single separators (calls `visit` for each run). */
 function forEachDigitRun(text: string, visit: (groups: DigitGroup[]) => void): void {
   const n = text.length;
   let i = 0;
@@ -152,14 +234,14 @@ function forEachDigitRun(text: string, visit: (groups: DigitGroup[]) => void): v
     if (i >= n) break;
     const groups: DigitGroup[] = [];
     let j = i;
-    let sep = '';
+    let sep = -1;
     for (;;) {
       const gs = j;
       while (j < n && isDigit(text.charCodeAt(j))) j++;
       groups.push({ start: gs, end: j, sep });
       const c = at(text, j);
-      if ((c === 32 || c === 45) && isDigit(at(text, j + 1))) {
-        sep = c === 32 ? ' ' : '-';
+      if (isCardSeparator(c) && isDigit(at(text, j + 1))) {
+        sep = c;
         j++;
         continue;
       }
@@ -186,19 +268,25 @@ export function luhnValid(digits: string): boolean {
   return digits.length > 0 && sum % 10 === 0;
 }
 
-/** Issuer (IIN) ranges with their lengths; undefined if no known card network matches. */
+const MAESTRO_PREFIXES: ReadonlySet<number> = new Set([5018, 5020, 5038, 5893, 6304, 6390, 6759, 6761, 6762, 6763]);
+
+/** Issuer (IIN) ranges with their lengths (ISO/IEC 7812 numbers of 12 to 19 digits); undefined if no known card network matches. */
 export function cardBrand(d: string): string | undefined {
   const len = d.length;
   const p = (k: number): number => Number(d.slice(0, k));
+  const within = (lo: number, hi: number): boolean => len >= lo && len <= hi;
   if (d[0] === '4' && (len === 13 || len === 16 || len === 19)) return 'visa';
   if (((p(2) >= 51 && p(2) <= 55) || (p(4) >= 2221 && p(4) <= 2720)) && len === 16) return 'mastercard';
   if ((p(2) === 34 || p(2) === 37) && len === 15) return 'amex';
-  if ((p(4) === 6011 || p(2) === 65 || (p(3) >= 644 && p(3) <= 649) || (p(6) >= 622126 && p(6) <= 622925)) && len >= 16 && len <= 19) return 'discover';
-  if ((p(3) >= 300 && p(3) <= 305) || p(2) === 36 || p(2) === 38 || p(2) === 39) return len >= 14 && len <= 19 ? 'diners' : undefined;
-  if (p(4) >= 3528 && p(4) <= 3589 && len >= 16 && len <= 19) return 'jcb';
-  if (p(4) >= 2200 && p(4) <= 2204 && len >= 16 && len <= 19) return 'mir';
-  if (p(2) === 62 && len >= 16 && len <= 19) return 'unionpay';
-  if ((p(2) === 50 || (p(2) >= 56 && p(2) <= 69)) && len >= 13 && len <= 19) return 'maestro';
+  if ((p(4) === 6011 || p(2) === 65 || (p(3) >= 644 && p(3) <= 649) || (p(6) >= 622126 && p(6) <= 622925)) && within(16, 19)) return 'discover';
+  if ((p(3) >= 300 && p(3) <= 305) || p(4) === 3095 || p(2) === 36 || p(2) === 38 || p(2) === 39) return within(14, 19) ? 'diners' : undefined;
+  // JCB's own range is 3528-3589, but the rest of 35 is allotted to no one else.
+  if ((p(2) === 35 && within(16, 19)) || ((p(4) === 2131 || p(4) === 1800) && len === 15)) return 'jcb';
+  if (p(4) >= 2200 && p(4) <= 2204 && within(16, 19)) return 'mir';
+  if ((p(2) === 62 || p(2) === 81) && within(16, 19)) return 'unionpay';
+  if (p(4) === 9792 && len === 16) return 'troy';
+  if ((p(2) === 60 || p(2) === 82 || p(3) === 508) && len === 16) return 'rupay';
+  if ((MAESTRO_PREFIXES.has(p(4)) || (p(2) >= 56 && p(2) <= 58)) && within(12, 19)) return 'maestro';
   return undefined;
 }
 
@@ -207,38 +295,52 @@ function detectCards(text: string, out: Finding[]): void {
     // A number glued to letters ("ID4111...", "...1111x") is an identifier, not a card.
     const leftGlued = isWordish(at(text, groups[0]!.start - 1));
     const rightGlued = isWordish(at(text, groups[groups.length - 1]!.end));
-    let a = leftGlued ? 1 : 0;
-    while (a < groups.length) {
+    // A card starts a run of digit groups, or follows a card or a number written with other
+    // separators in it: a valid stretch in the middle of a longer number (a tracking or order
+    // number) is a coincidence, not a card.
+    const first = leftGlued ? 1 : 0;
+    let cardBefore = -1;
+    for (let a = first; a < groups.length; a++) {
+      if (a > first && a !== cardBefore + 1 && !(a >= 2 && groups[a - 1]!.sep !== groups[a]!.sep)) continue;
       let best = -1;
+      let regular = false;
       let total = 0;
+      let digits = '';
       for (let b = a; b < groups.length; b++) {
         const g = groups[b]!;
-        const len = g.end - g.start;
-        total += len;
+        total += g.end - g.start;
         if (total > 19) break;
-        if (b > a && g.sep !== groups[a + 1]!.sep) break; // one kind of separator per number
-        if (b > a) {
-          // Printed groups: the first of 4 digits, the middle ones 3-6, the last 1-6.
-          const first = groups[a]!;
-          if (first.end - first.start !== 4) break;
-          if (len < 1 || len > 6) break;
-          if (b > a + 1) {
-            const prev = groups[b - 1]!;
-            if (prev.end - prev.start < 3) break;
-          }
-        }
-        if (total < 13) continue;
-        let digits = '';
-        for (let k = a; k <= b; k++) digits += text.slice(groups[k]!.start, groups[k]!.end);
+        if (b > a + 1 && g.sep !== groups[a + 1]!.sep) break; // one kind of separator per number
+        digits += text.slice(g.start, g.end);
+        if (total < 12) continue;
         if (rightGlued && b === groups.length - 1) break;
-        if (luhnValid(digits) && cardBrand(digits) !== undefined && !/^(\d)\1+$/.test(digits)) best = b;
+        if (!luhnValid(digits) || cardBrand(digits) === undefined || /^(\d)\1+$/.test(digits)) continue;
+        // Spaces anywhere (an inserted space, 4+12) still make a card; hyphens and dots only in printed groups.
+        const printed = b === a || printedGrouping(groups, a, b);
+        if (printed || groups[a + 1]!.sep === 32) {
+          best = b;
+          regular = printed;
+        }
       }
-      if (best >= 0) {
-        out.push(finding('credit_card', groups[a]!.start, groups[best]!.end, 'financial', best > a ? 0.95 : 0.9));
-        a = best + 1;
-      } else a++;
+      if (best < 0) continue;
+      // Past the card, at most an expiry date or a security code may follow with the same separator.
+      let after = 0;
+      const sep = groups[best > a ? a + 1 : best + 1]?.sep;
+      for (let k = best + 1; k < groups.length && groups[k]!.sep === sep; k++) after += groups[k]!.end - groups[k]!.start;
+      if (after > 4) continue;
+      out.push(finding('credit_card', groups[a]!.start, groups[best]!.end, 'financial', regular ? (best > a ? 0.95 : 0.9) : 0.8));
+      cardBefore = best;
+      a = best;
     }
   });
+}
+
+/** Groups a..b as issuers print them: the first of 4 digits, the middle ones 4-6, the last 1-6 (4-4-4-4, 4-6-5, 4-4-4-4-3). */
+function printedGrouping(groups: readonly DigitGroup[], a: number, b: number): boolean {
+  const len = (k: number): number => groups[k]!.end - groups[k]!.start;
+  if (len(a) !== 4 || len(b) > 6) return false;
+  for (let k = a + 1; k < b; k++) if (len(k) < 4 || len(k) > 6) return false;
+  return true;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -249,7 +351,7 @@ export const IBAN_LENGTHS: Readonly<Record<string, number>> = {
   AD: 24, AE: 23, AL: 28, AT: 20, AZ: 28, BA: 20, BE: 16, BG: 22, BH: 22, BI: 27, BR: 29, BY: 28,
   CH: 21, CR: 22, CY: 28, CZ: 24, DE: 22, DJ: 27, DK: 18, DO: 28, EE: 20, EG: 29, ES: 24, FI: 18,
   FK: 18, FO: 18, FR: 27, GB: 22, GE: 22, GI: 23, GL: 18, GR: 27, GT: 28, HN: 28, HR: 21, HU: 28,
-  IE: 22, IL: 23, IQ: 23, IS: 26, IT: 27, JO: 30, KW: 30, KZ: 20, LB: 28, LC: 32, LI: 21, LT: 20,
+  IE: 22, IL: 23, IQ: 23, IR: 26, IS: 26, IT: 27, JO: 30, KW: 30, KZ: 20, LB: 28, LC: 32, LI: 21, LT: 20,
   LU: 20, LV: 21, LY: 25, MC: 27, MD: 24, ME: 22, MK: 19, MN: 20, MR: 27, MT: 31, MU: 30, NI: 28,
   NL: 18, NO: 15, OM: 23, PK: 24, PL: 28, PS: 29, PT: 25, QA: 29, RO: 24, RS: 22, RU: 33, SA: 24,
   SC: 31, SD: 18, SE: 24, SI: 19, SK: 24, SM: 27, SO: 23, ST: 25, SV: 28, TL: 23, TN: 24, TR: 26,
@@ -271,33 +373,54 @@ export function ibanValid(iban: string): boolean {
   return rem === 1;
 }
 
+/**
+ * IBANs as printed (`DE89 3704 0044 0532 0130 00`), compact, or rewritten: lower case, and single
+ * separators (space, '-', '.') anywhere. The mod-97 check and the exact length per country keep the
+ * looser forms precise; a loosely grouped one must also have a digit in every group after the
+ * first, so words of a sentence are not read as one.
+ */
 function detectIbans(text: string, out: Finding[]): void {
   const n = text.length;
-  for (let i = 0; i + 4 <= n; i++) {
-    // The country code's two letters come just before the first check digit.
-    const d = nextOf(DIGIT, text, i + 2);
-    if (d + 2 > n) break;
-    i = d - 2;
-    if (!isUpper(text.charCodeAt(i)) || !isUpper(text.charCodeAt(i + 1)) || !isDigit(text.charCodeAt(i + 2)) || !isDigit(text.charCodeAt(i + 3))) continue;
+  let pos = 0;
+  while (pos < n) {
+    const d = nextOf(DIGIT, text, pos);
+    if (d >= n) break;
+    pos = d + 1;
+    // The country code's two letters come just before the first check digit, a separator allowed after each.
+    let k = d - 1;
+    if (isCardSeparator(at(text, k))) k--;
+    if (!isAlpha(at(text, k))) continue;
+    k--;
+    if (isCardSeparator(at(text, k)) && isAlpha(at(text, k - 1))) k--;
+    if (!isAlpha(at(text, k))) continue;
+    const i = k;
     if (isWordish(at(text, i - 1))) continue;
-    const len = IBAN_LENGTHS[text.slice(i, i + 2)];
+    const len = IBAN_LENGTHS[text.slice(i, i + 1).toUpperCase() + text.slice(i + 1, d).replace(/[ .-]/g, '').toUpperCase()];
     if (len === undefined) continue;
-    // Collect `len` characters; a single space is allowed every 4 (the printed form).
     let compact = '';
     let j = i;
+    let printed = true; // upper case, a space every 4 characters
+    let groupHasDigit = true;
+    let everyGroupHasDigit = true;
     while (j < n && compact.length < len) {
       const c = text.charCodeAt(j);
-      if (isUpper(c) || isDigit(c)) {
-        compact += text[j];
+      if (isAlnum(c)) {
+        if (isLower(c)) printed = false;
+        if (isDigit(c)) groupHasDigit = true;
+        compact += text[j]!.toUpperCase();
         j++;
-      } else if (c === 32 && compact.length % 4 === 0 && compact.length > 0 && j + 1 < n && isAlnum(text.charCodeAt(j + 1))) {
+      } else if (isCardSeparator(c) && compact.length > 0 && isAlnum(at(text, j + 1))) {
+        if (c !== 32 || compact.length % 4 !== 0) printed = false;
+        if (compact.length > 4 && !groupHasDigit) everyGroupHasDigit = false;
+        groupHasDigit = false;
         j++;
       } else break;
     }
-    if (compact.length !== len || isWordish(at(text, j))) continue;
+    if (compact.length !== len || isWordish(at(text, j)) || !isDigit(compact.charCodeAt(2)) || !isDigit(compact.charCodeAt(3))) continue;
+    if (!printed && !(everyGroupHasDigit && groupHasDigit)) continue;
     if (!ibanValid(compact)) continue;
-    out.push(finding('iban', i, j, 'financial', 0.95));
-    i = j - 1;
+    out.push(finding('iban', i, j, 'financial', printed ? 0.95 : 0.85));
+    pos = j;
   }
 }
 
@@ -324,7 +447,7 @@ function detectSsns(text: string, out: Finding[]): void {
     let end: number;
     let sep = at(text, i + 3);
     let confidence: number;
-    if ((sep === 45 || sep === 32) && d(4) && d(5) && at(text, i + 6) === sep && d(7) && d(8) && d(9) && d(10)) {
+    if ((sep === 45 || sep === 32 || sep === 46) && d(4) && d(5) && at(text, i + 6) === sep && d(7) && d(8) && d(9) && d(10)) {
       end = i + 11;
       confidence = sep === 45 ? 0.8 : 0.6;
     } else if (d(3) && d(4) && d(5) && d(6) && d(7) && d(8)) {

@@ -11,6 +11,11 @@
  * that prefers to block oversized content can test the size first. The type is 'injection'
  * because what is unknown about unscanned untrusted text is chiefly its integrity.
  *
+ * PII and secrets are looked for in a normalised view of the text (normalised-view.ts: NFKC,
+ * invisible characters dropped, digits of every script folded, separators unified, percent-encoding
+ * decoded) and reported at the original characters they came from; prompt-injection signals are
+ * looked for in the text as written, invisible characters being one of them.
+ *
  * Every detector is linear in the size of the text on any input (see each module), so scanning
  * `maxBytes` has a fixed worst-case cost; bench/scanners.ts measures it.
  */
@@ -18,6 +23,7 @@ import { compareFindings, type Finding } from './finding.js';
 import { builtinRules, type SecretRule } from './gitleaks-rules.js';
 import { detectInjection, type InjectionOptions } from './injection.js';
 import { detectPii, type PiiOptions } from './pii.js';
+import { normalisedView } from './normalised-view.js';
 import { detectSecrets } from './secrets.js';
 
 export interface ScanOptions {
@@ -41,10 +47,19 @@ export function scan(text: string, options: ScanOptions = {}): Finding[] {
   const cut = cutAtBytes(text, maxBytes);
   const body = cut < text.length ? text.slice(0, cut) : text;
   const found: Finding[] = [];
-  if (options.pii !== false) found.push(...detectPii(body, typeof options.pii === 'object' ? options.pii : {}));
-  if (options.secrets !== false) {
+  // PII and secrets are looked for in the normalised view, and reported at the original characters.
+  const view = options.pii !== false || options.secrets !== false ? normalisedView(body) : undefined;
+  const inOriginal = (fs: readonly Finding[]): Finding[] =>
+    view === undefined || !view.rewritten
+      ? [...fs]
+      : fs.map((f) => {
+          const [start, end] = view.original(f.start, f.end);
+          return { ...f, start, end };
+        });
+  if (view !== undefined && options.pii !== false) found.push(...inOriginal(detectPii(view.text, typeof options.pii === 'object' ? options.pii : {})));
+  if (view !== undefined && options.secrets !== false) {
     const rules = Array.isArray(options.secrets) ? (options.secrets as readonly SecretRule[]) : builtinRules();
-    found.push(...detectSecrets(body, rules, options.path === undefined ? {} : { path: options.path }));
+    found.push(...inOriginal(detectSecrets(view.text, rules, options.path === undefined ? {} : { path: options.path })));
   }
   if (options.injection !== false) found.push(...detectInjection(body, typeof options.injection === 'object' ? options.injection : {}));
   if (cut < text.length) found.push({ type: 'injection', kind: 'truncated', start: cut, end: text.length, ruleId: 'scan.truncated', category: 'unscanned', confidence: 0.5 });

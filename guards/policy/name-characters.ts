@@ -50,6 +50,9 @@ const LOOKALIKES: ReadonlyMap<number, readonly [name: string, ascii: string]> = 
   [0x2024, ['ONE DOT LEADER', '.']], [0x0589, ['ARMENIAN FULL STOP', ':']], [0x2236, ['RATIO', ':']],
 ]);
 
+/** The ASCII character a lookalike passes for ('a' for Cyrillic U+0430), if it is one. */
+export const lookalikeAscii = (cp: number): string | undefined => LOOKALIKES.get(cp)?.[1];
+
 /** Characters that show as nothing (or as a plain space), with their Unicode names. */
 const INVISIBLE: ReadonlyMap<number, string> = new Map([
   [0x00a0, 'NO-BREAK SPACE'], [0x00ad, 'SOFT HYPHEN'], [0x034f, 'COMBINING GRAPHEME JOINER'], [0x061c, 'ARABIC LETTER MARK'],

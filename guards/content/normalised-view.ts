@@ -1,0 +1,263 @@
+/**
+ * The text as the PII and secret detectors read it: rewritten so that a value cannot hide behind
+ * how it is encoded, with every character of the view tied to the characters of the original it
+ * came from, so a finding maps back to exactly the original characters (and redaction removes
+ * them, the hidden ones inside included).
+ *
+ * The rewrites, each a Unicode or web convention, not a list of attacks:
+ * - NFKC: full-width, superscript, circled and ligature forms become their plain characters;
+ * - format and invisible characters (zero-width spaces and joiners, bidi controls, soft hyphens,
+ *   variation selectors, tag characters) are dropped;
+ * - decimal digits of every script (Arabic-Indic, Devanagari...) become ASCII digits;
+ * - separators are unified: every dash to '-', every space to ' ', line and paragraph separators
+ *   to '\n', the ideographic full stop to '.', fraction and division slashes to '/';
+ * - a letter that passes for an ASCII one (Cyrillic 'а', Greek 'Ο') becomes it, in a word that
+ *   also has ASCII letters or digits (a mixed-script word); words wholly in another script stay;
+ * - percent-encoding is decoded where it decodes to printable UTF-8 (`john%40example.com`), and
+ *   numeric character references (`&#64;`, `&#x40;`) likewise; one level, not recursively.
+ *
+ * Linear: one pass over the text, and one NFKC call per run of non-ASCII characters (per
+ * character only where the run changes). Plain printable ASCII without '%' or '&#' returns at once.
+ */
+import { lookalikeAscii } from '../policy/name-characters.js';
+
+export interface NormalisedView {
+  /** The text the detectors scan. */
+  readonly text: string;
+  /** False when the view is the original text itself. */
+  readonly rewritten: boolean;
+  /** The span of the original text that view[start, end) was made from. */
+  original(start: number, end: number): [start: number, end: number];
+}
+
+/** Text with nothing to rewrite: ASCII without percent-encoding or character references. */
+const REWRITABLE = /[^\x00-\x7f]|%[0-9A-Fa-f]{2}|&#/;
+
+/** The normalised view of `text`. */
+export function normalisedView(text: string): NormalisedView {
+  if (!REWRITABLE.test(text)) return { text, rewritten: false, original: (s, e) => [s, e] };
+  const b = new ViewBuilder(text.length);
+  const n = text.length;
+  let i = 0;
+  while (i < n) {
+    const c = text.charCodeAt(i);
+    if (c < 0x80) {
+      const decoded = c === 0x25 ? percentDecoded(text, i) : c === 0x26 ? characterReference(text, i) : undefined;
+      if (decoded !== undefined) {
+        for (const ch of decoded.chars) appendNormalised(b, ch, i, decoded.end);
+        i = decoded.end;
+      } else {
+        b.push(c, i, i + 1);
+        i++;
+      }
+      continue;
+    }
+    // A run of non-ASCII characters: one NFKC call when nothing in it needs rewriting.
+    let j = i + 1;
+    while (j < n && text.charCodeAt(j) >= 0x80) j++;
+    const run = text.slice(i, j);
+    if (run.normalize('NFKC') === run && !NEEDS_REWRITE.test(run)) {
+      for (let k = i; k < j; k++) {
+        const code = text.charCodeAt(k);
+        const ascii = lookalikeAscii(code);
+        if (ascii === undefined) b.push(code, k, k + 1);
+        else b.pushLookalike(code, ascii.charCodeAt(0), k, k + 1);
+      }
+    } else {
+      // Per character with the combining marks after it, so each output char knows its source.
+      let k = i;
+      while (k < j) {
+        let e = k + (text.codePointAt(k)! > 0xffff ? 2 : 1);
+        while (e < j && MARK.test(String.fromCodePoint(text.codePointAt(e)!))) e += text.codePointAt(e)! > 0xffff ? 2 : 1;
+        appendNormalised(b, text.slice(k, e), k, e);
+        k = e;
+      }
+    }
+    i = j;
+  }
+  return b.build();
+}
+
+const MARK = /^\p{M}$/u;
+/** Characters NFKC leaves alone that the view still rewrites or drops. */
+const NEEDS_REWRITE = /[\p{Cf}\p{Zs}\p{Nd}\p{Pd}\u2028\u2029\u3002\u2044\u2215\u2212\u034f\u115f\u1160\u3164\uffa0\ufe00-\ufe0f\u{e0000}-\u{e0fff}]/u;
+const DROPPED = /^[\p{Cf}\u034f\u115f\u1160\u3164\uffa0\ufe00-\ufe0f\u{e0000}-\u{e0fff}]$/u;
+
+/** Appends the normalised form of `chunk` (one character and its marks, or decoded text), all from original [s, e). */
+function appendNormalised(b: ViewBuilder, chunk: string, s: number, e: number): void {
+  for (const ch of chunk.normalize('NFKC')) {
+    const cp = ch.codePointAt(0)!;
+    if (cp < 0x80) {
+      b.push(cp, s, e);
+      continue;
+    }
+    if (DROPPED.test(ch)) continue;
+    const folded = foldCharacter(ch, cp);
+    if (folded !== undefined) {
+      b.push(folded, s, e);
+      continue;
+    }
+    const ascii = lookalikeAscii(cp);
+    if (ascii !== undefined) {
+      b.pushLookalike(cp, ascii.charCodeAt(0), s, e);
+      continue;
+    }
+    for (let k = 0; k < ch.length; k++) b.push(ch.charCodeAt(k), s, e);
+  }
+}
+
+/** The ASCII character code a separator or digit stands for, if it is one. */
+function foldCharacter(ch: string, cp: number): number | undefined {
+  if (/^\p{Nd}$/u.test(ch)) return 48 + digitValue(cp);
+  if (/^\p{Pd}$/u.test(ch) || cp === 0x2212) return 45;
+  if (/^\p{Zs}$/u.test(ch)) return 32;
+  if (cp === 0x2028 || cp === 0x2029) return 10;
+  if (cp === 0x3002) return 46;
+  if (cp === 0x2044 || cp === 0x2215) return 47;
+  return undefined;
+}
+
+/** Unicode decimal digits come in runs of ten, zero first: the value is the distance to the run's zero. */
+let zeros: number[] | undefined;
+function digitValue(cp: number): number {
+  if (zeros === undefined) {
+    zeros = [];
+    const nd = /^\p{Nd}$/u;
+    for (let z = 0x30; z < 0x20000; z++) {
+      if (!nd.test(String.fromCodePoint(z))) continue;
+      zeros.push(z);
+      while (z + 1 < 0x20000 && nd.test(String.fromCodePoint(z + 1))) z++; // the rest of this block (runs of 10, some adjacent)
+    }
+  }
+  let lo = 0;
+  let hi = zeros.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (zeros[mid]! <= cp) lo = mid;
+    else hi = mid - 1;
+  }
+  return (cp - zeros[lo]!) % 10;
+}
+
+const isHex = (c: number): boolean => (c >= 48 && c <= 57) || (c >= 65 && c <= 70) || (c >= 97 && c <= 102);
+const hexValue = (c: number): number => (c <= 57 ? c - 48 : (c | 0x20) - 87);
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
+
+/** A run of %XX at `i` that decodes to printable UTF-8; undefined if there is none. */
+function percentDecoded(text: string, i: number): { chars: string; end: number } | undefined {
+  const bytes: number[] = [];
+  let j = i;
+  while (bytes.length < 4096 && text.charCodeAt(j) === 0x25 && isHex(text.charCodeAt(j + 1)) && isHex(text.charCodeAt(j + 2))) {
+    bytes.push(hexValue(text.charCodeAt(j + 1)) * 16 + hexValue(text.charCodeAt(j + 2)));
+    j += 3;
+  }
+  if (bytes.length === 0) return undefined;
+  let chars: string;
+  try {
+    chars = UTF8.decode(Uint8Array.from(bytes));
+  } catch {
+    return undefined;
+  }
+  return /[\x00-\x1f\x7f]/.test(chars) ? undefined : { chars, end: j };
+}
+
+/** `&#64;` or `&#x40;` at `i` (a printable character); undefined otherwise. */
+function characterReference(text: string, i: number): { chars: string; end: number } | undefined {
+  const m = /^&#(?:([0-9]{1,7})|[xX]([0-9A-Fa-f]{1,6}));/.exec(text.slice(i, i + 11));
+  if (m === null) return undefined;
+  const cp = m[1] !== undefined ? Number(m[1]) : parseInt(m[2]!, 16);
+  if (cp < 0x20 || cp === 0x7f || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return undefined;
+  return { chars: String.fromCodePoint(cp), end: i + m[0].length };
+}
+
+/** The view's characters and, per character, the original span it came from. */
+class ViewBuilder {
+  private codes: Uint16Array;
+  private from: Int32Array;
+  private to: Int32Array;
+  /** ASCII code a lookalike at that position passes for (0: not a lookalike). */
+  private lookalike: Uint16Array;
+  private length = 0;
+  private anyLookalike = false;
+
+  constructor(private readonly originalLength: number) {
+    const size = Math.max(16, originalLength + (originalLength >> 3));
+    this.codes = new Uint16Array(size);
+    this.from = new Int32Array(size);
+    this.to = new Int32Array(size);
+    this.lookalike = new Uint16Array(size);
+  }
+
+  push(code: number, s: number, e: number): void {
+    if (this.length === this.codes.length) this.grow();
+    this.codes[this.length] = code;
+    this.from[this.length] = s;
+    this.to[this.length] = e;
+    this.lookalike[this.length] = 0;
+    this.length++;
+  }
+
+  /** A character that passes for the ASCII `ascii`: kept, or folded if its word is mixed-script (see `build`). */
+  pushLookalike(code: number, ascii: number, s: number, e: number): void {
+    this.push(code, s, e);
+    this.lookalike[this.length - 1] = ascii;
+    this.anyLookalike = true;
+  }
+
+  build(): NormalisedView {
+    if (this.anyLookalike) this.foldMixedScriptWords();
+    const n = this.length;
+    let text = '';
+    for (let k = 0; k < n; k += 8192) text += String.fromCharCode(...this.codes.subarray(k, Math.min(n, k + 8192)));
+    const { from, to, originalLength } = this;
+    return {
+      text,
+      rewritten: true,
+      original(s, e) {
+        if (e <= s) return s >= n ? [originalLength, originalLength] : [from[s]!, from[s]!];
+        return [s >= n ? originalLength : from[s]!, e > n ? originalLength : to[e - 1]!];
+      },
+    };
+  }
+
+  /** Lookalikes become ASCII in words that also hold ASCII letters or digits; words of one other script stay. */
+  private foldMixedScriptWords(): void {
+    const n = this.length;
+    let k = 0;
+    while (k < n) {
+      if (!isWordCode(this.codes[k]!)) {
+        k++;
+        continue;
+      }
+      let e = k;
+      let ascii = false;
+      let looks = false;
+      while (e < n && isWordCode(this.codes[e]!)) {
+        if (this.lookalike[e]! !== 0) looks = true;
+        else if (this.codes[e]! < 0x80) ascii = true;
+        e++;
+      }
+      if (ascii && looks) for (let q = k; q < e; q++) if (this.lookalike[q]! !== 0) this.codes[q] = this.lookalike[q]!;
+      k = e;
+    }
+  }
+
+  private grow(): void {
+    const size = this.codes.length * 2;
+    const grown = <T extends Uint16Array | Int32Array>(a: T, make: (n: number) => T): T => {
+      const b = make(size);
+      b.set(a);
+      return b;
+    };
+    this.codes = grown(this.codes, (m) => new Uint16Array(m));
+    this.from = grown(this.from, (m) => new Int32Array(m));
+    this.to = grown(this.to, (m) => new Int32Array(m));
+    this.lookalike = grown(this.lookalike, (m) => new Uint16Array(m));
+  }
+}
+
+/** Letters, digits and the characters that hold a token together (for "is this one word"). */
+function isWordCode(c: number): boolean {
+  if (c < 0x80) return (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || c === 95;
+  return /\p{L}|\p{M}|\p{N}/u.test(String.fromCharCode(c));
+}
