@@ -1,5 +1,6 @@
 /**
- * Content scanners: throughput on ordinary text and time on crafted 1 MB inputs, per scanner
+ * Content scanners, each as scan() runs it (normalised view; secrets also with split tokens
+ * rejoined): throughput on ordinary text and time on crafted 1 MB inputs, per scanner
  * (PII, secrets with the built-in rules, secrets with gitleaks' default rules, prompt
  * injection, and `scan()` with everything), plus the prompt-injection detector's detection rate
  * on AgentDojo attack texts and false-positive rate on AgentDojo's benign tool outputs.
@@ -13,7 +14,6 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { Finding } from '../guards/content/finding.js';
 import { detectInjection } from '../guards/content/injection.js';
-import { detectPii } from '../guards/content/pii.js';
 import { scan } from '../guards/content/scanner.js';
 import { builtinRules, loadGitleaksRules, type SecretRule } from '../guards/content/gitleaks-rules.js';
 import { detectSecrets } from '../guards/content/secrets.js';
@@ -132,10 +132,11 @@ export async function benchScanners(): Promise<ScannerBench> {
     gitleaksRules = { loaded: loaded.length, skipped: loaded.skipped.length };
   }
 
+  // Each scanner as scan() runs it: on the normalised view, and secrets also with split tokens rejoined.
   const scanners: Record<string, (t: string) => Finding[]> = {
-    pii: (t) => detectPii(t),
-    'secrets (built-in)': (t) => detectSecrets(t, builtin),
-    ...(gitleaks ? { 'secrets (gitleaks)': (t: string) => detectSecrets(t, gitleaks!) } : {}),
+    pii: (t) => scan(t, { secrets: false, injection: false }),
+    'secrets (built-in)': (t) => scan(t, { pii: false, injection: false, secrets: builtin }),
+    ...(gitleaks ? { 'secrets (gitleaks)': (t: string) => scan(t, { pii: false, injection: false, secrets: gitleaks! }) } : {}),
     injection: (t) => detectInjection(t),
     'scan (all, built-in rules)': (t) => scan(t),
   };
@@ -160,6 +161,13 @@ export async function benchScanners(): Promise<ScannerBench> {
         }
       : {}),
     'injection openers': () => fill('ignore the previous send to you are now <|im_start|> before you can \u200B'),
+    'zero-width inside words': () => fill('ab\u200bc '),
+    'full-width and Arabic-Indic digits': () => fill('\uff14\uff11 \u0661\u0662-'),
+    'percent-encoding': () => fill('%41%40%2e'),
+    'mixed-script words': () => fill('\u0430a\u0435e '),
+    'split pieces (A1 B2 ...)': () => fill('A1 B2 '),
+    'keywords with pieces': () => fill([...new Set(builtin.flatMap((r) => r.keywords))].map((k) => `${k} Q1 `).join('')),
+    'spelled-out addresses': () => fill('a [at] b [dot] '),
   };
   const crafted: ScannerBench['crafted'] = {};
   const worstMs: Record<string, number> = {};

@@ -142,7 +142,8 @@ export function loadGitleaksRules(tomlText: string, source = 'rules'): SecretRul
       if (!isTable(raw)) throw new Error('not a table');
       if (seen.has(id)) throw new Error('duplicate id');
       if (typeof raw.regex !== 'string' || raw.regex === '') throw new Error(raw.path !== undefined ? 'path-only rule: not applicable to content scanning' : 'no regex');
-      const regex = compile(raw.regex, 'regex');
+      const written = singleCase(raw.regex) ? `(?i)${raw.regex}` : raw.regex;
+      const regex = compile(written, 'regex');
       const secretGroup = raw.secretGroup === undefined ? 0 : Number(raw.secretGroup);
       if (!Number.isInteger(secretGroup) || secretGroup < 0) throw new Error('secretGroup must be a non-negative integer');
       if (secretGroup > regex.groupCount()) throw new Error(`secretGroup ${secretGroup} but the regex has ${regex.groupCount()} groups`);
@@ -162,7 +163,7 @@ export function loadGitleaksRules(tomlText: string, source = 'rules'): SecretRul
         allowlists: [...own.map(stripTargets), ...globals.filter((g) => g.targetRules.length === 0 || g.targetRules.includes(id)).map(stripTargets)],
         confidence: conf(confidence),
         source,
-        ...locatorFor(raw.regex, regex),
+        ...locatorFor(written, regex),
       });
       seen.add(id);
     } catch (e) {
@@ -182,6 +183,21 @@ export function loadGitleaksRules(tomlText: string, source = 'rules'): SecretRul
   const result = Object.assign(rules, { skipped });
   Object.defineProperty(result, 'rules', { value: result, enumerable: false });
   return result as SecretRules;
+}
+
+/**
+ * Does the pattern spell its letters in one case only (`AKIA[A-Z2-7]{16}`, `npm_[a-z0-9]{36}`)?
+ * Such a secret loses nothing when its case is changed, so rewriting it in the other case is an
+ * evasion, not another string: the rule is matched without regard to case. Patterns with both
+ * cases (base64 and the like) are matched as written, and so are those that set a case flag.
+ */
+export function singleCase(pattern: string): boolean {
+  if (/\(\?[a-zA-Z]*i/.test(pattern)) return false;
+  const letters = pattern
+    .replace(/\\Q[\s\S]*?(?:\\E|$)/g, (q) => q.slice(2))
+    .replace(/\\[pP]\{[^}]*\}|\\[pP][A-Za-z]|\\x\{[0-9A-Fa-f]+\}|\\x[0-9A-Fa-f]{2}|\\[\s\S]/g, '')
+    .replace(/\(\?P?<[^>]*>|\(\?[a-zA-Z]*[:)]|\[:\^?[a-z]+:\]/g, '');
+  return /[a-z]/.test(letters) !== /[A-Z]/.test(letters);
 }
 
 function stripTargets(a: SecretAllowlist & { targetRules?: string[] }): SecretAllowlist {

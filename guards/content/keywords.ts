@@ -68,6 +68,22 @@ export class KeywordMatcher {
     const seen = new Uint8Array(this.keywords.length);
     let remaining = this.nonEmpty;
     if (remaining === 0) return seen;
+    this.walk(text, start, end, (id) => {
+      if (seen[id] === 0) {
+        seen[id] = 1;
+        if (--remaining === 0) return false;
+      }
+      return true;
+    });
+    return seen;
+  }
+
+  /** Calls `visit` with each occurrence of a keyword (its id and end offset), in order of end; `visit` returns false to stop. */
+  occurrences(text: string, visit: (id: number, end: number) => boolean): void {
+    if (this.nonEmpty > 0) this.walk(text, 0, text.length, visit);
+  }
+
+  private walk(text: string, start: number, end: number, visit: (id: number, end: number) => boolean): void {
     const { next, fail, out, ascii } = this;
     let node = 0;
     for (let i = start; i < end; i++) {
@@ -84,15 +100,8 @@ export class KeywordMatcher {
         node = to ?? 0;
       }
       const ids = out[node]!;
-      for (let k = 0; k < ids.length; k++) {
-        const id = ids[k]!;
-        if (seen[id] === 0) {
-          seen[id] = 1;
-          if (--remaining === 0) return seen;
-        }
-      }
+      for (let k = 0; k < ids.length; k++) if (!visit(ids[k]!, i + 1)) return;
     }
-    return seen;
   }
 }
 

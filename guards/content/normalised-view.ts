@@ -20,22 +20,15 @@
  * character only where the run changes). Plain printable ASCII without '%' or '&#' returns at once.
  */
 import { lookalikeAscii } from '../policy/name-characters.js';
+import { MappedTextBuilder, unchanged, type MappedText } from './mapped-text.js';
 
-export interface NormalisedView {
-  /** The text the detectors scan. */
-  readonly text: string;
-  /** False when the view is the original text itself. */
-  readonly rewritten: boolean;
-  /** The span of the original text that view[start, end) was made from. */
-  original(start: number, end: number): [start: number, end: number];
-}
 
 /** Text with nothing to rewrite: ASCII without percent-encoding or character references. */
 const REWRITABLE = /[^\x00-\x7f]|%[0-9A-Fa-f]{2}|&#/;
 
 /** The normalised view of `text`. */
-export function normalisedView(text: string): NormalisedView {
-  if (!REWRITABLE.test(text)) return { text, rewritten: false, original: (s, e) => [s, e] };
+export function normalisedView(text: string): MappedText {
+  if (!REWRITABLE.test(text)) return unchanged(text);
   const b = new ViewBuilder(text.length);
   const n = text.length;
   let i = 0;
@@ -170,89 +163,39 @@ function characterReference(text: string, i: number): { chars: string; end: numb
   return { chars: String.fromCodePoint(cp), end: i + m[0].length };
 }
 
-/** The view's characters and, per character, the original span it came from. */
-class ViewBuilder {
-  private codes: Uint16Array;
-  private from: Int32Array;
-  private to: Int32Array;
-  /** ASCII code a lookalike at that position passes for (0: not a lookalike). */
-  private lookalike: Uint16Array;
-  private length = 0;
-  private anyLookalike = false;
+/** The view's characters, and which of them are lookalikes of an ASCII letter (folded in mixed-script words). */
+class ViewBuilder extends MappedTextBuilder {
+  /** Positions of lookalikes, and the ASCII code each passes for. */
+  private readonly lookalikes: number[] = [];
 
-  constructor(private readonly originalLength: number) {
-    const size = Math.max(16, originalLength + (originalLength >> 3));
-    this.codes = new Uint16Array(size);
-    this.from = new Int32Array(size);
-    this.to = new Int32Array(size);
-    this.lookalike = new Uint16Array(size);
-  }
-
-  push(code: number, s: number, e: number): void {
-    if (this.length === this.codes.length) this.grow();
-    this.codes[this.length] = code;
-    this.from[this.length] = s;
-    this.to[this.length] = e;
-    this.lookalike[this.length] = 0;
-    this.length++;
-  }
-
-  /** A character that passes for the ASCII `ascii`: kept, or folded if its word is mixed-script (see `build`). */
   pushLookalike(code: number, ascii: number, s: number, e: number): void {
+    this.lookalikes.push(this.length, ascii);
     this.push(code, s, e);
-    this.lookalike[this.length - 1] = ascii;
-    this.anyLookalike = true;
   }
 
-  build(): NormalisedView {
-    if (this.anyLookalike) this.foldMixedScriptWords();
-    const n = this.length;
-    let text = '';
-    for (let k = 0; k < n; k += 8192) text += String.fromCharCode(...this.codes.subarray(k, Math.min(n, k + 8192)));
-    const { from, to, originalLength } = this;
-    return {
-      text,
-      rewritten: true,
-      original(s, e) {
-        if (e <= s) return s >= n ? [originalLength, originalLength] : [from[s]!, from[s]!];
-        return [s >= n ? originalLength : from[s]!, e > n ? originalLength : to[e - 1]!];
-      },
-    };
+  override build(): MappedText {
+    if (this.lookalikes.length > 0) this.foldMixedScriptWords();
+    return super.build();
   }
 
   /** Lookalikes become ASCII in words that also hold ASCII letters or digits; words of one other script stay. */
   private foldMixedScriptWords(): void {
     const n = this.length;
-    let k = 0;
-    while (k < n) {
-      if (!isWordCode(this.codes[k]!)) {
-        k++;
-        continue;
-      }
-      let e = k;
-      let ascii = false;
-      let looks = false;
-      while (e < n && isWordCode(this.codes[e]!)) {
-        if (this.lookalike[e]! !== 0) looks = true;
-        else if (this.codes[e]! < 0x80) ascii = true;
-        e++;
-      }
-      if (ascii && looks) for (let q = k; q < e; q++) if (this.lookalike[q]! !== 0) this.codes[q] = this.lookalike[q]!;
-      k = e;
+    const ascii = new Map<number, number>();
+    for (let k = 0; k < this.lookalikes.length; k += 2) ascii.set(this.lookalikes[k]!, this.lookalikes[k + 1]!);
+    let wordEnd = -1;
+    for (let k = 0; k < this.lookalikes.length; k += 2) {
+      const at = this.lookalikes[k]!;
+      if (at < wordEnd) continue;
+      // The word around this lookalike: one walk over it, then its lookalikes are decided together.
+      let s = at;
+      while (s > 0 && isWordCode(this.codeAt(s - 1))) s--;
+      let e = at;
+      let hasAscii = false;
+      for (let q = s; q < n && isWordCode(this.codeAt(q)); q++, e = q) if (this.codeAt(q) < 0x80 && !ascii.has(q)) hasAscii = true;
+      if (hasAscii) for (let q = s; q < e; q++) if (ascii.has(q)) this.setCode(q, ascii.get(q)!);
+      wordEnd = e;
     }
-  }
-
-  private grow(): void {
-    const size = this.codes.length * 2;
-    const grown = <T extends Uint16Array | Int32Array>(a: T, make: (n: number) => T): T => {
-      const b = make(size);
-      b.set(a);
-      return b;
-    };
-    this.codes = grown(this.codes, (m) => new Uint16Array(m));
-    this.from = grown(this.from, (m) => new Int32Array(m));
-    this.to = grown(this.to, (m) => new Int32Array(m));
-    this.lookalike = grown(this.lookalike, (m) => new Uint16Array(m));
   }
 }
 

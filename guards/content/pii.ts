@@ -295,13 +295,15 @@ function detectCards(text: string, out: Finding[]): void {
     // A number glued to letters ("ID4111...", "...1111x") is an identifier, not a card.
     const leftGlued = isWordish(at(text, groups[0]!.start - 1));
     const rightGlued = isWordish(at(text, groups[groups.length - 1]!.end));
-    // A card starts a run of digit groups, or follows a card or a number written with other
-    // separators in it: a valid stretch in the middle of a longer number (a tracking or order
-    // number) is a coincidence, not a card.
+    // A card in groups starts a run of digit groups, or follows a card, a number written with
+    // other separators, or a group of another length: a valid stretch in the middle of a longer
+    // number grouped alike (a tracking number) is a coincidence, not a card. A compact card is a
+    // number of its own anywhere.
     const first = leftGlued ? 1 : 0;
+    const len = (k: number): number => groups[k]!.end - groups[k]!.start;
     let cardBefore = -1;
     for (let a = first; a < groups.length; a++) {
-      if (a > first && a !== cardBefore + 1 && !(a >= 2 && groups[a - 1]!.sep !== groups[a]!.sep)) continue;
+      const grouped = a === first || a === cardBefore + 1 || (a >= 2 && groups[a - 1]!.sep !== groups[a]!.sep) || len(a - 1) !== len(a);
       let best = -1;
       let regular = false;
       let total = 0;
@@ -309,7 +311,7 @@ function detectCards(text: string, out: Finding[]): void {
       for (let b = a; b < groups.length; b++) {
         const g = groups[b]!;
         total += g.end - g.start;
-        if (total > 19) break;
+        if (total > 19 || (b > a && !grouped)) break;
         if (b > a + 1 && g.sep !== groups[a + 1]!.sep) break; // one kind of separator per number
         digits += text.slice(g.start, g.end);
         if (total < 12) continue;
@@ -323,10 +325,9 @@ function detectCards(text: string, out: Finding[]): void {
         }
       }
       if (best < 0) continue;
-      // Past the card, at most an expiry date or a security code may follow with the same separator.
+      // Past a card in groups, at most an expiry date or a security code may follow in its grouping.
       let after = 0;
-      const sep = groups[best > a ? a + 1 : best + 1]?.sep;
-      for (let k = best + 1; k < groups.length && groups[k]!.sep === sep; k++) after += groups[k]!.end - groups[k]!.start;
+      for (let k = best + 1; best > a && k < groups.length && groups[k]!.sep === groups[a + 1]!.sep && len(k) <= 6; k++) after += len(k);
       if (after > 4) continue;
       out.push(finding('credit_card', groups[a]!.start, groups[best]!.end, 'financial', regular ? (best > a ? 0.95 : 0.9) : 0.8));
       cardBefore = best;
@@ -526,13 +527,18 @@ function checkIpRun(text: string, s: number, e: number, out: Finding[]): void {
 
 // ---------------------------------------------------------------------------------------------
 
-/** Sorts findings and, where two overlap, keeps the more confident (then the longer) one. */
+/**
+ * Sorts findings and, where two overlap, keeps one: the one that contains the other (an IBAN's
+ * digits can pass for a card), else the more confident (then the longer) one.
+ */
 function resolveOverlaps(findings: Finding[]): Finding[] {
   findings.sort((a, b) => a.start - b.start || b.end - a.end);
   const kept: Finding[] = [];
   for (const f of findings) {
     const last = kept[kept.length - 1];
     if (last !== undefined && f.start < last.end) {
+      const sameSpan = f.start === last.start && f.end === last.end;
+      if (f.end <= last.end && !(sameSpan && f.confidence > last.confidence)) continue; // sorted: last starts no later, so it contains f
       const better = f.confidence > last.confidence || (f.confidence === last.confidence && f.end - f.start > last.end - last.start);
       if (better) kept[kept.length - 1] = f;
       continue;

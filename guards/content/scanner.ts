@@ -25,6 +25,7 @@ import { detectInjection, type InjectionOptions } from './injection.js';
 import { detectPii, type PiiOptions } from './pii.js';
 import { normalisedView } from './normalised-view.js';
 import { detectSecrets } from './secrets.js';
+import { detectSplitSecrets } from './split-secrets.js';
 
 export interface ScanOptions {
   /** PII detection (default on); an object to set its options. */
@@ -56,14 +57,21 @@ export function scan(text: string, options: ScanOptions = {}): Finding[] {
           const [start, end] = view.original(f.start, f.end);
           return { ...f, start, end };
         });
-  if (view !== undefined && options.pii !== false) found.push(...inOriginal(detectPii(view.text, typeof options.pii === 'object' ? options.pii : {})));
+  if (view !== undefined && options.pii !== false) append(found, inOriginal(detectPii(view.text, typeof options.pii === 'object' ? options.pii : {})));
   if (view !== undefined && options.secrets !== false) {
     const rules = Array.isArray(options.secrets) ? (options.secrets as readonly SecretRule[]) : builtinRules();
-    found.push(...inOriginal(detectSecrets(view.text, rules, options.path === undefined ? {} : { path: options.path })));
+    const secretOptions = options.path === undefined ? {} : { path: options.path };
+    append(found, inOriginal(detectSecrets(view.text, rules, secretOptions)));
+    append(found, inOriginal(detectSplitSecrets(view.text, rules, secretOptions)));
   }
-  if (options.injection !== false) found.push(...detectInjection(body, typeof options.injection === 'object' ? options.injection : {}));
+  if (options.injection !== false) append(found, detectInjection(body, typeof options.injection === 'object' ? options.injection : {}));
   if (cut < text.length) found.push({ type: 'injection', kind: 'truncated', start: cut, end: text.length, ruleId: 'scan.truncated', category: 'unscanned', confidence: 0.5 });
   return mergeFindings(found);
+}
+
+/** Appends without spreading: a crafted text can give more findings than a call has room for arguments. */
+function append(to: Finding[], items: readonly Finding[]): void {
+  for (const f of items) to.push(f);
 }
 
 /**

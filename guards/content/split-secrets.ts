@@ -1,0 +1,225 @@
+/**
+ * Secrets written with spaces inside them (an AWS key id in groups of four, a GitHub token with a
+ * space after `ghp_`): a rule sees short tokens where there is one secret. A gap is closed only
+ * where both sides look like pieces of a machine-made string (a digit, an inner capital, an inner
+ * `_`, `+`, `/` or `=`, a closing `_` or `-` as in `ghp_`), or one side does and the other is a
+ * piece of one to three letters and digits: words of a sentence are never joined.
+ *
+ * Where a rule's keyword occurs in such a joined stretch, the text from the keyword on is written
+ * out again with the first 1, 2, ... 8 gaps closed (the secret may end at any of them) and the
+ * rules run over those rewritings; a finding maps back to the characters it came from, the spaces
+ * between included. Linear: each keyword occurrence costs a bounded rewriting, and past
+ * MAX_OCCURRENCES a finding of kind 'truncated' (category 'unscanned') covers the rest.
+ */
+import type { Finding } from './finding.js';
+import type { SecretRule } from './gitleaks-rules.js';
+import { KeywordMatcher } from './keywords.js';
+import { MappedTextBuilder } from './mapped-text.js';
+import { detectSecrets, type DetectSecretsOptions } from './secrets.js';
+
+/** Gaps of at most this many spaces or tabs are closed. */
+const MAX_GAP = 2;
+/** At most this many gaps are closed after a keyword. */
+const MAX_JOINS = 8;
+/** Keyword occurrences in joined stretches examined per scan. */
+const MAX_OCCURRENCES = 512;
+/** Characters of context kept before a keyword (for `\b` and short prefixes). */
+const LEFT = 16;
+/** Characters written past the longest match, for the rule's closing boundary. */
+const BOUNDARY = 8;
+/** Longest rewriting after a keyword, whatever the rule allows. */
+const MAX_REACH = 320;
+
+const isSpace = (c: number): boolean => c === 32 || c === 9;
+const isBreak = (c: number): boolean => c === 32 || c === 9 || c === 10 || c === 13;
+const isDigit = (c: number): boolean => c >= 48 && c <= 57;
+const isUpper = (c: number): boolean => c >= 65 && c <= 90;
+const isAlnum = (c: number): boolean => isDigit(c) || isUpper(c) || (c >= 97 && c <= 122);
+
+/** How a token may join its neighbours: 2 a piece of a machine-made string, 1 a short piece of letters and digits, 0 a word. */
+function pieceStrength(text: string, s: number, e: number): 0 | 1 | 2 {
+  const last = text.charCodeAt(e - 1);
+  if (e - s >= 2 && (last === 95 || last === 45)) return 2; // a token prefix: "ghp_", "xoxb-"
+  let short = e - s <= 3;
+  for (let k = s; k < e; k++) {
+    const c = text.charCodeAt(k);
+    if (isDigit(c)) return 2;
+    if (k > s && (isUpper(c) || ((c === 95 || c === 43 || c === 47 || c === 61) && k + 1 < e && isAlnum(text.charCodeAt(k + 1))))) return 2;
+    if (!isAlnum(c)) short = false;
+  }
+  return short ? 1 : 0;
+}
+
+interface Gap {
+  start: number;
+  end: number;
+}
+
+interface Engine {
+  keywords: KeywordMatcher;
+  /** Per keyword id: the longest match of a rule with that keyword, capped at MAX_REACH. */
+  reach: number[];
+}
+const engines = new WeakMap<readonly SecretRule[], Engine>();
+
+function engineFor(rules: readonly SecretRule[]): Engine {
+  let e = engines.get(rules);
+  if (e === undefined) {
+    const words = [...new Set(rules.flatMap((r) => r.keywords))];
+    const reach = words.map((w) => Math.min(MAX_REACH, Math.max(...rules.filter((r) => r.keywords.includes(w)).map((r) => r.maxLength))));
+    e = { keywords: new KeywordMatcher(words), reach };
+    engines.set(rules, e);
+  }
+  return e;
+}
+
+/** Secrets the rules find once the closable gaps of `text` are closed; offsets are those of `text`. */
+export function detectSplitSecrets(text: string, rules: readonly SecretRule[], options: DetectSecretsOptions = {}): Finding[] {
+  const gaps = closableGaps(text);
+  if (gaps.length === 0) return [];
+  const engine = engineFor(rules);
+  // The joined stretches, each closed up, one per line: where do the rules' keywords occur in them?
+  const joined = new MappedTextBuilder(text.length, 1024);
+  let g = 0;
+  while (g < gaps.length) {
+    let s = gaps[g]!.start;
+    while (s > 0 && !isBreak(text.charCodeAt(s - 1))) s--;
+    let h = g;
+    while (h + 1 < gaps.length && !hasBreak(text, gaps[h]!.end, gaps[h + 1]!.start)) h++;
+    let e = gaps[h]!.end;
+    while (e < text.length && !isBreak(text.charCodeAt(e))) e++;
+    for (let k = s, q = g; k < e; k++) {
+      if (q <= h && k === gaps[q]!.start) {
+        k = gaps[q]!.end - 1;
+        q++;
+        continue;
+      }
+      joined.push(text.charCodeAt(k), k, k + 1);
+    }
+    joined.push(10, e, e);
+    g = h + 1;
+  }
+  const stretches = joined.build();
+
+  const rewritten = new MappedTextBuilder(text.length, 4096);
+  let occurrences = 0;
+  let stoppedAt = -1;
+  let lastStart = -1;
+  /** Pairs: where a rewriting starts in `rewritten`, and where its keyword starts in `text`. */
+  const keywordAt: number[] = [];
+  engine.keywords.occurrences(stretches.text, (id, end) => {
+    const kw = engine.keywords.keywords[id]!;
+    const [kStart, kEnd] = stretches.original(end - kw.length, end);
+    if (kStart === lastStart) return true;
+    lastStart = kStart;
+    // Only where the keyword's stretch of text goes on across a closable gap.
+    const first = firstGapFrom(gaps, kStart);
+    if (first === gaps.length || gaps[first]!.start > kStart + engine.reach[id]!) return true;
+    if (++occurrences > MAX_OCCURRENCES) {
+      stoppedAt = kStart;
+      return false;
+    }
+    let mandatory = 0;
+    while (first + mandatory < gaps.length && gaps[first + mandatory]!.end <= kEnd) mandatory++;
+    for (let m = Math.max(1, mandatory); m <= mandatory + MAX_JOINS && first + m - 1 < gaps.length; m++) {
+      keywordAt.push(rewritten.length, kStart);
+      writeClosing(rewritten, text, gaps, first, m, Math.max(0, kStart - LEFT), kStart + engine.reach[id]!);
+      if (gaps[first + m - 1]!.start > kStart + engine.reach[id]!) break;
+    }
+    return true;
+  });
+  const out: Finding[] = [];
+  if (rewritten.length > 0) {
+    const mapped = rewritten.build();
+    for (const f of detectSecrets(mapped.text, rules, options)) {
+      const [start, end] = mapped.original(f.start, f.end);
+      if (f.kind === 'truncated') {
+        out.push({ ...f, start, end });
+        continue;
+      }
+      // Kept: a secret that begins with its rule's keyword (a token prefix, not a context word
+      // such as "password:") and that the gaps cut. Others are the plain scan's to find, or not.
+      const g = firstGapFrom(gaps, start);
+      if (start <= keywordStartOf(keywordAt, f.start) && g < gaps.length && gaps[g]!.end <= end) out.push({ ...f, start, end });
+    }
+  }
+  if (stoppedAt >= 0) out.push({ type: 'secret', kind: 'truncated', start: stoppedAt, end: text.length, ruleId: 'secrets.split_limit', category: 'unscanned', confidence: 0.5 });
+  return out;
+}
+
+/** Runs of 1..MAX_GAP spaces or tabs between two tokens that may join (see `pieceStrength`). */
+function closableGaps(text: string): Gap[] {
+  const gaps: Gap[] = [];
+  const n = text.length;
+  let prevEnd = -1;
+  let prevStrength: 0 | 1 | 2 = 0;
+  let i = 0;
+  while (i < n) {
+    while (i < n && isBreak(text.charCodeAt(i))) i++;
+    if (i >= n) break;
+    const s = i;
+    while (i < n && !isBreak(text.charCodeAt(i))) i++;
+    const strength = pieceStrength(text, s, i);
+    if (prevEnd >= 0 && s - prevEnd <= MAX_GAP && prevStrength + strength >= 3) {
+      let spaces = true;
+      for (let k = prevEnd; k < s; k++) if (!isSpace(text.charCodeAt(k))) spaces = false;
+      if (spaces) gaps.push({ start: prevEnd, end: s });
+    }
+    prevEnd = i;
+    prevStrength = strength;
+  }
+  return gaps;
+}
+
+function hasBreak(text: string, from: number, to: number): boolean {
+  for (let k = from; k < to; k++) if (isBreak(text.charCodeAt(k))) return true;
+  return false;
+}
+
+/** The keyword start (in the text) of the rewriting that holds offset `at` of the rewritten text. */
+function keywordStartOf(keywordAt: readonly number[], at: number): number {
+  let lo = 0;
+  let hi = keywordAt.length / 2 - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (keywordAt[mid * 2]! <= at) lo = mid;
+    else hi = mid - 1;
+  }
+  return keywordAt[lo * 2 + 1]!;
+}
+
+/** Index of the first gap that starts at or after `at`. */
+function firstGapFrom(gaps: readonly Gap[], at: number): number {
+  let lo = 0;
+  let hi = gaps.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (gaps[mid]!.start < at) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/**
+ * Writes text[from, until) with gaps first..first+m-1 closed (`until` counts the closed text, and a
+ * little more is written for the rule's closing boundary), then a blank line.
+ */
+function writeClosing(out: MappedTextBuilder, text: string, gaps: readonly Gap[], first: number, m: number, from: number, until: number): void {
+  let q = first;
+  const last = first + m - 1;
+  let closed = 0;
+  for (let k = first; k <= last; k++) closed += gaps[k]!.end - gaps[k]!.start;
+  const end = Math.min(text.length, Math.max(until + closed, gaps[last]!.end) + BOUNDARY);
+  for (let k = from; k < end; k++) {
+    const c = text.charCodeAt(k);
+    if (c === 10) break;
+    if (q <= last && k === gaps[q]!.start) {
+      k = gaps[q]!.end - 1;
+      q++;
+      continue;
+    }
+    out.push(c, k, k + 1);
+  }
+  out.push(10, end, end);
+  out.push(10, end, end);
+}
