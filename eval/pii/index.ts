@@ -6,7 +6,8 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
-import { detectPii, PII_KINDS } from '../../guards/content/pii.js';
+import { PII_KINDS } from '../../guards/content/pii.js';
+import { scan } from '../../guards/content/scanner.js';
 import { generateCorpus } from './corpus.js';
 import { scoreDocuments, type EntityScore } from './score.js';
 
@@ -31,7 +32,8 @@ const program = new Command('eval:pii')
   .action(async (flags: { seed: number; count: number; out: string }) => {
     const docs = generateCorpus(flags.seed, flags.count);
     const scores = scoreDocuments(
-      docs.map((d) => ({ gold: d.gold, found: detectPii(d.text) })),
+      // As `palisade scan` finds them: on the normalised view, mapped back to the text's characters.
+      docs.map((d) => ({ gold: d.gold, found: scan(d.text, { secrets: false, injection: false }) })),
       PII_KINDS,
     );
     const table = markdown(scores);

@@ -1,13 +1,13 @@
 /**
  * PII detectors: e-mail addresses, phone numbers, payment card numbers, IBANs, US social security
- * numbers and IP addresses. Every detector validates what it finds (Luhn, mod-97, SSN area rules,
- * libphonenumber's metadata, `node:net`), so a random digit string is rarely reported.
+ * numbers and IP addresses. Every detector validates what it finds (Luhn and issuer ranges, mod-97,
+ * SSN area rules, `node:net`); phone numbers are judged by how they are written, libphonenumber
+ * being one signal (phone.ts). A random digit string is rarely reported.
  *
  * No regular expression runs over the whole text: each detector walks the string once with plain
  * character tests and looks only at short, bounded windows (an e-mail local part of at most 64
  * characters, a domain of at most 255, a digit run of a bounded number of groups...). The work is
- * linear in the text length whatever the input. libphonenumber's own matcher is not linear on
- * long runs of digits and spaces, so it is only given short candidate runs (see `phoneCandidates`).
+ * linear in the text length whatever the input.
  */
 import { isIP } from 'node:net';
 import { isSupportedCountry, type CountryCode } from 'libphonenumber-js/max';
@@ -304,19 +304,22 @@ function detectCards(text: string, out: Finding[]): void {
     let cardBefore = -1;
     for (let a = first; a < groups.length; a++) {
       const grouped = a === first || a === cardBefore + 1 || (a >= 2 && groups[a - 1]!.sep !== groups[a]!.sep) || len(a - 1) !== len(a);
+      // No issuer's numbers start with 0 or 7: most runs of a digit flood end here.
+      const lead = text.charCodeAt(groups[a]!.start);
+      if (lead === 48 || lead === 55) continue;
       let best = -1;
       let regular = false;
-      let total = 0;
-      let digits = '';
+      const luhn = new LuhnSum();
       for (let b = a; b < groups.length; b++) {
         const g = groups[b]!;
-        total += g.end - g.start;
-        if (total > 19 || (b > a && !grouped)) break;
+        if (luhn.length + len(b) > 19 || (b > a && !grouped)) break;
         if (b > a + 1 && g.sep !== groups[a + 1]!.sep) break; // one kind of separator per number
-        digits += text.slice(g.start, g.end);
-        if (total < 12) continue;
+        for (let k = g.start; k < g.end; k++) luhn.add(text.charCodeAt(k) - 48);
+        if (luhn.length < 12) continue;
         if (rightGlued && b === groups.length - 1) break;
-        if (!luhnValid(digits) || cardBrand(digits) === undefined || /^(\d)\1+$/.test(digits)) continue;
+        if (!luhn.valid() || luhn.sameDigit) continue;
+        const digits = text.slice(groups[a]!.start, g.end).replace(/[^0-9]/g, '');
+        if (cardBrand(digits) === undefined) continue;
         // Spaces anywhere (an inserted space, 4+12) still make a card; hyphens and dots only in printed groups.
         const printed = b === a || printedGrouping(groups, a, b);
         if (printed || groups[a + 1]!.sep === 32) {
@@ -334,6 +337,31 @@ function detectCards(text: string, out: Finding[]): void {
       a = best;
     }
   });
+}
+
+/** Luhn's sum of a number read left to right, one digit at a time: O(1) per digit, whatever its final length. */
+class LuhnSum {
+  length = 0;
+  sameDigit = true;
+  private first = -1;
+  /** Per parity of a digit's index: the sum of those digits as they are, and doubled. */
+  private readonly plain = [0, 0];
+  private readonly doubled = [0, 0];
+
+  add(d: number): void {
+    const p = this.length & 1;
+    this.plain[p]! += d;
+    this.doubled[p]! += d * 2 > 9 ? d * 2 - 9 : d * 2;
+    if (this.first < 0) this.first = d;
+    else if (d !== this.first) this.sameDigit = false;
+    this.length++;
+  }
+
+  /** From the right, the second digit and every other one after it are doubled: those whose index has the parity of the length. */
+  valid(): boolean {
+    const n = this.length;
+    return n > 0 && (this.doubled[n & 1]! + this.plain[(n + 1) & 1]!) % 10 === 0;
+  }
 }
 
 /** Groups a..b as issuers print them: the first of 4 digits, the middle ones 4-6, the last 1-6 (4-4-4-4, 4-6-5, 4-4-4-4-3). */
