@@ -7,7 +7,7 @@
  * The rewrites, each a Unicode or web convention, not a list of attacks:
  * - NFKC: full-width, superscript, circled and ligature forms become their plain characters;
  * - format and invisible characters (zero-width spaces and joiners, bidi controls, soft hyphens,
- *   variation selectors, tag characters) are dropped;
+ *   variation selectors, tag characters) are dropped, and so are combining marks on ASCII characters;
  * - decimal digits of every script (Arabic-Indic, Devanagari...) become ASCII digits;
  * - separators are unified: every dash to '-', every space to ' ', line and paragraph separators
  *   to '\n', the ideographic full stop to '.', fraction and division slashes to '/';
@@ -44,6 +44,16 @@ export function normalisedView(text: string): MappedText {
         i++;
       }
       continue;
+    }
+    // Combining marks on an ASCII character ("4\u0336", "e\u0301") are dropped: the detectors read
+    // ASCII, and a mark must not split a number or a token.
+    if (i > 0 && text.charCodeAt(i - 1) < 0x80) {
+      let k = i;
+      while (k < n && MARK.test(String.fromCodePoint(text.codePointAt(k)!))) k += text.codePointAt(k)! > 0xffff ? 2 : 1;
+      if (k > i) {
+        i = k;
+        continue;
+      }
     }
     // A run of non-ASCII characters: one NFKC call when nothing in it needs rewriting.
     let j = i + 1;
