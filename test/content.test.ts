@@ -485,6 +485,9 @@ describe('scan and redact', () => {
     expect(found[0]).toMatchObject({ start: 100, end: text.length, category: 'unscanned' });
     expect(redact(text, found)).toBe(`${'a '.repeat(50)}[REDACTED:truncated]`);
     expect(scan(text, { maxBytes: 1000 }).map((f) => f.kind)).toEqual(['email']);
+    // A value the cap would cut in two falls wholly in the unscanned part.
+    const card = `${'word '.repeat(30)}4111 1111 1111 1111 and more`;
+    expect(redact(card, scan(card, { maxBytes: 160 }))).toBe(`${'word '.repeat(30)}[REDACTED:truncated]`);
   });
 
   it('can turn detectors off', () => {

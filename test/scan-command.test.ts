@@ -97,7 +97,8 @@ describe('palisade scan', () => {
     expect(low.code).toBe(0);
     const capped = await run(['--max-bytes', '10', '--json', '-'], 'mail me at jane.doe@example.com');
     const report = JSON.parse(capped.stdout) as ScanReportJson;
-    expect(report.findings.map((f) => [f.kind, f.start])).toEqual([['truncated', 10]]);
+    // The cut at 10 bytes moves back to the last whitespace: "mail me " is scanned.
+    expect(report.findings.map((f) => [f.kind, f.start])).toEqual([['truncated', 8]]);
   });
 
   it.skipIf(!existsSync(GITLEAKS))('loads gitleaks rules and reports the skipped ones', async () => {

@@ -20,7 +20,9 @@ describe('normalised view', () => {
       ['5\u20131\u20142\u22123', '5-1-2-3'],
       ['a\u00a0b\u2009c\u3000d', 'a b c d'],
       ['john%40example.com %E2%80%8B', 'john@example.com '],
-      ['a&#64;b&#x2E;c', 'a@b.c'],
+      ['a&#64;b&#x2E;c&commat;d', 'a@b.c@d'],
+      ['x%2540y &amp;#64; \\u0040 203[.]0(.)1', 'x@y @ @ 203.0.1'],
+      ['\u2116 4\u2122 \uff14\u0336', '\u2116 4\u2122 4'],
       ['\u0410KIA \u0410\u043d\u043d\u0430', 'AKIA \u0410\u043d\u043d\u0430'],
       ['caf\u0065\u0301 \ufb01le 4\u0336 1\u20e3', 'cafe file 4 1'],
       ['\u00e9t\u00e9 na\u0131ve', '\u00e9t\u00e9 naive'],
@@ -29,7 +31,7 @@ describe('normalised view', () => {
   });
 
   it('leaves what does not decode as it is', () => {
-    for (const text of ['100% sure', '%zz and %4', '&#; &#x; &amp;', '%00 %0A', 'плохой текст', '日本語のテキスト']) expect(normalisedView(text).text).toBe(text);
+    for (const text of ['100% sure', '%zz and %4', '&#; &#x; &copy; &#0;', '%00 %0A', 'плохой текст', '日本語のテキスト']) expect(normalisedView(text).text).toBe(text);
     expect(normalisedView('plain ascii text').rewritten).toBe(false);
   });
 

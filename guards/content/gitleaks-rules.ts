@@ -44,6 +44,8 @@ export interface SecretRule {
   allowlists: SecretAllowlist[];
   /** Confidence of this rule's findings. */
   confidence: number;
+  /** Matched without regard to case, its letters being all one case (see `singleCase`): a mixed-case match is not a secret. */
+  caseFolded?: boolean;
   /** Where the rule came from ('builtin' or the `source` given to the loader). */
   source: string;
   /**
@@ -162,6 +164,7 @@ export function loadGitleaksRules(tomlText: string, source = 'rules'): SecretRul
         ...(typeof raw.path === 'string' ? { path: compile(raw.path, 'path') } : {}),
         allowlists: [...own.map(stripTargets), ...globals.filter((g) => g.targetRules.length === 0 || g.targetRules.includes(id)).map(stripTargets)],
         confidence: conf(confidence),
+        ...(written !== raw.regex ? { caseFolded: true } : {}),
         source,
         ...locatorFor(written, regex),
       });
@@ -186,18 +189,44 @@ export function loadGitleaksRules(tomlText: string, source = 'rules'): SecretRul
 }
 
 /**
- * Does the pattern spell its letters in one case only (`AKIA[A-Z2-7]{16}`, `npm_[a-z0-9]{36}`)?
- * Such a secret loses nothing when its case is changed, so rewriting it in the other case is an
- * evasion, not another string: the rule is matched without regard to case. Patterns with both
- * cases (base64 and the like) are matched as written, and so are those that set a case flag.
+ * Does the pattern spell its letters in one case only (`AKIA[A-Z2-7]{16}`, `npm_[a-z0-9]{36}`),
+ * with nothing that matches letters of either case (`.`, `\w`, `\S`, a negated class)? Such a
+ * secret loses nothing when its case is changed, so rewriting it in the other case is an
+ * evasion, not another string: the rule is matched without regard to case, and a match in mixed
+ * case is not a secret. Other patterns are matched as written, and so are those that set a flag.
  */
 export function singleCase(pattern: string): boolean {
   if (/\(\?[a-zA-Z]*i/.test(pattern)) return false;
-  const letters = pattern
-    .replace(/\\Q[\s\S]*?(?:\\E|$)/g, (q) => q.slice(2))
-    .replace(/\\[pP]\{[^}]*\}|\\[pP][A-Za-z]|\\x\{[0-9A-Fa-f]+\}|\\x[0-9A-Fa-f]{2}|\\[\s\S]/g, '')
-    .replace(/\(\?P?<[^>]*>|\(\?[a-zA-Z]*[:)]|\[:\^?[a-z]+:\]/g, '');
-  return /[a-z]/.test(letters) !== /[A-Z]/.test(letters);
+  let lower = false;
+  let upper = false;
+  let inClass = false;
+  for (let i = 0; i < pattern.length; i++) {
+    const c = pattern[i]!;
+    if (c === '\\') {
+      const next = pattern[i + 1] ?? '';
+      if ('wWSDpP'.includes(next)) return false; // letters of both cases
+      if (next === 'Q') return false; // a quoted literal: not worth reading
+      i += next === 'x' && pattern[i + 2] === '{' ? pattern.indexOf('}', i) - i : next === 'x' ? 3 : 1;
+      continue;
+    }
+    if (inClass) {
+      if (c === ']') inClass = false;
+      else if (c === '[' && pattern[i + 1] === ':') return false; // a POSIX class
+    } else if (c === '[') {
+      if (pattern[i + 1] === '^') return false;
+      inClass = true;
+      if (pattern[i + 1] === ']') i++;
+    } else if (c === '.') return false;
+    else if (c === '(' && pattern[i + 1] === '?') {
+      // A group's flags or name are not letters of the secret.
+      const close = pattern.slice(i).search(/[:)>]/);
+      i += close < 0 ? 0 : close;
+      continue;
+    }
+    if (c >= 'a' && c <= 'z') lower = true;
+    else if (c >= 'A' && c <= 'Z') upper = true;
+  }
+  return lower !== upper;
 }
 
 function stripTargets(a: SecretAllowlist & { targetRules?: string[] }): SecretAllowlist {

@@ -14,20 +14,39 @@
  * - a letter that passes for an ASCII one (Cyrillic 'а', Greek 'Ο') becomes it, in a word that
  *   also has ASCII letters or digits (a mixed-script word); words wholly in another script stay;
  * - percent-encoding is decoded where it decodes to printable UTF-8 (`john%40example.com`), and
- *   numeric character references (`&#64;`, `&#x40;`) likewise; one level, not recursively.
+ *   character references (`&#64;`, `&#x40;`, `&commat;`) and JavaScript/JSON escapes (`\u0040`)
+ *   likewise, two levels deep (`%2540`); defanged dots (`[.]`, `(.)`) become dots;
+ * - symbols (`№`, `™`) keep their form rather than NFKC's letters, which would glue to a number.
  *
- * Linear: one pass over the text, and one NFKC call per run of non-ASCII characters (per
- * character only where the run changes). Plain printable ASCII without '%' or '&#' returns at once.
+ * Linear: at most two passes over the text (the second only if the first left an encoding), and
+ * one NFKC call per run of non-ASCII characters (per character only where the run changes). ASCII
+ * with nothing encoded returns at once.
  */
 import { lookalikeAscii } from '../policy/name-characters.js';
 import { MappedTextBuilder, unchanged, type MappedText } from './mapped-text.js';
 
+/** Text with nothing to rewrite: ASCII without an encoding, a defanged dot or a character reference. */
+const REWRITABLE = /[^\x00-\x7f]|%[0-9A-Fa-f]{2}|&#|&[a-z]+;|\\[ux][0-9A-Fa-f{]|[[(]\.[)\]]/;
+/** Encodings left in a view: the text was encoded twice ("%2540", "&amp;#64;"). */
+const ENCODED = /%[0-9A-Fa-f]{2}|&#|&[a-z]+;|\\[ux][0-9A-Fa-f{]/;
 
-/** Text with nothing to rewrite: ASCII without percent-encoding or character references. */
-const REWRITABLE = /[^\x00-\x7f]|%[0-9A-Fa-f]{2}|&#/;
-
-/** The normalised view of `text`. */
+/** The normalised view of `text`: encodings are undone up to two levels deep. */
 export function normalisedView(text: string): MappedText {
+  const once = normalisedOnce(text);
+  if (!once.rewritten || !ENCODED.test(once.text)) return once;
+  const twice = normalisedOnce(once.text);
+  if (!twice.rewritten) return once;
+  return {
+    text: twice.text,
+    rewritten: true,
+    original: (s, e) => {
+      const [s1, e1] = twice.original(s, e);
+      return once.original(s1, Math.max(e1, s1 + 1));
+    },
+  };
+}
+
+function normalisedOnce(text: string): MappedText {
   if (!REWRITABLE.test(text)) return unchanged(text);
   const b = new ViewBuilder(text.length);
   const n = text.length;
@@ -35,7 +54,8 @@ export function normalisedView(text: string): MappedText {
   while (i < n) {
     const c = text.charCodeAt(i);
     if (c < 0x80) {
-      const decoded = c === 0x25 ? percentDecoded(text, i) : c === 0x26 ? characterReference(text, i) : undefined;
+      const decoded =
+        c === 0x25 ? percentDecoded(text, i) : c === 0x26 ? characterReference(text, i) : c === 0x5c ? escapeSequence(text, i) : c === 0x5b || c === 0x28 ? defangedDot(text, i) : undefined;
       if (decoded !== undefined) {
         for (const ch of decoded.chars) appendNormalised(b, ch, i, decoded.end);
         i = decoded.end;
@@ -82,19 +102,24 @@ export function normalisedView(text: string): MappedText {
 }
 
 const MARK = /^\p{M}$/u;
+const SYMBOL = /^\p{So}/u;
 /** Characters NFKC leaves alone that the view still rewrites or drops. */
 const NEEDS_REWRITE = /[\p{Cf}\p{Zs}\p{Nd}\p{Pd}\u2028\u2029\u3002\u2044\u2215\u2212\u034f\u115f\u1160\u3164\uffa0\ufe00-\ufe0f\u{e0000}-\u{e0fff}]/u;
 const DROPPED = /^[\p{Cf}\u034f\u115f\u1160\u3164\uffa0\ufe00-\ufe0f\u{e0000}-\u{e0fff}]$/u;
 
 /** Appends the normalised form of `chunk` (one character and its marks, or decoded text), all from original [s, e). */
 function appendNormalised(b: ViewBuilder, chunk: string, s: number, e: number): void {
-  for (const ch of chunk.normalize('NFKC')) {
+  // Symbols keep their form: NFKC would spell "№" as "No" and glue letters to the number after it.
+  const form = SYMBOL.test(chunk) ? chunk : chunk.normalize('NFKC');
+  for (const ch of form) {
     const cp = ch.codePointAt(0)!;
     if (cp < 0x80) {
       b.push(cp, s, e);
       continue;
     }
     if (DROPPED.test(ch)) continue;
+    // A mark on a character the view made ASCII ("４\u0336" → "4"): dropped like one on ASCII.
+    if (MARK.test(ch) && b.length > 0 && b.codeAt(b.length - 1) < 0x80) continue;
     const folded = foldCharacter(ch, cp);
     if (folded !== undefined) {
       b.push(folded, s, e);
@@ -146,31 +171,68 @@ const isHex = (c: number): boolean => (c >= 48 && c <= 57) || (c >= 65 && c <= 7
 const hexValue = (c: number): number => (c <= 57 ? c - 48 : (c | 0x20) - 87);
 const UTF8 = new TextDecoder('utf-8', { fatal: true });
 
-/** A run of %XX at `i` that decodes to printable UTF-8; undefined if there is none. */
+/** The byte of a `%XX` at `i`, or -1. */
+function percentByte(text: string, i: number): number {
+  if (text.charCodeAt(i) !== 0x25 || !isHex(text.charCodeAt(i + 1)) || !isHex(text.charCodeAt(i + 2))) return -1;
+  return hexValue(text.charCodeAt(i + 1)) * 16 + hexValue(text.charCodeAt(i + 2));
+}
+
+/**
+ * One percent-encoded UTF-8 character at `i` (one to four `%XX`), if it is a printable one;
+ * undefined otherwise. Each '%' is looked at once, with at most three more ahead: linear.
+ */
 function percentDecoded(text: string, i: number): { chars: string; end: number } | undefined {
-  const bytes: number[] = [];
-  let j = i;
-  while (bytes.length < 4096 && text.charCodeAt(j) === 0x25 && isHex(text.charCodeAt(j + 1)) && isHex(text.charCodeAt(j + 2))) {
-    bytes.push(hexValue(text.charCodeAt(j + 1)) * 16 + hexValue(text.charCodeAt(j + 2)));
-    j += 3;
+  const lead = percentByte(text, i);
+  const size = lead < 0 ? 0 : lead < 0x80 ? 1 : lead >= 0xc2 && lead <= 0xdf ? 2 : lead >= 0xe0 && lead <= 0xef ? 3 : lead >= 0xf0 && lead <= 0xf4 ? 4 : 0;
+  if (size === 0) return undefined;
+  const bytes = new Uint8Array(size);
+  bytes[0] = lead;
+  for (let k = 1; k < size; k++) {
+    const b = percentByte(text, i + 3 * k);
+    if (b < 0x80 || b > 0xbf) return undefined;
+    bytes[k] = b;
   }
-  if (bytes.length === 0) return undefined;
   let chars: string;
   try {
-    chars = UTF8.decode(Uint8Array.from(bytes));
+    chars = UTF8.decode(bytes);
   } catch {
     return undefined;
   }
-  return /[\x00-\x1f\x7f]/.test(chars) ? undefined : { chars, end: j };
+  return /[\x00-\x1f\x7f]/.test(chars) ? undefined : { chars, end: i + 3 * size };
 }
 
-/** `&#64;` or `&#x40;` at `i` (a printable character); undefined otherwise. */
+/** HTML's named references for the characters an address, a number or a key is written with. */
+const NAMED: Readonly<Record<string, string>> = {
+  amp: '&', lt: '<', gt: '>', quot: '"', apos: "'", nbsp: ' ', commat: '@', period: '.', lowbar: '_', hyphen: '-', dash: '-',
+  num: '#', plus: '+', colon: ':', sol: '/', equals: '=', percnt: '%', dollar: '$', excl: '!', quest: '?', comma: ',', semi: ';',
+};
+
+/** A printable code point as a decoded character, or undefined. */
+const printable = (cp: number, end: number): { chars: string; end: number } | undefined =>
+  cp < 0x20 || cp === 0x7f || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) ? undefined : { chars: String.fromCodePoint(cp), end };
+
+/** `&#64;`, `&#x40;` or `&commat;` at `i` (a printable character); undefined otherwise. */
 function characterReference(text: string, i: number): { chars: string; end: number } | undefined {
-  const m = /^&#(?:([0-9]{1,7})|[xX]([0-9A-Fa-f]{1,6}));/.exec(text.slice(i, i + 11));
+  const m = /^&(?:#(?:([0-9]{1,7})|[xX]([0-9A-Fa-f]{1,6}))|([a-z]{2,6}));/.exec(text.slice(i, i + 11));
   if (m === null) return undefined;
-  const cp = m[1] !== undefined ? Number(m[1]) : parseInt(m[2]!, 16);
-  if (cp < 0x20 || cp === 0x7f || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return undefined;
-  return { chars: String.fromCodePoint(cp), end: i + m[0].length };
+  if (m[3] !== undefined) {
+    const named = NAMED[m[3]];
+    return named === undefined ? undefined : { chars: named, end: i + m[0].length };
+  }
+  return printable(m[1] !== undefined ? Number(m[1]) : parseInt(m[2]!, 16), i + m[0].length);
+}
+
+/** A JavaScript or JSON escape at `i` (`\u0040`, `\x40`, `\u{40}`) of a printable character; undefined otherwise. */
+function escapeSequence(text: string, i: number): { chars: string; end: number } | undefined {
+  const m = /^\\(?:u([0-9A-Fa-f]{4})|x([0-9A-Fa-f]{2})|u\{([0-9A-Fa-f]{1,6})\})/.exec(text.slice(i, i + 10));
+  if (m === null) return undefined;
+  return printable(parseInt(m[1] ?? m[2] ?? m[3]!, 16), i + m[0].length);
+}
+
+/** A defanged dot at `i`, "[.]" or "(.)" (as indicators of compromise are written); undefined otherwise. */
+function defangedDot(text: string, i: number): { chars: string; end: number } | undefined {
+  const close = text.charCodeAt(i) === 0x5b ? 0x5d : 0x29;
+  return text.charCodeAt(i + 1) === 0x2e && text.charCodeAt(i + 2) === close ? { chars: '.', end: i + 3 } : undefined;
 }
 
 /** The view's characters, and which of them are lookalikes of an ASCII letter (folded in mixed-script words). */

@@ -10,7 +10,7 @@
  * linear in the text length whatever the input.
  */
 import { isIP } from 'node:net';
-import { isSupportedCountry, type CountryCode } from 'libphonenumber-js/max';
+import { getCountries, isSupportedCountry, type CountryCode } from 'libphonenumber-js/max';
 import { at, DIGIT, isAlnum, isAlpha, isDigit, isLower, isUpper, isWordish, nextOf } from './chars.js';
 import { conf, type Finding } from './finding.js';
 import { detectPhones } from './phone.js';
@@ -128,17 +128,39 @@ function detectSpelledEmails(text: string, out: Finding[]): void {
     } else if (open !== 32 || close !== 32) continue;
     while (at(text, ms - 1) === 32 && word - ms < 4) ms--;
     while (at(text, me) === 32 && me - after < 4) me++;
-    // Local part: one token just before the marker.
-    let ls = ms;
-    while (ls > 0 && ms - ls <= MAX_LOCAL && isLocalChar(text.charCodeAt(ls - 1))) ls--;
-    while (ls < ms && text.charCodeAt(ls) === 46) ls++;
-    if (ls === ms || ms - ls > MAX_LOCAL || text.charCodeAt(ms - 1) === 46) continue;
+    // Local part: the token just before the marker, and tokens joined to it by spelled dots ("jane dot doe").
+    let ls = localStart(text, ms);
+    if (ls < 0) continue;
+    for (let more = spelledDotBefore(text, ls); more >= 0 && ms - more <= MAX_LOCAL; more = spelledDotBefore(text, ls)) {
+      const earlier = localStart(text, more);
+      if (earlier < 0) break;
+      ls = earlier;
+    }
     const domain = spelledDomain(text, me);
     if (domain === undefined) continue;
-    if (!bracketed && m[0] !== '@' && !domain.spelledDot) continue;
+    // A bare word "at" is English before it is an address: it needs a spelled dot, and more than a
+    // one- or two-letter word before it ("us at acme dot com").
+    if (!bracketed && m[0] !== '@' && (!domain.spelledDot || (ms - ls <= 2 && /^[a-z]+$/i.test(text.slice(ls, ms).trim())))) continue;
     out.push(finding('email', ls, domain.end, 'pii', 0.8));
     AT_WORD.lastIndex = domain.end;
   }
+}
+
+/** Start of the local-part token that ends at `end` (spaces before `end` skipped); -1 if there is none. */
+function localStart(text: string, end: number): number {
+  let e = end;
+  while (e > 0 && text.charCodeAt(e - 1) === 32 && end - e < 4) e--;
+  let s = e;
+  while (s > 0 && e - s <= MAX_LOCAL && isLocalChar(text.charCodeAt(s - 1))) s--;
+  while (s < e && text.charCodeAt(s) === 46) s++;
+  return s === e || e - s > MAX_LOCAL || text.charCodeAt(e - 1) === 46 ? -1 : s;
+}
+
+/** Where a spelled-out dot (" dot ", "[dot]") that ends at `end` starts; -1 if none does. */
+function spelledDotBefore(text: string, end: number): number {
+  const before = text.slice(Math.max(0, end - 12), end);
+  const m = /(?: {1,3}dot {1,3}| {0,3}[[({<] {0,2}(?:dot|\.) {0,2}[\])}>] {0,3})$/i.exec(before);
+  return m === null ? -1 : end - m[0].length;
 }
 
 const AT_WORD = /\bat\b|@/gi;
@@ -177,7 +199,21 @@ function spelledDomain(text: string, from: number): { end: number; spelledDot: b
     break;
   }
   if (labels < 2 || !lastLabelAlpha || lastLabelLength < 2 || isWordish(at(text, p))) return undefined;
+  // The last label must be a top-level domain: "x @ self.weight" and "the dot product" are not addresses.
+  if (!isTopLevelDomain(text.slice(p - lastLabelLength, p))) return undefined;
   return { end: p, spelledDot };
+}
+
+/** Generic top-level domains in common use; every two-letter country code counts too (see `isTopLevelDomain`). */
+const GENERIC_TLDS = new Set(
+  'com org net edu gov mil int info biz name pro mobi app dev xyz online site tech store shop cloud email live blog news art design agency company services solutions digital media group world global club top vip asia tel travel museum aero coop jobs post cat eu'.split(' '),
+);
+const COUNTRY_TLDS = new Set([...getCountries().map((c) => c.toLowerCase()), 'uk', 'ac', 'su']);
+
+/** Is `label` a top-level domain people write addresses in: a country code or a common generic one? */
+function isTopLevelDomain(label: string): boolean {
+  const l = label.toLowerCase();
+  return COUNTRY_TLDS.has(l) || GENERIC_TLDS.has(l);
 }
 
 /**
@@ -291,6 +327,7 @@ export function cardBrand(d: string): string | undefined {
 }
 
 function detectCards(text: string, out: Finding[]): void {
+  const luhn = new LuhnSum();
   forEachDigitRun(text, (groups) => {
     // A number glued to letters ("ID4111...", "...1111x") is an identifier, not a card.
     const leftGlued = isWordish(at(text, groups[0]!.start - 1));
@@ -309,8 +346,9 @@ function detectCards(text: string, out: Finding[]): void {
       if (lead === 48 || lead === 55) continue;
       let best = -1;
       let regular = false;
-      const luhn = new LuhnSum();
-      for (let b = a; b < groups.length; b++) {
+      luhn.reset();
+      // Printed groupings have at most five groups; one inserted space makes six.
+      for (let b = a; b < groups.length && b - a < 6; b++) {
         const g = groups[b]!;
         if (luhn.length + len(b) > 19 || (b > a && !grouped)) break;
         if (b > a + 1 && g.sep !== groups[a + 1]!.sep) break; // one kind of separator per number
@@ -318,25 +356,34 @@ function detectCards(text: string, out: Finding[]): void {
         if (luhn.length < 12) continue;
         if (rightGlued && b === groups.length - 1) break;
         if (!luhn.valid() || luhn.sameDigit) continue;
-        const digits = text.slice(groups[a]!.start, g.end).replace(/[^0-9]/g, '');
-        if (cardBrand(digits) === undefined) continue;
-        // Spaces anywhere (an inserted space, 4+12) still make a card; hyphens and dots only in printed groups.
-        const printed = b === a || printedGrouping(groups, a, b);
-        if (printed || groups[a + 1]!.sep === 32) {
-          best = b;
-          regular = printed;
-        }
+        // As printed (4-4-4-4, 4-6-5, compact), or so with one space inserted ("4111 111111111111",
+        // "4111 11 11 1111 1111"); hyphens and dots only as printed.
+        // A number grouped otherwise must be all its run holds: "18 4958 822825373 302" is a table row.
+        const printed = b === a || printedGrouping(groups, a, b, -1);
+        const alone = (a === first || a === cardBefore + 1) && b === groups.length - 1;
+        if (!printed && !(alone && groups[a + 1]!.sep === 32 && oneSpaceFromPrinted(groups, a, b))) continue;
+        if (cardBrand(text.slice(groups[a]!.start, g.end).replace(/[^0-9]/g, '')) === undefined) continue;
+        best = b;
+        regular = printed;
       }
       if (best < 0) continue;
-      // Past a card in groups, at most an expiry date or a security code may follow in its grouping.
-      let after = 0;
-      for (let k = best + 1; best > a && k < groups.length && groups[k]!.sep === groups[a + 1]!.sep && len(k) <= 6; k++) after += len(k);
-      if (after > 4) continue;
+      // Past a card in groups, only an expiry date (MMYY) or a security code may follow in its grouping.
+      if (best > a && !endsNumber(text, groups, best, groups[a + 1]!.sep)) continue;
       out.push(finding('credit_card', groups[a]!.start, groups[best]!.end, 'financial', regular ? (best > a ? 0.95 : 0.9) : 0.8));
       cardBefore = best;
       a = best;
     }
   });
+}
+
+/** Does the number end at group `last`: no group follows with separator `sep`, or only a security code or an expiry (MMYY)? */
+function endsNumber(text: string, groups: readonly DigitGroup[], last: number, sep: number): boolean {
+  const next = groups[last + 1];
+  if (next === undefined || next.sep !== sep || next.end - next.start > 6) return true;
+  const following = groups[last + 2];
+  if (following !== undefined && following.sep === sep && following.end - following.start <= 6) return false;
+  const digits = text.slice(next.start, next.end);
+  return digits.length === 3 || (digits.length === 4 && Number(digits.slice(0, 2)) >= 1 && Number(digits.slice(0, 2)) <= 12);
 }
 
 /** Luhn's sum of a number read left to right, one digit at a time: O(1) per digit, whatever its final length. */
@@ -347,6 +394,13 @@ class LuhnSum {
   /** Per parity of a digit's index: the sum of those digits as they are, and doubled. */
   private readonly plain = [0, 0];
   private readonly doubled = [0, 0];
+
+  reset(): void {
+    this.length = 0;
+    this.sameDigit = true;
+    this.first = -1;
+    this.plain[0] = this.plain[1] = this.doubled[0] = this.doubled[1] = 0;
+  }
 
   add(d: number): void {
     const p = this.length & 1;
@@ -364,12 +418,30 @@ class LuhnSum {
   }
 }
 
-/** Groups a..b as issuers print them: the first of 4 digits, the middle ones 4-6, the last 1-6 (4-4-4-4, 4-6-5, 4-4-4-4-3). */
-function printedGrouping(groups: readonly DigitGroup[], a: number, b: number): boolean {
-  const len = (k: number): number => groups[k]!.end - groups[k]!.start;
-  if (len(a) !== 4 || len(b) > 6) return false;
-  for (let k = a + 1; k < b; k++) if (len(k) < 4 || len(k) > 6) return false;
-  return true;
+/**
+ * Groups a..b as issuers print them: fours and a last group of one to four (4-4-4-4, 4-4-4-4-3,
+ * 4-4-4-1), or the 4-6 forms (Amex 4-6-5, Diners 4-6-4); with `joined` >= a, groups `joined` and
+ * `joined + 1` read as one.
+ */
+function printedGrouping(groups: readonly DigitGroup[], a: number, b: number, joined: number): boolean {
+  const lengths: number[] = [];
+  for (let k = a; k <= b; k++) {
+    const n = groups[k]!.end - groups[k]!.start;
+    if (joined >= a && k === joined + 1) lengths[lengths.length - 1]! += n;
+    else lengths.push(n);
+  }
+  if (lengths.length === 1) return true;
+  const last = lengths.length - 1;
+  if (lengths[0] !== 4) return false;
+  if (lengths.length === 3 && lengths[1] === 6 && (lengths[2] === 4 || lengths[2] === 5)) return true;
+  for (let k = 1; k < last; k++) if (lengths[k] !== 4) return false;
+  return lengths[last]! >= 1 && lengths[last]! <= 4;
+}
+
+/** Would groups a..b be printed as issuers print them (or compact) but for one space? */
+function oneSpaceFromPrinted(groups: readonly DigitGroup[], a: number, b: number): boolean {
+  for (let k = a; k < b; k++) if (printedGrouping(groups, a, b, k)) return true;
+  return false;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -406,7 +478,8 @@ export function ibanValid(iban: string): boolean {
  * IBANs as printed (`DE89 3704 0044 0532 0130 00`), compact, or rewritten: lower case, and single
  * separators (space, '-', '.') anywhere. The mod-97 check and the exact length per country keep the
  * looser forms precise; a loosely grouped one must also have a digit in every group after the
- * first, so words of a sentence are not read as one.
+ * first, so words of a sentence are not read as one, and a lower-case country code must be glued
+ * to its check digits.
  */
 function detectIbans(text: string, out: Finding[]): void {
   const n = text.length;
@@ -419,11 +492,17 @@ function detectIbans(text: string, out: Finding[]): void {
     let k = d - 1;
     if (isCardSeparator(at(text, k))) k--;
     if (!isAlpha(at(text, k))) continue;
+    const second = k;
     k--;
     if (isCardSeparator(at(text, k)) && isAlpha(at(text, k - 1))) k--;
     if (!isAlpha(at(text, k))) continue;
     const i = k;
     if (isWordish(at(text, i - 1))) continue;
+    // The country code in upper case, or in lower case glued to the check digits ("de89..."): a word
+    // such as "No" or "at" before a number is not one.
+    const upper = isUpper(text.charCodeAt(i)) && isUpper(text.charCodeAt(second));
+    const lower = isLower(text.charCodeAt(i)) && isLower(text.charCodeAt(second));
+    if (!upper && !(lower && d - i === 2)) continue;
     const len = IBAN_LENGTHS[text.slice(i, i + 1).toUpperCase() + text.slice(i + 1, d).replace(/[ .-]/g, '').toUpperCase()];
     if (len === undefined) continue;
     let compact = '';

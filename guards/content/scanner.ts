@@ -3,7 +3,8 @@
  * detection, merges what they found, and `redact()` splices findings out of the text.
  *
  * Size cap: at most `maxBytes` (default 1 MiB) of UTF-8 are scanned. Past it, the first
- * `maxBytes` are scanned and one more finding covers the rest: `{ type: 'injection', kind:
+ * `maxBytes` are scanned (cut back to a whitespace, so no value is split) and one more finding
+ * covers the rest: `{ type: 'injection', kind:
  * 'truncated', ruleId: 'scan.truncated', category: 'unscanned', confidence: 0.5, start: <first
  * unscanned offset>, end: text.length }`. Unscanned content is reported rather than passed over
  * silently (padding is the cheapest way to hide something from a scanner), and `redact()`
@@ -45,7 +46,7 @@ export const DEFAULT_MAX_BYTES = 1024 * 1024;
 /** Runs the enabled detectors; findings sorted by offset, duplicates and redundant ones removed. */
 export function scan(text: string, options: ScanOptions = {}): Finding[] {
   const maxBytes = options.maxBytes ?? DEFAULT_MAX_BYTES;
-  const cut = cutAtBytes(text, maxBytes);
+  const cut = cutAtWhitespace(text, cutAtBytes(text, maxBytes));
   const body = cut < text.length ? text.slice(0, cut) : text;
   const found: Finding[] = [];
   // PII and secrets are looked for in the normalised view, and reported at the original characters.
@@ -67,6 +68,19 @@ export function scan(text: string, options: ScanOptions = {}): Finding[] {
   if (options.injection !== false) append(found, detectInjection(body, typeof options.injection === 'object' ? options.injection : {}));
   if (cut < text.length) found.push({ type: 'injection', kind: 'truncated', start: cut, end: text.length, ruleId: 'scan.truncated', category: 'unscanned', confidence: 0.5 });
   return mergeFindings(found);
+}
+
+/**
+ * A cut moved back to just after the last whitespace in the 1 KiB before it that does not join
+ * two digits, so a value that straddles the size cap (a key, a card in groups) falls wholly in the
+ * unscanned part (which redaction removes), not half in each (the scanned half would be too short
+ * to find and be let through).
+ */
+function cutAtWhitespace(text: string, cut: number): number {
+  if (cut >= text.length) return cut;
+  const digit = (k: number): boolean => k >= 0 && k < text.length && text.charCodeAt(k) >= 48 && text.charCodeAt(k) <= 57;
+  for (let k = cut; k > 0 && cut - k < 1024; k--) if (/\s/.test(text[k - 1]!) && !(digit(k - 2) && digit(k))) return k;
+  return cut;
 }
 
 /** Appends without spreading: a crafted text can give more findings than a call has room for arguments. */

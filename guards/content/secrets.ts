@@ -309,6 +309,8 @@ function report(scan: Scan, rule: SecretRule, m: Matcher, base: number, groups: 
   const secret = text.slice(ss, se);
   if (rule.entropy !== undefined && shannonEntropy(secret) <= rule.entropy) return false;
   if (rule.id.startsWith('generic') && !/[0-9]/.test(secret)) return false;
+  // A rule matched without regard to case finds a secret in one case or the other, not a word in mixed case ("AsiaPacificCustomers").
+  if (rule.caseFolded && /[a-z]/.test(secret) && /[A-Z]/.test(secret)) return false;
   if (allowed(rule, text, secret, ms, me, options.path)) return false;
   const key = `${rule.id}:${ss}:${se}`;
   if (scan.dedupe.has(key)) return false;

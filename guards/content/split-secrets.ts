@@ -3,10 +3,11 @@
  * space after `ghp_`): a rule sees short tokens where there is one secret. A gap is closed only
  * where both sides look like pieces of a machine-made string (a digit, an inner capital, an inner
  * `_`, `+`, `/` or `=`, a closing `_` or `-` as in `ghp_`), or one side does and the other is a
- * piece of one to three letters and digits: words of a sentence are never joined.
+ * short piece of letters and digits: words of a sentence are never joined to each other. A joined
+ * secret must begin with its own rule's keyword and hold a digit, as machine-made strings do.
  *
  * Where a rule's keyword occurs in such a joined stretch, the text from the keyword on is written
- * out again with the first 1, 2, ... 8 gaps closed (the secret may end at any of them) and the
+ * out again with the first 1, 2, ... 16 gaps closed (the secret may end at any of them) and the
  * rules run over those rewritings; a finding maps back to the characters it came from, the spaces
  * between included. Linear: each keyword occurrence costs a bounded rewriting, and past
  * MAX_OCCURRENCES a finding of kind 'truncated' (category 'unscanned') covers the rest.
@@ -20,7 +21,7 @@ import { detectSecrets, type DetectSecretsOptions } from './secrets.js';
 /** Gaps of at most this many spaces or tabs are closed. */
 const MAX_GAP = 2;
 /** At most this many gaps are closed after a keyword. */
-const MAX_JOINS = 8;
+const MAX_JOINS = 16;
 /** Keyword occurrences in joined stretches examined per scan. */
 const MAX_OCCURRENCES = 512;
 /** Characters of context kept before a keyword (for `\b` and short prefixes). */
@@ -36,11 +37,11 @@ const isDigit = (c: number): boolean => c >= 48 && c <= 57;
 const isUpper = (c: number): boolean => c >= 65 && c <= 90;
 const isAlnum = (c: number): boolean => isDigit(c) || isUpper(c) || (c >= 97 && c <= 122);
 
-/** How a token may join its neighbours: 2 a piece of a machine-made string, 1 a short piece of letters and digits, 0 a word. */
+/** How a token may join its neighbours: 2 a piece of a machine-made string, 1 a short piece of letters and digits (up to 6), 0 a word. */
 function pieceStrength(text: string, s: number, e: number): 0 | 1 | 2 {
   const last = text.charCodeAt(e - 1);
   if (e - s >= 2 && (last === 95 || last === 45)) return 2; // a token prefix: "ghp_", "xoxb-"
-  let short = e - s <= 3;
+  let short = e - s <= 6;
   for (let k = s; k < e; k++) {
     const c = text.charCodeAt(k);
     if (isDigit(c)) return 2;
@@ -57,6 +58,7 @@ interface Gap {
 
 interface Engine {
   keywords: KeywordMatcher;
+  rulesById: ReadonlyMap<string, SecretRule>;
   /** Per keyword id: the longest match of a rule with that keyword, capped at MAX_REACH. */
   reach: number[];
 }
@@ -67,7 +69,7 @@ function engineFor(rules: readonly SecretRule[]): Engine {
   if (e === undefined) {
     const words = [...new Set(rules.flatMap((r) => r.keywords))];
     const reach = words.map((w) => Math.min(MAX_REACH, Math.max(...rules.filter((r) => r.keywords.includes(w)).map((r) => r.maxLength))));
-    e = { keywords: new KeywordMatcher(words), reach };
+    e = { keywords: new KeywordMatcher(words), rulesById: new Map(rules.map((r) => [r.id, r])), reach };
     engines.set(rules, e);
   }
   return e;
@@ -105,7 +107,7 @@ export function detectSplitSecrets(text: string, rules: readonly SecretRule[], o
   let occurrences = 0;
   let stoppedAt = -1;
   let lastStart = -1;
-  /** Pairs: where a rewriting starts in `rewritten`, and where its keyword starts in `text`. */
+  /** Triples: where a rewriting starts in `rewritten`, where its keyword starts in `text`, and which keyword it is. */
   const keywordAt: number[] = [];
   engine.keywords.occurrences(stretches.text, (id, end) => {
     const kw = engine.keywords.keywords[id]!;
@@ -122,7 +124,7 @@ export function detectSplitSecrets(text: string, rules: readonly SecretRule[], o
     let mandatory = 0;
     while (first + mandatory < gaps.length && gaps[first + mandatory]!.end <= kEnd) mandatory++;
     for (let m = Math.max(1, mandatory); m <= mandatory + MAX_JOINS && first + m - 1 < gaps.length; m++) {
-      keywordAt.push(rewritten.length, kStart);
+      keywordAt.push(rewritten.length, kStart, id);
       writeClosing(rewritten, text, gaps, first, m, Math.max(0, kStart - LEFT), kStart + engine.reach[id]!);
       if (gaps[first + m - 1]!.start > kStart + engine.reach[id]!) break;
     }
@@ -137,10 +139,12 @@ export function detectSplitSecrets(text: string, rules: readonly SecretRule[], o
         out.push({ ...f, start, end });
         continue;
       }
-      // Kept: a secret that begins with its rule's keyword (a token prefix, not a context word
-      // such as "password:") and that the gaps cut. Others are the plain scan's to find, or not.
+      // Kept: a secret that begins with its own rule's keyword (a token prefix, not a context word
+      // such as "password:"), that the gaps cut, and that holds a digit. Others are the plain scan's.
+      const [kStart, id] = keywordOf(keywordAt, f.start);
       const g = firstGapFrom(gaps, start);
-      if (start <= keywordStartOf(keywordAt, f.start) && g < gaps.length && gaps[g]!.end <= end) out.push({ ...f, start, end });
+      const own = engine.rulesById.get(f.kind)?.keywords.includes(engine.keywords.keywords[id]!) === true;
+      if (own && start === kStart && g < gaps.length && gaps[g]!.end <= end && /[0-9]/.test(text.slice(start, end))) out.push({ ...f, start, end });
     }
   }
   if (stoppedAt >= 0) out.push({ type: 'secret', kind: 'truncated', start: stoppedAt, end: text.length, ruleId: 'secrets.split_limit', category: 'unscanned', confidence: 0.5 });
@@ -176,16 +180,16 @@ function hasBreak(text: string, from: number, to: number): boolean {
   return false;
 }
 
-/** The keyword start (in the text) of the rewriting that holds offset `at` of the rewritten text. */
-function keywordStartOf(keywordAt: readonly number[], at: number): number {
+/** The keyword (its start in the text, and its id) of the rewriting that holds offset `at` of the rewritten text. */
+function keywordOf(keywordAt: readonly number[], at: number): [start: number, id: number] {
   let lo = 0;
-  let hi = keywordAt.length / 2 - 1;
+  let hi = keywordAt.length / 3 - 1;
   while (lo < hi) {
     const mid = (lo + hi + 1) >> 1;
-    if (keywordAt[mid * 2]! <= at) lo = mid;
+    if (keywordAt[mid * 3]! <= at) lo = mid;
     else hi = mid - 1;
   }
-  return keywordAt[lo * 2 + 1]!;
+  return [keywordAt[lo * 3 + 1]!, keywordAt[lo * 3 + 2]!];
 }
 
 /** Index of the first gap that starts at or after `at`. */
