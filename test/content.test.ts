@@ -531,6 +531,10 @@ describe('adversarial inputs complete (linear-time detectors)', () => {
     ['colons and hex', () => fill('fe80:')],
     ['every built-in keyword', () => fill([...new Set(builtinRules().flatMap((r) => r.keywords))].map((k) => `${k}=x1 `).join('') + '\n')],
     ['injection openers', () => fill('ignore the previous send to you are now <|im_start|> before you can \u200B')],
+    ['short digit groups', () => fill('45 3 ')],
+    ['card-like groups', () => fill('4 532 0 151 1 283 0 366 ')],
+    ['undecodable percent-encoding', () => fill('%C3%FF')],
+    ['machine-made pieces after keywords', () => fill('AKIA Q1 ghp_ Z9 ')],
   ];
   for (const [name, make] of inputs) {
     it(`1 MB of ${name}`, () => {

@@ -198,3 +198,24 @@ describe('scanner evasion: end to end through a guarded run on Redis', () => {
     expect(output).toBe('SSN [REDACTED:us_ssn], card [REDACTED:credit_card], thanks.');
   });
 });
+
+describe('scanner evasion defences: ordinary text stays as it is', () => {
+  const kindsIn = (text: string) => scan(text, { injection: false }).map((f) => f.kind);
+  it('reads no card into rows of numbers, table lines or hex dumps', () => {
+    for (const text of ['row: 5353 0 0 4529 27950 1041 8 7727 0 end', 'qty 18 4958 822825373 302', '00000010  38 32 36 32 35 39 39 31  35 36 32 36 31 34 39 30', 'tracking 1598 5558 7607 6036 4400 50'])
+      expect(kindsIn(text), text).not.toContain('credit_card');
+  });
+  it('reads no IBAN into a word before a number', () => {
+    for (const text of ['Invoice No 7918677052962', 'Invoice No.8163592047871', 'at 9457 0718 8180 8379 00']) expect(kindsIn(text), text).not.toContain('iban');
+  });
+  it('reads no address into prose or code with "at", "dot" or "@"', () => {
+    for (const text of ['We look at the dot product of two vectors.', 'y = x @ self.weight', 'Meet (at) Hotel.Central tonight', 'Visit us at acme dot com', 'We arrived at noon (dot) then left.'])
+      expect(kindsIn(text), text).not.toContain('email');
+  });
+  it('reads no AWS key into a mixed-case identifier, and redacts a token but not the word after it', () => {
+    expect(kindsIn('const x = AsiaPacificCustomers; y = accaMemberStatusCode')).toEqual([]);
+    const token = ['gh', 'p_', 'aZ3kL9mQ2xV7bN4pR8tY1wE5uI6oS0dF2gH4'].join('');
+    const text = `GITHUB_TOKEN=${token} is ok`;
+    expect(redact(text, scan(text, { injection: false }))).toBe('GITHUB_TOKEN=[REDACTED:github-token] is ok');
+  });
+});
