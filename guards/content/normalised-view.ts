@@ -10,7 +10,7 @@
  *   variation selectors, tag characters) are dropped, and so are combining marks on ASCII characters;
  * - decimal digits of every script (Arabic-Indic, Devanagari...) become ASCII digits;
  * - separators are unified: every dash to '-', every space to ' ', line and paragraph separators
- *   to '\n', the ideographic full stop to '.', fraction and division slashes to '/';
+ *   to '\n', the ideographic full stop and middle dots to '.', fraction and division slashes to '/';
  * - a letter that passes for an ASCII one (Cyrillic 'а', Greek 'Ο') becomes it, in a word that
  *   also has ASCII letters or digits (a mixed-script word); words wholly in another script stay;
  * - percent-encoding is decoded where it decodes to printable UTF-8 (`john%40example.com`), and
@@ -104,7 +104,7 @@ function normalisedOnce(text: string): MappedText {
 const MARK = /^\p{M}$/u;
 const SYMBOL = /^\p{So}/u;
 /** Characters NFKC leaves alone that the view still rewrites or drops. */
-const NEEDS_REWRITE = /[\p{Cf}\p{Zs}\p{Nd}\p{Pd}\u2028\u2029\u3002\u2044\u2215\u2212\u034f\u115f\u1160\u3164\uffa0\ufe00-\ufe0f\u{e0000}-\u{e0fff}]/u;
+const NEEDS_REWRITE = /[\p{Cf}\p{Zs}\p{Nd}\p{Pd}\u2028\u2029\u3002\u00b7\u2027\u30fb\u2219\u2044\u2215\u2212\u034f\u115f\u1160\u3164\uffa0\ufe00-\ufe0f\u{e0000}-\u{e0fff}]/u;
 const DROPPED = /^[\p{Cf}\u034f\u115f\u1160\u3164\uffa0\ufe00-\ufe0f\u{e0000}-\u{e0fff}]$/u;
 
 /** Appends the normalised form of `chunk` (one character and its marks, or decoded text), all from original [s, e). */
@@ -140,7 +140,7 @@ function foldCharacter(ch: string, cp: number): number | undefined {
   if (/^\p{Pd}$/u.test(ch) || cp === 0x2212) return 45;
   if (/^\p{Zs}$/u.test(ch)) return 32;
   if (cp === 0x2028 || cp === 0x2029) return 10;
-  if (cp === 0x3002) return 46;
+  if (cp === 0x3002 || cp === 0x00b7 || cp === 0x2027 || cp === 0x30fb || cp === 0x2219) return 46; // full stops and middle dots
   if (cp === 0x2044 || cp === 0x2215) return 47;
   return undefined;
 }

@@ -30,7 +30,11 @@ export class RedisAttacker {
   /** Wakes a parked (delayed) job now, as the edge does after a decision. */
   async promote(agent: string, jobId: string): Promise<void> {
     const job = await Job.fromId(this.queue(agent), jobId);
-    if (job && (await job.isDelayed())) await job.promote();
+    // The job may wake on its own between the check and the promote (the edge woke it first): then there is nothing to do.
+    if (job && (await job.isDelayed()))
+      await job.promote().catch(async (error: unknown) => {
+        if (await job.isDelayed()) throw error;
+      });
   }
 
   /** The data of every job of an agent's queue still in Redis (finished ones stay an hour). */
