@@ -46,8 +46,13 @@ export function normalisedView(text: string): MappedText {
   };
 }
 
+/** Native substring searches first: most text is ASCII without '%', '&' or '\\', and is let through at once. */
+const NON_ASCII = /[^\x00-\x7f]/;
+const mayNeedRewriting = (text: string): boolean =>
+  NON_ASCII.test(text) || text.includes('%') || text.includes('&') || text.includes('\\') || text.includes('[.]') || text.includes('(.)');
+
 function normalisedOnce(text: string): MappedText {
-  if (!REWRITABLE.test(text)) return unchanged(text);
+  if (!mayNeedRewriting(text) || !REWRITABLE.test(text)) return unchanged(text);
   const b = new ViewBuilder(text.length);
   const n = text.length;
   let i = 0;

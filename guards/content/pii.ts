@@ -380,6 +380,9 @@ function detectCards(text: string, out: Finding[]): void {
 function endsNumber(text: string, groups: readonly DigitGroup[], last: number, sep: number): boolean {
   const next = groups[last + 1];
   if (next === undefined || next.sep !== sep || next.end - next.start > 6) return true;
+  // A group glued to what follows ("2001:db8::7", "2024x") is another token, not more of this number.
+  const glue = at(text, next.end);
+  if (last + 2 === groups.length && (glue === 58 || isWordish(glue))) return true;
   const following = groups[last + 2];
   if (following !== undefined && following.sep === sep && following.end - following.start <= 6) return false;
   const digits = text.slice(next.start, next.end);

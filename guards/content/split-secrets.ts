@@ -151,28 +151,63 @@ export function detectSplitSecrets(text: string, rules: readonly SecretRule[], o
   return out;
 }
 
-/** Runs of 1..MAX_GAP spaces or tabs between two tokens that may join (see `pieceStrength`). */
+/** Where a token may be a piece of a machine-made string (see `pieceStrength`): found natively, so plain prose costs little. */
+const PIECE_HINT = /[0-9]|[a-z0-9][A-Z]|[_+/=][A-Za-z0-9]|[_-][ \t]/g;
+
+/**
+ * Runs of 1..MAX_GAP spaces or tabs between two tokens that may join (see `pieceStrength`): found
+ * around the machine-made pieces only, each token looked at a bounded number of times.
+ */
 function closableGaps(text: string): Gap[] {
   const gaps: Gap[] = [];
-  const n = text.length;
-  let prevEnd = -1;
-  let prevStrength: 0 | 1 | 2 = 0;
-  let i = 0;
-  while (i < n) {
-    while (i < n && isBreak(text.charCodeAt(i))) i++;
-    if (i >= n) break;
-    const s = i;
-    while (i < n && !isBreak(text.charCodeAt(i))) i++;
-    const strength = pieceStrength(text, s, i);
-    if (prevEnd >= 0 && s - prevEnd <= MAX_GAP && prevStrength + strength >= 3) {
-      let spaces = true;
-      for (let k = prevEnd; k < s; k++) if (!isSpace(text.charCodeAt(k))) spaces = false;
-      if (spaces) gaps.push({ start: prevEnd, end: s });
+  PIECE_HINT.lastIndex = 0;
+  let lastGapEnd = -1;
+  for (let m = PIECE_HINT.exec(text); m !== null; m = PIECE_HINT.exec(text)) {
+    let s = m.index;
+    while (s > 0 && !isBreak(text.charCodeAt(s - 1))) s--;
+    let e = m.index;
+    while (e < text.length && !isBreak(text.charCodeAt(e))) e++;
+    PIECE_HINT.lastIndex = e;
+    if (pieceStrength(text, s, e) < 2) continue;
+    // The gap before this piece (unless the previous piece's gap after it was that one), and the gap after it.
+    const before = gapBefore(text, s);
+    if (before !== undefined && before.end > lastGapEnd) gaps.push(before);
+    const after = gapAfter(text, e);
+    if (after !== undefined) {
+      gaps.push(after);
+      lastGapEnd = after.end;
     }
-    prevEnd = i;
-    prevStrength = strength;
   }
   return gaps;
+}
+
+/** The gap of 1..MAX_GAP spaces or tabs ending at `s`, if the token before it may join (strength 1 or more). */
+function gapBefore(text: string, s: number): Gap | undefined {
+  let g = s;
+  while (g > 0 && s - g < MAX_GAP && isSpace(text.charCodeAt(g - 1))) g--;
+  if (g === s || g === 0 || isBreak(text.charCodeAt(g - 1))) return undefined;
+  let t = g;
+  while (t > 0 && g - t <= 6 && !isBreak(text.charCodeAt(t - 1))) t--;
+  // Past six characters the token is no short piece: only a machine-made one may join.
+  const strength = g - t > 6 ? strengthOfLongTokenEndingAt(text, g) : pieceStrength(text, t, g);
+  return strength >= 1 ? { start: g, end: s } : undefined;
+}
+
+/** The gap of 1..MAX_GAP spaces or tabs starting at `e`, if the token after it may join (strength 1 or more). */
+function gapAfter(text: string, e: number): Gap | undefined {
+  let g = e;
+  while (g < text.length && g - e < MAX_GAP && isSpace(text.charCodeAt(g))) g++;
+  if (g === e || g >= text.length || isBreak(text.charCodeAt(g))) return undefined;
+  let t = g;
+  while (t < text.length && !isBreak(text.charCodeAt(t))) t++;
+  return pieceStrength(text, g, t) >= 1 ? { start: e, end: g } : undefined;
+}
+
+/** The strength of the token that ends at `end` and is longer than a short piece. */
+function strengthOfLongTokenEndingAt(text: string, end: number): 0 | 1 | 2 {
+  let t = end;
+  while (t > 0 && !isBreak(text.charCodeAt(t - 1))) t--;
+  return pieceStrength(text, t, end);
 }
 
 function hasBreak(text: string, from: number, to: number): boolean {
