@@ -65,7 +65,8 @@ export function read(text: string, s: number, e: number): Written | undefined {
         open = -1;
         i++;
         continue;
-      } else parenGroup = true;
+      } else if (open > (plus ? 1 : 0)) return undefined; // an area code comes first: "8 336 817 (2020)" is a number and a year
+      else parenGroup = true;
       open = -1;
     }
     sep += c === 0xa0 ? ' ' : text[i];

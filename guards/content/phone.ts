@@ -282,7 +282,9 @@ function national(ctx: Context, w: Written, cue: Cue | undefined): number | unde
   const n = d.length;
   const trunk = d[0] === '0' && d[1] !== '0';
   const nanp = isNanpShape(w);
-  const grouped = g.length >= 3 && g[0]!.length <= 5 && g.slice(1).every((x) => x.length <= 5) && g[g.length - 1]!.length >= 2;
+  // Pairs alone without a trunk 0 ("12 15 18 20") are as often a list of numbers: they need evidence.
+  const pairsOnly = !trunk && g.every((x) => x.length === 2);
+  const grouped = g.length >= 3 && g[0]!.length <= 5 && g.slice(1).every((x) => x.length <= 5) && g[g.length - 1]!.length >= 2 && !pairsOnly;
   // Strong shapes: how phone numbers, and little else, are written.
   let shape: number | undefined;
   if (nanp) shape = 0.7;
