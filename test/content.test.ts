@@ -535,6 +535,8 @@ describe('adversarial inputs complete (linear-time detectors)', () => {
     ['card-like groups', () => fill('4 532 0 151 1 283 0 366 ')],
     ['undecodable percent-encoding', () => fill('%C3%FF')],
     ['machine-made pieces after keywords', () => fill('AKIA Q1 ghp_ Z9 ')],
+    ['combining marks on one letter', () => `see e${'\u0301\u0316'.repeat(MB / 2)}`],
+    ['nested encodings', () => fill('%252540&amp;#64;\\u0040[&#46;]')],
   ];
   for (const [name, make] of inputs) {
     it(`1 MB of ${name}`, () => {

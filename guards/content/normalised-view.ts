@@ -26,22 +26,31 @@ import { lookalikeAscii } from '../policy/name-characters.js';
 import { MappedTextBuilder, unchanged, type MappedText } from './mapped-text.js';
 
 /** Text with nothing to rewrite: ASCII without an encoding, a defanged dot or a character reference. */
-const REWRITABLE = /[^\x00-\x7f]|%[0-9A-Fa-f]{2}|&#|&[a-z]+;|\\[ux][0-9A-Fa-f{]|[[(]\.[)\]]/;
-/** Encodings left in a view: the text was encoded twice ("%2540", "&amp;#64;"). */
-const ENCODED = /%[0-9A-Fa-f]{2}|&#|&[a-z]+;|\\[ux][0-9A-Fa-f{]/;
+const REWRITABLE = /[^\x00-\x7f]|%[0-9A-Fa-f]{2}|&#|&[a-z]+;|\\[ux][0-9A-Fa-f{]|\\[ntrbf"'\\/]|[[(]\.[)\]]/;
+/** Encodings left in a view: the text was encoded more than once ("%2540", "&amp;#64;", "[&#46;]"). */
+const ENCODED = /%[0-9A-Fa-f]{2}|&#|&[a-z]+;|\\[ux][0-9A-Fa-f{]|\\[ntr"\\/]|[[(]\.[)\]]/;
+/** Encodings undone at most this deep; each level only shrinks the text, so the work stays linear. */
+const MAX_LEVELS = 4;
 
-/** The normalised view of `text`: encodings are undone up to two levels deep. */
+/** The normalised view of `text`: encodings are undone level after level, up to MAX_LEVELS deep. */
 export function normalisedView(text: string): MappedText {
-  const once = normalisedOnce(text);
-  if (!once.rewritten || !ENCODED.test(once.text)) return once;
-  const twice = normalisedOnce(once.text);
-  if (!twice.rewritten) return once;
+  let view = normalisedOnce(text);
+  for (let level = 1; level < MAX_LEVELS && view.rewritten && ENCODED.test(view.text); level++) {
+    const next = normalisedOnce(view.text);
+    if (!next.rewritten || next.text === view.text) break;
+    view = composed(view, next);
+  }
+  return view;
+}
+
+/** `inner`, made from `outer`'s text, mapped back through both. */
+function composed(outer: MappedText, inner: MappedText): MappedText {
   return {
-    text: twice.text,
+    text: inner.text,
     rewritten: true,
     original: (s, e) => {
-      const [s1, e1] = twice.original(s, e);
-      return once.original(s1, Math.max(e1, s1 + 1));
+      const [s1, e1] = inner.original(s, e);
+      return outer.original(s1, Math.max(e1, s1 + 1));
     },
   };
 }
@@ -74,15 +83,23 @@ function normalisedOnce(text: string): MappedText {
     // ASCII, and a mark must not split a number or a token.
     if (i > 0 && text.charCodeAt(i - 1) < 0x80) {
       let k = i;
-      while (k < n && MARK.test(String.fromCodePoint(text.codePointAt(k)!))) k += text.codePointAt(k)! > 0xffff ? 2 : 1;
+      while (k < n && isMark(text.codePointAt(k)!)) k += text.codePointAt(k)! > 0xffff ? 2 : 1;
       if (k > i) {
         i = k;
         continue;
       }
     }
-    // A run of non-ASCII characters: one NFKC call when nothing in it needs rewriting.
-    let j = i + 1;
-    while (j < n && text.charCodeAt(j) >= 0x80) j++;
+    // A run of non-ASCII characters, at most RUN units: one NFKC call when nothing in it needs
+    // rewriting. Past MAX_MARKS marks in a row the run ends and the rest of the marks are dropped
+    // (Unicode's stream-safe limit): NFKC reorders marks in quadratic time.
+    let j = i;
+    let marks = 0;
+    while (j < n && text.charCodeAt(j) >= 0x80 && j - i < RUN) {
+      const cp = text.codePointAt(j)!;
+      marks = isMark(cp) ? marks + 1 : 0;
+      if (marks > MAX_MARKS) break;
+      j += cp > 0xffff ? 2 : 1;
+    }
     const run = text.slice(i, j);
     if (run.normalize('NFKC') === run && !NEEDS_REWRITE.test(run)) {
       for (let k = i; k < j; k++) {
@@ -96,20 +113,25 @@ function normalisedOnce(text: string): MappedText {
       let k = i;
       while (k < j) {
         let e = k + (text.codePointAt(k)! > 0xffff ? 2 : 1);
-        while (e < j && MARK.test(String.fromCodePoint(text.codePointAt(e)!))) e += text.codePointAt(e)! > 0xffff ? 2 : 1;
+        while (e < j && isMark(text.codePointAt(e)!)) e += text.codePointAt(e)! > 0xffff ? 2 : 1;
         appendNormalised(b, text.slice(k, e), k, e);
         k = e;
       }
     }
     i = j;
+    if (marks > MAX_MARKS) while (i < n && isMark(text.codePointAt(i)!)) i += text.codePointAt(i)! > 0xffff ? 2 : 1;
   }
   return b.build();
 }
 
 const MARK = /^\p{M}$/u;
+const isMark = (cp: number): boolean => cp >= 0x300 && MARK.test(String.fromCodePoint(cp));
+/** Longest run handed to NFKC at once, and marks kept in a row (UAX #15's stream-safe format). */
+const RUN = 1024;
+const MAX_MARKS = 30;
 const SYMBOL = /^\p{So}/u;
 /** Characters NFKC leaves alone that the view still rewrites or drops. */
-const NEEDS_REWRITE = /[\p{Cf}\p{Zs}\p{Nd}\p{Pd}\u2028\u2029\u3002\u00b7\u2027\u30fb\u2219\u2044\u2215\u2212\u034f\u115f\u1160\u3164\uffa0\ufe00-\ufe0f\u{e0000}-\u{e0fff}]/u;
+const NEEDS_REWRITE = /[\p{M}\p{Cf}\p{Zs}\p{Nd}\p{Pd}\u2028\u2029\u3002\u00b7\u2027\u30fb\u2219\u2044\u2215\u2212\u034f\u115f\u1160\u3164\uffa0\ufe00-\ufe0f\u{e0000}-\u{e0fff}]/u;
 const DROPPED = /^[\p{Cf}\u034f\u115f\u1160\u3164\uffa0\ufe00-\ufe0f\u{e0000}-\u{e0fff}]$/u;
 
 /** Appends the normalised form of `chunk` (one character and its marks, or decoded text), all from original [s, e). */
@@ -124,7 +146,7 @@ function appendNormalised(b: ViewBuilder, chunk: string, s: number, e: number): 
     }
     if (DROPPED.test(ch)) continue;
     // A mark on a character the view made ASCII ("４\u0336" → "4"): dropped like one on ASCII.
-    if (MARK.test(ch) && b.length > 0 && b.codeAt(b.length - 1) < 0x80) continue;
+    if (MARK.test(ch) && b.length > 0 && (b.codeAt(b.length - 1) < 0x80 || b.lastIsLookalike())) continue;
     const folded = foldCharacter(ch, cp);
     if (folded !== undefined) {
       b.push(folded, s, e);
@@ -227,11 +249,24 @@ function characterReference(text: string, i: number): { chars: string; end: numb
   return printable(m[1] !== undefined ? Number(m[1]) : parseInt(m[2]!, 16), i + m[0].length);
 }
 
-/** A JavaScript or JSON escape at `i` (`\u0040`, `\x40`, `\u{40}`) of a printable character; undefined otherwise. */
+/** What JSON's and JavaScript's one-letter escapes stand for: a value that starts a line of a JSON string is written "\nAKIA...". */
+const SHORT_ESCAPES: Readonly<Record<string, string>> = { n: '\n', t: '\t', r: '\r', b: ' ', f: ' ', '/': '/', '"': '"', "'": "'", '\\': '\\' };
+
+/**
+ * A JavaScript or JSON escape at `i`: a one-letter one (`\n`, `\"`, `\\`), or one of a printable
+ * character (`\u0040`, `\x40`, `\u{40}`, a surrogate pair `\ud835\udfd2`); undefined otherwise.
+ */
 function escapeSequence(text: string, i: number): { chars: string; end: number } | undefined {
-  const m = /^\\(?:u([0-9A-Fa-f]{4})|x([0-9A-Fa-f]{2})|u\{([0-9A-Fa-f]{1,6})\})/.exec(text.slice(i, i + 10));
+  const short = SHORT_ESCAPES[text[i + 1] ?? ''];
+  if (short !== undefined) return { chars: short, end: i + 2 };
+  const m = /^\\(?:u([0-9A-Fa-f]{4})(?:\\u([dD][c-fC-F][0-9A-Fa-f]{2}))?|x([0-9A-Fa-f]{2})|u\{([0-9A-Fa-f]{1,6})\})/.exec(text.slice(i, i + 16));
   if (m === null) return undefined;
-  return printable(parseInt(m[1] ?? m[2] ?? m[3]!, 16), i + m[0].length);
+  if (m[1] !== undefined) {
+    const unit = parseInt(m[1], 16);
+    if (m[2] !== undefined && unit >= 0xd800 && unit <= 0xdbff) return printable(0x10000 + ((unit - 0xd800) << 10) + (parseInt(m[2], 16) - 0xdc00), i + 12);
+    return printable(unit, i + 6);
+  }
+  return printable(parseInt(m[3] ?? m[4]!, 16), i + m[0].length);
 }
 
 /** A defanged dot at `i`, "[.]" or "(.)" (as indicators of compromise are written); undefined otherwise. */
@@ -244,6 +279,10 @@ function defangedDot(text: string, i: number): { chars: string; end: number } | 
 class ViewBuilder extends MappedTextBuilder {
   /** Positions of lookalikes, and the ASCII code each passes for. */
   private readonly lookalikes: number[] = [];
+
+  lastIsLookalike(): boolean {
+    return this.lookalikes.length > 0 && this.lookalikes[this.lookalikes.length - 2] === this.length - 1;
+  }
 
   pushLookalike(code: number, ascii: number, s: number, e: number): void {
     this.lookalikes.push(this.length, ascii);

@@ -166,6 +166,11 @@ const isGlue = (c: number): boolean => c === 45 || c === 95 || c === 47;
 /** A finding for text[s, e) if it is written as a phone number, else undefined. */
 function judge(ctx: Context, s: number, e: number): Finding | undefined {
   const { text } = ctx;
+  // A number in parentheses as a whole, "(+44 20 7946 0958)", "(415-555-0132)": the number is inside.
+  if (text.charCodeAt(s) === 40 && text.charCodeAt(e - 1) === 41 && read(text, s, e) === undefined) {
+    s++;
+    e--;
+  }
   const w = read(text, s, e);
   if (!w || notAPhone(text, s, e, w)) return undefined;
   const ext = extensionEnd(text, e);
@@ -297,7 +302,9 @@ function national(ctx: Context, w: Written, cue: Cue | undefined): number | unde
   // Weak shapes (bare digits, two groups, thousands-like groups): only with evidence.
   if (n < 7 || n > 11 || cue === 'marker') return undefined;
   if (cue === 'phone') return 0.6;
-  if (validIn(d, ctx.hinted())) return 0.55;
+  // Bare digits are an order number as often as a phone: a hint read from the text (its script,
+  // another number's country) is not enough for them, the caller's regions are.
+  if (validIn(d, g.length === 1 ? ctx.regions : ctx.hinted())) return 0.55;
   return undefined;
 }
 

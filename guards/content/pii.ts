@@ -529,6 +529,8 @@ function detectIbans(text: string, out: Finding[]): void {
     }
     if (compact.length !== len || isWordish(at(text, j)) || !isDigit(compact.charCodeAt(2)) || !isDigit(compact.charCodeAt(3))) continue;
     if (!printed && !(everyGroupHasDigit && groupHasDigit)) continue;
+    // A loosely written one must end where its token ends: "be247516-3487-4f87-..." is a UUID.
+    if (!printed && (at(text, j) === 45 || at(text, j) === 46) && isAlnum(at(text, j + 1))) continue;
     if (!ibanValid(compact)) continue;
     out.push(finding('iban', i, j, 'financial', printed ? 0.95 : 0.85));
     pos = j;

@@ -125,7 +125,7 @@ export function detectSplitSecrets(text: string, rules: readonly SecretRule[], o
     while (first + mandatory < gaps.length && gaps[first + mandatory]!.end <= kEnd) mandatory++;
     for (let m = Math.max(1, mandatory); m <= mandatory + MAX_JOINS && first + m - 1 < gaps.length; m++) {
       keywordAt.push(rewritten.length, kStart, id);
-      writeClosing(rewritten, text, gaps, first, m, Math.max(0, kStart - LEFT), kStart + engine.reach[id]!);
+      writeClosing(rewritten, text, gaps, first, m, lineStartWithin(text, kStart, LEFT), kStart + engine.reach[id]!);
       if (gaps[first + m - 1]!.start > kStart + engine.reach[id]!) break;
     }
     return true;
@@ -225,6 +225,13 @@ function keywordOf(keywordAt: readonly number[], at: number): [start: number, id
     else hi = mid - 1;
   }
   return [keywordAt[lo * 3 + 1]!, keywordAt[lo * 3 + 2]!];
+}
+
+/** Where the context before `at` starts: `reach` characters back, or the start of `at`'s line if nearer. */
+function lineStartWithin(text: string, at: number, reach: number): number {
+  let s = at;
+  while (s > 0 && at - s < reach && text.charCodeAt(s - 1) !== 10) s--;
+  return s;
 }
 
 /** Index of the first gap that starts at or after `at`. */

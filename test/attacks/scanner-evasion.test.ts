@@ -219,3 +219,28 @@ describe('scanner evasion defences: ordinary text stays as it is', () => {
     expect(redact(text, scan(text, { injection: false }))).toBe('GITHUB_TOKEN=[REDACTED:github-token] is ok');
   });
 });
+
+describe('scanner evasion, second round: JSON, other scripts, brackets, deeper encodings', () => {
+  const key = ['AK', 'IA', 'QX7TV2MB5NRW3KLP'].join('');
+  const redacted = (text: string) => redact(text, scan(text, { injection: false }));
+  it('finds values at the start of a line inside a JSON string, and redacts only them', () => {
+    expect(redacted(`{"k":"\\n${key}"}`)).toBe('{"k":"\\n[REDACTED:aws-access-key-id]"}');
+    expect(redacted('{"e":"x\\tjane.doe@example.com"}')).toBe('{"e":"x\\t[REDACTED:email]"}');
+    expect(redacted(JSON.stringify({ body: '{"e":"jane.doe\\u0040example.com"}' }))).toBe(JSON.stringify({ body: '{"e":"[REDACTED:email]"}' }));
+  });
+  it('finds values glued to letters of scripts written without spaces before numbers', () => {
+    expect(redacted('番号4532 0151 1283 0366です')).toBe('番号[REDACTED:credit_card]です');
+    expect(redacted('jane.doe@example.com으로 연락주세요')).toBe('[REDACTED:email]으로 연락주세요');
+  });
+  it('finds a phone in parentheses, a split key on a later line, and three levels of encoding', () => {
+    expect(redacted('Jane (+44 20 7946 0958), Bob')).toBe('Jane ([REDACTED:phone]), Bob');
+    expect(redacted(`first line\n${key.slice(0, 8)} ${key.slice(8)}`)).toBe('first line\n[REDACTED:aws-access-key-id]');
+    expect(redacted('mail jane%252540example.com')).toBe('mail [REDACTED:email]');
+    expect(redacted('host 203[&#46;]0[&#46;]113[&#46;]77')).toBe('host [REDACTED:ip_address]');
+    expect(redacted('mail j\u0430\u0332ne@example.com')).toBe('mail [REDACTED:email]');
+  });
+  it('reads no IBAN into a UUID and no phone into bare digits in another script', () => {
+    expect(scan('id be247516-3487-4f87-bdb6-5a417499f046', { injection: false })).toEqual([]);
+    expect(scan('رقم الطلب ٥٨٢٤٤٧٦٨٣ بتاريخ 23/11', { injection: false })).toEqual([]);
+  });
+});
