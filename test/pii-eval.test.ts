@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { generateCorpus } from '../eval/pii/corpus.js';
+import { generateCorpus, generateUnseenCorpus } from '../eval/pii/corpus.js';
 import { scoreDocuments } from '../eval/pii/score.js';
 import type { Finding } from '../guards/content/finding.js';
 
@@ -19,6 +19,15 @@ describe('PII evaluation set', () => {
       }
     }
     expect(new Set(a.flatMap((d) => d.gold.map((g) => g.kind))).size).toBe(6);
+  });
+
+  it('has a stricter set in locales the main set does not use, with no word before a phone', () => {
+    const main = new Set(generateCorpus(1, 60).map((d) => d.locale));
+    const unseen = generateUnseenCorpus(1, 120);
+    expect(generateUnseenCorpus(1, 120)).toEqual(unseen);
+    expect(unseen.some((d) => main.has(d.locale))).toBe(false);
+    expect(new Set(unseen.map((d) => d.locale)).size).toBeGreaterThanOrEqual(20);
+    for (const d of unseen) for (const g of d.gold) if (g.kind === 'phone') expect(d.text.slice(0, g.start)).toMatch(/[.!?…。] ?$/);
   });
 
   it('scores a finding once per gold span, by kind and overlap', () => {

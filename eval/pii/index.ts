@@ -8,7 +8,7 @@ import { dirname, resolve } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { PII_KINDS } from '../../guards/content/pii.js';
 import { scan } from '../../guards/content/scanner.js';
-import { generateCorpus } from './corpus.js';
+import { generateCorpus, generateUnseenCorpus } from './corpus.js';
 import { scoreDocuments, type EntityScore } from './score.js';
 
 const whole = (v: string): number => {
@@ -29,19 +29,21 @@ const program = new Command('eval:pii')
   .option('--seed <n>', 'generator seed', whole, 1)
   .option('--count <n>', 'documents', whole, 3000)
   .option('--out <file>', 'where to save the JSON (a .md table is written beside it)', 'eval/pii/results/latest.json')
-  .action(async (flags: { seed: number; count: number; out: string }) => {
-    const docs = generateCorpus(flags.seed, flags.count);
+  .option('--unseen', "the stricter set: locales the main set does not use, faker's values only, no word before a phone")
+  .action(async (flags: { seed: number; count: number; out: string; unseen?: boolean }) => {
+    const docs = (flags.unseen ? generateUnseenCorpus : generateCorpus)(flags.seed, flags.count);
     const scores = scoreDocuments(
       // As `palisade scan` finds them: on the normalised view, mapped back to the text's characters.
       docs.map((d) => ({ gold: d.gold, found: scan(d.text, { secrets: false, injection: false }) })),
       PII_KINDS,
     );
     const table = markdown(scores);
-    process.stdout.write(`PII scanner on ${docs.length} generated documents (seed ${flags.seed})\n\n${table}`);
+    const what = `${docs.length} generated documents${flags.unseen ? ' in unseen locales' : ''} (seed ${flags.seed})`;
+    process.stdout.write(`PII scanner on ${what}\n\n${table}`);
     const out = resolve(flags.out);
     await mkdir(dirname(out), { recursive: true });
-    await writeFile(out, `${JSON.stringify({ seed: flags.seed, documents: docs.length, scores }, null, 1)}\n`);
-    await writeFile(out.replace(/\.json$/, '') + '.md', `# PII scanner, ${docs.length} generated documents (seed ${flags.seed})\n\n${table}`);
+    await writeFile(out, `${JSON.stringify({ seed: flags.seed, unseen: flags.unseen === true, documents: docs.length, scores }, null, 1)}\n`);
+    await writeFile(out.replace(/\.json$/, '') + '.md', `# PII scanner, ${what}\n\n${table}`);
   });
 
 await program.parseAsync(process.argv);
