@@ -79,16 +79,6 @@ function normalisedOnce(text: string): MappedText {
       }
       continue;
     }
-    // Combining marks on an ASCII character ("4\u0336", "e\u0301") are dropped: the detectors read
-    // ASCII, and a mark must not split a number or a token.
-    if (i > 0 && text.charCodeAt(i - 1) < 0x80) {
-      let k = i;
-      while (k < n && isMark(text.codePointAt(k)!)) k += text.codePointAt(k)! > 0xffff ? 2 : 1;
-      if (k > i) {
-        i = k;
-        continue;
-      }
-    }
     // A run of non-ASCII characters, at most RUN units: one NFKC call when nothing in it needs
     // rewriting. Past MAX_MARKS marks in a row the run ends and the rest of the marks are dropped
     // (Unicode's stream-safe limit): NFKC reorders marks in quadratic time.
@@ -145,7 +135,8 @@ function appendNormalised(b: ViewBuilder, chunk: string, s: number, e: number): 
       continue;
     }
     if (DROPPED.test(ch)) continue;
-    // A mark on a character the view made ASCII ("４\u0336" → "4"): dropped like one on ASCII.
+    // A mark on a character that is or became ASCII ("4\u0336", "４\u0336" → "4"): dropped, since the
+    // detectors read ASCII and a mark must not split a number or a token.
     if (MARK.test(ch) && b.length > 0 && (b.codeAt(b.length - 1) < 0x80 || b.lastIsLookalike())) continue;
     const folded = foldCharacter(ch, cp);
     if (folded !== undefined) {

@@ -506,7 +506,7 @@ function detectIbans(text: string, out: Finding[]): void {
     const upper = isUpper(text.charCodeAt(i)) && isUpper(text.charCodeAt(second));
     const lower = isLower(text.charCodeAt(i)) && isLower(text.charCodeAt(second));
     if (!upper && !(lower && d - i === 2)) continue;
-    const len = IBAN_LENGTHS[text.slice(i, i + 1).toUpperCase() + text.slice(i + 1, d).replace(/[ .-]/g, '').toUpperCase()];
+    const len = IBAN_LENGTHS[(text[i]! + text[second]!).toUpperCase()];
     if (len === undefined) continue;
     let compact = '';
     let j = i;

@@ -12,6 +12,7 @@
  * between included. Linear: each keyword occurrence costs a bounded rewriting, and past
  * MAX_OCCURRENCES a finding of kind 'truncated' (category 'unscanned') covers the rest.
  */
+import { isAlnum, isDigit, isUpper } from './chars.js';
 import type { Finding } from './finding.js';
 import type { SecretRule } from './gitleaks-rules.js';
 import { KeywordMatcher } from './keywords.js';
@@ -33,9 +34,6 @@ const MAX_REACH = 320;
 
 const isSpace = (c: number): boolean => c === 32 || c === 9;
 const isBreak = (c: number): boolean => c === 32 || c === 9 || c === 10 || c === 13;
-const isDigit = (c: number): boolean => c >= 48 && c <= 57;
-const isUpper = (c: number): boolean => c >= 65 && c <= 90;
-const isAlnum = (c: number): boolean => isDigit(c) || isUpper(c) || (c >= 97 && c <= 122);
 
 /** How a token may join its neighbours: 2 a piece of a machine-made string, 1 a short piece of letters and digits (up to 6), 0 a word. */
 function pieceStrength(text: string, s: number, e: number): 0 | 1 | 2 {
@@ -90,14 +88,7 @@ export function detectSplitSecrets(text: string, rules: readonly SecretRule[], o
     while (h + 1 < gaps.length && !hasBreak(text, gaps[h]!.end, gaps[h + 1]!.start)) h++;
     let e = gaps[h]!.end;
     while (e < text.length && !isBreak(text.charCodeAt(e))) e++;
-    for (let k = s, q = g; k < e; k++) {
-      if (q <= h && k === gaps[q]!.start) {
-        k = gaps[q]!.end - 1;
-        q++;
-        continue;
-      }
-      joined.push(text.charCodeAt(k), k, k + 1);
-    }
+    copyClosed(joined, text, s, e, gaps, g, h);
     joined.push(10, e, e);
     g = h + 1;
   }
@@ -187,10 +178,8 @@ function gapBefore(text: string, s: number): Gap | undefined {
   while (g > 0 && s - g < MAX_GAP && isSpace(text.charCodeAt(g - 1))) g--;
   if (g === s || g === 0 || isBreak(text.charCodeAt(g - 1))) return undefined;
   let t = g;
-  while (t > 0 && g - t <= 6 && !isBreak(text.charCodeAt(t - 1))) t--;
-  // Past six characters the token is no short piece: only a machine-made one may join.
-  const strength = g - t > 6 ? strengthOfLongTokenEndingAt(text, g) : pieceStrength(text, t, g);
-  return strength >= 1 ? { start: g, end: s } : undefined;
+  while (t > 0 && !isBreak(text.charCodeAt(t - 1))) t--;
+  return pieceStrength(text, t, g) >= 1 ? { start: g, end: s } : undefined;
 }
 
 /** The gap of 1..MAX_GAP spaces or tabs starting at `e`, if the token after it may join (strength 1 or more). */
@@ -201,13 +190,6 @@ function gapAfter(text: string, e: number): Gap | undefined {
   let t = g;
   while (t < text.length && !isBreak(text.charCodeAt(t))) t++;
   return pieceStrength(text, g, t) >= 1 ? { start: e, end: g } : undefined;
-}
-
-/** The strength of the token that ends at `end` and is longer than a short piece. */
-function strengthOfLongTokenEndingAt(text: string, end: number): 0 | 1 | 2 {
-  let t = end;
-  while (t > 0 && !isBreak(text.charCodeAt(t - 1))) t--;
-  return pieceStrength(text, t, end);
 }
 
 function hasBreak(text: string, from: number, to: number): boolean {
@@ -251,11 +233,18 @@ function firstGapFrom(gaps: readonly Gap[], at: number): number {
  * little more is written for the rule's closing boundary), then a blank line.
  */
 function writeClosing(out: MappedTextBuilder, text: string, gaps: readonly Gap[], first: number, m: number, from: number, until: number): void {
-  let q = first;
   const last = first + m - 1;
   let closed = 0;
   for (let k = first; k <= last; k++) closed += gaps[k]!.end - gaps[k]!.start;
   const end = Math.min(text.length, Math.max(until + closed, gaps[last]!.end) + BOUNDARY);
+  copyClosed(out, text, from, end, gaps, first, last);
+  out.push(10, end, end);
+  out.push(10, end, end);
+}
+
+/** Copies text[from, end), up to a line break, leaving out gaps first..last. */
+function copyClosed(out: MappedTextBuilder, text: string, from: number, end: number, gaps: readonly Gap[], first: number, last: number): void {
+  let q = first;
   for (let k = from; k < end; k++) {
     const c = text.charCodeAt(k);
     if (c === 10) break;
@@ -266,6 +255,4 @@ function writeClosing(out: MappedTextBuilder, text: string, gaps: readonly Gap[]
     }
     out.push(c, k, k + 1);
   }
-  out.push(10, end, end);
-  out.push(10, end, end);
 }
