@@ -78,7 +78,7 @@ export async function startRollback(options: StartRollbackOptions): Promise<Roll
   const store = transport.store;
   const rollbackId =
     trigger === 'operator' ? randomUUID().replace(/-/g, '') : createHash('sha256').update(`${runId}\0rollback\0${trigger}`).digest('base64url').slice(0, 22);
-  if (trigger !== 'operator' && (await store.claimMessage('rollback', rollbackId, 'start')) !== 'new') return undefined;
+  if (trigger !== 'operator' && (await store.claimMessage(runId, 'rollback', rollbackId, 'start')) !== 'new') return undefined;
   const emit = options.emit ?? ((event: RunEventInput) => store.appendEvent(runId, event));
   const actions = await store.listActions(runId);
   await emit({ type: 'rollback.started', rollbackId, trigger, actions: actions.length, ...(options.by ? { by: options.by } : {}) });
@@ -104,7 +104,7 @@ export async function startRollback(options: StartRollbackOptions): Promise<Roll
     const compensate = !options.auth ? order : trigger === 'operator' ? options.auth.sealOrder(order) : options.endedBy ? options.auth.sealEndOrder({ ...order, endedBy: options.endedBy }) : order;
     return { queue: action.agent, jobId: `rb-${rollbackId}-${step}`, payload: { compensate } };
   });
-  await transport.enqueueSequence(steps);
+  await transport.enqueueSequence(runId, steps);
   return { rollbackId, actions: actions.length };
 }
 
@@ -167,7 +167,7 @@ export class Compensator {
       const record: CompensationRecord = { status: outcome.status, ...(outcome.message ? { message: outcome.message } : {}), rollbackId: order.rollbackId, at: Date.now() };
       await this.store.putCompensation(order.runId, order.key, this.options.auth?.sealCompensation(agent.name, order.runId, order.key, record) ?? record);
     }
-    if ('taken' in step) await this.store.completeMessage(agent.name, step.stepId, this.marker(agent.name, step.stepId, step.taken.jobId, outcome.status));
+    if ('taken' in step) await this.store.completeMessage(order.runId, agent.name, step.stepId, this.marker(agent.name, step.stepId, step.taken.jobId, outcome.status));
     await emit({
       type: 'action.compensated',
       rollbackId: order.rollbackId,
@@ -190,13 +190,13 @@ export class Compensator {
   private async claim(agent: string, order: CompensationOrder): Promise<{ stepId: string; taken: ClaimMarker } | { outcome: Outcome }> {
     const stepId = createHash('sha256').update(`undo\0${order.runId}\0${order.key}`).digest('base64url').slice(0, 22);
     const taken = this.marker(agent, stepId, `${order.rollbackId}.${order.step}`);
-    const { claim, held } = await this.store.claimForRun(agent, stepId, taken, order.runId);
+    const { claim, held } = await this.store.claimForRun(order.runId, agent, stepId, taken);
     if (claim === 'new') return { stepId, taken };
     const prior = heldMarker(held);
     const forged = prior ? this.options.auth?.checkClaim(agent, stepId, prior) : 'it cannot be read';
     const last = forged === undefined ? prior?.result?.output : undefined;
     if (last === 'undone') return { outcome: { status: 'already_undone' } };
-    if (claim === 'replay' && (last === 'failed' || last === 'not_undone') && (await this.store.swapClaim(agent, stepId, held!, taken))) return { stepId, taken };
+    if (claim === 'replay' && (last === 'failed' || last === 'not_undone') && (await this.store.swapClaim(order.runId, agent, stepId, held!, taken))) return { stepId, taken };
     const why = forged ? `its claim is not believed (${forged})` : last ? 'this order already took it' : 'an earlier attempt’s outcome is not on record';
     return { outcome: { status: 'failed', message: `the step was attempted before and is not run again: ${why}` } };
   }

@@ -21,7 +21,7 @@ import { InvalidRunInputError, isRedisUnavailable, TransportUnavailableError, Un
 import { PrincipalSchema, type PrincipalInput } from '../agents/principal.js';
 import { Run } from './run.js';
 import { clearanceFor, contextLabel } from './event-view.js';
-import { AuditLog } from './audit/audit-log.js';
+import { AuditLogs } from './audit/audit-logs.js';
 import { auditEntryFor, failRun, recordRunEvent, type AuditSink } from './audit/audit-trail.js';
 import { EnvelopeAuth } from './identity/envelope-auth.js';
 import { EDGE, KeyError, type Keyring } from './identity/keyring.js';
@@ -89,7 +89,7 @@ export class Runtime {
   private readonly policy: Policy | undefined;
   private readonly auth: EnvelopeAuth | undefined;
   /** One log per process: its writers (the edge, each agent served) share its batches and its view of the head. */
-  private auditLog: AuditLog | undefined;
+  private auditLogs: AuditLogs | undefined;
   private readonly auditSinks = new Map<string, AuditSink>();
   private readonly auditFor: (writer: string) => AuditSink | undefined;
   private approvalDesk: Approvals | undefined;
@@ -119,8 +119,8 @@ export class Runtime {
       if (!(transport instanceof BullMQTransport)) return undefined;
       let sink = this.auditSinks.get(writer);
       if (!sink) {
-        this.auditLog ??= new AuditLog({ redis: transport.connection, prefix: transport.prefix, writer });
-        sink = this.auditLog.as(writer, options.keys?.audit.get(writer));
+        this.auditLogs ??= new AuditLogs(transport.cells, { redis: transport.connection, writer });
+        sink = this.auditLogs.as(writer, options.keys?.audit.get(writer));
         this.auditSinks.set(writer, sink);
       }
       return sink;
@@ -218,7 +218,7 @@ export class Runtime {
     }
     try {
       await this.auditFor(EDGE)?.append(auditEntryFor(started, { runId, principal, chain: [name] })!);
-      await this.transport.enqueue(name, runId, payload);
+      await this.transport.enqueue(runId, name, runId, payload);
     } catch (error) {
       // The record exists but no worker will see the run: end it, if Redis lets us, so it does not look alive.
       await failRun(store, this.auditFor(EDGE), 'the run could not be queued', { runId, principal, chain: [name] }).catch(() => undefined);
@@ -323,8 +323,8 @@ export class Runtime {
   /** Stops workers (waiting up to `timeoutMs` for jobs in hand) and closes the transport. */
   async close(options: { timeoutMs?: number } = {}): Promise<void> {
     await Promise.all(this.consumers.splice(0).map((c) => c.close(options.timeoutMs ?? 10_000)));
-    await this.auditLog?.close();
-    this.auditLog = undefined;
+    await this.auditLogs?.close();
+    this.auditLogs = undefined;
     this.auditSinks.clear();
     await this.transport.close();
   }

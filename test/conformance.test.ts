@@ -253,11 +253,11 @@ describe.each(transports)('runtime conformance on the $name transport', ({ make 
   it('refuses malformed job data without running anything, fails the named run, and keeps serving', async () => {
     let modelCalls = 0;
     const rt = await boot([defineAgent({ name: 'solo', instructions: 'x', model: scripted(() => (modelCalls++, 'fine')) })]);
-    await rt.transport.enqueue('solo', 'garbage-1', { hello: 'world' });
+    await rt.transport.enqueue('garbage-1', 'solo', 'garbage-1', { hello: 'world' });
     // A run whose only job is malformed: it must fail visibly, not hang.
     const runId = '3f1c2a4e-8b7d-4c1a-9e2f-0a1b2c3d4e5f';
     await rt.transport.store.createRun({ id: runId, agent: 'solo', principal: { id: 'user-1', roles: [], attrs: {} }, createdAt: Date.now() });
-    await rt.transport.enqueue('solo', 'garbage-2', { envelope: { runId, kind: 'start', receiver: 'solo' } });
+    await rt.transport.enqueue(runId, 'solo', 'garbage-2', { envelope: { runId, kind: 'start', receiver: 'solo' } });
     const events = await collect(rt.run(runId));
     expect(events.find((e) => e.type === 'envelope.rejected')).toMatchObject({ reason: expect.stringMatching(/^malformed job data: envelope\./) });
     await expect(rt.run(runId).result()).rejects.toThrow(/message refused: malformed job data/);

@@ -173,7 +173,7 @@ describe('authenticated envelopes: no skeleton key (real Redis)', () => {
     const { runId, envelope } = await legitimateStart(entry, 'charge it');
     const before = payments;
     const forged = tamper(envelope) as Envelope;
-    await edge.transport.enqueue(forged.receiver, `forged-${randomBytes(4).toString('hex')}`, { envelope: forged } satisfies JobData);
+    await edge.transport.enqueue(forged.runId, forged.receiver, `forged-${randomBytes(4).toString('hex')}`, { envelope: forged } satisfies JobData);
     await settle();
     const seen = await events(runId);
     expect(payments).toBe(before);
@@ -208,7 +208,7 @@ describe('authenticated envelopes: no skeleton key (real Redis)', () => {
       // Speaking as another component: triage's MAC on an envelope claiming to come from the edge.
       { ...handoff({}), kind: 'start' as const, sender: EDGE, chain: ['billing'] },
     ];
-    for (const forged of attempts) await edge.transport.enqueue('billing', `forged-${randomBytes(4).toString('hex')}`, { envelope: forged } satisfies JobData);
+    for (const forged of attempts) await edge.transport.enqueue(forged.runId, 'billing', `forged-${randomBytes(4).toString('hex')}`, { envelope: forged } satisfies JobData);
     await settle();
     const seen = await events(runId);
     expect(seen.filter((e) => e.type === 'envelope.rejected')).toHaveLength(attempts.length);
@@ -219,10 +219,10 @@ describe('authenticated envelopes: no skeleton key (real Redis)', () => {
   it('refuses a replayed envelope, while the original ran once', async () => {
     const { runId, envelope } = await legitimateStart('payer', 'charge it');
     const before = payments;
-    await edge.transport.enqueue('payer', envelope.messageId, { envelope } satisfies JobData);
+    await edge.transport.enqueue(envelope.runId, 'payer', envelope.messageId, { envelope } satisfies JobData);
     await expect(edge.run(runId).result({ timeoutMs: 10_000 })).resolves.toMatchObject({ output: 'charged' });
     expect(payments).toBe(before + 1);
-    await edge.transport.enqueue('payer', `replay-${randomBytes(4).toString('hex')}`, { envelope } satisfies JobData);
+    await edge.transport.enqueue(envelope.runId, 'payer', `replay-${randomBytes(4).toString('hex')}`, { envelope } satisfies JobData);
     await settle();
     expect(payments).toBe(before + 1);
     const seen = await events(runId);
@@ -239,7 +239,7 @@ describe('authenticated envelopes: no skeleton key (real Redis)', () => {
       usage: { inputTokens: 0, outputTokens: 0 },
       awaiting: [],
     };
-    await edge.transport.enqueue('payer', `forged-${randomBytes(4).toString('hex')}`, { envelope, progress } as unknown as JobData);
+    await edge.transport.enqueue(envelope.runId, 'payer', `forged-${randomBytes(4).toString('hex')}`, { envelope, progress } as unknown as JobData);
     await settle();
     expect(payments).toBe(before);
     expect((await events(runId)).find((e) => e.type === 'envelope.rejected')).toMatchObject({ reason: expect.stringMatching(/checkpoint is not authentic/) });
@@ -247,7 +247,7 @@ describe('authenticated envelopes: no skeleton key (real Redis)', () => {
 
   it('saves progress in the run store with each model turn, without the messages the envelope carries, and drops it once the message is done', async () => {
     const { runId, envelope } = await legitimateStart('inspector', 'look around');
-    await edge.transport.enqueue('inspector', envelope.messageId, { envelope } satisfies JobData);
+    await edge.transport.enqueue(envelope.runId, 'inspector', envelope.messageId, { envelope } satisfies JobData);
     await expect(edge.run(runId).result({ timeoutMs: 10_000 })).resolves.toMatchObject({ output: 'done looking' });
     // The tool ran after the first turn was saved: the reply that called it is there, authenticated.
     expect(savedWhileRunning).toHaveLength(1);
@@ -269,7 +269,7 @@ describe('authenticated envelopes: no skeleton key (real Redis)', () => {
     const forged = await legitimateStart('payer', 'charge it');
     const before = payments;
     const progress = { messages: [], turns: 1, label: label(), usage: { inputTokens: 0, outputTokens: 0 }, awaiting: [], from: forged.envelope.messages.length + 1 };
-    await edge.transport.enqueue('payer', `forged-${randomBytes(4).toString('hex')}`, { envelope: forged.envelope, progress } as unknown as JobData);
+    await edge.transport.enqueue(forged.envelope.runId, 'payer', `forged-${randomBytes(4).toString('hex')}`, { envelope: forged.envelope, progress } as unknown as JobData);
     await settle();
     expect(payments).toBe(before);
     expect(JSON.stringify(await events(forged.runId))).toMatch(/the checkpoint builds on \d+ messages, the envelope has \d+/);
@@ -297,7 +297,7 @@ describe('authenticated envelopes: no skeleton key (real Redis)', () => {
     const payerAuth = new EnvelopeAuth(await loadKeyring(keysDir, ['payer']));
     await redis.set(`${prefix}:seen:payer:${envelope.messageId}`, markerText(claimMarker(payerAuth, envelope, jobId)));
     await redis.set(`${prefix}:progress:payer:${envelope.messageId}`, plant(progress));
-    await edge.transport.enqueue('payer', jobId, { envelope } satisfies JobData);
+    await edge.transport.enqueue(envelope.runId, 'payer', jobId, { envelope } satisfies JobData);
     await expect(edge.run(runId).result({ timeoutMs: 10_000 })).resolves.toMatchObject({ output: 'charged' });
     // The planted call (99,999 cents) was never made: only the model's own, once.
     expect(payments).toBe(before + 1);
@@ -314,7 +314,7 @@ describe('authenticated envelopes: no skeleton key (real Redis)', () => {
     const reply = { role: 'assistant' as const, content: null, toolCalls: [{ id: 'call_1_0', name: 'charge_card', arguments: '{"amountCents":500}' }] };
     const key = toolCallKey(envelope.messageId, callSteps([...envelope.messages, reply], envelope.messages.length)[0]!);
     await redis.hset(`${prefix}:run:${runId}:calls`, key, JSON.stringify({ content: '{"charged":1}', isError: false, label: label() }));
-    await edge.transport.enqueue('payer', envelope.messageId, { envelope } satisfies JobData);
+    await edge.transport.enqueue(envelope.runId, 'payer', envelope.messageId, { envelope } satisfies JobData);
     await edge.run(runId).result({ timeoutMs: 10_000 });
     expect(payments).toBe(before);
     const seen = await events(runId);

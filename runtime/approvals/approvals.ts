@@ -160,7 +160,7 @@ export class Approvals {
     // The note is free text about the request: quoted with its label, so only readers cleared for it read it.
     const event: RunEventInput = { type: 'approval.decided', approvalId: id, subject: request.subject, status: decision.status, by: by.data.id, ...(note ? { quote: { text: note, label: request.label } } : {}) };
     await recordRunEvent(this.store, this.options.audit, event, { runId: request.runId, principal: request.principal, chain: request.chain });
-    await this.options.transport.wake(request.agent, request.jobId);
+    await this.options.transport.wake(request.runId, request.agent, request.jobId);
     return decision;
   }
 }

@@ -2,7 +2,7 @@
  * The audit log: an append-only, hash-chained Redis stream that records every decision and action,
  * attributed to the principal and the chain of agents.
  *
- * Layout (one hash slot when the prefix is hash-tagged, e.g. `{palisade}`):
+ * Layout (one hash slot on a Redis Cluster: the prefix is then a cell's, with its hash tag; see cells.ts):
  * - `${prefix}:audit`       a stream with one entry per record. The stream id is `<seq>-0`, so an entry
  *                           is found by its sequence number, and a second head can never be started.
  * - `${prefix}:audit:head`  a hash `{ seq, hash }`: the last record's sequence number and hash. It moves
@@ -23,7 +23,7 @@
  * Records hold ids, names, verdicts, reasons and risk, never content or secrets: callers must not put
  * prompts, replies, tool arguments or results in `detail` (it is capped at 8 KiB to make misuse loud).
  */
-import type { Redis } from 'ioredis';
+import { duplicateRedis, type RedisClient } from '../redis-url.js';
 import type { AuditEntryInput, AuditHead, AuditRecord } from './audit-record.js';
 import { AuditWriter, type AuditWriterOptions } from './audit-writer.js';
 import { ChainVerifier, type VerifyOptions, type VerifyReport } from './chain-verifier.js';
@@ -56,7 +56,7 @@ export class AuditLog {
   readonly streamKey: string;
   readonly headKey: string;
   readonly writer: string;
-  private readonly redis: Redis;
+  private readonly redis: RedisClient;
   private readonly appender: AuditWriter;
 
   constructor(options: AuditLogOptions) {
@@ -161,7 +161,7 @@ export class AuditLog {
     if (signal?.aborted) return;
     let last = options.after !== undefined ? `${options.after}-0` : `${await this.lastSeq()}-0`;
     // A blocking XREAD occupies its connection, so following takes its own.
-    const conn = this.redis.duplicate({ lazyConnect: true });
+    const conn = duplicateRedis(this.redis, { lazyConnect: true });
     const stop = (): void => conn.disconnect();
     signal?.addEventListener('abort', stop, { once: true });
     try {

@@ -1,5 +1,5 @@
 import { randomBytes, type KeyObject } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import { duplicateRedis, type RedisClient } from '../redis-url.js';
 import { APPEND_LUA, APPEND_SHA } from './append-script.js';
 import {
   AuditEntrySchema,
@@ -18,8 +18,8 @@ import { canonicalJson, wellFormed } from './canonical-json.js';
 import { toFields } from './record-fields.js';
 
 export interface AuditWriterOptions {
-  redis: Redis;
-  /** Key prefix shared with the queues; hash-tag it (`{palisade}`) for Redis Cluster. */
+  redis: RedisClient;
+  /** Key prefix of the log's keys: on a Redis Cluster, a cell's (with its hash tag; see cells.ts). */
   prefix: string;
   /** The component id written into every record, e.g. `agent:billing` or `edge` (see WRITER_NAME). */
   writer: string;
@@ -88,7 +88,7 @@ export class AuditWriter {
   private readonly aliveKey: string;
   private readonly turnChannel: string;
   readonly writer: string;
-  private readonly redis: Redis;
+  private readonly redis: RedisClient;
   private readonly signer: Signer | undefined;
   private readonly timeoutMs: number;
   private readonly maxDetailBytes: number;
@@ -97,7 +97,7 @@ export class AuditWriter {
   /** The head after this instance's last append: the first guess for the next one. */
   private knownHead: AuditHead | undefined;
   /** Under contention: a subscriber to the turn channel, and the heads it brought for our waiting batches. */
-  private turns: { conn: Redis; ready: Promise<void>; idle?: NodeJS.Timeout } | undefined;
+  private turns: { conn: RedisClient; ready: Promise<void>; idle?: NodeJS.Timeout } | undefined;
   private readonly waiting = new Map<string, { head?: AuditHead; wake?: () => void }>();
 
   constructor(options: AuditWriterOptions) {
@@ -298,7 +298,7 @@ export class AuditWriter {
       this.turns.idle = undefined;
     }
     if (!this.turns) {
-      const conn = this.redis.duplicate();
+      const conn = duplicateRedis(this.redis);
       conn.on('error', () => undefined); // it reconnects; until then waiters poll
       conn.on('message', (_channel: string, message: string) => {
         const [token, seq, hash] = message.split(' ');

@@ -5,14 +5,13 @@ import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { Redis } from 'ioredis';
 import { createSupportAgents } from '../../examples/support/system.js';
 import { followRun, formatEvent, wantsColor } from './progress.js';
 import { Runtime } from '../runtime.js';
 import { BullMQTransport } from '../transports/bullmq-transport.js';
 import { EmbeddedTransport } from '../transports/embedded-transport.js';
 import { deleteKeysUnder } from '../redis-keys.js';
-import { DEFAULT_REDIS_URL, pingRedis, redactUrl } from '../redis-url.js';
+import { createRedis, DEFAULT_REDIS_URL, pingRedis, redactUrl } from '../redis-url.js';
 import { loadPolicy } from '../../guards/policy/load-policy.js';
 import { EDGE, generateKeys, loadKeyring } from '../identity/keyring.js';
 import { describeExit, exited, startWorkerProcess, stopWorkerProcess, waitForWorkers, type WorkerProcess } from './worker-processes.js';
@@ -20,7 +19,7 @@ import { describeExit, exited, startWorkerProcess, stopWorkerProcess, waitForWor
 
 /** Deletes every key under `prefix:` (SCAN + UNLINK); returns how many. */
 export async function deleteKeys(url: string, prefix: string): Promise<number> {
-  const redis = new Redis(url, { maxRetriesPerRequest: 1, connectTimeout: 1500 });
+  const redis = createRedis(url, { maxRetriesPerRequest: 1, connectTimeout: 1500 });
   redis.on('error', () => undefined);
   try {
     return await deleteKeysUnder(redis, prefix);

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../redis-url.js';
 import type { AnchorPublicKeys, AnchorStore } from '../audit/anchors.js';
 import type { AuditVerifyKeys } from '../audit/audit-keys.js';
 import type { Policy } from '../../guards/policy/policy.js';
@@ -14,7 +14,7 @@ import { notFound } from './errors.js';
 export interface ServerContext {
   runtime: Runtime;
   store: RunStore;
-  redis: Redis;
+  redis: RedisClient;
   prefix: string;
   policy: Policy | undefined;
   access: Access;

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { isIP } from 'node:net';
 import rateLimit from '@fastify/rate-limit';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../redis-url.js';
 import type { Principal } from '../../agents/principal.js';
 import { ApiError } from './errors.js';
 
@@ -35,7 +35,7 @@ const isConsoleAsset = (route: string | undefined): boolean => route !== undefin
  * hook: register it after the one that authenticates and before the one that refuses the
  * unauthenticated, so failed attempts count against their address too.
  */
-export async function registerRateLimit(app: FastifyInstance, options: RateLimitOptions & { redis: Redis; prefix: string }): Promise<void> {
+export async function registerRateLimit(app: FastifyInstance, options: RateLimitOptions & { redis: RedisClient; prefix: string }): Promise<void> {
   await app.register(rateLimit, {
     global: false,
     max: options.max,

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../redis-url.js';
 import type { AuditRecord } from '../audit/audit-record.js';
 import { fromFields } from '../audit/record-fields.js';
 import { EDGE } from '../identity/keyring.js';
@@ -20,7 +20,7 @@ export interface RunPage {
  * record, and `visible` decides on the record, not on the audit entry.
  */
 export async function listRuns(options: {
-  redis: Redis;
+  redis: RedisClient;
   prefix: string;
   store: RunStore;
   limit: number;

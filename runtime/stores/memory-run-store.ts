@@ -126,7 +126,7 @@ export class MemoryRunStore implements RunStore {
     this.progress.set(`${saved.receiver}:${saved.messageId}`, saved.data);
   }
 
-  async claimForRun(receiver: string, messageId: string, held: ClaimMarker, runId: string): Promise<RunClaim> {
+  async claimForRun(runId: string, receiver: string, messageId: string, held: ClaimMarker): Promise<RunClaim> {
     const run = await this.getRun(runId);
     const key = `${receiver}:${messageId}`;
     const marker = this.seen.get(key);
@@ -135,14 +135,14 @@ export class MemoryRunStore implements RunStore {
     return { ...readClaim(marker, held.jobId), run, ...(saved !== undefined ? { saved } : {}), ...(marker !== undefined ? { held: marker } : {}) };
   }
 
-  async swapClaim(receiver: string, messageId: string, held: string, next: ClaimMarker): Promise<boolean> {
+  async swapClaim(_runId: string, receiver: string, messageId: string, held: string, next: ClaimMarker): Promise<boolean> {
     const key = `${receiver}:${messageId}`;
     if (this.seen.get(key) !== held) return false;
     this.seen.set(key, markerText(next));
     return true;
   }
 
-  async claimMessage(receiver: string, messageId: string, jobId: string): Promise<Exclude<MessageClaim, 'finished'>> {
+  async claimMessage(_runId: string, receiver: string, messageId: string, jobId: string): Promise<Exclude<MessageClaim, 'finished'>> {
     const key = `${receiver}:${messageId}`;
     const current = this.seen.get(key);
     if (current === undefined) {
@@ -154,10 +154,10 @@ export class MemoryRunStore implements RunStore {
 
   async finishMessage(runId: string, events: ReadonlyArray<{ event: RunEventInput; at: number }>, receiver: string, messageId: string, finished: ClaimMarker): Promise<void> {
     await this.appendEvents(runId, events);
-    await this.completeMessage(receiver, messageId, finished);
+    await this.completeMessage(runId, receiver, messageId, finished);
   }
 
-  async completeMessage(receiver: string, messageId: string, finished: ClaimMarker): Promise<void> {
+  async completeMessage(_runId: string, receiver: string, messageId: string, finished: ClaimMarker): Promise<void> {
     this.seen.set(`${receiver}:${messageId}`, markerText(finished));
     this.progress.delete(`${receiver}:${messageId}`);
   }

@@ -1,13 +1,16 @@
-import type { Redis } from 'ioredis';
 import { EndWatcher } from './end-watcher.js';
+import { Cells } from './cells.js';
+import { duplicateRedis, type RedisClient } from '../redis-url.js';
 import type { TokenUsage } from '../../agents/model.js';
 import type { RunEvent, RunEventInput } from '../events.js';
 import type { ApprovalDecision, ApprovalRequest, ApprovalState } from '../approvals/approval.js';
 import { firstOfEachKey, markerText, readClaim, type ActionRecord, type ClaimMarker, type CompensationRecord, type EndRecord, type EventCursor, type MessageClaim, type RunClaim, type RunRecord, type RunStatus, type RunStore, type SavedProgress, type StoredEvent, type ToolCallRecord } from './run-store.js';
 
 export interface RedisRunStoreOptions {
-  /** Key prefix shared with the queues; wrap it in braces (`{palisade}`) for Redis Cluster. */
+  /** Key prefix shared with the queues. */
   prefix: string;
+  /** Which cell each run's keys live in (see cells.ts); default one cell, keys directly under the prefix. */
+  cells?: Cells;
   /** How long a finished run's record, events and tool results are kept. */
   retentionMs?: number;
   /** Events kept per run; older ones are trimmed. */
@@ -28,7 +31,8 @@ if #ARGV >= ${from} then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end`;
 const SCRIPTS = {
   // Terminal transitions are compare-and-set so that a cancel racing a completion has one winner.
   // The events before the end are appended either way, the one that says how it ended only by the winner.
-  // The end is also written to a one-entry stream that waiters block on (it is the last key).
+  // The end is also written to a one-entry stream that waiters look for (it is the last key), and
+  // published on a channel of that name, which works across a cluster's nodes.
   palisadeFinishRun: {
     numberOfKeys: 6,
     lua: `
@@ -40,6 +44,7 @@ end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'updatedAt', ARGV[2], ARGV[3], ARGV[4])
 if ARGV[7] ~= '' then redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'e', ARGV[7]) end
 redis.call('XADD', KEYS[#KEYS], '*', 's', ARGV[1])
+redis.call('PUBLISH', KEYS[#KEYS], ARGV[1])
 for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ARGV[5]) end
 return 1`,
   },
@@ -101,7 +106,7 @@ return redis.call('HGET', KEYS[2], 'status')`,
   },
 } as const;
 
-type ScriptedRedis = Redis & {
+type ScriptedRedis = RedisClient & {
   [K in keyof typeof SCRIPTS]: (key: string, ...args: Array<string | number>) => Promise<unknown>;
 };
 
@@ -128,6 +133,7 @@ function runRecord(h: Record<string, string>): RunRecord | undefined {
 
 export class RedisRunStore implements RunStore {
   private readonly prefix: string;
+  readonly cells: Cells;
   private readonly retentionMs: number;
   private readonly maxEvents: number;
 
@@ -135,27 +141,30 @@ export class RedisRunStore implements RunStore {
   private readonly ends: EndWatcher;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     options: RedisRunStoreOptions,
   ) {
     for (const [name, script] of Object.entries(SCRIPTS)) if (!(name in redis)) redis.defineCommand(name, script);
     this.scripts = redis as ScriptedRedis;
     this.ends = new EndWatcher(redis);
     this.prefix = options.prefix;
+    this.cells = options.cells ?? new Cells(options.prefix);
     this.retentionMs = options.retentionMs ?? 7 * 24 * 3600_000;
     this.maxEvents = options.maxEvents ?? 10_000;
   }
 
   private key(runId: string, part?: string): string {
-    return part ? `${this.prefix}:run:${runId}:${part}` : `${this.prefix}:run:${runId}`;
+    const prefix = this.cells.prefixOf(runId);
+    return part ? `${prefix}:run:${runId}:${part}` : `${prefix}:run:${runId}`;
   }
 
-  private seenKey(receiver: string, messageId: string): string {
-    return `${this.prefix}:seen:${receiver}:${messageId}`;
+  /** A message's claim, in its run's cell: the claim scripts also touch the run's keys. */
+  private seenKey(runId: string, receiver: string, messageId: string): string {
+    return `${this.cells.prefixOf(runId)}:seen:${receiver}:${messageId}`;
   }
 
-  private progressKey(receiver: string, messageId: string): string {
-    return `${this.prefix}:progress:${receiver}:${messageId}`;
+  private progressKey(runId: string, receiver: string, messageId: string): string {
+    return `${this.cells.prefixOf(runId)}:progress:${receiver}:${messageId}`;
   }
 
   async createRun(record: Omit<RunRecord, 'updatedAt' | 'usage' | 'status'>, first?: RunEventInput): Promise<void> {
@@ -169,11 +178,11 @@ export class RedisRunStore implements RunStore {
     return runRecord(await this.redis.hgetall(this.key(runId)));
   }
 
-  async claimForRun(receiver: string, messageId: string, held: ClaimMarker, runId: string): Promise<RunClaim> {
+  async claimForRun(runId: string, receiver: string, messageId: string, held: ClaimMarker): Promise<RunClaim> {
     const [marker, flat, saved] = (await this.scripts.palisadeClaimForRun(
-      this.seenKey(receiver, messageId),
+      this.seenKey(runId, receiver, messageId),
       this.key(runId),
-      this.progressKey(receiver, messageId),
+      this.progressKey(runId, receiver, messageId),
       markerText(held),
       this.retentionMs,
     )) as [string | null, string[], string | null];
@@ -182,19 +191,19 @@ export class RedisRunStore implements RunStore {
     return { ...readClaim(marker, held.jobId), run: runRecord(h), ...(saved ? { saved } : {}), ...(marker ? { held: marker } : {}) };
   }
 
-  async swapClaim(receiver: string, messageId: string, held: string, next: ClaimMarker): Promise<boolean> {
-    return (await this.scripts.palisadeSwapClaim(this.seenKey(receiver, messageId), held, markerText(next), this.retentionMs)) === 1;
+  async swapClaim(runId: string, receiver: string, messageId: string, held: string, next: ClaimMarker): Promise<boolean> {
+    return (await this.scripts.palisadeSwapClaim(this.seenKey(runId, receiver, messageId), held, markerText(next), this.retentionMs)) === 1;
   }
 
   async recordTurn(runId: string, usage: TokenUsage, events: ReadonlyArray<{ event: RunEventInput; at: number }>, saved?: SavedProgress): Promise<RunStatus | undefined> {
     // Without progress to save, its key is still named (a script's keys are fixed) and left alone.
-    const progressKey = saved ? this.progressKey(saved.receiver, saved.messageId) : this.key(runId, 'progress');
+    const progressKey = saved ? this.progressKey(runId, saved.receiver, saved.messageId) : this.key(runId, 'progress');
     const status = await this.scripts.palisadeTurn(this.key(runId, 'events'), this.key(runId), progressKey, this.maxEvents, this.retentionMs, usage.inputTokens, usage.outputTokens, saved?.data ?? '', ...serialized(events));
     return (status ?? undefined) as RunStatus | undefined;
   }
 
   async saveProgress(saved: SavedProgress): Promise<void> {
-    await this.redis.set(this.progressKey(saved.receiver, saved.messageId), saved.data, 'PX', this.retentionMs);
+    await this.redis.set(this.progressKey(saved.runId, saved.receiver, saved.messageId), saved.data, 'PX', this.retentionMs);
   }
 
   async finishRun(runId: string, status: Exclude<RunStatus, 'running'>, detail: { output?: string; error?: string }, record: EndRecord = {}): Promise<boolean> {
@@ -227,7 +236,7 @@ export class RedisRunStore implements RunStore {
 
   openEvents(runId: string): EventCursor {
     // A blocking XREAD occupies its connection, so each reader gets its own.
-    const conn = this.redis.duplicate();
+    const conn = duplicateRedis(this.redis);
     conn.on('error', () => {
       // It reconnects by itself; a read meanwhile rejects with the cause.
     });
@@ -249,19 +258,19 @@ export class RedisRunStore implements RunStore {
     };
   }
 
-  async claimMessage(receiver: string, messageId: string, jobId: string): Promise<Exclude<MessageClaim, 'finished'>> {
-    return (await this.scripts.palisadeClaim(this.seenKey(receiver, messageId), jobId, this.retentionMs)) as Exclude<MessageClaim, 'finished'>;
+  async claimMessage(runId: string, receiver: string, messageId: string, jobId: string): Promise<Exclude<MessageClaim, 'finished'>> {
+    return (await this.scripts.palisadeClaim(this.seenKey(runId, receiver, messageId), jobId, this.retentionMs)) as Exclude<MessageClaim, 'finished'>;
   }
 
-  async completeMessage(receiver: string, messageId: string, finished: ClaimMarker): Promise<void> {
-    await this.scripts.palisadeCompleteMessage(this.seenKey(receiver, messageId), this.progressKey(receiver, messageId), markerText(finished), this.retentionMs);
+  async completeMessage(runId: string, receiver: string, messageId: string, finished: ClaimMarker): Promise<void> {
+    await this.scripts.palisadeCompleteMessage(this.seenKey(runId, receiver, messageId), this.progressKey(runId, receiver, messageId), markerText(finished), this.retentionMs);
   }
 
   async finishMessage(runId: string, events: ReadonlyArray<{ event: RunEventInput; at: number }>, receiver: string, messageId: string, finished: ClaimMarker): Promise<void> {
     await this.scripts.palisadeFinishMessage(
       this.key(runId, 'events'),
-      this.seenKey(receiver, messageId),
-      this.progressKey(receiver, messageId),
+      this.seenKey(runId, receiver, messageId),
+      this.progressKey(runId, receiver, messageId),
       this.maxEvents,
       this.retentionMs,
       markerText(finished),
@@ -323,7 +332,9 @@ export class RedisRunStore implements RunStore {
   }
 
   async getApproval(id: string): Promise<ApprovalState | undefined> {
-    const [request, decision] = await this.redis.mget(this.approvalKey(id), this.approvalKey(id, 'decision'));
+    // Two reads, not MGET: on a cluster the two keys may live on different nodes. The decision is only
+    // ever written after its request, so reading them apart cannot show a decision without its request.
+    const [request, decision] = await Promise.all([this.redis.get(this.approvalKey(id)), this.redis.get(this.approvalKey(id, 'decision'))]);
     if (!request) return undefined;
     return { request: JSON.parse(request) as ApprovalRequest, ...(decision ? { decision: JSON.parse(decision) as ApprovalDecision } : {}) };
   }

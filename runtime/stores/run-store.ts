@@ -146,6 +146,7 @@ export interface RunClaim {
  * keeps it as given (the worker authenticates it) until the message is finished.
  */
 export interface SavedProgress {
+  runId: string;
   receiver: string;
   messageId: string;
   data: string;
@@ -186,13 +187,13 @@ export interface RunStore {
   /** Every event the run has so far, oldest first, without waiting and without a connection of its own. */
   listEvents(runId: string): Promise<StoredEvent[]>;
   /** Records that something took a one-time step (`new`), took it again with the same id (`redelivery`), or another did (`replay`). */
-  claimMessage(receiver: string, messageId: string, jobId: string): Promise<Exclude<MessageClaim, 'finished'>>;
+  claimMessage(runId: string, receiver: string, messageId: string, jobId: string): Promise<Exclude<MessageClaim, 'finished'>>;
   /** Claims the job's message with `held` (the marker of a job that took it) and reads the run and the saved progress, in one round trip. */
-  claimForRun(receiver: string, messageId: string, held: ClaimMarker, runId: string): Promise<RunClaim>;
+  claimForRun(runId: string, receiver: string, messageId: string, held: ClaimMarker): Promise<RunClaim>;
   /** Replaces the claim `held` (as read back) with `next`; false when the claim holds anything else by then. */
-  swapClaim(receiver: string, messageId: string, held: string, next: ClaimMarker): Promise<boolean>;
+  swapClaim(runId: string, receiver: string, messageId: string, held: string, next: ClaimMarker): Promise<boolean>;
   /** Marks a message finished with the marker of the result its job gave (its saved progress is dropped): that job gets it again, any other delivery is a replay. */
-  completeMessage(receiver: string, messageId: string, finished: ClaimMarker): Promise<void>;
+  completeMessage(runId: string, receiver: string, messageId: string, finished: ClaimMarker): Promise<void>;
   /** `appendEvents` and `completeMessage` in one write: an activation's last events and the end of its message. */
   finishMessage(runId: string, events: ReadonlyArray<{ event: RunEventInput; at: number }>, receiver: string, messageId: string, finished: ClaimMarker): Promise<void>;
   getToolCall(runId: string, key: string): Promise<ToolCallRecord | undefined>;

@@ -1,14 +1,26 @@
 import { DelayedError, FlowProducer, Job, Queue, Worker, WaitingChildrenError, type FlowJob, type JobsOptions } from 'bullmq';
-import { Redis, type RedisOptions } from 'ioredis';
+import { Cluster } from 'ioredis';
 import { RedisRunStore } from '../stores/redis-run-store.js';
+import { CellLayoutError, Cells } from '../stores/cells.js';
+import { createRedis, type RedisClient, type RedisConnection } from '../redis-url.js';
 import type { ConsumeOptions, Consumer, Transport } from './transport.js';
 import type { ChildJob, Task, TaskHandler, TaskResult } from './task.js';
 
 export interface BullMQTransportOptions {
-  /** A Redis URL (`redis://127.0.0.1:6379`) or ioredis options. */
-  connection?: string | RedisOptions;
-  /** Prefix of every key; `{palisade}` keeps one run's keys in one Redis Cluster slot. */
+  /**
+   * A Redis URL (`redis://127.0.0.1:6379`, or `redis+cluster://host:port,host:port` for a Redis Cluster),
+   * ioredis options, or an ioredis `Redis` or `Cluster` (the transport makes its own connections like it).
+   */
+  connection?: RedisConnection;
+  /** Prefix of every key, without braces: on a cluster the runtime adds a hash tag per cell. */
   prefix?: string;
+  /**
+   * How many cells runs are spread over (see cells.ts): each cell is a hash slot with its own queues,
+   * so on a Redis Cluster the cells spread the runs over the masters. Default 16 on a cluster, 1 on one
+   * Redis. Every process of a deployment must use the same number: the first one pins it in Redis and
+   * the others refuse to start with another.
+   */
+  cells?: number;
   /** Deliveries of one job before it fails for good (retryable errors and crashes). */
   attempts?: number;
   /** First retry delay; it doubles each time. */
@@ -29,17 +41,25 @@ const queueName = (agent: string): string => `agent.${agent}`;
 /** How many of a queue's latest failed jobs each worker checks were reported. */
 const FAILURES_SWEPT = 100;
 
-/** Agents as BullMQ queues on one Redis: a queue per agent, delegation as parent and child jobs. */
+/** Cells on a cluster by default: enough to spread over a few masters evenly, few enough to keep the Workers (one per cell and agent) cheap. */
+const CLUSTER_CELLS = 16;
+
+/**
+ * Agents as BullMQ queues on Redis or a Redis Cluster: a queue per agent and cell, delegation as parent
+ * and child jobs (always in the run's cell, so a flow stays in one slot).
+ */
 export class BullMQTransport implements Transport {
   readonly kind = 'redis' as const;
   readonly store: RedisRunStore;
   readonly prefix: string;
-  private readonly redis: Redis;
-  private readonly connectionSpec: string | RedisOptions;
+  readonly cells: Cells;
+  private readonly redis: RedisClient;
+  private readonly connectionSpec: RedisConnection;
   private readonly queues = new Map<string, Queue>();
   private flows: FlowProducer | undefined;
-  /** Each worker with the connection made for it (which BullMQ does not close) and its sweep of failed jobs. */
-  private readonly workers = new Map<Worker, { connection: Redis; sweeping: NodeJS.Timeout }>();
+  private layout: Promise<void> | undefined;
+  /** Each consumer's Workers (one per cell) with the connection made for them (which BullMQ does not close) and their sweep of failed jobs. */
+  private readonly workers = new Map<Worker[], { connection: RedisClient; sweeping: NodeJS.Timeout }>();
   private readonly jobOptions: JobsOptions;
   private readonly lockDurationMs: number;
   private readonly maxStalledCount: number;
@@ -50,7 +70,10 @@ export class BullMQTransport implements Transport {
     // Producers fail fast rather than queueing commands forever while Redis is away.
     this.connectionSpec = connection;
     this.redis = this.connect({ maxRetriesPerRequest: 2 });
-    this.store = new RedisRunStore(this.redis, { prefix: this.prefix, retentionMs: options.retentionMs });
+    const clustered = this.redis instanceof Cluster;
+    const cells = options.cells ?? (clustered ? CLUSTER_CELLS : 1);
+    this.cells = new Cells(this.prefix, cells, clustered || cells > 1);
+    this.store = new RedisRunStore(this.redis, { prefix: this.prefix, cells: this.cells, retentionMs: options.retentionMs });
     this.lockDurationMs = options.lockDurationMs ?? 30_000;
     this.maxStalledCount = options.maxStalledCount ?? 5;
     this.jobOptions = {
@@ -61,9 +84,8 @@ export class BullMQTransport implements Transport {
     };
   }
 
-  private connect(extra: RedisOptions): Redis {
-    const spec = this.connectionSpec;
-    const redis = typeof spec === 'string' ? new Redis(spec, extra) : new Redis({ ...spec, ...extra });
+  private connect(extra: { maxRetriesPerRequest: number | null }): RedisClient {
+    const redis = createRedis(this.connectionSpec, extra);
     redis.on('error', () => {
       // ioredis reconnects by itself; commands issued meanwhile reject with the cause.
     });
@@ -71,34 +93,59 @@ export class BullMQTransport implements Transport {
   }
 
   /** The connection this transport's producers use; for callers that need Redis directly (tests, admin). */
-  get connection(): Redis {
+  get connection(): RedisClient {
     return this.redis;
   }
 
-  private queue(agent: string): Queue {
-    let queue = this.queues.get(agent);
+  /**
+   * Pins the number of cells in Redis the first time, and checks it every time after: two processes that
+   * disagreed would look for the same run in different cells.
+   */
+  ready(): Promise<void> {
+    this.layout ??= (async () => {
+      const key = `${this.prefix}:cells`;
+      await this.redis.set(key, String(this.cells.count), 'NX');
+      const pinned = await this.redis.get(key);
+      if (pinned !== String(this.cells.count)) {
+        throw new CellLayoutError(`the runs under prefix '${this.prefix}' are kept in ${pinned} cells, but this process was set up with ${this.cells.count}: give every process the same 'cells' (or a new prefix)`);
+      }
+    })();
+    // A failure to reach Redis is not an answer: ask again next time.
+    this.layout.catch((error: unknown) => {
+      if (!(error instanceof CellLayoutError)) this.layout = undefined;
+    });
+    return this.layout;
+  }
+
+  private queue(cell: number, agent: string): Queue {
+    const id = `${cell}\0${agent}`;
+    let queue = this.queues.get(id);
     if (!queue) {
-      queue = new Queue(queueName(agent), { connection: this.redis, prefix: this.prefix });
+      queue = new Queue(queueName(agent), { connection: this.redis, prefix: this.cells.all[cell]! });
       queue.on('error', () => {
         // Producer calls reject with the cause; the event would only repeat it.
       });
-      this.queues.set(agent, queue);
+      this.queues.set(id, queue);
     }
     return queue;
   }
 
-  async enqueue(queue: string, jobId: string, payload: unknown): Promise<void> {
-    await this.queue(queue).add('envelope', payload, { ...this.jobOptions, jobId });
+  async enqueue(runId: string, queue: string, jobId: string, payload: unknown): Promise<void> {
+    await this.ready();
+    await this.queue(this.cells.of(runId), queue).add('envelope', payload, { ...this.jobOptions, jobId });
   }
 
-  async enqueueSequence(steps: ChildJob[]): Promise<void> {
+  async enqueueSequence(runId: string, steps: ChildJob[]): Promise<void> {
     if (steps.length === 0) return;
+    await this.ready();
+    const prefix = this.cells.prefixOf(runId);
     // A BullMQ flow runs children before their parent: the first step is the deepest child.
     let flow: FlowJob | undefined;
     for (const step of steps) {
       const node: FlowJob = {
         name: 'envelope',
         queueName: queueName(step.queue),
+        prefix,
         data: step.payload,
         opts: { ...this.jobOptions, jobId: step.jobId, ignoreDependencyOnFailure: true },
         ...(flow ? { children: [flow] } : {}),
@@ -109,8 +156,8 @@ export class BullMQTransport implements Transport {
     await this.flows.add(flow!);
   }
 
-  async wake(queue: string, jobId: string): Promise<boolean> {
-    const job = await Job.fromId(this.queue(queue), jobId);
+  async wake(runId: string, queue: string, jobId: string): Promise<boolean> {
+    const job = await Job.fromId(this.queue(this.cells.of(runId), queue), jobId);
     if (!job || !(await job.isDelayed())) return false;
     try {
       await job.promote();
@@ -122,10 +169,80 @@ export class BullMQTransport implements Transport {
   }
 
   consume(queue: string, handler: TaskHandler, options: ConsumeOptions): Consumer {
-    const maxAttempts = this.jobOptions.attempts ?? 1;
     // Workers block on Redis, so they wait out an outage instead of failing commands.
     const connection = this.connect({ maxRetriesPerRequest: null });
-    const worker = new Worker(
+    // One Worker per cell (a BullMQ queue lives in one slot); the agent's concurrency is shared out among them.
+    const concurrency = Math.max(1, Math.ceil(options.concurrency / this.cells.count));
+    const workers = this.cells.all.map((_, cell) => this.cellWorker(cell, queue, handler, connection, concurrency));
+    const reported = new Set<string>();
+    const report = (job: Job, message: string) => {
+      if (!job.id || reported.has(job.id)) return;
+      reported.add(job.id);
+      options.onFailed?.(job.id, job.data, new Error(failureReason(job, message)));
+    };
+    for (const worker of workers) {
+      worker.on('failed', (job, error) => {
+        if (!job) return;
+        // Final when it is in the failed set: attempts used up, or stalled too often (a worker died with it each time).
+        void job.getState().then(
+          (state) => state === 'failed' && report(job, error.message),
+          () => undefined,
+        );
+      });
+      worker.on('error', () => {
+        // Connection errors: the worker reconnects and redelivery covers lost work.
+      });
+    }
+    // The 'failed' event reaches only the process that failed the job; if that one dies before it is
+    // handled, the run would wait forever. Every worker therefore also reports the queue's latest
+    // failures when it starts and then every lock period (reporting is idempotent: a run ends once).
+    const sweep = async () => {
+      const found = new Set<string>();
+      for (let cell = 0; cell < this.cells.count; cell++) {
+        const q = this.queue(cell, queue);
+        for (const id of await q.getRanges(['failed'], 0, FAILURES_SWEPT - 1)) {
+          found.add(id);
+          if (reported.has(id)) continue;
+          const job = await Job.fromId(q, id);
+          if (job) report(job, job.failedReason);
+        }
+      }
+      for (const id of reported) if (!found.has(id)) reported.delete(id);
+    };
+    const sweeping = setInterval(() => void sweep().catch(() => undefined), this.lockDurationMs).unref();
+    // Workers take jobs only once the cell layout is known to match the deployment's (see `ready`).
+    void this.ready().then(
+      () => {
+        if (!this.workers.has(workers)) return;
+        for (const worker of workers) void worker.run().catch(() => undefined);
+        void sweep().catch(() => undefined);
+      },
+      () => undefined,
+    );
+    this.workers.set(workers, { connection, sweeping });
+    return {
+      close: async (timeoutMs = 10_000) => {
+        clearInterval(sweeping);
+        if (!this.workers.delete(workers)) return;
+        await Promise.all(
+          workers.map(async (worker) => {
+            let timer: NodeJS.Timeout | undefined;
+            const graceful = worker.close().then(() => true);
+            const timedOut = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)));
+            const closed = await Promise.race([graceful, timedOut]);
+            clearTimeout(timer);
+            if (!closed) await worker.close(true);
+          }),
+        );
+        connection.disconnect();
+      },
+    };
+  }
+
+  /** The Worker of one cell's queue of `queue`: children it adds go to queues of the same cell. */
+  private cellWorker(cell: number, queue: string, handler: TaskHandler, connection: RedisClient, concurrency: number): Worker {
+    const maxAttempts = this.jobOptions.attempts ?? 1;
+    return new Worker(
       queueName(queue),
       async (job: Job, token?: string) => {
         const task: Task = {
@@ -150,7 +267,7 @@ export class BullMQTransport implements Transport {
           }
           // Children first: their ids are deterministic, so a crash before the checkpoint re-adds nothing twice.
           for (const child of outcome.children) {
-            await this.queue(child.queue).add('envelope', child.payload, {
+            await this.queue(cell, child.queue).add('envelope', child.payload, {
               ...this.jobOptions,
               jobId: child.jobId,
               parent: { id: job.id ?? '', queue: job.queueQualifiedName },
@@ -165,61 +282,19 @@ export class BullMQTransport implements Transport {
       },
       {
         connection,
-        prefix: this.prefix,
-        concurrency: options.concurrency,
+        prefix: this.cells.all[cell]!,
+        concurrency,
+        autorun: false,
         lockDuration: this.lockDurationMs,
         stalledInterval: this.lockDurationMs,
         maxStalledCount: this.maxStalledCount,
       },
     );
-    const reported = new Set<string>();
-    const report = (job: Job, message: string) => {
-      if (!job.id || reported.has(job.id)) return;
-      reported.add(job.id);
-      options.onFailed?.(job.id, job.data, new Error(failureReason(job, message)));
-    };
-    worker.on('failed', (job, error) => {
-      if (!job) return;
-      // Final when it is in the failed set: attempts used up, or stalled too often (a worker died with it each time).
-      void job.getState().then(
-        (state) => state === 'failed' && report(job, error.message),
-        () => undefined,
-      );
-    });
-    // The 'failed' event reaches only the process that failed the job; if that one dies before it is
-    // handled, the run would wait forever. Every worker therefore also reports the queue's latest
-    // failures when it starts and then every lock period (reporting is idempotent: a run ends once).
-    const sweep = async () => {
-      const ids = new Set(await this.queue(queue).getRanges(['failed'], 0, FAILURES_SWEPT - 1));
-      for (const id of reported) if (!ids.has(id)) reported.delete(id);
-      for (const id of ids) {
-        if (reported.has(id)) continue;
-        const job = await Job.fromId(this.queue(queue), id);
-        if (job) report(job, job.failedReason);
-      }
-    };
-    const sweeping = setInterval(() => void sweep().catch(() => undefined), this.lockDurationMs).unref();
-    void sweep().catch(() => undefined);
-    worker.on('error', () => {
-      // Connection errors: the worker reconnects and redelivery covers lost work.
-    });
-    this.workers.set(worker, { connection, sweeping });
-    return {
-      close: async (timeoutMs = 10_000) => {
-        clearInterval(sweeping);
-        if (!this.workers.delete(worker)) return;
-        let timer: NodeJS.Timeout | undefined;
-        const graceful = worker.close().then(() => true);
-        const timedOut = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)));
-        const closed = await Promise.race([graceful, timedOut]);
-        clearTimeout(timer);
-        if (!closed) await worker.close(true);
-        connection.disconnect();
-      },
-    };
   }
 
   async announce(agents: string[]): Promise<void> {
+    // A process whose cells disagree with the deployment's fails here, before it says it serves anything.
+    await this.ready();
     if (agents.length === 0) return;
     const now = String(Date.now());
     await this.redis.hset(`${this.prefix}:agents`, Object.fromEntries(agents.map((a) => [a, now])));
@@ -231,9 +306,9 @@ export class BullMQTransport implements Transport {
 
   async close(): Promise<void> {
     await Promise.all(
-      [...this.workers].map(async ([worker, { connection, sweeping }]) => {
+      [...this.workers].map(async ([workers, { connection, sweeping }]) => {
         clearInterval(sweeping);
-        await worker.close(true);
+        await Promise.all(workers.map((worker) => worker.close(true)));
         connection.disconnect();
       }),
     );

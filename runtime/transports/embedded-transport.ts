@@ -56,11 +56,11 @@ export class EmbeddedTransport implements Transport {
     return queue;
   }
 
-  async enqueue(queue: string, jobId: string, payload: unknown): Promise<void> {
+  async enqueue(_runId: string, queue: string, jobId: string, payload: unknown): Promise<void> {
     this.add(queue, jobId, payload);
   }
 
-  async enqueueSequence(steps: ChildJob[]): Promise<void> {
+  async enqueueSequence(_runId: string, steps: ChildJob[]): Promise<void> {
     // The last step waits for the one before it, and so on down to the first, which runs now.
     let parent: EmbeddedJob | undefined;
     for (const step of [...steps].reverse()) {
@@ -72,7 +72,7 @@ export class EmbeddedTransport implements Transport {
     if (parent) this.schedule(parent);
   }
 
-  async wake(queue: string, jobId: string): Promise<boolean> {
+  async wake(_runId: string, queue: string, jobId: string): Promise<boolean> {
     const job = this.jobs.get(`${queue}/${jobId}`);
     if (!job || job.state !== 'delayed') return false;
     clearTimeout(job.wakeTimer);
@@ -148,7 +148,7 @@ export class EmbeddedTransport implements Transport {
       if (outcome.type === 'park') {
         job.wakeTimer = this.schedule(job, Math.max(1, outcome.until - Date.now()));
         job.state = 'delayed';
-        if (await outcome.ready()) await this.wake(job.queue, job.id);
+        if (await outcome.ready()) await this.wake('', job.queue, job.id);
         return;
       }
       for (const child of outcome.children) {

@@ -16,12 +16,12 @@ export interface Consumer {
 export interface Transport {
   readonly kind: 'redis' | 'embedded';
   readonly store: RunStore;
-  /** Adds a job; a job id that already exists in that queue is not added twice. */
-  enqueue(queue: string, jobId: string, payload: unknown): Promise<void>;
-  /** Adds jobs that run one after another, each after the one before it has finished (whatever its outcome); each reads its predecessor's result as its only child. */
-  enqueueSequence(steps: ChildJob[]): Promise<void>;
-  /** Delivers a parked job now instead of at its time; false when no such job is parked. */
-  wake(queue: string, jobId: string): Promise<boolean>;
+  /** Adds a job of run `runId` (which decides where it is kept); a job id that already exists in that queue is not added twice. */
+  enqueue(runId: string, queue: string, jobId: string, payload: unknown): Promise<void>;
+  /** Adds jobs of run `runId` that run one after another, each after the one before it has finished (whatever its outcome); each reads its predecessor's result as its only child. */
+  enqueueSequence(runId: string, steps: ChildJob[]): Promise<void>;
+  /** Delivers a parked job of run `runId` now instead of at its time; false when no such job is parked. */
+  wake(runId: string, queue: string, jobId: string): Promise<boolean>;
   consume(queue: string, handler: TaskHandler, options: ConsumeOptions): Consumer;
   /** Agents whose workers have announced themselves (for producers that hold no definitions). */
   announce(agents: string[]): Promise<void>;

@@ -31,7 +31,7 @@ export class AgentLoop {
     const refused = this.authenticate(task, data);
     if (refused) return this.refuse(task, envelope, refused, false);
     const auth = this.options.auth;
-    const { claim, run, marker, saved } = await this.store.claimForRun(envelope.receiver, envelope.messageId, claimMarker(auth, envelope, task.id), envelope.runId);
+    const { claim, run, marker, saved } = await this.store.claimForRun(envelope.runId, envelope.receiver, envelope.messageId, claimMarker(auth, envelope, task.id));
     if (claim === 'replay') return this.refuse(task, envelope, `message ${envelope.messageId} was already accepted: a replay`);
     // A message is taken up again, or answered from its mark, only on a claim this agent made itself.
     const forged = claim === 'new' ? undefined : auth?.checkClaim(envelope.receiver, envelope.messageId, marker!);
@@ -48,7 +48,7 @@ export class AgentLoop {
     if (run.status !== 'running') {
       if (run.status === 'cancelled') await this.rollBackCancelled(envelope);
       const cancelled: TaskResult = { status: 'cancelled', error: `run is ${run.status}` };
-      await this.store.completeMessage(envelope.receiver, envelope.messageId, claimMarker(auth, envelope, task.id, cancelled));
+      await this.store.completeMessage(envelope.runId, envelope.receiver, envelope.messageId, claimMarker(auth, envelope, task.id, cancelled));
       return { type: 'done', result: cancelled };
     }
     if (typeof stored === 'string') {
@@ -121,7 +121,7 @@ export class AgentLoop {
   private async refuseForGood(task: Task, envelope: Envelope, reason: string): Promise<TaskOutcome> {
     await this.recordRefusal(task, envelope, reason);
     const result: TaskResult = { status: 'rejected', error: reason };
-    await this.store.completeMessage(envelope.receiver, envelope.messageId, claimMarker(this.options.auth, envelope, task.id, result));
+    await this.store.completeMessage(envelope.runId, envelope.receiver, envelope.messageId, claimMarker(this.options.auth, envelope, task.id, result));
     return { type: 'done', result };
   }
 

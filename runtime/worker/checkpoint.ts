@@ -24,7 +24,7 @@ function saved(act: ActivationState, parks = false): Saved {
 export function savedProgress(act: ActivationState): SavedProgress {
   const data = JSON.stringify(saved(act));
   checkSize(act, act.messageBytes + Buffer.byteLength(data));
-  return { receiver: act.agent.name, messageId: act.envelope.messageId, data };
+  return { runId: act.envelope.runId, receiver: act.agent.name, messageId: act.envelope.messageId, data };
 }
 
 /** The job's data for an activation that waits: the envelope exactly as received (its MAC covers it as sent) and this worker's progress. */

@@ -36,7 +36,7 @@ export async function handOff(act: ActivationState, call: ToolCall, target: stri
     return undefined;
   }
   act.progress.sent += 1;
-  await act.options.transport.enqueue(target, envelope.messageId, { envelope } satisfies JobData);
+  await act.options.transport.enqueue(envelope.runId, target, envelope.messageId, { envelope } satisfies JobData);
   act.events.emit({ type: 'handoff', to: target });
   return { type: 'done', result: { status: 'handed_off', label: act.progress.label, usage: act.progress.usage } };
 }

@@ -1,4 +1,4 @@
-import { Redis } from 'ioredis';
+import type { RedisClient } from '../../runtime/redis-url.js';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Run } from '../../runtime/run.js';
 import { COMPLETING_REQUESTS, startSupportCluster, type SupportCluster } from './supervisor.js';
@@ -7,7 +7,7 @@ const RUNS = Number(process.env.LOAD_RUNS ?? 10_000);
 
 const INPUTS = COMPLETING_REQUESTS;
 
-const usedMemory = async (redis: Redis): Promise<number> => Number(/used_memory:(\d+)/.exec(await redis.info('memory'))?.[1] ?? NaN);
+const usedMemory = async (redis: RedisClient): Promise<number> => Number(/used_memory:(\d+)/.exec(await redis.info('memory'))?.[1] ?? NaN);
 
 describe('load: the support example on 2 worker processes', () => {
   let cluster: SupportCluster | undefined;

@@ -3,11 +3,11 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Redis } from 'ioredis';
 import { createSupportAgents } from '../../examples/support/system.js';
 import { EDGE, generateKeys, loadKeyring } from '../../runtime/identity/keyring.js';
 import { Runtime } from '../../runtime/runtime.js';
 import { BullMQTransport } from '../../runtime/transports/bullmq-transport.js';
+import { createRedis, type RedisClient } from '../../runtime/redis-url.js';
 import { deleteKeys, REDIS_URL, uniquePrefix } from '../support/redis.js';
 
 /** Requests of the support example that complete (no approval, no withheld reply). */
@@ -25,6 +25,7 @@ export interface SupervisorOptions {
   keysDir: string;
   workers: number;
   env?: Record<string, string>;
+  redisUrl?: string;
 }
 
 /** Keeps N chaos-worker processes running: one that dies is started again, as a process manager would. */
@@ -39,7 +40,7 @@ export class Supervisor {
     // node itself with tsx as a loader, so SIGKILL reaches the worker and not a wrapper.
     const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/chaos-worker.ts', this.options.prefix, this.options.keysDir], {
       cwd: root,
-      env: { ...process.env, REDIS_URL, ...this.options.env },
+      env: { ...process.env, REDIS_URL: this.options.redisUrl ?? REDIS_URL, ...this.options.env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     this.processes[slot] = child;
@@ -94,19 +95,19 @@ export interface SupportCluster {
   prefix: string;
   supervisor: Supervisor;
   producer: Runtime;
-  redis: Redis;
+  redis: RedisClient;
   /** Stops everything and deletes the keys, in Redis and on disk. */
   close(): Promise<void>;
 }
 
-export async function startSupportCluster(name: string, env: Record<string, string>): Promise<SupportCluster> {
+export async function startSupportCluster(name: string, env: Record<string, string>, redisUrl = REDIS_URL): Promise<SupportCluster> {
   const prefix = uniquePrefix(name);
   const keysDir = await mkdtemp(join(tmpdir(), `palisade-${name}-keys-`));
   await generateKeys(keysDir, createSupportAgents());
-  const supervisor = new Supervisor({ prefix, keysDir, workers: 2, env });
+  const supervisor = new Supervisor({ prefix, keysDir, workers: 2, env, redisUrl });
   await supervisor.start();
-  const producer = new Runtime({ keys: await loadKeyring(keysDir, [EDGE]), transport: new BullMQTransport({ connection: REDIS_URL, prefix }) });
-  const redis = new Redis(REDIS_URL);
+  const producer = new Runtime({ keys: await loadKeyring(keysDir, [EDGE]), transport: new BullMQTransport({ connection: redisUrl, prefix }) });
+  const redis = createRedis(redisUrl);
   return {
     prefix,
     supervisor,
@@ -116,7 +117,7 @@ export async function startSupportCluster(name: string, env: Record<string, stri
       await supervisor.stop();
       await producer.close();
       redis.disconnect();
-      await deleteKeys(prefix);
+      await deleteKeys(prefix, redisUrl);
       await rm(keysDir, { recursive: true, force: true });
     },
   };
