@@ -12,13 +12,15 @@ import { deleteKeys, diffStats, info, installCommandCounter, serverStats, startC
 import { HOPS, palisadeBullMQ, palisadeEmbedded, palisadeGuarded, rawBullMQ, writeChainKeys, type Harness, type ScenarioConfig } from './scenarios.js';
 import { SYSTEMS, type Mode, type Probe, type ProbeMode, type Sample, type SystemId } from './measurements.js';
 import { machine } from './machine.js';
-import { report, scaleReport, scannersReport, summarize, tracingReport, type TracingRound } from './report.js';
+import { peersReport, report, scaleReport, scannersReport, summarize, tracingReport, type TracingRound } from './report.js';
 import { benchScale } from './scale.js';
 import { fmt, latencyStats, median, percentile, round } from './stats.js';
 import { benchPipeline } from './pipeline.js';
 import { benchSignatures } from './signatures.js';
 import { benchScanners } from './scanners.js';
 import { startOtlpReceiver } from './otlp-receiver.js';
+import { drive } from './drive.js';
+import { benchPeers, summarizePeers } from './peers.js';
 import { setupTracing } from '../tracing/setup.js';
 
 const num = (name: string, fallback: number): number => {
@@ -45,8 +47,14 @@ const config = {
   /** Chains per Redis command-count probe (after the timed rounds). */
   probeChains: num('BENCH_PROBE', 100),
   payloadBytes: num('BENCH_PAYLOAD_BYTES', 2048),
+  /** The peers section (`bench/peers.ts`): off with BENCH_PEERS=0, alone with BENCH_PEERS_ONLY=1. */
+  peers: process.env.BENCH_PEERS !== '0' || process.env.BENCH_PEERS_ONLY === '1',
+  peersOnly: process.env.BENCH_PEERS_ONLY === '1',
+  peersChains: num('BENCH_PEERS_CHAINS', 500),
+  peersWarmupPass: num('BENCH_PEERS_WARMUP_PASS', 300),
+  postgresUrl: process.env.BENCH_POSTGRES_URL ?? 'postgresql://postgres@127.0.0.1:5432/test',
   chainTimeoutMs: 60_000,
-  totalTimeoutMs: num('BENCH_TIMEOUT_MS', 600_000),
+  totalTimeoutMs: num('BENCH_TIMEOUT_MS', 900_000),
 };
 
 const started = new Date();
@@ -81,6 +89,11 @@ async function open(system: SystemId, prefix: string | undefined): Promise<Harne
           : system === 'keys' || system === 'policy'
             ? await palisadeGuarded(scenario, prefix!, keysDir!, [system])
             : await palisadeEmbedded(scenario);
+  return register(harness);
+}
+
+/** Tracks an open harness, so that cleanup closes it if the bench is abandoned. */
+async function register(harness: Harness): Promise<Harness> {
   openHarnesses.add(harness);
   // Opened while cleanup ran: close it here, as cleanup no longer will.
   if (stopping) {
@@ -93,29 +106,6 @@ async function open(system: SystemId, prefix: string | undefined): Promise<Harne
 async function close(harness: Harness): Promise<void> {
   if (!openHarnesses.delete(harness)) return;
   await harness.close();
-}
-
-/** Runs `n` chains with at most `inflight` at once; latency of each chain in ms. */
-async function drive(harness: Harness, n: number, inflight: number): Promise<{ elapsedMs: number; latencies: number[] }> {
-  let next = 0;
-  let failed = false;
-  const latencies: number[] = [];
-  const lane = async () => {
-    while (!failed && next < n) {
-      next += 1;
-      const t = performance.now();
-      try {
-        await harness.runChain();
-      } catch (error) {
-        failed = true;
-        throw error;
-      }
-      latencies.push(performance.now() - t);
-    }
-  };
-  const t0 = performance.now();
-  await Promise.all(Array.from({ length: Math.min(inflight, n) }, lane));
-  return { elapsedMs: performance.now() - t0, latencies };
 }
 
 async function measure(admin: Redis, harness: Harness, system: SystemId, roundNo: number, mode: Mode): Promise<Sample> {
@@ -171,6 +161,30 @@ async function main(admin: Redis): Promise<void> {
   await writeChainKeys(keysDir);
   const description = await machine(admin, config.redisUrl);
   log(`bench: ${description.cpuModel}, ${description.cores} cores, node ${description.node}, redis ${description.redis.version}; prefix ${basePrefix}`);
+
+  const peers = config.peers
+    ? await benchPeers({
+        admin,
+        config: scenario,
+        keysDir,
+        prefix: `${basePrefix}-peers`,
+        postgresUrl: config.postgresUrl,
+        rounds: config.rounds,
+        chains: config.peersChains,
+        inflight: config.inflight,
+        warmupPass: config.peersWarmupPass,
+        warmup: config.warmup,
+        register,
+        close,
+        log,
+      })
+    : undefined;
+  const peersTable = peers && peersReport(summarizePeers(peers), peers, config);
+  if (config.peersOnly) {
+    process.stdout.write(`\n${peersTable}\n\n`);
+    return;
+  }
+
   const samples: Sample[] = [];
   const probes: Probe[] = [];
 
@@ -285,13 +299,13 @@ async function main(admin: Redis): Promise<void> {
   const summary = summarize(samples, probes);
   log('  content scanners (ordinary text, crafted 1 MB inputs)…');
   const scanners = await benchScanners();
-  const text = `${report(summary, config)}\n\n${tracingTable}\n\n${scaleTable}\n\n${guards.table}\n\n${signatures.table}\n\n${scannersReport(scanners)}`;
+  const text = `${report(summary, config)}\n\n${tracingTable}\n\n${scaleTable}\n\n${guards.table}\n\n${signatures.table}\n\n${scannersReport(scanners)}${peersTable ? `\n\n${peersTable}` : ''}`;
   process.stdout.write(`\n${text}\n\n`);
 
   const result = {
     timestamp: started.toISOString(),
     durationSec: round((Date.now() - started.getTime()) / 1000, 1),
-    config: { ...config, hopsPerChain: HOPS, redisUrl: description.redis.url },
+    config: { ...config, hopsPerChain: HOPS, redisUrl: description.redis.url, postgresUrl: config.postgresUrl.replace(/(\/\/[^:@/]*):[^@/]*@/, '$1:***@') },
     machine: { ...description, loadAverageAtEnd: os.loadavg().map((l) => round(l, 2)) },
     summary,
     tracing: { rounds: tracingRounds, medianOnOffRatio: round(tracingRatio, 3) },
@@ -302,6 +316,7 @@ async function main(admin: Redis): Promise<void> {
     guardPipeline: guards.stages,
     signatures: signatures.costs.map((c) => ({ ...c, p50us: round(c.p50us, 1), p99us: round(c.p99us, 1) })),
     scanners,
+    peers: peers && { summary: summarizePeers(peers), skipped: peers.skipped, postgresCpuNote: peers.postgresCpuNote, samples: peers.samples },
     samples: samples.map(({ hopLatencyMs, ...s }) => ({
       ...s,
       elapsedMs: round(s.elapsedMs, 1),

@@ -5,6 +5,7 @@
 import { HOPS } from './scenarios.js';
 import type { RunMemory, ScaleRound } from './scale.js';
 import type { ScannerBench } from './scanners.js';
+import type { PeersResult, PeersSummary } from './peers.js';
 import { SYSTEMS, type Mode, type Probe, type Sample, type SystemId } from './measurements.js';
 import { fmt, latencyStats, median, round, table } from './stats.js';
 
@@ -260,4 +261,44 @@ export function scaleReport(scale: { rounds: ScaleRound[]; memory: RunMemory }, 
 export function scannersReport(scanners: ScannerBench): string {
   const rows = Object.keys(scanners.throughputMBps).map((name) => [name, fmt(scanners.throughputMBps[name]!, 1), fmt(scanners.worstMs[name]!, 0)]);
   return `Content scanners — MB/s on ~1 MB of prose, and the slowest crafted 1 MB input (ms; goal: under 1000, linear)\n\n${table(['scanner', 'MB/s', 'worst 1 MB ms'], rows, ['l', 'r', 'r'])}`;
+}
+
+export function peersReport(summary: PeersSummary, result: PeersResult, config: { rounds: number; peersChains: number; inflight: number; concurrency: number; payloadBytes: number }): string {
+  const ratio = (r: number | undefined) => (r === undefined || !Number.isFinite(r) ? '—' : `${fmt(r, 2)}×`);
+  const cpu = (ms: number | undefined) => (ms === undefined ? '—' : fmt(ms, 3));
+  const notes = [
+    ...result.skipped.map((s) => `${s.system} skipped: ${s.reason}`),
+    ...(result.postgresCpuNote ? [result.postgresCpuNote] : []),
+  ];
+  return [
+    `Peers — the same workload in every system: agents a → b → c, each one tool call ({"orderId":"A-1042"} → a small JSON object) then a handoff, c replies; a scripted model that answers at once; a ${config.payloadBytes} B user message. Median of ${config.rounds} rounds × ${config.peersChains} chains, ${config.inflight} in flight; worker concurrency ${config.concurrency} per agent in raw BullMQ and Palisade, every chain in flight at once in the in-memory frameworks, pg's default pool of 10 for PostgresSaver. Ratios are medians of per-round chains/s ratios; server CPU is the whole server's, other clients included`,
+    '',
+    table(
+      ['system', 'durable', 'guarded', 'chains/s', 'Node CPU ms/hop', 'server CPU ms/hop', 'total CPU ms/hop', 'vs OpenAI Agents SDK', 'vs raw BullMQ', 'tool calls/chain', 'model turns/chain'],
+      summary.map((s) => [
+        s.name,
+        s.durable,
+        s.guarded,
+        fmt(s.chainsPerSec),
+        cpu(s.nodeCpuMsPerHop),
+        s.server ? `${cpu(s.serverCpuMsPerHop)} (${s.server})` : '—',
+        cpu(s.totalCpuMsPerHop),
+        ratio(s.ratios.sdk),
+        ratio(s.ratios.raw),
+        fmt(s.toolCallsPerChain, 2),
+        // Raw BullMQ has no model: its workers run the tool step directly.
+        s.id === 'raw' ? '—' : fmt(s.modelTurnsPerChain, 2),
+      ]),
+      ['l', 'l', 'l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r'],
+    ),
+    '',
+    'Peers — chains/s of the row ÷ chains/s of the column (median of per-round ratios)',
+    '',
+    table(
+      ['system', ...summary.map((s) => s.name)],
+      summary.map((s) => [s.name, ...summary.map((o) => ratio(s.ratios[o.id]))]),
+      ['l', ...summary.map(() => 'r' as const)],
+    ),
+    ...(notes.length ? ['', ...notes] : []),
+  ].join('\n');
 }

@@ -31,7 +31,7 @@ export interface Harness {
 }
 
 export const HOPS = 3;
-const OUTPUT = 'c: done, the chain is complete.';
+export const OUTPUT = 'c: done, the chain is complete.';
 
 // BullMQTransport's job options, so the baseline pays for the same BullMQ features (custom job ids,
 // retries, retention of finished jobs) and the ratio isolates what Palisade adds on top.
@@ -51,17 +51,20 @@ function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
-interface RawJob {
+export interface RawJob {
   chain: string;
   hop: number;
   body: string;
+  /** What `step` added on the way (the peers bench carries tool results here). */
+  results?: string[];
 }
 
 /**
  * Raw BullMQ: queues A → B → C on one Redis; each worker adds the next job (same 2 KB payload) on the
- * next queue, the last one completes the chain. Workers in this process, like Palisade's below.
+ * next queue, the last one completes the chain. Workers in this process, like Palisade's below. `step`,
+ * if given, runs in each worker on the job's data before it is passed on (hop 0, 1, 2).
  */
-export async function rawBullMQ(config: ScenarioConfig, prefix: string): Promise<Harness> {
+export async function rawBullMQ(config: ScenarioConfig, prefix: string, step?: (hop: number, data: RawJob) => RawJob): Promise<Harness> {
   const names = ['raw.a', 'raw.b', 'raw.c'];
   const producer = new Redis(config.redisUrl, { maxRetriesPerRequest: 2 });
   const queues = names.map((name) => new Queue<RawJob>(name, { connection: producer, prefix }));
@@ -72,8 +75,9 @@ export async function rawBullMQ(config: ScenarioConfig, prefix: string): Promise
       name,
       async (job: Job<RawJob>) => {
         const next = queues[index + 1];
+        const current = step ? step(index, job.data) : job.data;
         if (next) {
-          const data: RawJob = { ...job.data, hop: index + 1 };
+          const data: RawJob = { ...current, hop: index + 1 };
           await next.add('hop', data, { ...JOB_OPTIONS, jobId: `${job.data.chain}.${index + 1}` });
           return { status: 'forwarded' };
         }
@@ -146,7 +150,7 @@ export function chainAgents(): Agent[] {
 
 const principal = { id: 'bench-user', roles: ['bench'] };
 
-function palisadeHarness(name: string, runtime: Runtime, config: ScenarioConfig): Harness {
+export function palisadeHarness(name: string, runtime: Runtime, config: ScenarioConfig): Harness {
   const active = new Set<Run>();
   return {
     name,
@@ -185,7 +189,8 @@ const ALL_PROTECTIONS: readonly Protection[] = ['keys', 'policy'];
 /**
  * Palisade with every protection on (or those given): link keys (each envelope MAC'd and checked), the
  * bench policy's full guard pipeline, and the audit log (on whenever the transport is Redis). `keysDir`
- * holds the keys of the edge and of a, b, c (`writeChainKeys`).
+ * holds the keys of the edge and of a, b, c (`writeChainKeys`); `agents` are a, b, c (the peers bench
+ * gives them tools).
  */
 export async function guardedRuntime(
   config: Pick<ScenarioConfig, 'redisUrl'>,
@@ -193,12 +198,13 @@ export async function guardedRuntime(
   keysDir: string,
   components: readonly string[],
   protections: readonly Protection[] = ALL_PROTECTIONS,
+  agents: Agent[] = chainAgents(),
 ): Promise<Runtime> {
   const [policy, keys] = await Promise.all([
     protections.includes('policy') ? loadPolicy(GUARDED_POLICY) : undefined,
     protections.includes('keys') ? loadKeyring(keysDir, components) : undefined,
   ]);
-  return new Runtime({ agents: chainAgents(), policy, keys, transport: new BullMQTransport({ connection: config.redisUrl, prefix }) });
+  return new Runtime({ agents, policy, keys, transport: new BullMQTransport({ connection: config.redisUrl, prefix }) });
 }
 
 /** Writes fresh link keys for the chain into `dir`. */
