@@ -92,6 +92,19 @@ export interface AnchorStore {
   lines(): AsyncIterable<string>;
   /** The last line, if any. */
   last(): Promise<string | undefined>;
+  /**
+   * The store of one cell's log, for a deployment with several cells (one audit chain each, see
+   * audit-logs.ts): each chain's anchors continue one another, so each needs a line of its own.
+   */
+  forCell?(cell: number): AnchorStore;
+}
+
+/** The store of each cell's anchors: the store itself with one cell, else its `forCell` (refused without one). */
+export function cellStores(store: AnchorStore, cells: number): AnchorStore[] {
+  if (cells === 1) return [store];
+  const forCell = store.forCell?.bind(store);
+  if (!forCell) throw new Error(`anchoring a deployment of ${cells} cells needs an anchor store with one line per cell (forCell); ${store.name} has none`);
+  return Array.from({ length: cells }, (_, cell) => forCell(cell));
 }
 
 const TAIL_BYTES = 64 * 1024;
@@ -104,6 +117,13 @@ export class FileAnchorStore implements AnchorStore {
 
   constructor(readonly path: string) {
     this.name = path;
+  }
+
+  /** `anchors.jsonl` → `anchors.cell-3.jsonl`, beside it. */
+  forCell(cell: number): FileAnchorStore {
+    const dot = this.path.lastIndexOf('.');
+    const slash = this.path.lastIndexOf('/');
+    return new FileAnchorStore(dot > slash + 1 ? `${this.path.slice(0, dot)}.cell-${cell}${this.path.slice(dot)}` : `${this.path}.cell-${cell}`);
   }
 
   async append(line: string): Promise<void> {

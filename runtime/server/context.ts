@@ -1,6 +1,7 @@
 import type { RedisClient } from '../redis-url.js';
 import type { AnchorPublicKeys, AnchorStore } from '../audit/anchors.js';
 import type { AuditVerifyKeys } from '../audit/audit-keys.js';
+import type { AuditLogs } from '../audit/audit-logs.js';
 import type { Policy } from '../../guards/policy/policy.js';
 import type { Principal } from '../../agents/principal.js';
 import type { RunRecord, RunStore } from '../stores/run-store.js';
@@ -16,6 +17,8 @@ export interface ServerContext {
   store: RunStore;
   redis: RedisClient;
   prefix: string;
+  /** The deployment's audit logs, one per cell, for reading (this instance never appends). */
+  logs: AuditLogs;
   policy: Policy | undefined;
   access: Access;
   maxInputChars: number;

@@ -187,7 +187,7 @@ export const AuditQuery = z
     principal: z.string().min(1).max(256).optional(),
     action: z.enum(AUDIT_ACTIONS).optional(),
     limit: z.coerce.number().int().min(1).max(500).default(100),
-    /** Only records with a smaller sequence number: the next page. */
+    /** The `next` of the previous page: a sequence number with one cell, a time in ms with several (the logs merged by time). */
     before: z.coerce.number().int().positive().optional(),
   })
   .strict();

@@ -2,9 +2,9 @@ import Fastify, { type FastifyInstance, type FastifyRequest, type FastifyServerO
 import type { Agent } from '../../agents/agent.js';
 import type { CompiledPolicy } from '../../guards/policy/policy-pipeline.js';
 import { PeriodicAnchoring } from '../audit/anchoring.js';
-import type { AnchorPublicKeys, AnchorSigner, AnchorStore } from '../audit/anchors.js';
+import { cellStores, type AnchorPublicKeys, type AnchorSigner, type AnchorStore } from '../audit/anchors.js';
 import type { AuditVerifyKeys } from '../audit/audit-keys.js';
-import { AuditLog } from '../audit/audit-log.js';
+import { AuditLogs } from '../audit/audit-logs.js';
 import { checkAuditKeys } from '../audit/record-auth.js';
 import type { Policy } from '../../guards/policy/policy.js';
 import { EDGE, type Keyring } from '../identity/keyring.js';
@@ -124,6 +124,7 @@ export async function createServer(options: ServerOptions): Promise<FastifyInsta
     store: transport.store,
     redis: transport.connection,
     prefix,
+    logs: new AuditLogs(transport.cells, { redis: transport.connection, writer: EDGE }),
     policy,
     access: new Access(policy),
     maxInputChars: options.maxInputChars ?? 32_000,
@@ -138,19 +139,22 @@ export async function createServer(options: ServerOptions): Promise<FastifyInsta
   };
   const signer = options.anchors?.signer;
   if (options.anchors && signer) {
-    const anchoring = new PeriodicAnchoring({
-      log: new AuditLog({ redis: ctx.redis, prefix, writer: EDGE }),
-      prefix,
-      store: options.anchors.store,
-      signer,
-      anchorKeys: options.anchors.keys,
-      ...(auditKeys ? { keys: auditKeys.secrets, publicKeys: auditKeys.publicKeys } : {}),
-      everyMs: options.anchors.everyMs ?? 60_000,
-      onError: (error) => app.log.error({ err: error }, 'audit anchoring: no anchor taken'),
-    });
-    anchoring.start();
-    // Before the runtime closes the connection it reads through.
-    app.addHook('preClose', () => anchoring.stop());
+    const stores = cellStores(options.anchors.store, transport.cells.count);
+    for (const [cell, { prefix: logPrefix, log }] of ctx.logs.all.entries()) {
+      const anchoring = new PeriodicAnchoring({
+        log,
+        prefix: logPrefix,
+        store: stores[cell]!,
+        signer,
+        anchorKeys: options.anchors.keys,
+        ...(auditKeys ? { keys: auditKeys.secrets, publicKeys: auditKeys.publicKeys } : {}),
+        everyMs: options.anchors.everyMs ?? 60_000,
+        onError: (error) => app.log.error({ err: error }, `audit anchoring of ${logPrefix}: no anchor taken`),
+      });
+      anchoring.start();
+      // Before the runtime closes the connection it reads through.
+      app.addHook('preClose', () => anchoring.stop());
+    }
   }
   // Open event streams would hold the close until their runs end.
   app.addHook('preClose', async () => {

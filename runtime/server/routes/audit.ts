@@ -1,16 +1,12 @@
-import { readAnchors } from '../../audit/anchors.js';
-import { AuditLog } from '../../audit/audit-log.js';
+import { cellStores, readAnchors } from '../../audit/anchors.js';
 import type { AuditRecord } from '../../audit/audit-record.js';
 import type { VerifyReport } from '../../audit/chain-verifier.js';
-import { fromFields } from '../../audit/record-fields.js';
-import { EDGE } from '../../identity/keyring.js';
 import { EDGE_PERMISSIONS } from '../access.js';
 import type { ServerContext } from '../context.js';
 import { forbidden } from '../errors.js';
 import { defineRoute, type Route } from '../route.js';
 import { AuditOut, AuditQuery } from '../schemas.js';
 
-const PAGE = 500;
 /** Records one query reads at most while filtering, so a rare filter costs a bounded scan; `next` continues it. */
 const MAX_SCAN = 20_000;
 const MAX_PROBLEMS = 100;
@@ -18,21 +14,20 @@ const MAX_PROBLEMS = 100;
 type Status = 'verified' | 'unanchored' | 'unverified' | 'tampered';
 
 export function auditRoutes(ctx: ServerContext): Route[] {
-  // Reading only: this instance never appends, so its writer name matters not.
-  const log = new AuditLog({ redis: ctx.redis, prefix: ctx.prefix, writer: EDGE });
   // Verifying reads and hashes the whole log: concurrent queries share one pass, and a result serves for a short while.
   let last: { at: number; report: Promise<{ report: VerifyReport; status: Status }> } | undefined;
   const { keys, anchors } = ctx.audit;
   // Without the writers' public keys only the edge's own records can be checked: the rest is unverified, not tampered.
   const everyWriter = keys !== undefined && Object.keys(keys.publicKeys).length > 0;
   const check = async (): Promise<{ report: VerifyReport; status: Status }> => {
-    const report = await log.verify({
+    const stores = anchors && cellStores(anchors.store, ctx.logs.cells.count);
+    const report = await ctx.logs.verify(async (prefix, cell) => ({
       ...(keys ? { keys: keys.secrets ?? {}, publicKeys: keys.publicKeys } : {}),
       ...(everyWriter ? {} : { allowUnsigned: true }),
-      ...(anchors ? { anchors: await readAnchors([anchors.store], anchors.keys, ctx.prefix) } : {}),
+      ...(anchors && stores ? { anchors: await readAnchors([stores[cell]!], anchors.keys, prefix) } : {}),
       // Signatures up to a verified anchor were checked by its anchorer; the chain must still lead to it.
       trustVouched: true,
-    });
+    }));
     // A log that no anchor pins yet is no better than one without anchors.
     const anchored = anchors !== undefined && (report.anchor || report.entries === 0);
     return { report, status: !report.ok ? 'tampered' : !everyWriter ? 'unverified' : !anchored ? 'unanchored' : 'verified' };
@@ -64,26 +59,16 @@ export function auditRoutes(ctx: ServerContext): Route[] {
           (query.action === undefined || r.action === query.action) &&
           (principal.tenant === undefined || r.tenant === principal.tenant);
         const entries: AuditRecord[] = [];
-        let end = query.before !== undefined ? `(${query.before}-0` : '+';
-        let next: number | undefined;
-        let scanned = 0;
-        scan: while (scanned < MAX_SCAN) {
-          const rows = await ctx.redis.xrevrange(`${ctx.prefix}:audit`, end, '-', 'COUNT', PAGE);
-          if (rows.length === 0) {
-            next = undefined;
-            break;
-          }
-          scanned += rows.length;
-          for (const [id, flat] of rows) {
-            const item = fromFields(id, flat);
-            next = Number(id.split('-')[0]);
-            if ('record' in item && matches(item.record)) {
-              entries.push(item.record);
-              if (entries.length >= query.limit) break scan;
-            }
-          }
-          end = `(${rows[rows.length - 1]![0]}`;
-        }
+        const { next } = await ctx.logs.page(ctx.redis, {
+          ...(query.before !== undefined ? { before: query.before } : {}),
+          limit: query.limit,
+          maxScan: MAX_SCAN,
+          take: (item) => {
+            if (!('record' in item) || !matches(item.record)) return false;
+            entries.push(item.record);
+            return true;
+          },
+        });
         const { report, status } = await verified();
         const ok = status === 'verified';
         // The whole log holds every tenant's records: a tenant's auditor learns whether it is intact, not what it holds.

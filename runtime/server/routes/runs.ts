@@ -46,7 +46,7 @@ export function runRoutes(ctx: ServerContext): Route[] {
         const operator = access.holds(principal, EDGE_PERMISSIONS.readRuns);
         const page = await listRuns({
           redis: ctx.redis,
-          prefix: ctx.prefix,
+          logs: ctx.logs,
           store: ctx.store,
           limit: query.limit,
           ...(query.before !== undefined ? { before: query.before } : {}),
