@@ -1,11 +1,14 @@
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AuditLogs } from '../runtime/audit/audit-logs.js';
 import { runDemo } from '../runtime/cli/demo.js';
 import { masters } from '../runtime/redis-url.js';
+import type { Run } from '../runtime/run.js';
 import type { RunRecord } from '../runtime/stores/run-store.js';
 import { BullMQTransport } from '../runtime/transports/bullmq-transport.js';
 import { CellLayoutError } from '../runtime/stores/cells.js';
 import { COMPLETING_REQUESTS, startSupportCluster, type SupportCluster } from './chaos/supervisor.js';
+import { runAuditCli } from './support/audit-cli.js';
 import { startRedisCluster, type RedisClusterHandle } from './support/redis-cluster.js';
 import { uniquePrefix } from './support/redis.js';
 
@@ -41,11 +44,11 @@ describe('Redis Cluster: one deployment spread over the masters of a real 3-mast
     }
   });
 
-  it(`${RUNS} support runs with workers killed at random: every run ends, no refund twice, runs and script calls on every master, each cell's audit chain intact`, { timeout: 300_000 }, async () => {
+  it(`${RUNS} support runs with workers killed at random: every run ends, no refund twice, runs and script calls on every master, each cell's audit chain intact, anchored and verified per cell by the CLI`, { timeout: 300_000 }, async () => {
     await cluster.resetStats();
     support = await startSupportCluster('cluster-chaos', { CHAOS_P: '0.03' }, cluster.url);
     const { prefix, producer, redis, supervisor } = support;
-    const runs = [];
+    const runs: Run[] = [];
     for (let i = 0; i < RUNS; i++) runs.push(await producer.start('triage', COMPLETING_REQUESTS[i % COMPLETING_REQUESTS.length]!, { principal: { id: `customer-${i}`, roles: ['customer'] } }));
     const deadline = Date.now() + 240_000;
     let records: Array<RunRecord | undefined> = [];
@@ -94,6 +97,23 @@ describe('Redis Cluster: one deployment spread over the masters of a real 3-mast
       started += (await log.read({ count: 100_000 })).filter((r) => r.action === 'run.started').length;
     }
     expect(started).toBe(RUNS);
+
+    // The operator's view: `palisade audit anchor` and `verify` over every cell, each chain with its own anchor file.
+    const keys = support.keysDir;
+    expect((await runAuditCli(['keys', '--keys', keys])).code).toBe(0);
+    const anchorFile = join(keys, 'anchors.jsonl');
+    const conn = ['--redis', cluster.url, '--prefix', prefix];
+    const anchored = await runAuditCli(['anchor', '--keys', keys, '--anchors', anchorFile, '--full', ...conn]);
+    expect(anchored.code, anchored.out.join('\n')).toBe(0);
+    expect(anchored.out.filter((l) => /^anchored seq \d+ .* \(cell \d+, /.test(l)).length).toBeGreaterThanOrEqual(3);
+    const verified = await runAuditCli(['verify', '--keys', keys, '--anchors', anchorFile, ...conn]);
+    expect(verified.code, verified.out.join('\n')).toBe(0);
+    expect(verified.out.filter((l) => l.startsWith('audit log intact:'))).toHaveLength(16);
+    // One run's records, found in its own cell's log.
+    const tail = await runAuditCli(['tail', '--run', runs[0]!.id, '-n', '5', ...conn]);
+    expect(tail.out.length).toBeGreaterThan(0);
+    expect(tail.out.every((l) => l.includes(`run:${runs[0]!.id}`))).toBe(true);
+    expect((await runAuditCli(['tail', ...conn])).error).toMatch(/keeps 16 cells.*--cell 0 to 15/);
   });
 
   it('refuses a process whose number of cells differs from the one the deployment pinned', async () => {

@@ -11,17 +11,19 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { InvalidArgumentError, Option, type Command } from 'commander';
-import { Redis } from 'ioredis';
+import { Cluster } from 'ioredis';
 import { AnchorRefusedError, takeAnchor } from '../audit/anchoring.js';
 import { FileAnchorStore, readAnchors, type AnchorSet } from '../audit/anchors.js';
 import { AuditKeyError, loadAuditKeysOr, NO_KEYS_HINT, writeAuditKeys, type LoadedAuditKeys } from '../audit/audit-keys.js';
 import { AuditLog } from '../audit/audit-log.js';
 import type { AuditRecord } from '../audit/audit-record.js';
 import { verifyExport, type VerifyOptions, type VerifyReport } from '../audit/chain-verifier.js';
-import { DEFAULT_REDIS_URL, redactUrl } from '../redis-url.js';
+import { createRedis, DEFAULT_REDIS_URL, redactUrl, type RedisClient } from '../redis-url.js';
+import { Cells } from '../stores/cells.js';
+import { AuditLogs } from '../audit/audit-logs.js';
 
 export interface AuditConnection {
-  redis: Redis;
+  redis: RedisClient;
   close(): Promise<void>;
 }
 
@@ -35,6 +37,14 @@ export interface AuditCommandIo {
   signal?: AbortSignal;
 }
 
+/** One cell's log, of a deployment of `cells` cells. */
+interface CellLog {
+  prefix: string;
+  log: AuditLog;
+  cell: number;
+  cells: number;
+}
+
 interface ConnFlags {
   redis: string;
   prefix: string;
@@ -42,7 +52,7 @@ interface ConnFlags {
 
 
 async function defaultConnect(flags: ConnFlags, fail: (message: string) => never): Promise<AuditConnection> {
-  const redis = new Redis(flags.redis, { lazyConnect: true, connectTimeout: 2000, maxRetriesPerRequest: 1 });
+  const redis = createRedis(flags.redis, { lazyConnect: true, connectTimeout: 2000, maxRetriesPerRequest: 1 });
   let cause: string | undefined;
   redis.on('error', (error: Error) => (cause ??= error.message));
   try {
@@ -58,6 +68,12 @@ async function defaultConnect(flags: ConnFlags, fail: (message: string) => never
       await redis.quit().catch(() => redis.disconnect());
     },
   };
+}
+
+function cellNumber(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('expected a cell number (0, 1, …)');
+  return n;
 }
 
 function count(value: string): number {
@@ -117,14 +133,27 @@ export function registerAuditCommands(program: Command, io: AuditCommandIo, setE
   const redisOption = (): Option => new Option('--redis <url>', 'Redis URL').default(process.env.REDIS_URL ?? DEFAULT_REDIS_URL, '$REDIS_URL or redis://127.0.0.1:6379');
   const prefixOption = (): Option => new Option('--prefix <prefix>', 'key prefix shared by workers and producers').default('palisade');
 
-  const withLog = async <T>(flags: ConnFlags, body: (log: AuditLog) => Promise<T>): Promise<T> => {
+  const cellOption = (): Option => new Option('--cell <n>', "on a deployment of several cells (Redis Cluster): only this cell's log").argParser(cellNumber);
+
+  /**
+   * The logs the command works on: the deployment's one log or, with several cells (pinned in Redis by
+   * the transport), each cell's; `--cell` or a run's id picks one. `one` refuses to go on with several.
+   */
+  const withLogs = async <T>(flags: ConnFlags & { cell?: number; run?: string }, one: boolean, body: (logs: CellLog[]) => Promise<T>): Promise<T> => {
     const conn = io.connect ? await io.connect(flags) : await defaultConnect(flags, io.fail);
     try {
-      return await body(new AuditLog({ redis: conn.redis, prefix: flags.prefix, writer: 'cli' }));
+      const pinned = Number((await conn.redis.get(`${flags.prefix}:cells`)) ?? 1);
+      const cells = new Cells(flags.prefix, pinned, pinned > 1 || conn.redis instanceof Cluster);
+      const logs = new AuditLogs(cells, { redis: conn.redis, writer: 'cli' }).all.map((l, cell) => ({ ...l, cell, cells: pinned }));
+      if (flags.cell !== undefined && flags.cell >= pinned) io.fail(`--cell ${flags.cell}: the deployment under '${flags.prefix}' keeps ${pinned} cell${pinned === 1 ? '' : 's'} (0 to ${pinned - 1})`);
+      const chosen = flags.cell !== undefined ? [logs[flags.cell]!] : flags.run !== undefined ? [logs[cells.of(flags.run)]!] : logs;
+      if (one && chosen.length > 1) io.fail(`the deployment under '${flags.prefix}' keeps ${pinned} cells, each with its own audit log: pick one with --cell 0 to ${pinned - 1}, or a run with --run <id>`);
+      return await body(chosen);
     } finally {
       await conn.close();
     }
   };
+  const withLog = <T>(flags: ConnFlags & { cell?: number; run?: string }, body: (log: AuditLog) => Promise<T>): Promise<T> => withLogs(flags, true, ([only]) => body(only!.log));
 
   const audit = program.command('audit').description('Read, export and verify the tamper-evident audit log');
 
@@ -135,9 +164,10 @@ export function registerAuditCommands(program: Command, io: AuditCommandIo, setE
     .option('-f, --follow', 'keep printing records as they are appended (Ctrl-C to stop)')
     .option('--run <id>', 'only the records of this run')
     .option('--json', 'one JSON record per line')
+    .addOption(cellOption())
     .addOption(redisOption())
     .addOption(prefixOption())
-    .action(async (flags: ConnFlags & { lines: number; follow?: boolean; run?: string; json?: boolean }) => {
+    .action(async (flags: ConnFlags & { lines: number; follow?: boolean; run?: string; json?: boolean; cell?: number }) => {
       const print = (r: AuditRecord): void => io.out(flags.json ? JSON.stringify(r) : formatRecord(r));
       await withLog(flags, async (log) => {
         const end = await log.lastSeq();
@@ -165,9 +195,10 @@ export function registerAuditCommands(program: Command, io: AuditCommandIo, setE
     .description('Write the audit log as JSONL, one record per line with its hashes and signatures, for archiving or external verification')
     .option('--run <id>', 'only the records of this run (their chain links cannot then be checked, nor signatures that records of other runs carry for them)')
     .option('--out <file>', 'write to this file instead of stdout')
+    .addOption(cellOption())
     .addOption(redisOption())
     .addOption(prefixOption())
-    .action(async (flags: ConnFlags & { run?: string; out?: string }) => {
+    .action(async (flags: ConnFlags & { run?: string; out?: string; cell?: number }) => {
       const filter = flags.run !== undefined ? { runId: flags.run } : {};
       if (flags.out === undefined) {
         await withLog(flags, (log) => log.export((line) => io.out(line), filter));
@@ -213,9 +244,10 @@ export function registerAuditCommands(program: Command, io: AuditCommandIo, setE
     .addOption(new Option('--require-mac', 'the default now').hideHelp())
     .option('--file <jsonl>', 'verify an export instead of Redis (give --anchors: without them a cut end cannot be detected)')
     .option('--json', 'print the report as JSON')
+    .addOption(cellOption())
     .addOption(redisOption())
     .addOption(prefixOption())
-    .action(async (flags: ConnFlags & { keys?: string; anchors: string[]; unanchored?: boolean; allowUnsigned?: boolean; file?: string; json?: boolean }) => {
+    .action(async (flags: ConnFlags & { keys?: string; anchors: string[]; unanchored?: boolean; allowUnsigned?: boolean; file?: string; json?: boolean; cell?: number }) => {
       const unsignedOk = flags.allowUnsigned === true;
       if (flags.keys === undefined && !unsignedOk) {
         io.fail(`verify needs the writers' keys: --keys <dir> (${NO_KEYS_HINT}); a development log written without keys: --allow-unsigned, which proves nothing`);
@@ -228,14 +260,12 @@ export function registerAuditCommands(program: Command, io: AuditCommandIo, setE
       const warnings: string[] = [];
       if (unsignedOk) warnings.push('WARNING: --allow-unsigned: records of writers without a key pass unchecked. NOTHING IS PROVEN about who wrote them: anyone who can write Redis could have written or rewritten them.');
       if (flags.anchors.length === 0) warnings.push('WARNING: no anchors: records cut from the end of the log, with the head moved back, go unnoticed.');
-      const options: VerifyOptions = {
+      const base: VerifyOptions = {
         ...(keys ? { keys: keys.secrets, publicKeys: keys.publicKeys } : {}),
         ...(unsignedOk ? { allowUnsigned: true } : {}),
-        ...(flags.anchors.length > 0 ? { anchors: await anchorsFrom(flags.anchors, keys, flags.prefix) } : {}),
       };
       const keysNote = keys ? `with ${plural(keys.count, 'key')} of ${plural(keys.writers, 'writer')}` : 'with no keys';
-      let report: VerifyReport;
-      let source: string;
+      const results: Array<{ report: VerifyReport; source: string }> = [];
       if (flags.file !== undefined) {
         const path = flags.file;
         const input = createReadStream(path, 'utf8');
@@ -244,21 +274,29 @@ export function registerAuditCommands(program: Command, io: AuditCommandIo, setE
           (e: Error) => e,
         );
         if (error) io.fail(`cannot read ${path}: ${error.message}`);
-        report = await verifyExport(createInterface({ input, crlfDelay: Infinity }), options);
-        source = path;
+        const anchors = flags.anchors.length > 0 ? { anchors: await anchorsFrom(flags.anchors, keys, flags.prefix) } : {};
+        results.push({ report: await verifyExport(createInterface({ input, crlfDelay: Infinity }), { ...base, ...anchors }), source: path });
       } else {
-        report = await withLog(flags, (log) => log.verify(options));
-        source = `${redactUrl(flags.redis)} prefix '${flags.prefix}'`;
+        await withLogs(flags, false, async (logs) => {
+          for (const { prefix, log, cell, cells } of logs) {
+            // With several cells each chain has its own anchor file beside the one named (anchors.cell-3.jsonl).
+            const files = cells > 1 ? flags.anchors.map((f) => new FileAnchorStore(f).forCell(cell).path) : flags.anchors;
+            const anchors = files.length > 0 ? { anchors: await anchorsFrom(files, keys, prefix) } : {};
+            results.push({ report: await log.verify({ ...base, ...anchors }), source: `${redactUrl(flags.redis)} prefix '${prefix}'` });
+          }
+        });
       }
-      if (flags.json) io.out(JSON.stringify({ ...report, warnings }, null, 2));
-      else {
-        for (const w of warnings) io.out(w);
-        printReport(report, io, source, keysNote, unsignedOk);
+      if (flags.json) io.out(JSON.stringify(results.length === 1 ? { ...results[0]!.report, warnings } : { logs: results.map(({ report, source }) => ({ source, ...report })), warnings }, null, 2));
+      else for (const w of warnings) io.out(w);
+      let fine = true;
+      for (const { report, source } of results) {
+        if (!flags.json) printReport(report, io, source, keysNote, unsignedOk);
+        // Anchors were asked for but none holds: nothing pins the end of a log that has records, so it is not proven intact.
+        const unpinned = report.anchor === null && report.entries > 0;
+        if (unpinned) io.out(`NOT PROVEN: the anchor file holds no valid anchor for ${source}, so records cut from the end would go unnoticed; take one with palisade audit anchor`);
+        fine &&= report.ok && !unpinned;
       }
-      // Anchors were asked for but none holds: nothing pins the end of a log that has records, so it is not proven intact.
-      const unpinned = report.anchor === null && report.entries > 0;
-      if (unpinned) io.out('NOT PROVEN: the anchor file holds no valid anchor, so records cut from the end would go unnoticed; take one with palisade audit anchor');
-      setExit(report.ok && !unpinned ? 0 : 1);
+      setExit(fine ? 0 : 1);
     });
 
   audit
@@ -286,29 +324,34 @@ export function registerAuditCommands(program: Command, io: AuditCommandIo, setE
     .requiredOption('--keys <path>', 'a folder (or file) holding anchor.key.json, and the writers\' keys to check the records with')
     .requiredOption('--anchors <file>', 'the anchor file (JSONL) to append to')
     .option('--full', 'check the whole log against every anchor, not only what came since the last one (starts a line of verified anchors)')
+    .addOption(cellOption())
     .addOption(redisOption())
     .addOption(prefixOption())
-    .action(async (flags: ConnFlags & { keys: string; anchors: string; full?: boolean }) => {
+    .action(async (flags: ConnFlags & { keys: string; anchors: string; full?: boolean; cell?: number }) => {
       const keys = await keysFrom(flags.keys);
       const signer = keys.anchorSigner ?? io.fail(`no anchoring key in ${flags.keys}: palisade audit keys --keys <dir> creates anchor.key.json`);
-      const store = new FileAnchorStore(flags.anchors);
-      try {
-        const result = await withLog(flags, (log) =>
-          takeAnchor({ log, prefix: flags.prefix, store, signer, anchorKeys: keys.anchorKeys, keys: keys.secrets, publicKeys: keys.publicKeys, full: flags.full === true }),
-        );
-        if ('skipped' in result) io.out(`no anchor taken: ${result.skipped}`);
-        else {
-          const a = result.anchor;
-          const why = a.verified ? 'verified: every record up to it is authenticated' : `NOT verified: ${result.report.problems.length > 0 ? `${plural(result.report.problems.length, 'record')} not authenticated (palisade audit verify says which)` : result.report.unsigned > 0 ? `${plural(result.report.unsigned, 'record')} of writers without a key` : result.report.writers === 0 ? 'no writer keys' : 'the anchor before it was not verified (--full checks the whole log)'}`;
-          io.out(`anchored seq ${a.seq} (${a.hash.slice(0, 12)}…) at ${new Date(a.at).toISOString()} in ${flags.anchors}, having checked ${result.checked}: ${why}`);
+      let fine = true;
+      await withLogs(flags, false, async (logs) => {
+        for (const { prefix, log, cell, cells } of logs) {
+          // With several cells each chain has its own line of anchors, in a file beside the one named.
+          const store = cells > 1 ? new FileAnchorStore(flags.anchors).forCell(cell) : new FileAnchorStore(flags.anchors);
+          const which = cells > 1 ? ` (cell ${cell}, ${prefix})` : '';
+          try {
+            const result = await takeAnchor({ log, prefix, store, signer, anchorKeys: keys.anchorKeys, keys: keys.secrets, publicKeys: keys.publicKeys, full: flags.full === true });
+            if ('skipped' in result) io.out(`no anchor taken${which}: ${result.skipped}`);
+            else {
+              const a = result.anchor;
+              const why = a.verified ? 'verified: every record up to it is authenticated' : `NOT verified: ${result.report.problems.length > 0 ? `${plural(result.report.problems.length, 'record')} not authenticated (palisade audit verify says which)` : result.report.unsigned > 0 ? `${plural(result.report.unsigned, 'record')} of writers without a key` : result.report.writers === 0 ? 'no writer keys' : 'the anchor before it was not verified (--full checks the whole log)'}`;
+              io.out(`anchored seq ${a.seq} (${a.hash.slice(0, 12)}…) at ${new Date(a.at).toISOString()} in ${store.path}${which}, having checked ${result.checked}: ${why}`);
+            }
+          } catch (error) {
+            if (!(error instanceof AnchorRefusedError)) throw error;
+            io.out(`no anchor taken${which}: ${safe(error.message)}`);
+            for (const p of error.problems) io.out(`  seq ${p.seq}${p.streamId ? ` [${p.streamId}]` : ''} ${p.problem}: ${safe(p.detail)}`);
+            fine = false;
+          }
         }
-      } catch (error) {
-        if (!(error instanceof AnchorRefusedError)) throw error;
-        io.out(`no anchor taken: ${safe(error.message)}`);
-        for (const p of error.problems) io.out(`  seq ${p.seq}${p.streamId ? ` [${p.streamId}]` : ''} ${p.problem}: ${safe(p.detail)}`);
-        setExit(1);
-        return;
-      }
-      setExit(0);
+      });
+      setExit(fine ? 0 : 1);
     });
 }

@@ -93,6 +93,8 @@ export class Supervisor {
 /** The support example on 2 supervised worker processes with fresh keys, a producer (the edge) and a Redis client. */
 export interface SupportCluster {
   prefix: string;
+  /** Every component's key files (deleted by `close`). */
+  keysDir: string;
   supervisor: Supervisor;
   producer: Runtime;
   redis: RedisClient;
@@ -110,6 +112,7 @@ export async function startSupportCluster(name: string, env: Record<string, stri
   const redis = createRedis(redisUrl);
   return {
     prefix,
+    keysDir,
     supervisor,
     producer,
     redis,
