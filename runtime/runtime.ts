@@ -212,6 +212,8 @@ export class Runtime {
     const store = this.transport.store;
     const started = { type: 'run.started', agent: name, input, principal: principal.id } as const;
     try {
+      // Nothing is written before the layout is known to be the deployment's: a run must not land in a cell nobody reads.
+      await this.transport.ready();
       await store.createRun({ id: runId, agent: name, principal, createdAt: now }, started);
     } catch (error) {
       throw unavailable(error);

@@ -7,10 +7,11 @@ import { fromFields, seqOfStreamId, type VerifyItem } from './record-fields.js';
 
 const PAGE = 500;
 
-/** A record as a listing meets it, and the cursor that continues the listing after it (`before`). */
-export interface Listed {
-  item: VerifyItem;
-  cursor: number;
+/** Where a listing goes on: a sequence number with one log, one per log (`<seq>.<seq>.…`) with several. */
+export type ListCursor = number | string;
+
+export class InvalidCursorError extends Error {
+  override readonly name = 'InvalidCursorError';
 }
 
 /**
@@ -46,36 +47,6 @@ export class AuditLogs {
   }
 
   /**
-   * Every log's entries, newest first, older than `before`. With one log the cursor is the sequence
-   * number, as it always was. With several it is the record's time in ms, merged across the logs: a
-   * caller that ends a page must end it where the cursor changes (records written in the same
-   * millisecond share one), and entries that do not parse have no time and are left to `verify`.
-   */
-  async *newestFirst(redis: RedisClient, before?: number): AsyncGenerator<Listed> {
-    if (this.logs.length === 1) {
-      let end = before !== undefined ? `(${before}-0` : '+';
-      for (;;) {
-        const rows = await redis.xrevrange(this.logs[0]!.streamKey, end, '-', 'COUNT', PAGE);
-        for (const [id, flat] of rows) yield { item: fromFields(id, flat), cursor: seqOfStreamId(id) };
-        if (rows.length < PAGE) return;
-        end = `(${rows[rows.length - 1]![0]}`;
-      }
-    }
-    const readers = this.logs.map((log) => newestOf(redis, log.streamKey, before));
-    const heads = await Promise.all(readers.map((r) => r.next()));
-    for (;;) {
-      let newest = -1;
-      heads.forEach((head, i) => {
-        if (!head.done && (newest < 0 || head.value.record.at > (heads[newest]!.value as { record: AuditRecord }).record.at)) newest = i;
-      });
-      if (newest < 0) return;
-      const { value } = heads[newest]! as IteratorYieldResult<{ streamId: string; record: AuditRecord }>;
-      yield { item: value, cursor: value.record.at };
-      heads[newest] = await readers[newest]!.next();
-    }
-  }
-
-  /**
    * Verifies every log (each with the options `optionsFor` gives it, e.g. its own anchors) and sums the
    * reports up: intact when every log is; each problem names its log; the anchor is the oldest of the
    * logs' latest ones (null when a log with records has none), since that is what still could be cut.
@@ -106,38 +77,60 @@ export class AuditLogs {
   /**
    * A page of a newest-first listing: takes entries until `take` has accepted `limit` of them or
    * `maxScan` were read, and says where the next page starts (absent when the logs are exhausted).
-   * With several logs a page ends only where the time changes, so the next one misses nothing.
+   * Each log is read in its own order (newest seq first) and the logs are merged by record time for
+   * display; the cursor holds each log's place, so no entry is missed or repeated across pages however
+   * the writers' clocks disagree. With one log it is that log's sequence number, as it always was; with
+   * several, `<seq>.<seq>.…` one per cell (0: that log is done).
    */
-  async page(redis: RedisClient, options: { before?: number; limit: number; maxScan: number; take: (item: VerifyItem) => boolean | Promise<boolean> }): Promise<{ next?: number }> {
-    const ties = this.logs.length > 1;
+  async page(redis: RedisClient, options: { before?: ListCursor; limit: number; maxScan: number; take: (item: VerifyItem) => boolean | Promise<boolean> }): Promise<{ next?: ListCursor }> {
+    const bounds = this.bounds(options.before);
+    const buffers = this.logs.map((): Array<{ item: VerifyItem; seq: number; at: number }> => []);
     let taken = 0;
     let scanned = 0;
-    let next: number | undefined;
-    for await (const { item, cursor } of this.newestFirst(redis, options.before)) {
-      if ((taken >= options.limit || scanned >= options.maxScan) && cursor !== next) return { next: next! };
+    for (;;) {
+      await Promise.all(
+        this.logs.map(async (log, i) => {
+          if (buffers[i]!.length > 0 || bounds[i] === 0) return;
+          const end = bounds[i] === Infinity ? '+' : `(${bounds[i]}-0`;
+          const rows = await redis.xrevrange(log.streamKey, end, '-', 'COUNT', PAGE);
+          if (rows.length === 0) bounds[i] = 0;
+          // An entry that does not parse has no time: it is taken first, so the listing moves past it (verify reports it).
+          for (const [id, flat] of rows) {
+            const item = fromFields(id, flat);
+            buffers[i]!.push({ item, seq: seqOfStreamId(id), at: 'record' in item ? item.record.at : Infinity });
+          }
+        }),
+      );
+      let newest = -1;
+      buffers.forEach((buffer, i) => {
+        if (buffer.length > 0 && (newest < 0 || buffer[0]!.at > buffers[newest]![0]!.at)) newest = i;
+      });
+      if (newest < 0) return {};
+      if (taken >= options.limit || scanned >= options.maxScan) return { next: this.cursor(bounds) };
+      const { item, seq } = buffers[newest]!.shift()!;
+      bounds[newest] = seq;
       scanned++;
-      next = cursor;
       if (await options.take(item)) taken++;
-      if (!ties && (taken >= options.limit || scanned >= options.maxScan)) return { next };
     }
-    return {};
+  }
+
+  /** Each log's exclusive upper bound (Infinity: from its newest entry; 0: nothing left) from a cursor. */
+  private bounds(before: ListCursor | undefined): number[] {
+    if (before === undefined) return this.logs.map(() => Infinity);
+    const parts = String(before)
+      .split('.')
+      .map((p) => (p === '' ? Infinity : Number(p)));
+    if (parts.length !== this.logs.length || parts.some((n) => n !== Infinity && (!Number.isInteger(n) || n < 0))) {
+      throw new InvalidCursorError(`not a cursor of this deployment's ${this.logs.length === 1 ? 'log (a sequence number)' : `${this.logs.length} logs (${this.logs.length} sequence numbers joined by '.')`}: ${JSON.stringify(String(before)).slice(0, 80)}`);
+    }
+    return parts;
+  }
+
+  private cursor(bounds: number[]): ListCursor {
+    return bounds.length === 1 ? bounds[0]! : bounds.map((b) => (b === Infinity ? '' : String(b))).join('.');
   }
 
   async close(): Promise<void> {
     await Promise.all(this.logs.map((log) => log.close()));
-  }
-}
-
-/** One log's records, newest first, written before `before` (ms). A log's order is its seq order, which its writers' clocks follow closely enough to merge by. */
-async function* newestOf(redis: RedisClient, key: string, before?: number): AsyncGenerator<{ streamId: string; record: AuditRecord }> {
-  let end = '+';
-  for (;;) {
-    const rows = await redis.xrevrange(key, end, '-', 'COUNT', PAGE);
-    for (const [id, flat] of rows) {
-      const item = fromFields(id, flat);
-      if ('record' in item && (before === undefined || item.record.at < before)) yield item;
-    }
-    if (rows.length < PAGE) return;
-    end = `(${rows[rows.length - 1]![0]}`;
   }
 }

@@ -7,7 +7,7 @@
  * less, and say so loudly. `keys` writes audit.pub.json and the anchoring key; `anchor` takes an anchor.
  */
 import { once } from 'node:events';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { InvalidArgumentError, Option, type Command } from 'commander';
@@ -279,9 +279,10 @@ export function registerAuditCommands(program: Command, io: AuditCommandIo, setE
       } else {
         await withLogs(flags, false, async (logs) => {
           for (const { prefix, log, cell, cells } of logs) {
-            // With several cells each chain has its own anchor file beside the one named (anchors.cell-3.jsonl).
-            const files = cells > 1 ? flags.anchors.map((f) => new FileAnchorStore(f).forCell(cell).path) : flags.anchors;
-            const anchors = files.length > 0 ? { anchors: await anchorsFrom(files, keys, prefix) } : {};
+            // With several cells each chain has its own anchor file beside the one named (anchors.cell-3.jsonl). A cell
+            // that had no records when anchors were taken has none yet: no anchors for it, which a log with records fails.
+            const files = cells > 1 ? flags.anchors.map((f) => new FileAnchorStore(f).forCell(cell).path).filter((f) => existsSync(f)) : flags.anchors;
+            const anchors = flags.anchors.length > 0 ? { anchors: files.length > 0 ? await anchorsFrom(files, keys, prefix) : { anchors: [], problems: [] } } : {};
             results.push({ report: await log.verify({ ...base, ...anchors }), source: `${redactUrl(flags.redis)} prefix '${prefix}'` });
           }
         });

@@ -1,6 +1,6 @@
 import type { RedisClient } from '../redis-url.js';
 import type { AuditRecord } from '../audit/audit-record.js';
-import type { AuditLogs } from '../audit/audit-logs.js';
+import type { AuditLogs, ListCursor } from '../audit/audit-logs.js';
 import { EDGE } from '../identity/keyring.js';
 import type { RunRecord, RunStore } from '../stores/run-store.js';
 
@@ -9,22 +9,22 @@ const MAX_SCAN = 20_000;
 
 export interface RunPage {
   runs: RunRecord[];
-  /** Where to continue below: an audit sequence number (one cell), or a time in ms (several; see `AuditLogs.newestFirst`). */
-  next?: number;
+  /** Where to continue below (see `AuditLogs.page`). */
+  next?: ListCursor;
 }
 
 /**
  * Recent runs, newest first, found through the audit logs' `run.started` records (the edge writes one
  * per run it starts), so the run stores need no index of their own. Each run is read back from its
  * record, and `visible` decides on the record, not on the audit entry. With several cells the logs are
- * merged by time (see `AuditLogs.newestFirst`).
+ * merged by time (see `AuditLogs.page`).
  */
 export async function listRuns(options: {
   redis: RedisClient;
   logs: AuditLogs;
   store: RunStore;
   limit: number;
-  before?: number;
+  before?: ListCursor;
   /** Cheap pre-filter on the audit record (e.g. the caller's own principal id). */
   candidate: (record: AuditRecord) => boolean;
   visible: (run: RunRecord) => boolean;

@@ -52,18 +52,24 @@ export const RunRecordOut = z
   })
   .meta({ id: 'Run' });
 
+/**
+ * Where a listing goes on: the `next` of the previous page. A sequence number on a deployment of one
+ * cell; with several cells, one per cell's audit log, joined by '.' (see AuditLogs.page).
+ */
+const ListCursorQuery = z.union([z.coerce.number().int().positive(), z.string().regex(/^\d*(\.\d*)+$/).max(4000)]);
+const ListCursorOut = z.union([z.number(), z.string()]);
+
 export const ListRunsQuery = z
   .object({
     limit: z.coerce.number().int().min(1).max(100).default(20),
-    /** The `next` of the previous page. */
-    before: z.coerce.number().int().positive().optional(),
+    before: ListCursorQuery.optional(),
   })
   .strict();
 
 export const RunListOut = z
   .object({
     runs: z.array(RunRecordOut).describe('newest first'),
-    next: z.number().optional().describe('pass as `before` for older runs; absent when no older ones were found'),
+    next: ListCursorOut.optional().describe('pass as `before` for older runs; absent when no older ones were found'),
   })
   .meta({ id: 'RunList' });
 
@@ -187,8 +193,7 @@ export const AuditQuery = z
     principal: z.string().min(1).max(256).optional(),
     action: z.enum(AUDIT_ACTIONS).optional(),
     limit: z.coerce.number().int().min(1).max(500).default(100),
-    /** The `next` of the previous page: a sequence number with one cell, a time in ms with several (the logs merged by time). */
-    before: z.coerce.number().int().positive().optional(),
+    before: ListCursorQuery.optional(),
   })
   .strict();
 
@@ -218,7 +223,7 @@ const AuditRecordOut = z.object({
 export const AuditOut = z
   .object({
     entries: z.array(AuditRecordOut).describe('newest first'),
-    next: z.number().optional().describe('pass as `before` for older records'),
+    next: ListCursorOut.optional().describe('pass as `before` for older records'),
     verification: z.object({
       /** True only when `status` is `verified`. */
       ok: z.boolean(),

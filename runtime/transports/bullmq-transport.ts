@@ -38,6 +38,9 @@ export interface BullMQTransportOptions {
 
 const queueName = (agent: string): string => `agent.${agent}`;
 
+/** How soon a consumer that could not read the cell layout (Redis away) asks again. */
+const LAYOUT_RETRY_MS = 500;
+
 /** How many of a queue's latest failed jobs each worker checks were reported. */
 const FAILURES_SWEPT = 100;
 
@@ -171,9 +174,11 @@ export class BullMQTransport implements Transport {
   consume(queue: string, handler: TaskHandler, options: ConsumeOptions): Consumer {
     // Workers block on Redis, so they wait out an outage instead of failing commands.
     const connection = this.connect({ maxRetriesPerRequest: null });
-    // One Worker per cell (a BullMQ queue lives in one slot); the agent's concurrency is shared out among them.
+    // One Worker per cell (a BullMQ queue lives in one slot). Each takes its share of the agent's concurrency,
+    // rounded up so a cell never starves, and a shared count keeps the jobs running at once within it.
     const concurrency = Math.max(1, Math.ceil(options.concurrency / this.cells.count));
-    const workers = this.cells.all.map((_, cell) => this.cellWorker(cell, queue, handler, connection, concurrency));
+    const run = this.cells.count === 1 ? handler : limited(handler, options.concurrency);
+    const workers = this.cells.all.map((_, cell) => this.cellWorker(cell, queue, run, connection, concurrency));
     const reported = new Set<string>();
     const report = (job: Job, message: string) => {
       if (!job.id || reported.has(job.id)) return;
@@ -198,27 +203,41 @@ export class BullMQTransport implements Transport {
     // failures when it starts and then every lock period (reporting is idempotent: a run ends once).
     const sweep = async () => {
       const found = new Set<string>();
+      let complete = true;
       for (let cell = 0; cell < this.cells.count; cell++) {
         const q = this.queue(cell, queue);
-        for (const id of await q.getRanges(['failed'], 0, FAILURES_SWEPT - 1)) {
-          found.add(id);
-          if (reported.has(id)) continue;
-          const job = await Job.fromId(q, id);
-          if (job) report(job, job.failedReason);
+        try {
+          for (const id of await q.getRanges(['failed'], 0, FAILURES_SWEPT - 1)) {
+            found.add(id);
+            if (reported.has(id)) continue;
+            const job = await Job.fromId(q, id);
+            if (job) report(job, job.failedReason);
+          }
+        } catch {
+          // A cell out of reach (its master failing over) is swept next time; the others are swept now.
+          complete = false;
         }
       }
-      for (const id of reported) if (!found.has(id)) reported.delete(id);
+      if (complete) for (const id of reported) if (!found.has(id)) reported.delete(id);
     };
     const sweeping = setInterval(() => void sweep().catch(() => undefined), this.lockDurationMs).unref();
-    // Workers take jobs only once the cell layout is known to match the deployment's (see `ready`).
-    void this.ready().then(
-      () => {
-        if (!this.workers.has(workers)) return;
-        for (const worker of workers) void worker.run().catch(() => undefined);
-        void sweep().catch(() => undefined);
-      },
-      () => undefined,
-    );
+    // Workers take jobs only once the cell layout is known to match the deployment's (see `ready`); a
+    // mismatch leaves them stopped, and `announce` (which Runtime.startWorkers awaits) says why.
+    const start = (): void => {
+      void this.ready().then(
+        () => {
+          if (!this.workers.has(workers)) return;
+          for (const worker of workers) void worker.run().catch(() => undefined);
+          void sweep().catch(() => undefined);
+        },
+        (error: unknown) => {
+          if (error instanceof CellLayoutError || !this.workers.has(workers)) return clearInterval(sweeping);
+          // Redis is not there yet: ask again shortly, as the Workers would have.
+          setTimeout(start, LAYOUT_RETRY_MS).unref();
+        },
+      );
+    };
+    start();
     this.workers.set(workers, { connection, sweeping });
     return {
       close: async (timeoutMs = 10_000) => {
@@ -320,6 +339,24 @@ export class BullMQTransport implements Transport {
     await this.store.close();
     await this.redis.quit().catch(() => this.redis.disconnect());
   }
+}
+
+/** `handler`, running at most `max` tasks at once; the others wait their turn in arrival order. */
+function limited(handler: TaskHandler, max: number): TaskHandler {
+  let running = 0;
+  const queued: Array<() => void> = [];
+  return async (task) => {
+    if (running >= max) await new Promise<void>((resolve) => queued.push(resolve));
+    else running++;
+    try {
+      return await handler(task);
+    } finally {
+      // The slot passes straight to the next in line, or is given back.
+      const next = queued.shift();
+      if (next) next();
+      else running--;
+    }
+  };
 }
 
 /** Why a job failed for good, as its run reports it. */

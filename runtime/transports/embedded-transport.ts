@@ -56,6 +56,8 @@ export class EmbeddedTransport implements Transport {
     return queue;
   }
 
+  async ready(): Promise<void> {}
+
   async enqueue(_runId: string, queue: string, jobId: string, payload: unknown): Promise<void> {
     this.add(queue, jobId, payload);
   }

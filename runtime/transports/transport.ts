@@ -16,6 +16,8 @@ export interface Consumer {
 export interface Transport {
   readonly kind: 'redis' | 'embedded';
   readonly store: RunStore;
+  /** Resolves once the transport can be used as set up; rejects for good when it never can (another process laid the runs out differently). */
+  ready(): Promise<void>;
   /** Adds a job of run `runId` (which decides where it is kept); a job id that already exists in that queue is not added twice. */
   enqueue(runId: string, queue: string, jobId: string, payload: unknown): Promise<void>;
   /** Adds jobs of run `runId` that run one after another, each after the one before it has finished (whatever its outcome); each reads its predecessor's result as its only child. */

@@ -1,6 +1,7 @@
 import type { RedisClient } from '../../runtime/redis-url.js';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Run } from '../../runtime/run.js';
+import type { BullMQTransport } from '../../runtime/transports/bullmq-transport.js';
 import { COMPLETING_REQUESTS, startSupportCluster, type SupportCluster } from './supervisor.js';
 
 const RUNS = Number(process.env.LOAD_RUNS ?? 10_000);
@@ -15,7 +16,9 @@ describe('load: the support example on 2 worker processes', () => {
 
   it(`${RUNS} runs all complete; worker and Redis memory stay bounded`, { timeout: 20 * 60_000 }, async () => {
     cluster = await startSupportCluster('load', { CHAOS_P: '0', CONCURRENCY: '16' });
-    const { prefix, supervisor, producer, redis } = cluster;
+    const { supervisor, producer, redis } = cluster;
+    // Run records live in their run's cell (one cell, the prefix itself, on a single Redis).
+    const { cells } = producer.transport as BullMQTransport;
     const samples: Array<{ at: number; done: number; rss: number[]; redisMb: number }> = [];
     const baseline = await usedMemory(redis);
     const started = Date.now();
@@ -33,7 +36,7 @@ describe('load: the support example on 2 worker processes', () => {
       const counts = new Map<string, number>();
       for (let i = 0; i < runs.length; i += 1000) {
         const pipe = redis.pipeline();
-        for (const run of runs.slice(i, i + 1000)) pipe.hget(`${prefix}:run:${run.id}`, 'status');
+        for (const run of runs.slice(i, i + 1000)) pipe.hget(`${cells.prefixOf(run.id)}:run:${run.id}`, 'status');
         for (const [, status] of (await pipe.exec()) ?? []) counts.set(String(status), (counts.get(String(status)) ?? 0) + 1);
       }
       return counts;

@@ -90,7 +90,7 @@ export function auditRoutes(ctx: ServerContext): Route[] {
               };
         return {
           entries: entries.map(({ streamId: _streamId, ...r }) => r),
-          ...(next !== undefined && next > 1 ? { next } : {}),
+          ...(next !== undefined ? { next } : {}),
           verification,
         };
       },
