@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { label } from '../agents/label.js';
-import { EnvelopeAuth } from '../runtime/identity/envelope-auth.js';
+import { EnvelopeAuth, sentForm } from '../runtime/identity/envelope-auth.js';
 import { EnvelopeSchema, type Envelope } from '../runtime/envelope.js';
 import { EDGE, generateKeys, loadKeyring } from '../runtime/identity/keyring.js';
 import { PrincipalSchema } from '../agents/principal.js';
@@ -98,6 +98,23 @@ describe('envelope and checkpoint MACs over the JSON as sent', () => {
         expect(a.checkCheckpoint('a', messageId, back.progress, mac)).toBeUndefined();
         expect(a.checkCheckpoint('a', messageId, { state: progress, more: 1 }, mac)).toMatch(/checkpoint is not authentic/);
         expect(a.checkCheckpoint('a', `${messageId}x`, back.progress, mac)).toMatch(/checkpoint is not authentic/);
+      }),
+      { numRuns: 500 },
+    );
+  });
+});
+
+describe('sentForm: the MAC text and the envelope size from one serialisation', () => {
+  it('gives exactly the size JSON.stringify gives the whole envelope, and the text without its MAC, wherever the MAC stands', () => {
+    const value = fc.jsonValue();
+    fc.assert(
+      fc.property(fc.dictionary(fc.string(), value), fc.option(value, { nil: undefined }), fc.nat(), (fields, auth, at) => {
+        const entries = Object.entries(fields).filter(([k]) => k !== 'auth');
+        if (auth !== undefined) entries.splice(at % (entries.length + 1), 0, ['auth', auth]);
+        const envelope = Object.fromEntries(entries);
+        const { text, bytes } = sentForm(envelope);
+        expect(bytes).toBe(Buffer.byteLength(JSON.stringify(envelope)));
+        expect(text).toBe(JSON.stringify({ ...envelope, auth: undefined }));
       }),
       { numRuns: 500 },
     );

@@ -32,9 +32,9 @@ export function recordError(span: Span, error: unknown): void {
 }
 
 /** Sets a content attribute only when the operator opted in, and only after PII and secrets are redacted. */
-export function setContent(span: Span, name: string, text: string): void {
+export function setContent(span: Span, name: string, text: string | (() => string)): void {
   if (!capturesContent() || !span.isRecording()) return;
-  span.setAttribute(name, redacted(text));
+  span.setAttribute(name, redacted(typeof text === 'string' ? text : text()));
 }
 
 /** Runs `work` as the span's body: a thrown error is recorded on the span, and the span always ends. */

@@ -8,6 +8,7 @@ import type { Task, TaskOutcome, TaskResult } from '../transports/task.js';
 import { Activation } from './activation.js';
 import { claimMarker } from './message-ids.js';
 import type { AgentLoopOptions } from './options.js';
+import { sentForm } from '../identity/envelope-auth.js';
 import { byteSize, checkpointLimit, JobDataSchema, SavedSchema, type JobData, type Progress } from './progress.js';
 
 /** Who an envelope that is not authentic is attributed to: no principal, tenant or run it names. */
@@ -28,7 +29,7 @@ export class AgentLoop {
     if ('rejected' in admitted) return this.reject(task, admitted.rejected);
     const { data, messageBytes } = admitted;
     const { envelope } = data;
-    const refused = this.authenticate(task, data);
+    const refused = this.authenticate(task, data, admitted.sent);
     if (refused) return this.refuse(task, envelope, refused, false);
     const auth = this.options.auth;
     const { claim, run, marker, saved } = await this.store.claimForRun(envelope.runId, envelope.receiver, envelope.messageId, claimMarker(auth, envelope, task.id));
@@ -98,11 +99,11 @@ export class AgentLoop {
   }
 
   /** Why the job's envelope and checkpoint cannot be believed, if they cannot. */
-  private authenticate(task: Task, data: JobData): string | undefined {
+  private authenticate(task: Task, data: JobData, sent: string | undefined): string | undefined {
     const auth = this.options.auth;
     if (!auth) return undefined;
     const raw = task.data as { envelope: Record<string, unknown>; progress?: unknown };
-    const refused = auth.check(raw.envelope, data.envelope);
+    const refused = auth.check(raw.envelope, data.envelope, sent);
     if (refused) return refused;
     if (raw.progress !== undefined) return auth.checkCheckpoint(data.envelope.receiver, data.envelope.messageId, raw.progress, data.progressAuth);
     return undefined;
@@ -149,14 +150,19 @@ export class AgentLoop {
   }
 
   /** Checks size and shape, and that the envelope is for the agent this queue serves. */
-  private admit(task: Task): { data: JobData; messageBytes: number } | { rejected: string } {
+  private admit(task: Task): { data: JobData; messageBytes: number; sent?: string } | { rejected: string } {
     let size: number;
     let messageSize: number;
+    let sent: string | undefined;
     try {
-      // The envelope is serialised once: against the message limit, and as part of the whole job.
+      // The envelope is serialised once: against the message limit, as part of the whole job, and as the text its MAC covers.
       const data = task.data;
       const envelope = data !== null && typeof data === 'object' && !Array.isArray(data) ? (data as { envelope?: unknown }).envelope : undefined;
-      messageSize = byteSize(envelope ?? null);
+      if (envelope !== null && typeof envelope === 'object' && !Array.isArray(envelope)) {
+        const form = sentForm(envelope);
+        sent = form.text;
+        messageSize = form.bytes;
+      } else messageSize = byteSize(envelope ?? null);
       size = envelope === undefined ? byteSize(data) : messageSize + byteSize({ ...(data as object), envelope: undefined });
     } catch (error) {
       // Nesting deep enough to exhaust the stack: refused like any other malformed data.
@@ -175,7 +181,7 @@ export class AgentLoop {
     if (envelope.chain[envelope.chain.length - 1] !== envelope.receiver) return { rejected: 'chain does not end with the receiver' };
     const from = parsed.data.progress?.from;
     if (from !== undefined && from > envelope.messages.length) return { rejected: `malformed job data: the checkpoint builds on ${from} messages, the envelope has ${envelope.messages.length}` };
-    return { data: parsed.data, messageBytes: messageSize };
+    return { data: parsed.data, messageBytes: messageSize, ...(sent !== undefined ? { sent } : {}) };
   }
 
   /** Refuses a job without running anything; the run, if one can be named, fails and says why. */

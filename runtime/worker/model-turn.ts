@@ -1,6 +1,6 @@
 import { SpanKind } from '@opentelemetry/api';
 import { delegateToolName, handoffToolName } from '../../agents/agent.js';
-import { ModelCallError, type AssistantMessage, type ToolCall, type ToolSpec } from '../../agents/model.js';
+import { ModelCallError, type AssistantMessage, type ModelResponse, type ToolCall, type ToolSpec } from '../../agents/model.js';
 import { ATTR, OPERATION } from '../../tracing/attributes.js';
 import { recordError, setContent, tracer } from '../../tracing/spans.js';
 import { RetryableError } from '../transports/task.js';
@@ -51,7 +51,7 @@ function toolSpecs(act: ActivationState): ToolSpec[] {
 
 /** Asks the model for the next reply and adds it to the conversation, saved with the turn. */
 export async function modelTurn(act: ActivationState): Promise<void> {
-  let response;
+  let response: ModelResponse;
   const model = act.agent.model;
   const span = tracer().startSpan(
     `${OPERATION.CHAT} ${model.model}`,
@@ -67,10 +67,11 @@ export async function modelTurn(act: ActivationState): Promise<void> {
     act.ctx,
   );
   try {
-    setContent(span, 'gen_ai.input.messages', JSON.stringify(act.progress.messages));
+    // Serialised only for a span that keeps it: a hop's conversation costs a stringify otherwise thrown away.
+    setContent(span, 'gen_ai.input.messages', () => JSON.stringify(act.progress.messages));
     act.events.sendEventsSoon();
     response = await model.generate({ system: act.agent.instructions, messages: act.progress.messages, tools: toolSpecs(act), runId: act.runId });
-    setContent(span, 'gen_ai.output.messages', JSON.stringify([{ role: 'assistant', content: response.content, toolCalls: response.toolCalls }]));
+    setContent(span, 'gen_ai.output.messages', () => JSON.stringify([{ role: 'assistant', content: response.content, toolCalls: response.toolCalls }]));
     if (span.isRecording()) {
       span.setAttributes({
         'gen_ai.response.model': response.model,
