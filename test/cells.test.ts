@@ -21,17 +21,20 @@ describe('Cells: where a run is kept', () => {
   });
 
   it('gives each cell its own share of the slot range, so cells spread evenly over any masters holding contiguous ranges', () => {
-    for (const count of [2, 3, 7, 16, 64]) {
+    for (const count of [2, 3, 7, 12, 16, 24, 64]) {
       const cells = new Cells('p', count);
       const slots = cells.all.map((prefix) => slotOfKey(`${prefix}:x`));
       slots.forEach((slot, k) => {
-        expect(slot).toBeGreaterThanOrEqual(Math.floor((k * 16384) / count));
-        expect(slot).toBeLessThan(Math.floor(((k + 1) * 16384) / count));
+        expect(slot).toBeGreaterThanOrEqual((k * 16384) / count);
+        expect(slot).toBeLessThan(((k + 1) * 16384) / count);
       });
-      // Three masters with equal ranges (as redis-cli --cluster create makes them) get count/3 cells each, give or take one.
-      const perMaster = [0, 0, 0];
-      for (const slot of slots) perMaster[Math.min(2, Math.floor(slot / (16384 / 3)))]! += 1;
-      expect(Math.max(...perMaster) - Math.min(...perMaster)).toBeLessThanOrEqual(count >= 3 ? 2 : 1);
+      // Masters with equal ranges (as redis-cli --cluster create makes them: 0-5460, 5461-10922, 10923-16383 for
+      // three) get count/masters cells each, give or take one, and exactly that when it divides.
+      for (const masters of [2, 3, 4, 6]) {
+        const perMaster = new Array<number>(masters).fill(0);
+        for (const slot of slots) perMaster[Math.min(masters - 1, Math.floor(slot / Math.ceil(16384 / masters)))]! += 1;
+        expect(Math.max(...perMaster) - Math.min(...perMaster)).toBeLessThanOrEqual(count % masters === 0 ? 0 : 1);
+      }
     }
   });
 

@@ -12,7 +12,7 @@ import { runAuditCli } from './support/audit-cli.js';
 import { startRedisCluster, type RedisClusterHandle } from './support/redis-cluster.js';
 import { uniquePrefix } from './support/redis.js';
 
-/** Enough runs that, spread over 16 cells, every master of 3 gets some (a miss has odds of about 3·(2/3)^40). */
+/** Enough runs that, spread over 12 cells (4 per master), every master of 3 gets some (a miss has odds of about 3·(2/3)^40). */
 const RUNS = 40;
 
 describe('Redis Cluster: one deployment spread over the masters of a real 3-master cluster', () => {
@@ -108,12 +108,12 @@ describe('Redis Cluster: one deployment spread over the masters of a real 3-mast
     expect(anchored.out.filter((l) => /^anchored seq \d+ .* \(cell \d+, /.test(l)).length).toBeGreaterThanOrEqual(3);
     const verified = await runAuditCli(['verify', '--keys', keys, '--anchors', anchorFile, ...conn]);
     expect(verified.code, verified.out.join('\n')).toBe(0);
-    expect(verified.out.filter((l) => l.startsWith('audit log intact:'))).toHaveLength(16);
+    expect(verified.out.filter((l) => l.startsWith('audit log intact:'))).toHaveLength(12);
     // One run's records, found in its own cell's log.
     const tail = await runAuditCli(['tail', '--run', runs[0]!.id, '-n', '5', ...conn]);
     expect(tail.out.length).toBeGreaterThan(0);
     expect(tail.out.every((l) => l.includes(`run:${runs[0]!.id}`))).toBe(true);
-    expect((await runAuditCli(['tail', ...conn])).error).toMatch(/keeps 16 cells.*--cell 0 to 15/);
+    expect((await runAuditCli(['tail', ...conn])).error).toMatch(/keeps 12 cells.*--cell 0 to 11/);
   });
 
   it('refuses a process whose number of cells differs from the one the deployment pinned', async () => {
@@ -123,7 +123,7 @@ describe('Redis Cluster: one deployment spread over the masters of a real 3-mast
     try {
       await first.announce(['a']);
       await expect(second.announce(['a'])).rejects.toThrow(CellLayoutError);
-      await expect(second.enqueue('r1', 'a', 'j1', {})).rejects.toThrow(/kept in 16 cells, but this process was set up with 8/);
+      await expect(second.enqueue('r1', 'a', 'j1', {})).rejects.toThrow(/kept in 12 cells, but this process was set up with 8/);
     } finally {
       await second.close();
       await first.close();

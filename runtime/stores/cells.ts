@@ -16,7 +16,8 @@ export class CellLayoutError extends Error {
  * queues, run keys and audit chain. Runs spread over cells, cells over the cluster's masters.
  *
  * Each cell's tag is picked so that its slot falls in the cell's own 1/count of the slot range: masters
- * hold contiguous slot ranges, so cells spread over them evenly rather than as CRC16 happens to fall.
+ * hold contiguous slot ranges, so cells spread over them evenly rather than as CRC16 happens to fall
+ * (12 cells: 4 on each of 3 masters, 3 on each of 4, 2 on each of 6).
  * With one cell and no tag asked for, keys are `prefix:…` exactly as on a single Redis.
  */
 export class Cells {
@@ -51,10 +52,15 @@ export class Cells {
   }
 }
 
-/** The first tag `c<k>.<n>` whose slot lies in cell k's share of the slot range. */
+/**
+ * The first tag `c<k>.<n>` whose slot lies in the middle half of cell k's share of the slot range: a
+ * master's range that ends near a cell's boundary (16384 does not divide by 3) then still holds the cell.
+ */
 function tagFor(k: number, count: number): string {
-  const from = Math.floor((k * SLOTS) / count);
-  const to = Math.floor(((k + 1) * SLOTS) / count);
+  const start = (k * SLOTS) / count;
+  const width = SLOTS / count;
+  const from = Math.ceil(start + width / 4);
+  const to = Math.max(from + 1, Math.floor(start + (3 * width) / 4));
   for (let n = 0; ; n++) {
     const tag = `c${k}.${n}`;
     const slot = calculateSlot(tag);

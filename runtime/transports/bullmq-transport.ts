@@ -16,7 +16,7 @@ export interface BullMQTransportOptions {
   prefix?: string;
   /**
    * How many cells runs are spread over (see cells.ts): each cell is a hash slot with its own queues,
-   * so on a Redis Cluster the cells spread the runs over the masters. Default 16 on a cluster, 1 on one
+   * so on a Redis Cluster the cells spread the runs over the masters. Default 12 on a cluster, 1 on one
    * Redis. Every process of a deployment must use the same number: the first one pins it in Redis and
    * the others refuse to start with another.
    */
@@ -44,8 +44,8 @@ const LAYOUT_RETRY_MS = 500;
 /** How many of a queue's latest failed jobs each worker checks were reported. */
 const FAILURES_SWEPT = 100;
 
-/** Cells on a cluster by default: enough to spread over a few masters evenly, few enough to keep the Workers (one per cell and agent) cheap. */
-const CLUSTER_CELLS = 16;
+/** Cells on a cluster by default: 12 spread evenly over 2, 3, 4 or 6 masters, and keep the Workers (one per cell and agent) few. */
+const CLUSTER_CELLS = 12;
 
 /**
  * Agents as BullMQ queues on Redis or a Redis Cluster: a queue per agent and cell, delegation as parent
