@@ -21,6 +21,7 @@ import { benchScanners } from './scanners.js';
 import { startOtlpReceiver } from './otlp-receiver.js';
 import { drive } from './drive.js';
 import { benchPeers, summarizePeers } from './peers.js';
+import { benchCluster, clusterReport, summarizeCluster } from './cluster.js';
 import { setupTracing } from '../tracing/setup.js';
 
 const num = (name: string, fallback: number): number => {
@@ -53,6 +54,11 @@ const config = {
   peersChains: num('BENCH_PEERS_CHAINS', 500),
   peersWarmupPass: num('BENCH_PEERS_WARMUP_PASS', 300),
   postgresUrl: process.env.BENCH_POSTGRES_URL ?? 'postgresql://postgres@127.0.0.1:5432/test',
+  /** The cluster section (`bench/cluster.ts`): off with BENCH_CLUSTER=0, alone with BENCH_CLUSTER_ONLY=1. */
+  cluster: process.env.BENCH_CLUSTER !== '0' || process.env.BENCH_CLUSTER_ONLY === '1',
+  clusterOnly: process.env.BENCH_CLUSTER_ONLY === '1',
+  clusterChains: num('BENCH_CLUSTER_CHAINS', 500),
+  clusterWarmupPass: num('BENCH_CLUSTER_WARMUP_PASS', 300),
   chainTimeoutMs: 60_000,
   totalTimeoutMs: num('BENCH_TIMEOUT_MS', 900_000),
 };
@@ -62,6 +68,8 @@ const basePrefix = `palisade-bench-${randomBytes(4).toString('hex')}`;
 /** Every key prefix this run used: all are swept at the end, also on failure. */
 const prefixes: string[] = [];
 const openHarnesses = new Set<Harness>();
+/** Stops of what else a run starts (the cluster section's Redis Cluster), for cleanup. */
+const stops = new Set<() => Promise<void>>();
 const log = (line: string) => process.stderr.write(`${line}\n`);
 
 // A ~2 KB text: the user message of a Palisade run, the body of a raw job.
@@ -103,9 +111,21 @@ async function register(harness: Harness): Promise<Harness> {
   return harness;
 }
 
+/** Hands a stop to cleanup; if cleanup already ran, stops at once, as cleanup no longer will. */
+async function track(stop: () => Promise<void>): Promise<void> {
+  stops.add(stop);
+  if (stopping) {
+    await stop();
+    throw new Error('the bench is stopping');
+  }
+}
+
+/** Harnesses being closed: a second close waits for the first, so that what they run on (the cluster) outlives them. */
+const closing = new Map<Harness, Promise<void>>();
+
 async function close(harness: Harness): Promise<void> {
-  if (!openHarnesses.delete(harness)) return;
-  await harness.close();
+  if (openHarnesses.delete(harness)) closing.set(harness, harness.close().finally(() => closing.delete(harness)));
+  await closing.get(harness);
 }
 
 async function measure(admin: Redis, harness: Harness, system: SystemId, roundNo: number, mode: Mode): Promise<Sample> {
@@ -161,6 +181,27 @@ async function main(admin: Redis): Promise<void> {
   await writeChainKeys(keysDir);
   const description = await machine(admin, config.redisUrl);
   log(`bench: ${description.cpuModel}, ${description.cores} cores, node ${description.node}, redis ${description.redis.version}; prefix ${basePrefix}`);
+
+  const clusterSection = () =>
+    benchCluster({
+      admin,
+      config: scenario,
+      keysDir: keysDir!,
+      prefix: `${basePrefix}-cluster`,
+      rounds: config.rounds,
+      chains: config.clusterChains,
+      inflight: config.inflight,
+      warmupPass: config.clusterWarmupPass,
+      warmup: config.warmup,
+      register,
+      close,
+      track,
+      log,
+    });
+  if (config.clusterOnly) {
+    process.stdout.write(`\n${clusterReport(await clusterSection(), config)}\n\n`);
+    return;
+  }
 
   const peers = config.peers
     ? await benchPeers({
@@ -292,6 +333,8 @@ async function main(admin: Redis): Promise<void> {
   });
   const scaleTable = scaleReport(scale, config.concurrency, scaleRounds);
 
+  const cluster = config.cluster ? await clusterSection() : undefined;
+
   log('  guard pipeline cost per stage…');
   const guards = await benchPipeline();
   log("  the edge's signatures: per run, per hop…");
@@ -299,7 +342,7 @@ async function main(admin: Redis): Promise<void> {
   const summary = summarize(samples, probes);
   log('  content scanners (ordinary text, crafted 1 MB inputs)…');
   const scanners = await benchScanners();
-  const text = `${report(summary, config)}\n\n${tracingTable}\n\n${scaleTable}\n\n${guards.table}\n\n${signatures.table}\n\n${scannersReport(scanners)}${peersTable ? `\n\n${peersTable}` : ''}`;
+  const text = `${report(summary, config)}\n\n${tracingTable}\n\n${scaleTable}\n\n${guards.table}\n\n${signatures.table}\n\n${scannersReport(scanners)}${peersTable ? `\n\n${peersTable}` : ''}${cluster ? `\n\n${clusterReport(cluster, config)}` : ''}`;
   process.stdout.write(`\n${text}\n\n`);
 
   const result = {
@@ -316,6 +359,7 @@ async function main(admin: Redis): Promise<void> {
     guardPipeline: guards.stages,
     signatures: signatures.costs.map((c) => ({ ...c, p50us: round(c.p50us, 1), p99us: round(c.p99us, 1) })),
     scanners,
+    cluster: cluster && ('skipped' in cluster ? cluster : { summary: summarizeCluster(cluster), ...cluster }),
     peers: peers && { summary: summarizePeers(peers), skipped: peers.skipped, postgresCpuNote: peers.postgresCpuNote, samples: peers.samples },
     samples: samples.map(({ hopLatencyMs, ...s }) => ({
       ...s,
@@ -342,6 +386,7 @@ async function main(admin: Redis): Promise<void> {
 async function cleanup(admin: Redis): Promise<void> {
   stopping = true;
   await Promise.allSettled([...openHarnesses].map((h) => close(h)));
+  await Promise.allSettled([...stops].map((stop) => stop()));
   let deleted = 0;
   for (const prefix of prefixes) deleted += await deleteKeys(admin, prefix).catch(() => 0);
   if (keysDir) await rm(keysDir, { recursive: true, force: true });
@@ -357,12 +402,17 @@ admin.on('error', () => undefined);
 let abandon: (error: Error) => void = () => undefined;
 const abandoned = new Promise<never>((_, reject) => (abandon = reject));
 const watchdog = setTimeout(() => abandon(new Error(`bench did not finish within ${config.totalTimeoutMs} ms`)), config.totalTimeoutMs);
+// Listening with `on` until cleanup is done: the OpenAI Agents SDK (peers) exits the process on a signal
+// once it is the only listener left, which cut cleanup short. A second signal ends the bench at once.
+let signalled = false;
 const onSignal = (signal: NodeJS.Signals) => {
+  if (signalled) process.exit(130);
+  signalled = true;
   process.exitCode = 130;
   abandon(new Error(`interrupted by ${signal}`));
 };
-process.once('SIGINT', onSignal);
-process.once('SIGTERM', onSignal);
+process.on('SIGINT', onSignal);
+process.on('SIGTERM', onSignal);
 
 try {
   const work = main(admin);

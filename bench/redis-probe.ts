@@ -193,11 +193,13 @@ export async function info(redis: Redis, section: string): Promise<Record<string
   return out;
 }
 
-/** Server-side view: INFO commandstats calls per command, connections received and Redis CPU seconds. */
+/** Server-side view: INFO commandstats calls per command, connections received, Redis CPU seconds and bytes read from and written to clients. */
 export interface ServerStats {
   calls: Record<string, number>;
   connectionsReceived: number;
   cpuSeconds: number;
+  netInputBytes: number;
+  netOutputBytes: number;
 }
 
 export async function serverStats(redis: Redis): Promise<ServerStats> {
@@ -211,6 +213,8 @@ export async function serverStats(redis: Redis): Promise<ServerStats> {
     calls,
     connectionsReceived: Number(stats.total_connections_received ?? 0),
     cpuSeconds: Number(cpu.used_cpu_user ?? 0) + Number(cpu.used_cpu_sys ?? 0),
+    netInputBytes: Number(stats.total_net_input_bytes ?? 0),
+    netOutputBytes: Number(stats.total_net_output_bytes ?? 0),
   };
 }
 
@@ -225,6 +229,8 @@ export function diffStats(before: ServerStats, after: ServerStats): ServerStats 
     calls: Object.fromEntries(Object.entries(calls).sort((a, b) => b[1] - a[1])),
     connectionsReceived: after.connectionsReceived - before.connectionsReceived,
     cpuSeconds: after.cpuSeconds - before.cpuSeconds,
+    netInputBytes: after.netInputBytes - before.netInputBytes,
+    netOutputBytes: after.netOutputBytes - before.netOutputBytes,
   };
 }
 
