@@ -116,6 +116,18 @@ describe('Redis Cluster: one deployment spread over the masters of a real 3-mast
     expect((await runAuditCli(['tail', ...conn])).error).toMatch(/keeps 12 cells.*--cell 0 to 11/);
   });
 
+  it('closes a transport whose cluster has gone away, instead of waiting for an answer that never comes', { timeout: 60_000 }, async () => {
+    const doomed = await startRedisCluster({ masters: 3 });
+    const transport = new BullMQTransport({ connection: doomed.url, prefix: uniquePrefix('gone') });
+    try {
+      await transport.enqueue('r1', 'a', 'j1', { hello: 'world' });
+    } finally {
+      await doomed.stop();
+    }
+    const closing = transport.close().then(() => 'closed');
+    await expect(Promise.race([closing, new Promise((resolve) => setTimeout(resolve, 20_000, 'still closing'))])).resolves.toBe('closed');
+  });
+
   it('refuses a process whose number of cells differs from the one the deployment pinned', async () => {
     const prefix = uniquePrefix('cells');
     const first = new BullMQTransport({ connection: cluster.url, prefix });

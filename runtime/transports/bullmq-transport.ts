@@ -38,6 +38,9 @@ export interface BullMQTransportOptions {
 
 const queueName = (agent: string): string => `agent.${agent}`;
 
+/** How long closing waits for Redis to answer QUIT before it drops the connection. */
+const QUIT_WAIT_MS = 2000;
+
 /** How soon a consumer that could not read the cell layout (Redis away) asks again. */
 const LAYOUT_RETRY_MS = 500;
 
@@ -337,7 +340,15 @@ export class BullMQTransport implements Transport {
     await this.flows?.close();
     this.flows = undefined;
     await this.store.close();
-    await this.redis.quit().catch(() => this.redis.disconnect());
+    // QUIT waits for an answer; from a cluster whose nodes are gone none comes, and closing must not hang.
+    let timer: NodeJS.Timeout | undefined;
+    const quit = this.redis.quit().then(
+      () => undefined,
+      () => undefined,
+    );
+    await Promise.race([quit, new Promise<void>((resolve) => (timer = setTimeout(resolve, QUIT_WAIT_MS)))]);
+    clearTimeout(timer);
+    this.redis.disconnect();
   }
 }
 
