@@ -116,6 +116,8 @@ async function runTool(act: ActivationState, tool: AnyTool, call: ToolCall, idem
     return toolError(refusal(`the call to '${tool.name}' was not allowed`, decision));
   }
   act.events.emit({ type: 'tool.called', tool: tool.name, callId: call.id, replayed: false });
+  // No effect on the world without its record: the decision that allowed it is in the audit log first.
+  if (tool.effect !== 'read') await act.events.flushAudit();
   const controller = new AbortController();
   let timer: NodeJS.Timeout | undefined;
   let output: unknown;
