@@ -4,12 +4,13 @@ import { z } from 'zod';
 import { defineAgent } from '../agents/agent.js';
 import { ScriptedModel } from '../agents/providers/scripted.js';
 import { defineTool } from '../agents/tool.js';
-import { AuditLogs } from '../runtime/audit/audit-logs.js';
+import { AuditLogs, InvalidCursorError } from '../runtime/audit/audit-logs.js';
 import type { AuditRecord } from '../runtime/audit/audit-record.js';
 import { createRedis } from '../runtime/redis-url.js';
 import { Runtime } from '../runtime/runtime.js';
 import { Cells } from '../runtime/stores/cells.js';
 import { BullMQTransport } from '../runtime/transports/bullmq-transport.js';
+import { runAuditCli } from './support/audit-cli.js';
 import { deleteKeys, REDIS_URL, uniquePrefix } from './support/redis.js';
 
 // Cells work the same on one Redis (a tag is only a name there), so their routing is tested here on
@@ -73,6 +74,18 @@ describe('runs spread over cells (4 cells on one Redis)', () => {
         expect(await redis.exists(`${prefix}:run:${run.id}`)).toBe(0);
       }
       expect(await redis.get(`${prefix}:cells`)).toBe('4');
+
+      // The audit CLI takes the layout from the operator, and Redis must agree with it.
+      const cli = (...args: string[]) => runAuditCli(['verify', '--allow-unsigned', '--unanchored', '--redis', REDIS_URL, '--prefix', prefix, ...args]);
+      const fine = await cli('--cells', '4');
+      expect(fine.code, fine.out.join('\n')).toBe(0);
+      expect(fine.out.filter((l) => l.startsWith('audit log intact:'))).toHaveLength(4);
+      expect((await cli()).error).toMatch(/Redis says .* keeps 4 cells, but this command reads 1/);
+      // Someone with Redis access drops the pin and plants a genuine chain where a 1-cell reading would look.
+      await redis.del(`${prefix}:cells`);
+      for (const part of ['audit', 'audit:head']) await redis.copy(`${cells.all[0]}:${part}`, `${prefix}:${part}`);
+      expect((await cli()).error).toMatch(/audit chains under .* that a deployment of 1 cell does not keep: .*\{c0\./);
+      expect((await cli('--cells', '4')).error).toMatch(new RegExp(`does not keep: ${prefix}:audit:head`));
     } finally {
       await runtime.close({ timeoutMs: 1000 });
     }
@@ -109,6 +122,8 @@ describe('runs spread over cells (4 cells on one Redis)', () => {
         expect(keys).toHaveLength(120);
       }
       await expect(logs.page(redis, { before: '12', limit: 5, maxScan: 10, take: () => true })).rejects.toThrow(/3 sequence numbers/);
+      // Past what a double holds exactly: refused, not turned into a stream id Redis rejects.
+      await expect(logs.page(redis, { before: '9999999999999999.1.1', limit: 5, maxScan: 10, take: () => true })).rejects.toThrow(InvalidCursorError);
     } finally {
       await logs.close();
       for (const conn of connections) conn.disconnect();

@@ -120,7 +120,7 @@ export class AuditLogs {
     const parts = String(before)
       .split('.')
       .map((p) => (p === '' ? Infinity : Number(p)));
-    if (parts.length !== this.logs.length || parts.some((n) => n !== Infinity && (!Number.isInteger(n) || n < 0))) {
+    if (parts.length !== this.logs.length || parts.some((n) => n !== Infinity && (!Number.isSafeInteger(n) || n < 0))) {
       throw new InvalidCursorError(`not a cursor of this deployment's ${this.logs.length === 1 ? 'log (a sequence number)' : `${this.logs.length} logs (${this.logs.length} sequence numbers joined by '.')`}: ${JSON.stringify(String(before)).slice(0, 80)}`);
     }
     return parts;

@@ -18,8 +18,8 @@ import { AuditKeyError, loadAuditKeysOr, NO_KEYS_HINT, writeAuditKeys, type Load
 import { AuditLog } from '../audit/audit-log.js';
 import type { AuditRecord } from '../audit/audit-record.js';
 import { verifyExport, type VerifyOptions, type VerifyReport } from '../audit/chain-verifier.js';
-import { createRedis, DEFAULT_REDIS_URL, redactUrl, type RedisClient } from '../redis-url.js';
-import { Cells } from '../stores/cells.js';
+import { createRedis, DEFAULT_REDIS_URL, masters, redactUrl, type RedisClient } from '../redis-url.js';
+import { Cells, DEFAULT_CLUSTER_CELLS } from '../stores/cells.js';
 import { AuditLogs } from '../audit/audit-logs.js';
 
 export interface AuditConnection {
@@ -68,6 +68,21 @@ async function defaultConnect(flags: ConnFlags, fail: (message: string) => never
       await redis.quit().catch(() => redis.disconnect());
     },
   };
+}
+
+/** Audit chains (their heads) under `prefix` on every master whose log prefix is not one of `expected`. */
+async function chainsOutside(redis: RedisClient, prefix: string, expected: ReadonlySet<string>): Promise<string[]> {
+  const glob = `${prefix.replace(/[\\*?[\]]/g, (c) => `\\${c}`)}:*audit:head`;
+  const found: string[] = [];
+  for (const node of await masters(redis)) {
+    let cursor = '0';
+    do {
+      const [next, keys] = await node.scan(cursor, 'MATCH', glob, 'COUNT', 1000);
+      cursor = next;
+      for (const key of keys) if (!expected.has(key.slice(0, -':audit:head'.length))) found.push(key);
+    } while (cursor !== '0');
+  }
+  return found.sort();
 }
 
 function cellNumber(value: string): number {
@@ -134,20 +149,31 @@ export function registerAuditCommands(program: Command, io: AuditCommandIo, setE
   const prefixOption = (): Option => new Option('--prefix <prefix>', 'key prefix shared by workers and producers').default('palisade');
 
   const cellOption = (): Option => new Option('--cell <n>', "on a deployment of several cells (Redis Cluster): only this cell's log").argParser(cellNumber);
+  const cellsOption = (): Option =>
+    new Option('--cells <n>', `how many cells the deployment keeps, as its transports were set up (default ${DEFAULT_CLUSTER_CELLS} with a cluster URL, 1 otherwise)`).argParser(count);
 
   /**
-   * The logs the command works on: the deployment's one log or, with several cells (pinned in Redis by
-   * the transport), each cell's; `--cell` or a run's id picks one. `one` refuses to go on with several.
+   * The logs the command works on: the deployment's one log or, with several cells, each cell's;
+   * `--cell` or a run's id picks one, and `one` refuses to go on with several. The layout comes from the
+   * operator, never from Redis: someone who can write Redis could otherwise point the command at logs of
+   * their choosing. Redis's pinned count and the chains found there must agree with it.
    */
-  const withLogs = async <T>(flags: ConnFlags & { cell?: number; run?: string }, one: boolean, body: (logs: CellLog[]) => Promise<T>): Promise<T> => {
+  const withLogs = async <T>(flags: ConnFlags & { cell?: number; run?: string; cells?: number }, one: boolean, body: (logs: CellLog[]) => Promise<T>): Promise<T> => {
     const conn = io.connect ? await io.connect(flags) : await defaultConnect(flags, io.fail);
     try {
-      const pinned = Number((await conn.redis.get(`${flags.prefix}:cells`)) ?? 1);
-      const cells = new Cells(flags.prefix, pinned, pinned > 1 || conn.redis instanceof Cluster);
-      const logs = new AuditLogs(cells, { redis: conn.redis, writer: 'cli' }).all.map((l, cell) => ({ ...l, cell, cells: pinned }));
-      if (flags.cell !== undefined && flags.cell >= pinned) io.fail(`--cell ${flags.cell}: the deployment under '${flags.prefix}' keeps ${pinned} cell${pinned === 1 ? '' : 's'} (0 to ${pinned - 1})`);
+      const clustered = conn.redis instanceof Cluster;
+      const count = flags.cells ?? (clustered ? DEFAULT_CLUSTER_CELLS : 1);
+      const cells = new Cells(flags.prefix, count, count > 1 || clustered);
+      const pinned = await conn.redis.get(`${flags.prefix}:cells`);
+      if (pinned !== null && pinned !== String(count)) {
+        io.fail(`Redis says the deployment under '${flags.prefix}' keeps ${pinned} cells, but this command reads ${count} (--cells): give the count its transports were set up with; if that is ${count}, someone changed ${flags.prefix}:cells in Redis`);
+      }
+      const strays = await chainsOutside(conn.redis, flags.prefix, new Set(cells.all));
+      if (strays.length > 0) io.fail(`audit chains under '${flags.prefix}' that a deployment of ${count} cell${count === 1 ? '' : 's'} does not keep: ${strays.slice(0, 5).join(', ')}${strays.length > 5 ? ', …' : ''} (the wrong --cells, or written into Redis by someone else)`);
+      const logs = new AuditLogs(cells, { redis: conn.redis, writer: 'cli' }).all.map((l, cell) => ({ ...l, cell, cells: count }));
+      if (flags.cell !== undefined && flags.cell >= count) io.fail(`--cell ${flags.cell}: the deployment under '${flags.prefix}' keeps ${count} cell${count === 1 ? '' : 's'} (0 to ${count - 1})`);
       const chosen = flags.cell !== undefined ? [logs[flags.cell]!] : flags.run !== undefined ? [logs[cells.of(flags.run)]!] : logs;
-      if (one && chosen.length > 1) io.fail(`the deployment under '${flags.prefix}' keeps ${pinned} cells, each with its own audit log: pick one with --cell 0 to ${pinned - 1}, or a run with --run <id>`);
+      if (one && chosen.length > 1) io.fail(`the deployment under '${flags.prefix}' keeps ${count} cells, each with its own audit log: pick one with --cell 0 to ${count - 1}, or a run with --run <id>`);
       return await body(chosen);
     } finally {
       await conn.close();
@@ -165,6 +191,7 @@ export function registerAuditCommands(program: Command, io: AuditCommandIo, setE
     .option('--run <id>', 'only the records of this run')
     .option('--json', 'one JSON record per line')
     .addOption(cellOption())
+    .addOption(cellsOption())
     .addOption(redisOption())
     .addOption(prefixOption())
     .action(async (flags: ConnFlags & { lines: number; follow?: boolean; run?: string; json?: boolean; cell?: number }) => {
@@ -196,6 +223,7 @@ export function registerAuditCommands(program: Command, io: AuditCommandIo, setE
     .option('--run <id>', 'only the records of this run (their chain links cannot then be checked, nor signatures that records of other runs carry for them)')
     .option('--out <file>', 'write to this file instead of stdout')
     .addOption(cellOption())
+    .addOption(cellsOption())
     .addOption(redisOption())
     .addOption(prefixOption())
     .action(async (flags: ConnFlags & { run?: string; out?: string; cell?: number }) => {
@@ -245,6 +273,7 @@ export function registerAuditCommands(program: Command, io: AuditCommandIo, setE
     .option('--file <jsonl>', 'verify an export instead of Redis (give --anchors: without them a cut end cannot be detected)')
     .option('--json', 'print the report as JSON')
     .addOption(cellOption())
+    .addOption(cellsOption())
     .addOption(redisOption())
     .addOption(prefixOption())
     .action(async (flags: ConnFlags & { keys?: string; anchors: string[]; unanchored?: boolean; allowUnsigned?: boolean; file?: string; json?: boolean; cell?: number }) => {
@@ -326,6 +355,7 @@ export function registerAuditCommands(program: Command, io: AuditCommandIo, setE
     .requiredOption('--anchors <file>', 'the anchor file (JSONL) to append to')
     .option('--full', 'check the whole log against every anchor, not only what came since the last one (starts a line of verified anchors)')
     .addOption(cellOption())
+    .addOption(cellsOption())
     .addOption(redisOption())
     .addOption(prefixOption())
     .action(async (flags: ConnFlags & { keys: string; anchors: string; full?: boolean; cell?: number }) => {

@@ -2,6 +2,7 @@ import type { FastifyError, FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { ApprovalError } from '../approvals/approvals.js';
 import { InvalidRunInputError, isRedisUnavailable, TransportUnavailableError, UnknownAgentError } from '../errors.js';
+import { InvalidCursorError } from '../audit/audit-logs.js';
 
 /** Every code the API answers an error with: stable, for clients to branch on. */
 export const ERROR_CODES = [
@@ -90,6 +91,7 @@ export function toApiError(error: unknown): ApiError {
   }
   if (error instanceof UnknownAgentError) return new ApiError(400, 'unknown_agent', error.message, { agent: error.agent, known: error.known });
   if (error instanceof InvalidRunInputError) return new ApiError(400, 'invalid_request', error.message);
+  if (error instanceof InvalidCursorError) return new ApiError(400, 'invalid_request', `query.before: ${error.message}`);
   if (error instanceof TransportUnavailableError || isRedisUnavailable(error)) {
     return new ApiError(503, 'unavailable', 'Redis did not answer; try again shortly', undefined, { 'retry-after': '5' });
   }

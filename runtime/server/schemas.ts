@@ -56,7 +56,7 @@ export const RunRecordOut = z
  * Where a listing goes on: the `next` of the previous page. A sequence number on a deployment of one
  * cell; with several cells, one per cell's audit log, joined by '.' (see AuditLogs.page).
  */
-const ListCursorQuery = z.union([z.coerce.number().int().positive(), z.string().regex(/^\d*(\.\d*)+$/).max(4000)]);
+const ListCursorQuery = z.union([z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER), z.string().regex(/^\d{0,16}(\.\d{0,16})+$/).max(4000)]);
 const ListCursorOut = z.union([z.number(), z.string()]);
 
 export const ListRunsQuery = z

@@ -2,6 +2,8 @@ import calculateSlot from 'cluster-key-slot';
 
 /** Redis Cluster's hash slots. */
 const SLOTS = 16384;
+/** Cells on a cluster by default: 12 spread evenly over 2, 3, 4 or 6 masters, and keep the Workers (one per cell and agent) few. */
+export const DEFAULT_CLUSTER_CELLS = 12;
 /** More cells than this would cost more Workers and connections than any cluster's masters can use. */
 export const MAX_CELLS = 256;
 

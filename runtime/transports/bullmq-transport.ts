@@ -1,7 +1,7 @@
 import { DelayedError, FlowProducer, Job, Queue, Worker, WaitingChildrenError, type FlowJob, type JobsOptions } from 'bullmq';
 import { Cluster } from 'ioredis';
 import { RedisRunStore } from '../stores/redis-run-store.js';
-import { CellLayoutError, Cells } from '../stores/cells.js';
+import { CellLayoutError, Cells, DEFAULT_CLUSTER_CELLS } from '../stores/cells.js';
 import { createRedis, type RedisClient, type RedisConnection } from '../redis-url.js';
 import type { ConsumeOptions, Consumer, Transport } from './transport.js';
 import type { ChildJob, Task, TaskHandler, TaskResult } from './task.js';
@@ -47,9 +47,6 @@ const LAYOUT_RETRY_MS = 500;
 /** How many of a queue's latest failed jobs each worker checks were reported. */
 const FAILURES_SWEPT = 100;
 
-/** Cells on a cluster by default: 12 spread evenly over 2, 3, 4 or 6 masters, and keep the Workers (one per cell and agent) few. */
-const CLUSTER_CELLS = 12;
-
 /**
  * Agents as BullMQ queues on Redis or a Redis Cluster: a queue per agent and cell, delegation as parent
  * and child jobs (always in the run's cell, so a flow stays in one slot).
@@ -77,7 +74,7 @@ export class BullMQTransport implements Transport {
     this.connectionSpec = connection;
     this.redis = this.connect({ maxRetriesPerRequest: 2 });
     const clustered = this.redis instanceof Cluster;
-    const cells = options.cells ?? (clustered ? CLUSTER_CELLS : 1);
+    const cells = options.cells ?? (clustered ? DEFAULT_CLUSTER_CELLS : 1);
     this.cells = new Cells(this.prefix, cells, clustered || cells > 1);
     this.store = new RedisRunStore(this.redis, { prefix: this.prefix, cells: this.cells, retentionMs: options.retentionMs });
     this.lockDurationMs = options.lockDurationMs ?? 30_000;
