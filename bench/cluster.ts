@@ -9,7 +9,7 @@ import type { Redis } from 'ioredis';
 import { createRedis, masters, type RedisClient } from '../runtime/redis-url.js';
 import { Cells } from '../runtime/stores/cells.js';
 import type { RedisClusterHandle } from '../test/support/redis-cluster.js';
-import { HOPS, palisadeGuarded, type Harness, type ScenarioConfig } from './scenarios.js';
+import { HOPS, palisadeGuarded, type Harness, type ScenarioConfig, type SectionOptions } from './scenarios.js';
 import { deleteKeys, diffStats, serverStats, type ServerStats } from './redis-probe.js';
 import { drive } from './drive.js';
 import { fmt, median, round, table } from './stats.js';
@@ -51,24 +51,9 @@ export interface ClusterMeasured {
 /** The section's outcome: measured, or why the cluster could not be started. */
 export type ClusterResult = ClusterMeasured | { skipped: string };
 
-export interface ClusterOptions {
-  admin: Redis;
-  config: ScenarioConfig;
-  keysDir: string;
-  /** Key prefix of the section; each system and round gets its own under it. */
-  prefix: string;
-  rounds: number;
-  chains: number;
-  inflight: number;
-  /** Untimed chains per system before round 1, and after each set-up. */
-  warmupPass: number;
-  warmup: number;
-  /** The bench's registry of open harnesses, so that an abandoned run still closes them. */
-  register: (harness: Harness) => Promise<Harness>;
-  close: (harness: Harness) => Promise<void>;
+export interface ClusterOptions extends SectionOptions {
   /** Hands the cluster's stop to the bench's cleanup (throws if the bench is already stopping). */
   track: (stop: () => Promise<void>) => Promise<void>;
-  log: (line: string) => void;
 }
 
 /** Starts the test suite's local cluster helper without the SIGTERM listener it installs for vitest. */

@@ -14,7 +14,7 @@ import { PostgresSaver } from '@langchain/langgraph-checkpoint-postgres';
 import { AIMessage, HumanMessage, ToolMessage, type BaseMessage } from '@langchain/core/messages';
 import { tool as langchainTool } from '@langchain/core/tools';
 import { defineAgent, defineTool, EmbeddedTransport, loadPolicy, Runtime, ScriptedModel, type Agent } from '../index.js';
-import { CHAIN_COMPONENTS, GUARDED_POLICY, guardedRuntime, palisadeHarness, rawBullMQ, type Harness, type ScenarioConfig } from './scenarios.js';
+import { CHAIN_COMPONENTS, GUARDED_POLICY, guardedRuntime, palisadeHarness, rawBullMQ, type Harness, type ScenarioConfig, type SectionOptions } from './scenarios.js';
 import { CHAIN, EXPECTED, REPLY, TOOL_ARGS, TOOLS, WorkCount, nextAgent, toolInput, workPerChain, type ChainAgent, type ToolArgs, type WorkPerChain } from './workload.js';
 import { drive } from './drive.js';
 import { deleteKeys, info } from './redis-probe.js';
@@ -276,23 +276,9 @@ async function postgresCpuMeter(postgresUrl: string): Promise<{ read: () => Prom
   };
 }
 
-export interface PeersOptions {
-  admin: Redis;
-  config: ScenarioConfig;
-  keysDir: string;
-  /** Redis key prefix and Postgres schema stem of this section; each system and round gets its own under it. */
-  prefix: string;
+export interface PeersOptions extends SectionOptions {
+  /** Postgres for LangGraph's checkpointer; the section's prefix is also its schema stem. */
   postgresUrl: string;
-  rounds: number;
-  chains: number;
-  inflight: number;
-  /** Untimed chains per system before round 1, and after each set-up. */
-  warmupPass: number;
-  warmup: number;
-  /** The bench's registry of open harnesses, so that an abandoned run still closes them (and drops their schema). */
-  register: (harness: Harness) => Promise<Harness>;
-  close: (harness: Harness) => Promise<void>;
-  log: (line: string) => void;
 }
 
 export async function benchPeers(options: PeersOptions): Promise<PeersResult> {

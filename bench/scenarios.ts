@@ -227,3 +227,22 @@ export async function palisadeEmbedded(config: ScenarioConfig): Promise<Harness>
   await runtime.startWorkers({ concurrency: config.concurrency });
   return palisadeHarness('Palisade embedded', runtime, config);
 }
+
+/** What a section of the bench is given by bench/index.ts: the shared set-up and its registry of harnesses. */
+export interface SectionOptions {
+  admin: Redis;
+  config: ScenarioConfig;
+  keysDir: string;
+  /** Key prefix of the section; each system and round gets its own under it. */
+  prefix: string;
+  rounds: number;
+  chains: number;
+  inflight: number;
+  /** Untimed chains per system before round 1, and after each set-up. */
+  warmupPass: number;
+  warmup: number;
+  /** The bench's registry of open harnesses, so that an abandoned run still closes them. */
+  register: (harness: Harness) => Promise<Harness>;
+  close: (harness: Harness) => Promise<void>;
+  log: (line: string) => void;
+}
