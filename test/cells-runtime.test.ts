@@ -91,6 +91,25 @@ describe('runs spread over cells (4 cells on one Redis)', () => {
     }
   });
 
+  it('takes the number of cells from PALISADE_CELLS when the code sets none, as every process of a deployment can be told it', async () => {
+    const before = process.env.PALISADE_CELLS;
+    const prefix = fresh('env-cells');
+    try {
+      process.env.PALISADE_CELLS = '3';
+      const fromEnv = new BullMQTransport({ connection: REDIS_URL, prefix });
+      const given = new BullMQTransport({ connection: REDIS_URL, prefix, cells: 5 });
+      expect([fromEnv.cells.count, given.cells.count]).toEqual([3, 5]);
+      await Promise.all([fromEnv.close(), given.close()]);
+      expect((await runAuditCli(['verify', '--allow-unsigned', '--unanchored', '--redis', REDIS_URL, '--prefix', prefix])).out.filter((l) => l.startsWith('audit log intact:'))).toHaveLength(3);
+      process.env.PALISADE_CELLS = 'many';
+      expect(() => new BullMQTransport({ connection: REDIS_URL, prefix })).toThrow(/PALISADE_CELLS must be a whole number/);
+      expect((await runAuditCli(['verify', '--allow-unsigned', '--unanchored', '--redis', REDIS_URL, '--prefix', prefix])).error).toMatch(/PALISADE_CELLS must be/);
+    } finally {
+      if (before === undefined) delete process.env.PALISADE_CELLS;
+      else process.env.PALISADE_CELLS = before;
+    }
+  });
+
   it('lists the records of every cell exactly once across pages, newest first within each log, however the writers interleave', { timeout: 60_000 }, async () => {
     const prefix = fresh('listing');
     const cells = new Cells(prefix, 3);

@@ -19,7 +19,7 @@ import { AuditLog } from '../audit/audit-log.js';
 import type { AuditRecord } from '../audit/audit-record.js';
 import { verifyExport, type VerifyOptions, type VerifyReport } from '../audit/chain-verifier.js';
 import { createRedis, DEFAULT_REDIS_URL, masters, redactUrl, type RedisClient } from '../redis-url.js';
-import { Cells, DEFAULT_CLUSTER_CELLS } from '../stores/cells.js';
+import { Cells, cellsFromEnv, DEFAULT_CLUSTER_CELLS } from '../stores/cells.js';
 import { AuditLogs } from '../audit/audit-logs.js';
 
 export interface AuditConnection {
@@ -150,7 +150,7 @@ export function registerAuditCommands(program: Command, io: AuditCommandIo, setE
 
   const cellOption = (): Option => new Option('--cell <n>', "on a deployment of several cells (Redis Cluster): only this cell's log").argParser(cellNumber);
   const cellsOption = (): Option =>
-    new Option('--cells <n>', `how many cells the deployment keeps, as its transports were set up (default ${DEFAULT_CLUSTER_CELLS} with a cluster URL, 1 otherwise)`).argParser(count);
+    new Option('--cells <n>', `how many cells the deployment keeps, as its transports were set up (default $PALISADE_CELLS, else ${DEFAULT_CLUSTER_CELLS} with a cluster URL and 1 otherwise)`).argParser(count);
 
   /**
    * The logs the command works on: the deployment's one log or, with several cells, each cell's;
@@ -162,7 +162,12 @@ export function registerAuditCommands(program: Command, io: AuditCommandIo, setE
     const conn = io.connect ? await io.connect(flags) : await defaultConnect(flags, io.fail);
     try {
       const clustered = conn.redis instanceof Cluster;
-      const count = flags.cells ?? (clustered ? DEFAULT_CLUSTER_CELLS : 1);
+      let count: number;
+      try {
+        count = flags.cells ?? cellsFromEnv() ?? (clustered ? DEFAULT_CLUSTER_CELLS : 1);
+      } catch (error) {
+        io.fail(error instanceof Error ? error.message : String(error));
+      }
       const cells = new Cells(flags.prefix, count, count > 1 || clustered);
       const pinned = await conn.redis.get(`${flags.prefix}:cells`);
       if (pinned !== null && pinned !== String(count)) {

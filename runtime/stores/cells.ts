@@ -12,6 +12,18 @@ export class CellLayoutError extends Error {
 }
 
 /**
+ * `$PALISADE_CELLS`, where set: how every process of a deployment (workers, the edge, the CLI) is given
+ * one number of cells without a flag of its own, as `$REDIS_URL` gives them one Redis.
+ */
+export function cellsFromEnv(): number | undefined {
+  const raw = process.env.PALISADE_CELLS;
+  if (raw === undefined || raw.trim() === '') return undefined;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1 || n > MAX_CELLS) throw new CellLayoutError(`PALISADE_CELLS must be a whole number from 1 to ${MAX_CELLS}, not ${JSON.stringify(raw)}`);
+  return n;
+}
+
+/**
  * Where a run's keys live: in one of `count` cells chosen by its id. A Redis Cluster runs a multi-key
  * script, a BullMQ flow (a parent and its children) or a Lua-checked claim only when every key is in one
  * hash slot, so a run is kept whole in one cell, and each cell is a hash tag (`prefix:{tag}`) with its own

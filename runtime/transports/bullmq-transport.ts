@@ -1,7 +1,7 @@
 import { DelayedError, FlowProducer, Job, Queue, Worker, WaitingChildrenError, type FlowJob, type JobsOptions } from 'bullmq';
 import { Cluster } from 'ioredis';
 import { RedisRunStore } from '../stores/redis-run-store.js';
-import { CellLayoutError, Cells, DEFAULT_CLUSTER_CELLS } from '../stores/cells.js';
+import { CellLayoutError, Cells, cellsFromEnv, DEFAULT_CLUSTER_CELLS } from '../stores/cells.js';
 import { createRedis, type RedisClient, type RedisConnection } from '../redis-url.js';
 import type { ConsumeOptions, Consumer, Transport } from './transport.js';
 import type { ChildJob, Task, TaskHandler, TaskResult } from './task.js';
@@ -16,8 +16,8 @@ export interface BullMQTransportOptions {
   prefix?: string;
   /**
    * How many cells runs are spread over (see cells.ts): each cell is a hash slot with its own queues,
-   * so on a Redis Cluster the cells spread the runs over the masters. Default 12 on a cluster, 1 on one
-   * Redis. Every process of a deployment must use the same number: the first one pins it in Redis and
+   * so on a Redis Cluster the cells spread the runs over the masters. Default `$PALISADE_CELLS`, else 12
+   * on a cluster and 1 on one Redis. Every process of a deployment must use the same number: the first one pins it in Redis and
    * the others refuse to start with another.
    */
   cells?: number;
@@ -74,7 +74,7 @@ export class BullMQTransport implements Transport {
     this.connectionSpec = connection;
     this.redis = this.connect({ maxRetriesPerRequest: 2 });
     const clustered = this.redis instanceof Cluster;
-    const cells = options.cells ?? (clustered ? DEFAULT_CLUSTER_CELLS : 1);
+    const cells = options.cells ?? cellsFromEnv() ?? (clustered ? DEFAULT_CLUSTER_CELLS : 1);
     this.cells = new Cells(this.prefix, cells, clustered || cells > 1);
     this.store = new RedisRunStore(this.redis, { prefix: this.prefix, cells: this.cells, retentionMs: options.retentionMs });
     this.lockDurationMs = options.lockDurationMs ?? 30_000;
