@@ -102,14 +102,7 @@ function clusterOptions(base: ClusterOptions, extra: RedisOptions): ClusterOptio
 
 /** A new connection like `client` (same servers, same credentials), with `extra` on top. */
 export function duplicateRedis(client: RedisClient, extra: RedisOptions = {}): RedisClient {
-  if (client instanceof Cluster) {
-    const { lazyConnect, enableOfflineQueue, maxRetriesPerRequest, ...perNode } = extra;
-    return coalesceWrites(client.duplicate(undefined, {
-      ...(lazyConnect !== undefined ? { lazyConnect } : {}),
-      ...(enableOfflineQueue !== undefined ? { enableOfflineQueue } : {}),
-      redisOptions: { ...client.options.redisOptions, ...perNode, ...(maxRetriesPerRequest !== undefined ? { maxRetriesPerRequest } : {}) },
-    }));
-  }
+  if (client instanceof Cluster) return coalesceWrites(client.duplicate(undefined, clusterOptions({ redisOptions: client.options.redisOptions ?? {} }, extra)));
   return coalesceWrites(client.duplicate(extra));
 }
 

@@ -30,11 +30,6 @@ export class AuditLogs {
     this.logs = cells.all.map((prefix) => new AuditLog({ ...options, prefix }));
   }
 
-  /** The log that holds a run's records. */
-  of(runId: string): AuditLog {
-    return this.logs[this.cells.of(runId)]!;
-  }
-
   /** Every cell's log, in cell order; each one's `prefix` names it in anchors. */
   get all(): ReadonlyArray<{ prefix: string; log: AuditLog }> {
     return this.logs.map((log, cell) => ({ prefix: this.cells.all[cell]!, log }));

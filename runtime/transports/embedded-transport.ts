@@ -75,7 +75,10 @@ export class EmbeddedTransport implements Transport {
   }
 
   async wake(_runId: string, queue: string, jobId: string): Promise<boolean> {
-    const job = this.jobs.get(`${queue}/${jobId}`);
+    return this.wakeJob(this.jobs.get(`${queue}/${jobId}`));
+  }
+
+  private wakeJob(job: EmbeddedJob | undefined): boolean {
     if (!job || job.state !== 'delayed') return false;
     clearTimeout(job.wakeTimer);
     this.timers.delete(job.wakeTimer!);
@@ -150,7 +153,7 @@ export class EmbeddedTransport implements Transport {
       if (outcome.type === 'park') {
         job.wakeTimer = this.schedule(job, Math.max(1, outcome.until - Date.now()));
         job.state = 'delayed';
-        if (await outcome.ready()) await this.wake('', job.queue, job.id);
+        if (await outcome.ready()) this.wakeJob(job);
         return;
       }
       for (const child of outcome.children) {

@@ -117,7 +117,10 @@ async function runTool(act: ActivationState, tool: AnyTool, call: ToolCall, idem
   }
   act.events.emit({ type: 'tool.called', tool: tool.name, callId: call.id, replayed: false });
   // No effect on the world without its record: the decision that allowed it is in the audit log first.
-  if (tool.effect !== 'read') await act.events.flushAudit();
+  if (tool.effect !== 'read') {
+    act.events.sendAudit();
+    await act.events.awaitAudit();
+  }
   const controller = new AbortController();
   let timer: NodeJS.Timeout | undefined;
   let output: unknown;
